@@ -1,0 +1,82 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+
+/// Every Swift target is compiled in language mode 6 with these upcoming features.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+/// The programs LogBroker ships; each is a thin command over the libraries.
+let tools = ["logbroker-server", "logcat", "logbroker-perf", "logbroker-mirror", "logbroker-admin"]
+
+let package = Package(
+    name: "LogBroker",
+    products: tools.map { .executable(name: $0, targets: [$0]) } + [
+        .executable(name: "kafka-message-gen", targets: ["kafka-message-gen"]),
+        .executable(name: "logbroker-microbench", targets: ["logbroker-microbench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // C: CRC-32C with an SSE4.2 path chosen at run time, and the system compression libraries.
+        .target(name: "CCRC32C"),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        // Kafka's wire primitives, the generated message codecs, and record batches.
+        .target(name: "KafkaWire", dependencies: [nioCore], swiftSettings: swiftSettings),
+        .target(
+            name: "KafkaMessages",
+            dependencies: ["KafkaWire", nioCore],
+            exclude: ["Definitions", "allowlist.txt"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "KafkaRecords",
+            dependencies: ["KafkaWire", "CCRC32C", "CZlib", "CLZ4", "CSnappy", "CZstd", nioCore],
+            swiftSettings: swiftSettings
+        ),
+
+        // The code generator behind Sources/KafkaMessages/Generated.
+        .target(name: "KafkaMessageGen", swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "kafka-message-gen",
+            dependencies: ["KafkaMessageGen", argumentParser],
+            swiftSettings: swiftSettings
+        ),
+
+        // Command-line habits shared by the programs.
+        .target(name: "LogBrokerCLI", dependencies: [argumentParser], swiftSettings: swiftSettings),
+    ] + tools.map {
+        .executableTarget(name: $0, dependencies: ["LogBrokerCLI", argumentParser], swiftSettings: swiftSettings)
+    } + [
+        .executableTarget(
+            name: "logbroker-microbench",
+            dependencies: ["KafkaRecords", nioCore],
+            path: "benchmarks/micro",
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire", nioCore], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "KafkaMessagesTests",
+            dependencies: ["KafkaMessages", "KafkaRecords", "KafkaWire", nioCore],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KafkaRecordsTests",
+            dependencies: ["KafkaRecords", "KafkaWire", nioCore],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "KafkaMessageGenTests", dependencies: ["KafkaMessageGen"], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,2 @@
+import KafkaMessageGen
+print("placeholder")

@@ -1,0 +1,15 @@
+import ArgumentParser
+import LogBrokerCLI
+
+@main
+struct LogBrokerMirror: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logbroker-mirror",
+        abstract: "Copies topics from one cluster to another.",
+        discussion: UnbuiltTool.discussion(plannedIn: "logbroker-mirror comes after the client library and consumer groups.")
+    )
+
+    func run() throws {
+        throw UnbuiltTool.refuse("logbroker-mirror")
+    }
+}

@@ -1,0 +1,2 @@
+import KafkaRecords
+print("placeholder")
