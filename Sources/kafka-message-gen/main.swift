@@ -1,2 +1,0 @@
-import KafkaMessageGen
-print("placeholder")
