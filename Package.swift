@@ -68,7 +68,7 @@ let package = Package(
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire", nioCore], swiftSettings: swiftSettings),
         .testTarget(
             name: "KafkaMessagesTests",
-            dependencies: ["KafkaMessages", "KafkaRecords", "KafkaWire", nioCore],
+            dependencies: ["KafkaMessages", "KafkaMessageGen", "KafkaRecords", "KafkaWire", nioCore],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
