@@ -81,7 +81,9 @@ public struct RandomMessageEncoder {
         if self.options.unknownTags {
             let highest = structure.fields.compactMap(\.tag).max() ?? 0
             let tag = highest + 1 + UInt32(self.unknownRandom.next() % 1000)
-            let value = (0..<Int(self.unknownRandom.next() % 5)).map { _ in UInt8(truncatingIfNeeded: self.unknownRandom.next()) }
+            let value = (0..<Int(self.unknownRandom.next() % 5)).map { _ in
+                UInt8(truncatingIfNeeded: self.unknownRandom.next())
+            }
             entries.append((tag, value))
         }
         Self.appendUnsignedVarint(UInt64(entries.count), to: &output)
@@ -107,7 +109,8 @@ public struct RandomMessageEncoder {
             output.append(value ? 1 : 0)
         case .int8, .int16, .uint16, .int32, .uint32, .int64:
             let width = Self.byteWidth(field.type)
-            let defaultValue = defaultText.flatMap { try? SwiftEmitter.integerDefault($0, type: field.type, field: "") } ?? 0
+            let defaultValue =
+                defaultText.flatMap { try? SwiftEmitter.integerDefault($0, type: field.type, field: "") } ?? 0
             var value = self.randomInteger(byteWidth: width)
             let defaultPattern = UInt64(bitPattern: defaultValue) & Self.mask(width)
             if forceNonDefault && value == defaultPattern { value = (value &+ 1) & Self.mask(width) }

@@ -101,12 +101,14 @@ public enum SchemaParser {
         let name = try self.string(entry, "name")
         let type = FieldType(parsing: try self.string(entry, "type"))
         let versions = try VersionRange(parsing: try self.string(entry, "versions"))
-        let nullableVersions = try (entry["nullableVersions"] as? String).map { (text) throws(GeneratorError) in
-            try VersionRange(parsing: text)
-        } ?? .none
-        let taggedVersions = try (entry["taggedVersions"] as? String).map { (text) throws(GeneratorError) in
-            try VersionRange(parsing: text)
-        } ?? .none
+        let nullableVersions =
+            try (entry["nullableVersions"] as? String).map { (text) throws(GeneratorError) in
+                try VersionRange(parsing: text)
+            } ?? .none
+        let taggedVersions =
+            try (entry["taggedVersions"] as? String).map { (text) throws(GeneratorError) in
+                try VersionRange(parsing: text)
+            } ?? .none
         let flexibleVersions = try (entry["flexibleVersions"] as? String).map { (text) throws(GeneratorError) in
             try VersionRange(parsing: text)
         }

@@ -42,7 +42,10 @@ struct SwiftEmitter {
                 let previous = scopes[name]
                 let hull =
                     previous.map {
-                        VersionRange(lowest: min($0.lowest, presence.lowest), highest: max($0.highest, presence.highest))
+                        VersionRange(
+                            lowest: min($0.lowest, presence.lowest),
+                            highest: max($0.highest, presence.highest)
+                        )
                     } ?? presence
                 if hull != previous {
                     scopes[name] = hull
@@ -144,13 +147,17 @@ struct SwiftEmitter {
     func defaultExpression(_ field: FieldSchema) throws(GeneratorError) -> String {
         let text = field.defaultValue?.trimmingSpaces
         if text == "null" {
-            guard self.isOptional(field) else { throw .invalidSchema("field \(field.name): null default but not nullable") }
+            guard self.isOptional(field) else {
+                throw .invalidSchema("field \(field.name): null default but not nullable")
+            }
             return "nil"
         }
         switch field.type {
         case .bool:
             guard let text, !text.isEmpty else { return "false" }
-            guard text == "true" || text == "false" else { throw .invalidSchema("field \(field.name): bad bool default") }
+            guard text == "true" || text == "false" else {
+                throw .invalidSchema("field \(field.name): bad bool default")
+            }
             return text
         case .int8, .int16, .uint16, .int32, .uint32, .int64:
             guard let text, !text.isEmpty else { return "0" }
@@ -277,10 +284,16 @@ struct SwiftEmitter {
             let minimum = "minimumElementSize: \(self.minimumElementSize(field, element: element))"
             let method = nullable ? "readNullableArray" : "readArray"
             if case .structure(let name) = element {
-                return ("try \(reader).\(method)", ["of: \(name).self", "version: version", "compact: \(compact)", minimum], nil)
+                return (
+                    "try \(reader).\(method)",
+                    ["of: \(name).self", "version: version", "compact: \(compact)", minimum], nil
+                )
             }
             let elementRead = Self.primitiveRead(element, nullable: false, compact: compact, reader: "reader")
-            return ("try \(reader).\(method)", ["compact: \(compact)", minimum], "(reader: inout WireReader) throws(WireError) in \(elementRead)")
+            return (
+                "try \(reader).\(method)", ["compact: \(compact)", minimum],
+                "(reader: inout WireReader) throws(WireError) in \(elementRead)"
+            )
         case .structure(let name):
             return ("try \(name)", ["from: &\(reader)", "version: version"], nil)
         default:
@@ -307,7 +320,9 @@ struct SwiftEmitter {
         }
     }
 
-    static func primitiveWrite(_ type: FieldType, value: String, nullable: Bool, compact: String, writer: String) -> String {
+    static func primitiveWrite(_ type: FieldType, value: String, nullable: Bool, compact: String, writer: String)
+        -> String
+    {
         switch type {
         case .bool: "\(writer).writeBool(\(value))"
         case .int8: "\(writer).writeInt8(\(value))"
@@ -331,7 +346,12 @@ struct SwiftEmitter {
         let compact = self.compactExpression(field, within: presence)
         let nullableCondition = Self.condition(field.nullableVersions, within: presence)
         let emitOne = { (emitter: inout SwiftEmitter, nullable: Bool) in
-            let (head, arguments, closure) = emitter.readCall(field, nullable: nullable, compact: compact, reader: reader)
+            let (head, arguments, closure) = emitter.readCall(
+                field,
+                nullable: nullable,
+                compact: compact,
+                reader: reader
+            )
             if arguments.isEmpty && closure == nil {
                 emitter.line("\(target) = \(head)")
             } else if let closure {
@@ -376,18 +396,32 @@ struct SwiftEmitter {
                 if case .structure = element {
                     emitter.call("\(writer).\(method)", [array, "version: version", "compact: \(compact)"])
                 } else {
-                    let write = Self.primitiveWrite(element, value: "$1", nullable: false, compact: compact, writer: "$0")
+                    let write = Self.primitiveWrite(
+                        element,
+                        value: "$1",
+                        nullable: false,
+                        compact: compact,
+                        writer: "$0"
+                    )
                     emitter.call("\(writer).\(method)", [array, "compact: \(compact)"], tail: " { \(write) }")
                 }
             case .records:
-                emitter.line(Self.primitiveWrite(field.type, value: value, nullable: true, compact: compact, writer: writer))
+                emitter.line(
+                    Self.primitiveWrite(field.type, value: value, nullable: true, compact: compact, writer: writer)
+                )
             default:
                 var argument = value
                 if optional && !nullable {
                     argument = "\(value) ?? " + (field.type == .string ? "\"\"" : "ByteBuffer()")
                 }
                 emitter.line(
-                    Self.primitiveWrite(field.type, value: argument, nullable: nullable, compact: compact, writer: writer)
+                    Self.primitiveWrite(
+                        field.type,
+                        value: argument,
+                        nullable: nullable,
+                        compact: compact,
+                        writer: writer
+                    )
                 )
             }
         }
@@ -485,7 +519,9 @@ struct SwiftEmitter {
         self.line("public func encode(into writer: inout WireWriter, version: Int16) {")
         self.depth += 1
         if isRoot {
-            self.line("assert(Self.validVersions.contains(version), \"\(self.schema.name) has no version \\(version)\")")
+            self.line(
+                "assert(Self.validVersions.contains(version), \"\(self.schema.name) has no version \\(version)\")"
+            )
         }
         if usesFlexible {
             self.line("let flexible = \(Self.condition(self.schema.flexibleVersions, within: valid)!)")

@@ -124,7 +124,8 @@ public struct WireWriter: Sendable {
 
     /// A nullable array of structures.
     @inlinable
-    public mutating func writeNullableArray<Element: WireCodable>(_ elements: [Element]?, version: Int16, compact: Bool) {
+    public mutating func writeNullableArray<Element: WireCodable>(_ elements: [Element]?, version: Int16, compact: Bool)
+    {
         self.writeNullableArray(elements, compact: compact) { writer, element in
             element.encode(into: &writer, version: version)
         }

@@ -32,7 +32,10 @@ private let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathCompon
         let generator = MessageGenerator(packageRoot: packageRoot)
         let output = try generator.generate().values.joined()
         let definitions = generator.definitionsDirectory
-        let text = try String(contentsOf: definitions.appendingPathComponent("ListOffsetsRequest.json"), encoding: .utf8)
+        let text = try String(
+            contentsOf: definitions.appendingPathComponent("ListOffsetsRequest.json"),
+            encoding: .utf8
+        )
         #expect(text.contains("The current leader epoch."))
         #expect(!output.contains("The current leader epoch."))
         #expect(!output.contains("Licensed to the Apache Software Foundation"))

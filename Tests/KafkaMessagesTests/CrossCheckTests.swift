@@ -54,7 +54,10 @@ import Testing
         let ours = directory.appendingPathComponent("logbroker.jsonl")
 
         let generated = try Self.runPython(["generate", original.path])
-        try #require(generated.status == 0, "kafka-python generate failed (is kafka-python installed?):\n\(generated.output)")
+        try #require(
+            generated.status == 0,
+            "kafka-python generate failed (is kafka-python installed?):\n\(generated.output)"
+        )
 
         var lines: [String] = []
         var checked = 0

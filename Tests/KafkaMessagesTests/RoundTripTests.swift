@@ -53,7 +53,10 @@ func hex(_ bytes: [UInt8]) -> String {
                 let bytes = encoder.encode(version: version)
                 do {
                     let again = try reencode(type, bytes, version: version)
-                    #expect(again == bytes, "\(name) v\(version) seed \(seed): \(hex(bytes)) re-encoded as \(hex(again))")
+                    #expect(
+                        again == bytes,
+                        "\(name) v\(version) seed \(seed): \(hex(bytes)) re-encoded as \(hex(again))"
+                    )
                 } catch {
                     Issue.record("\(name) v\(version) seed \(seed): \(error) decoding \(hex(bytes))")
                 }

@@ -206,7 +206,8 @@ private func written(_ body: (inout WireWriter) -> Void) -> [UInt8] {
     @Test func hugeCountInSmallFrameThrowsWithoutAllocating() {
         var classic = makeReader([0x7F, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 36))
         #expect(throws: WireError.self) {
-            _ = try classic.readArray(compact: false, minimumElementSize: 4) { (r: inout WireReader) throws(WireError) in
+            _ = try classic.readArray(compact: false, minimumElementSize: 4) {
+                (r: inout WireReader) throws(WireError) in
                 try r.readInt32()
             }
         }
@@ -235,7 +236,9 @@ private func written(_ body: (inout WireWriter) -> Void) -> [UInt8] {
 
     @Test func negativeCountBelowNullThrows() {
         var reader = makeReader([0xFF, 0xFF, 0xFF, 0xFE])
-        #expect(throws: WireError.negativeLength(-2)) { try reader.readArrayCount(compact: false, minimumElementSize: 1) }
+        #expect(throws: WireError.negativeLength(-2)) {
+            try reader.readArrayCount(compact: false, minimumElementSize: 1)
+        }
     }
 
     @Test func nullAndEmptyArrays() throws {
