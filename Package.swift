@@ -22,6 +22,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // C: CRC-32C with an SSE4.2 path chosen at run time, and the system compression libraries.
@@ -42,6 +44,18 @@ let package = Package(
         .target(
             name: "KafkaRecords",
             dependencies: ["KafkaWire", "CCRC32C", "CZlib", "CLZ4", "CSnappy", "CZstd", nioCore],
+            swiftSettings: swiftSettings
+        ),
+
+        // `.properties` files and typed setting tables (Kafka's ConfigDef); partition logs on disk.
+        .target(name: "KafkaProperties", swiftSettings: swiftSettings),
+        .target(
+            name: "LogStorage",
+            dependencies: [
+                "KafkaRecords", "KafkaWire", "KafkaProperties", nioCore,
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
 
@@ -75,6 +89,15 @@ let package = Package(
         .testTarget(
             name: "KafkaRecordsTests",
             dependencies: ["KafkaRecords", "KafkaWire", nioCore],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "KafkaPropertiesTests", dependencies: ["KafkaProperties"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "LogStorageTests",
+            dependencies: [
+                "LogStorage", "KafkaRecords", "KafkaWire", "KafkaProperties", "CCRC32C", nioCore,
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaMessageGenTests", dependencies: ["KafkaMessageGen"], swiftSettings: swiftSettings),

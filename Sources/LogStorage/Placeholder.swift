@@ -1,0 +1,1 @@
+// LogStorage: partition logs on disk (issue 3).
