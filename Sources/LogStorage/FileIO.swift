@@ -1,0 +1,182 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// Thin wrappers over the system calls storage needs that swift-system lacks (fsync, flock, rename, directory
+/// listing) and over the ones it has, converting failures to `StorageError`s that name the file. Every function is
+/// a blocking disk call: run it on `DiskIOPool`, never on an event loop. Stateless; thread-safe.
+enum FileIO {
+    static func open(
+        _ path: FilePath,
+        _ mode: FileDescriptor.AccessMode,
+        options: FileDescriptor.OpenOptions = [],
+        permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]
+    ) throws(StorageError) -> FileDescriptor {
+        do {
+            return try FileDescriptor.open(path, mode, options: options.union(.closeOnExec), permissions: permissions)
+        } catch {
+            throw .io("open", path, error as? Errno ?? .ioError)
+        }
+    }
+
+    /// Writes all of `bytes` at `position`, retrying short writes.
+    static func writeAll(
+        _ fd: FileDescriptor,
+        _ bytes: UnsafeRawBufferPointer,
+        at position: Int64,
+        path: FilePath
+    ) throws(StorageError) {
+        do {
+            _ = try fd.writeAll(toAbsoluteOffset: position, bytes)
+        } catch {
+            throw .io("write", path, error as? Errno ?? .ioError)
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes at `position`; fewer only at the end of the file.
+    static func read(
+        _ fd: FileDescriptor,
+        into buffer: UnsafeMutableRawBufferPointer,
+        at position: Int64,
+        path: FilePath
+    ) throws(StorageError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[done...])
+            let count: Int
+            do {
+                count = try fd.read(fromAbsoluteOffset: position + Int64(done), into: chunk)
+            } catch {
+                throw .io("read", path, error as? Errno ?? .ioError)
+            }
+            if count == 0 { break }
+            done += count
+        }
+        return done
+    }
+
+    static func size(_ fd: FileDescriptor, path: FilePath) throws(StorageError) -> Int64 {
+        do {
+            return try fd.seek(offset: 0, from: .end)
+        } catch {
+            throw .io("lseek", path, error as? Errno ?? .ioError)
+        }
+    }
+
+    static func truncate(_ fd: FileDescriptor, to size: Int64, path: FilePath) throws(StorageError) {
+        do {
+            try fd.resize(to: size)
+        } catch {
+            throw .io("ftruncate", path, error as? Errno ?? .ioError)
+        }
+    }
+
+    static func sync(_ fd: FileDescriptor, path: FilePath) throws(StorageError) {
+        guard fsync(fd.rawValue) == 0 else { throw .io("fsync", path, Errno(rawValue: Glibc.errno)) }
+    }
+
+    static func close(_ fd: FileDescriptor) {
+        try? fd.close()
+    }
+
+    /// fsyncs a directory, so that renames and creations in it survive a power loss.
+    static func syncDirectory(_ path: FilePath) throws(StorageError) {
+        let fd = try self.open(path, .readOnly, options: .directory)
+        defer { self.close(fd) }
+        try self.sync(fd, path: path)
+    }
+
+    static func rename(_ from: FilePath, to: FilePath) throws(StorageError) {
+        let result = from.withPlatformString { source in to.withPlatformString { Glibc.rename(source, $0) } }
+        guard result == 0 else { throw .io("rename to \(to)", from, Errno(rawValue: Glibc.errno)) }
+    }
+
+    /// Removes a file; a file already gone is not an error.
+    static func unlink(_ path: FilePath) throws(StorageError) {
+        guard path.withPlatformString({ Glibc.unlink($0) }) == 0 else {
+            let error = Errno(rawValue: Glibc.errno)
+            if error == .noSuchFileOrDirectory { return }
+            throw .io("unlink", path, error)
+        }
+    }
+
+    static func makeDirectory(_ path: FilePath) throws(StorageError) {
+        guard path.withPlatformString({ mkdir($0, 0o755) }) == 0 else {
+            let error = Errno(rawValue: Glibc.errno)
+            if error == .fileExists { return }
+            throw .io("mkdir", path, error)
+        }
+    }
+
+    static func removeDirectory(_ path: FilePath) throws(StorageError) {
+        guard path.withPlatformString({ rmdir($0) }) == 0 else { throw .io("rmdir", path, Errno(rawValue: Glibc.errno)) }
+    }
+
+    static func exists(_ path: FilePath) -> Bool {
+        path.withPlatformString { access($0, F_OK) } == 0
+    }
+
+    static func isDirectory(_ path: FilePath) -> Bool {
+        var info = stat()
+        guard path.withPlatformString({ stat($0, &info) }) == 0 else { return false }
+        return info.st_mode & S_IFMT == S_IFDIR
+    }
+
+    /// The names in a directory, without `.` and `..`, in no particular order.
+    static func listDirectory(_ path: FilePath) throws(StorageError) -> [String] {
+        guard let directory = path.withPlatformString({ opendir($0) }) else {
+            throw .io("opendir", path, Errno(rawValue: Glibc.errno))
+        }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// The whole file, or nil if it does not exist. For small files (checkpoints, properties).
+    static func readWholeFile(_ path: FilePath, limit: Int = 64 << 20) throws(StorageError) -> [UInt8]? {
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
+        } catch let error as Errno where error == .noSuchFileOrDirectory {
+            return nil
+        } catch {
+            throw .io("open", path, error as? Errno ?? .ioError)
+        }
+        defer { self.close(fd) }
+        let size = try self.size(fd, path: path)
+        guard size <= limit else { throw .io("read (file larger than \(limit) bytes)", path, .fileTooLarge) }
+        var bytes = [UInt8](repeating: 0, count: Int(size))
+        let count = try bytes.withUnsafeMutableBytes { buffer in
+            Result { () throws(StorageError) in try self.read(fd, into: buffer, at: 0, path: path) }
+        }.get()
+        return Array(bytes.prefix(count))
+    }
+
+    /// Replaces `path` with `contents` so that a crash leaves either the old or the new file, never a mix: writes
+    /// `<path>.tmp`, fsyncs it, renames it over `path`, then fsyncs the directory (Kafka's `CheckpointFile.write`).
+    static func writeAtomically(_ path: FilePath, _ contents: some Collection<UInt8>) throws(StorageError) {
+        let temporary = FilePath(path.string + ".tmp")
+        let fd = try self.open(temporary, .writeOnly, options: [.create, .truncate])
+        do {
+            try Array(contents).withUnsafeBytes { bytes in
+                Result { () throws(StorageError) in try self.writeAll(fd, bytes, at: 0, path: temporary) }
+            }.get()
+            try self.sync(fd, path: temporary)
+        } catch {
+            self.close(fd)
+            throw error
+        }
+        self.close(fd)
+        try self.rename(temporary, to: path)
+        try self.syncDirectory(path.removingLastComponent())
+    }
+}

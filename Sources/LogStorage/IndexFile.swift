@@ -1,0 +1,154 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemPackage
+
+/// The memory-mapped file under `OffsetIndex` and `TimeIndex`: fixed-size big-endian entries, a file preallocated
+/// to a capacity while its segment is active (so appends never grow the file) and trimmed to its entries when the
+/// segment rolls or closes, as Kafka's `AbstractIndex` does.
+///
+/// Not thread-safe: its index is used under `PartitionLog`'s lock.
+final class IndexFile {
+    private(set) var path: FilePath
+    let entrySize: Int
+    private var fd: FileDescriptor?
+    private var base: UnsafeMutableRawPointer?
+    /// The file's length and the mapping's, a multiple of `entrySize`.
+    private(set) var capacityBytes: Int
+    private(set) var entryCount: Int
+
+    /// Opens or creates the file. An existing file's entries are all its whole entries (a file from a clean stop
+    /// was trimmed to them; after a crash, recovery rebuilds the index); it is then grown to `capacityBytes` if
+    /// that is larger, so a reopened active segment can take appends.
+    init(path: FilePath, entrySize: Int, capacityBytes: Int) throws(StorageError) {
+        self.path = path
+        self.entrySize = entrySize
+        let fd = try FileIO.open(path, .readWrite, options: .create)
+        self.fd = fd
+        do {
+            let length = Int(try FileIO.size(fd, path: path))
+            self.entryCount = length / entrySize
+            self.capacityBytes = 0
+            try self.remap(capacityBytes: max(capacityBytes, length) / entrySize * entrySize)
+        } catch {
+            FileIO.close(fd)
+            throw error
+        }
+    }
+
+    deinit {
+        self.unmap()
+        if let fd = self.fd { FileIO.close(fd) }
+    }
+
+    var maxEntries: Int { self.capacityBytes / self.entrySize }
+    var isFull: Bool { self.entryCount >= self.maxEntries }
+    var isOpen: Bool { self.fd != nil }
+
+    private func unmap() {
+        if let base = self.base {
+            munmap(base, self.capacityBytes)
+            self.base = nil
+        }
+    }
+
+    /// Sets the file to `capacityBytes` and maps all of it; entries beyond it are dropped.
+    private func remap(capacityBytes: Int) throws(StorageError) {
+        guard let fd = self.fd else { throw .io("resize (index closed)", self.path, .badFileDescriptor) }
+        self.unmap()
+        try FileIO.truncate(fd, to: Int64(capacityBytes), path: self.path)
+        self.capacityBytes = capacityBytes
+        self.entryCount = min(self.entryCount, capacityBytes / self.entrySize)
+        guard capacityBytes > 0 else { return }
+        let mapped = mmap(nil, capacityBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
+        guard let mapped, mapped != MAP_FAILED else { throw .io("mmap", self.path, Errno(rawValue: errno)) }
+        self.base = mapped
+    }
+
+    /// Grows (or shrinks) the preallocated file, keeping the entries that fit.
+    func resize(capacityBytes: Int) throws(StorageError) {
+        let rounded = max(capacityBytes / self.entrySize, self.entryCount) * self.entrySize
+        guard rounded != self.capacityBytes else { return }
+        try self.remap(capacityBytes: rounded)
+    }
+
+    /// Cuts the file down to its entries, for a segment that no longer takes appends.
+    func trimToEntries() throws(StorageError) {
+        try self.resize(capacityBytes: self.entryCount * self.entrySize)
+    }
+
+    func load<T: FixedWidthInteger>(entry: Int, field: Int, as type: T.Type) -> T {
+        precondition(entry < self.entryCount)
+        return T(bigEndian: self.base!.loadUnaligned(fromByteOffset: entry * self.entrySize + field, as: T.self))
+    }
+
+    /// Writes one field of the entry after the last; `commitEntry` then counts it.
+    func storeNext<T: FixedWidthInteger>(_ value: T, field: Int) {
+        precondition(!self.isFull, "append to a full index \(self.path)")
+        self.base!.storeBytes(of: value.bigEndian, toByteOffset: self.entryCount * self.entrySize + field, as: T.self)
+    }
+
+    func commitEntry() {
+        self.entryCount += 1
+    }
+
+    /// Keeps the first `count` entries; the file keeps its capacity, stale bytes beyond are not counted.
+    func truncate(toEntries count: Int) {
+        self.entryCount = min(count, self.entryCount)
+    }
+
+    /// The largest entry number whose key is <= `target`, or nil if the first key is already above it. Keys must
+    /// be nondecreasing in entry order.
+    func largestEntry(atOrBelow target: Int64, key: (Int) -> Int64) -> Int? {
+        guard self.entryCount > 0, key(0) <= target else { return nil }
+        var low = 0
+        var high = self.entryCount - 1
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if key(middle) <= target { low = middle } else { high = middle - 1 }
+        }
+        return low
+    }
+
+    /// The smallest entry number whose key is >= `target`, or nil if none is.
+    func smallestEntry(atOrAbove target: Int64, key: (Int) -> Int64) -> Int? {
+        guard self.entryCount > 0, key(self.entryCount - 1) >= target else { return nil }
+        var low = 0
+        var high = self.entryCount - 1
+        while low < high {
+            let middle = (low + high) / 2
+            if key(middle) >= target { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+
+    /// Writes dirty pages to disk.
+    func flush() throws(StorageError) {
+        guard let base = self.base else { return }
+        guard msync(base, self.capacityBytes, MS_SYNC) == 0 else { throw .io("msync", self.path, Errno(rawValue: errno)) }
+    }
+
+    /// Trims (if asked) and closes; later calls fail until reopened by a new `IndexFile`.
+    func close(trim: Bool) throws(StorageError) {
+        defer {
+            self.unmap()
+            if let fd = self.fd { FileIO.close(fd) }
+            self.fd = nil
+        }
+        if trim { try self.trimToEntries() }
+    }
+
+    /// Closes and removes the file.
+    func delete() throws(StorageError) {
+        try? self.close(trim: false)
+        try FileIO.unlink(self.path)
+    }
+
+    /// Renames the file (for `.deleted`), keeping it open and mapped.
+    func rename(to newPath: FilePath) throws(StorageError) {
+        try FileIO.rename(self.path, to: newPath)
+        self.path = newPath
+    }
+}

@@ -1,0 +1,97 @@
+import SystemPackage
+
+/// One leader epoch and the first offset appended under it.
+public struct EpochEntry: Hashable, Sendable, CustomStringConvertible {
+    public var epoch: Int32
+    public var startOffset: Int64
+
+    public init(epoch: Int32, startOffset: Int64) {
+        self.epoch = epoch
+        self.startOffset = startOffset
+    }
+
+    public var description: String { "EpochEntry(epoch=\(self.epoch), startOffset=\(self.startOffset))" }
+}
+
+/// A partition's leader-epoch cache (KIP-101): which epoch started at which offset, kept in `leader-epoch-checkpoint`
+/// (`0`, count, then `epoch startOffset` lines) and rewritten on every change, as Kafka's `LeaderEpochFileCache`
+/// does. Epochs and start offsets both strictly increase. It answers OffsetForLeaderEpoch (`endOffset(for:)`) and
+/// moves with the log: appends assign, truncation removes from the end or the start.
+///
+/// Not thread-safe: used under `PartitionLog`'s lock.
+public final class LeaderEpochCache {
+    public static let fileName = "leader-epoch-checkpoint"
+    public let path: FilePath
+    public private(set) var entries: [EpochEntry]
+
+    /// Loads the checkpoint at `path` (empty if the file does not exist).
+    public init(path: FilePath) throws(StorageError) {
+        self.path = path
+        var entries: [EpochEntry] = []
+        for (number, fields) in (try CheckpointFile.read(path, fieldCount: 2) ?? []).enumerated() {
+            guard let epoch = Int32(fields[0]), let offset = Int64(fields[1]), epoch >= 0, offset >= 0 else {
+                throw .corruptCheckpoint(path, line: number + 3, "bad entry \"\(fields.joined(separator: " "))\"")
+            }
+            entries.append(EpochEntry(epoch: epoch, startOffset: offset))
+        }
+        self.entries = entries
+    }
+
+    public var latest: EpochEntry? { self.entries.last }
+    public var earliest: EpochEntry? { self.entries.first }
+
+    /// Records that `epoch` starts at `startOffset`. Nothing changes if `epoch` is already the latest (its first
+    /// offset stands) or older than it. Entries that conflict (an older epoch starting at or after `startOffset`)
+    /// are removed, as Kafka's `assign` does, and a warning is due from the caller when it returns true for those.
+    @discardableResult
+    public func assign(epoch: Int32, startOffset: Int64) throws(StorageError) -> Bool {
+        if let latest = self.latest, epoch <= latest.epoch { return false }
+        let before = self.entries
+        self.entries.removeAll { $0.startOffset >= startOffset }
+        self.entries.append(EpochEntry(epoch: epoch, startOffset: startOffset))
+        if self.entries != before { try self.flush() }
+        return true
+    }
+
+    /// Removes every entry starting at or after `endOffset` (the log was truncated to end there).
+    public func truncate(fromEnd endOffset: Int64) throws(StorageError) {
+        let count = self.entries.count
+        self.entries.removeAll { $0.startOffset >= endOffset }
+        if self.entries.count != count { try self.flush() }
+    }
+
+    /// The log start moved to `startOffset`: entries wholly before it go, and the one in force there is moved up to
+    /// start at it.
+    public func truncate(fromStart startOffset: Int64) throws(StorageError) {
+        guard let first = self.entries.first, first.startOffset < startOffset else { return }
+        let inForce = self.entries.lastIndex { $0.startOffset <= startOffset }!
+        self.entries.removeFirst(inForce)
+        self.entries[0].startOffset = startOffset
+        try self.flush()
+    }
+
+    /// Empties the cache (the log was emptied).
+    public func clear() throws(StorageError) {
+        guard !self.entries.isEmpty else { return }
+        self.entries = []
+        try self.flush()
+    }
+
+    /// The epoch of the batch holding `offset`, by the cache: the last entry starting at or before it.
+    public func epoch(forOffset offset: Int64) -> Int32? {
+        self.entries.last { $0.startOffset <= offset }?.epoch
+    }
+
+    /// OffsetForLeaderEpoch's answer (KIP-101, KIP-279): the largest epoch <= `requested` and the offset where the
+    /// next epoch starts (the log end offset if it is the latest). Unknown (`-1`, `-1`) when every epoch is above
+    /// `requested` or the cache is empty.
+    public func endOffset(for requested: Int32, logEndOffset: Int64) -> (epoch: Int32, endOffset: Int64) {
+        guard let index = self.entries.lastIndex(where: { $0.epoch <= requested }) else { return (-1, -1) }
+        let next = index + 1 < self.entries.count ? self.entries[index + 1].startOffset : logEndOffset
+        return (self.entries[index].epoch, next)
+    }
+
+    public func flush() throws(StorageError) {
+        try CheckpointFile.write(self.path, lines: self.entries.map { "\($0.epoch) \($0.startOffset)" })
+    }
+}

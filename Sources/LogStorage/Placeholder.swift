@@ -1,1 +1,0 @@
-// LogStorage: partition logs on disk (issue 3).
