@@ -136,11 +136,11 @@ public struct RecordBatch: Hashable, Sendable {
         attributes.timestampType = timestampType
         self.setField(Field.attributes, attributes.rawValue)
         self.setField(Field.maxTimestamp, timestamp)
-        self.setCRC()
+        self.recomputeCRC()
     }
 
-    /// Recomputes and stores the CRC (the builder's last step, and after any change to bytes [21, end)).
-    mutating func setCRC() {
+    /// Recomputes and stores the CRC: the builder's last step, and needed after any change to bytes [21, end).
+    public mutating func recomputeCRC() {
         self.setField(Field.crc, self.computeCRC())
     }
 

@@ -153,7 +153,7 @@ public struct RecordBatchBuilder {
         }
         out.setInteger(Int32(out.readableBytes - RecordBatch.logOverhead), at: RecordBatch.Field.batchLength)
         var batch = RecordBatch(unchecked: out)
-        batch.setCRC()
+        batch.recomputeCRC()
         return batch
     }
 
