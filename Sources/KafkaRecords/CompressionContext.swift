@@ -423,7 +423,9 @@ public final class CompressionContext {
 
     /// xerial framing, as Java's `SnappyOutputStream` writes it: the header, then 32 KiB blocks, each
     /// `[int32 BE length][raw snappy block]`.
-    private static func compressSnappy(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer) throws(RecordBatchError) {
+    private static func compressSnappy(_ input: UnsafeRawBufferPointer, into output: inout ByteBuffer)
+        throws(RecordBatchError)
+    {
         output.writeBytes(Self.xerialHeader)
         var position = 0
         while position < input.count {
@@ -537,7 +539,8 @@ extension UInt32 {
     /// A big-endian UInt32 at `index` of `bytes`; the caller has checked the bounds.
     @inline(__always)
     init(bigEndianBytes bytes: UnsafeRawBufferPointer, at index: Int) {
-        self = UInt32(bytes[index]) << 24 | UInt32(bytes[index + 1]) << 16 | UInt32(bytes[index + 2]) << 8
+        self =
+            UInt32(bytes[index]) << 24 | UInt32(bytes[index + 1]) << 16 | UInt32(bytes[index + 2]) << 8
             | UInt32(bytes[index + 3])
     }
 }

@@ -4,7 +4,7 @@ import NIOCore
 /// its decompressed records), headers. A value type; Sendable.
 public struct Record: Hashable, Sendable {
     public var offset: Int64
-    /// baseTimestamp + timestampDelta. For LogAppendTime batches readers use the batch's maxTimestamp instead.
+    /// baseTimestamp + timestampDelta, or the batch's maxTimestamp in a LogAppendTime batch (as Kafka's reader).
     public var timestamp: Int64
     /// The record's attributes byte (unused by Kafka so far).
     public var attributes: Int8
@@ -53,6 +53,8 @@ public struct RecordIterator {
     private let baseOffset: Int64
     private let baseTimestamp: Int64
     private let declaredCount: Int32
+    /// The batch's maxTimestamp when it is LogAppendTime: then every record carries it.
+    private let logAppendTime: Int64?
     private var position = 0
     private var index = 0
 
@@ -61,6 +63,7 @@ public struct RecordIterator {
         self.baseOffset = batch.baseOffset
         self.baseTimestamp = batch.baseTimestamp
         self.declaredCount = batch.recordCount
+        self.logAppendTime = batch.attributes.timestampType == .logAppendTime ? batch.maxTimestamp : nil
     }
 
     /// The next record, or nil after the last.
@@ -101,7 +104,7 @@ public struct RecordIterator {
         self.index += 1
         return Record(
             offset: self.baseOffset &+ Int64(layout.offsetDelta),
-            timestamp: self.baseTimestamp &+ layout.timestampDelta,
+            timestamp: self.logAppendTime ?? (self.baseTimestamp &+ layout.timestampDelta),
             attributes: layout.attributes,
             key: self.slice(layout.keyStart, layout.keyLength),
             value: self.slice(layout.valueStart, layout.valueLength),

@@ -64,7 +64,8 @@ public struct RecordBatchBuilder {
         let timestampDelta = timestamp &- self.baseTimestamp
         let offsetDelta = Int64(self.recordCount)
         var bodySize = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
-        bodySize += Varint.sizeOfBytes(key?.count) + Varint.sizeOfBytes(value?.count) + Varint.size(Int64(headers.count))
+        bodySize +=
+            Varint.sizeOfBytes(key?.count) + Varint.sizeOfBytes(value?.count) + Varint.size(Int64(headers.count))
         for header in headers {
             bodySize += Varint.sizeOfBytes(header.key.utf8.count) + Varint.sizeOfBytes(header.value?.readableBytes)
         }
@@ -201,7 +202,11 @@ enum Varint {
     }
 
     @inline(__always)
-    static func writeBytes(_ bytes: UnsafeRawBufferPointer?, to out: UnsafeMutableRawBufferPointer, at position: inout Int) {
+    static func writeBytes(
+        _ bytes: UnsafeRawBufferPointer?,
+        to out: UnsafeMutableRawBufferPointer,
+        at position: inout Int
+    ) {
         guard let bytes else {
             Self.write(-1, to: out, at: &position)
             return

@@ -105,7 +105,12 @@ public struct RecordBatchValidator {
         let compression = self.compression
         try batch.buffer.withUnsafeReadableBytes { bytes throws(RecordBatchError) in
             let compressed = UnsafeRawBufferPointer(rebasing: bytes[RecordBatch.headerSize...])
-            try compression.decompress(compressed, codec: codec, maxDecompressedBytes: limit, appendingTo: &self.scratch)
+            try compression.decompress(
+                compressed,
+                codec: codec,
+                maxDecompressedBytes: limit,
+                appendingTo: &self.scratch
+            )
         }
         return try self.scratch.withUnsafeReadableBytes { records throws(RecordBatchError) in
             try Self.walk(records, batch: batch, requireKeys: requireKeys, timestampBounds: bounds)

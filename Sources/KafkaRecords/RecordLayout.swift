@@ -59,7 +59,11 @@ struct RecordLayout {
             throw .malformedRecord(index: index, position: cursor.position, what: "header count is cut or too long")
         }
         guard headerCount >= 0 else {
-            throw .malformedRecord(index: index, position: cursor.position, what: "negative header count \(headerCount)")
+            throw .malformedRecord(
+                index: index,
+                position: cursor.position,
+                what: "negative header count \(headerCount)"
+            )
         }
         layout.headerCount = Int(headerCount)
         layout.headersStart = cursor.position

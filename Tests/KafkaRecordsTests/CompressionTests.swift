@@ -106,9 +106,11 @@ struct CompressionTests {
         let input = sampleBytes(100_000)
         let compressed = try compress(input, .snappy)
         // Java's framing: magic, version 1, compatible version 1, then length-prefixed blocks.
-        #expect(Array(compressed.readableBytesView.prefix(16)) == [
-            0x82, 0x53, 0x4E, 0x41, 0x50, 0x50, 0x59, 0x00, 0, 0, 0, 1, 0, 0, 0, 1,
-        ])
+        #expect(
+            Array(compressed.readableBytesView.prefix(16)) == [
+                0x82, 0x53, 0x4E, 0x41, 0x50, 0x50, 0x59, 0x00, 0, 0, 0, 1, 0, 0, 0, 1,
+            ]
+        )
         #expect(try Array(decompress(compressed, .snappy, limit: input.count).readableBytesView) == input)
     }
 

@@ -90,7 +90,12 @@ struct RecordBatchTests {
                 index % 3 == 0
                 ? [RecordHeader(key: "trace", value: ByteBuffer(string: "t\(index)")), .init(key: "empty", value: nil)]
                 : []
-            builder.append(timestamp: 1_700_000_000_000 + Int64(index % 11) * 1000, key: key, value: value, headers: headers)
+            builder.append(
+                timestamp: 1_700_000_000_000 + Int64(index % 11) * 1000,
+                key: key,
+                value: value,
+                headers: headers
+            )
         }
         return builder
     }
@@ -130,7 +135,11 @@ struct RecordBatchTests {
             let value = record.value.map { Array($0.readableBytesView) }
             #expect(value == (index % 7 == 3 ? nil : sampleBytes(100, seed: UInt64(index))))
             if index % 3 == 0 {
-                #expect(record.headers == [.init(key: "trace", value: ByteBuffer(string: "t\(index)")), .init(key: "empty", value: nil)])
+                #expect(
+                    record.headers == [
+                        .init(key: "trace", value: ByteBuffer(string: "t\(index)")), .init(key: "empty", value: nil),
+                    ]
+                )
             } else {
                 #expect(record.headers.isEmpty)
             }
@@ -152,7 +161,12 @@ struct RecordBatchTests {
     @Test func everyCorruptedByteIsCaughtOrIgnoredAsKafkaDoes() throws {
         var builder = RecordBatchBuilder()
         builder.append(timestamp: 1000, key: ByteBuffer(string: "a"), value: ByteBuffer(string: "one"))
-        builder.append(timestamp: 1001, key: nil, value: ByteBuffer(string: "two"), headers: [.init(key: "h", value: nil)])
+        builder.append(
+            timestamp: 1001,
+            key: nil,
+            value: ByteBuffer(string: "two"),
+            headers: [.init(key: "h", value: nil)]
+        )
         let batch = try builder.build()
         let bytes = Array(batch.buffer.readableBytesView)
         for position in 0..<bytes.count {
@@ -178,7 +192,8 @@ struct RecordBatchTests {
     }
 
     @Test func recordCountThatLiesIsRefused() throws {
-        let records = handRecord(offsetDelta: 0, key: [1], value: [2]) + handRecord(offsetDelta: 1, key: [1], value: [2])
+        let records =
+            handRecord(offsetDelta: 0, key: [1], value: [2]) + handRecord(offsetDelta: 1, key: [1], value: [2])
         // Header says 3 (and lastOffsetDelta 2) but 2 records follow.
         #expect(
             caught { _ = try validate(handBatch(records: records, count: 3)) }
@@ -198,7 +213,8 @@ struct RecordBatchTests {
 
     @Test(arguments: Self.codecs)
     func nonConsecutiveOffsetDeltasAreRefused(_ codec: CompressionCodec) throws {
-        let records = handRecord(offsetDelta: 0, key: nil, value: [1]) + handRecord(offsetDelta: 2, key: nil, value: [2])
+        let records =
+            handRecord(offsetDelta: 0, key: nil, value: [1]) + handRecord(offsetDelta: 2, key: nil, value: [2])
         var area = ByteBuffer()
         try records.withUnsafeBytes { try CompressionContext().compress($0, codec: codec, appendingTo: &area) }
         let batch = try handBatch(records: Array(area.readableBytesView), count: 2, attributes: codec.rawValue)
@@ -281,6 +297,8 @@ struct RecordBatchTests {
         #expect(batch.maxTimestamp == 99_999)
         #expect(batch.crc != crc && batch.isCRCValid)
         #expect(caught { _ = try validate(batch) } == nil)
+        var iterator = try batch.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: 100)
+        #expect(try iterator.next()?.timestamp == 99_999)
     }
 
     @Test func splitterYieldsWholeBatchesAndStopsAtAPartialOne() throws {
@@ -314,10 +332,14 @@ struct RecordBatchTests {
     }
 
     @Test func viewRefusesWrongSizes() {
-        #expect(throws: RecordBatchError.batchTooShort(size: 10)) { _ = try RecordBatch(ByteBuffer(bytes: [UInt8](repeating: 0, count: 10))) }
+        #expect(throws: RecordBatchError.batchTooShort(size: 10)) {
+            _ = try RecordBatch(ByteBuffer(bytes: [UInt8](repeating: 0, count: 10)))
+        }
         var buffer = ByteBuffer(bytes: [UInt8](repeating: 0, count: 70))
         buffer.setInteger(Int32(100), at: 8)
-        #expect(throws: RecordBatchError.batchLengthMismatch(declared: 112, available: 70)) { _ = try RecordBatch(buffer) }
+        #expect(throws: RecordBatchError.batchLengthMismatch(declared: 112, available: 70)) {
+            _ = try RecordBatch(buffer)
+        }
     }
 
     @Test func compressedBatchInflatingPastTheLimitIsRefused() throws {

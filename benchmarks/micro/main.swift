@@ -59,7 +59,9 @@ var rows: [Row] = []
 func measure(_ name: String, bytes: Int, note: String = "", _ body: () throws -> Void) rethrows {
     let seconds = try bestSecondsPerOperation(body)
     rows.append(Row(name: name, bytes: bytes, seconds: seconds, note: note))
-    FileHandle.standardError.write(Data("  \(name): \(String(format: "%.0f", rows.last!.megabytesPerSecond)) MB/s\n".utf8))
+    FileHandle.standardError.write(
+        Data("  \(name): \(String(format: "%.0f", rows.last!.megabytesPerSecond)) MB/s\n".utf8)
+    )
 }
 
 /// A sink the optimiser cannot see through.
@@ -89,7 +91,11 @@ let crcInput = [UInt8](uncompressedRecords.readableBytesView)
 // MARK: CRC-32C
 
 crcInput.withUnsafeBytes { bytes in
-    measure("CRC-32C hardware (SSE4.2, 3 streams)", bytes: bytes.count, note: "available: \(CRC32C.isHardwareAccelerated)") {
+    measure(
+        "CRC-32C hardware (SSE4.2, 3 streams)",
+        bytes: bytes.count,
+        note: "available: \(CRC32C.isHardwareAccelerated)"
+    ) {
         blackHole(CRC32C.extendHardware(0, bytes))
     }
     measure("CRC-32C portable (slicing-by-8)", bytes: bytes.count) {
