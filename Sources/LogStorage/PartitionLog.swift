@@ -1,0 +1,473 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import KafkaRecords
+import Logging
+import NIOCore
+import Synchronization
+import SystemPackage
+
+/// What an append did: the offsets it assigned or kept, and the max timestamp it stored.
+public struct LogAppendInfo: Hashable, Sendable {
+    public var firstOffset: Int64
+    public var lastOffset: Int64
+    /// The batches' largest max timestamp (the broker's clock for LogAppendTime topics).
+    public var maxTimestamp: Int64
+    /// The LogAppendTime stamped on the batches, or -1 for CreateTime.
+    public var logAppendTime: Int64
+    public var batchCount: Int
+}
+
+/// A ListOffsets query.
+public enum OffsetSpec: Hashable, Sendable {
+    case earliest
+    case latest
+    case maxTimestamp
+    /// The first offset whose record timestamp is >= the value.
+    case timestamp(Int64)
+}
+
+/// A found offset with its timestamp (-1 when the spec has none) and the leader epoch of its batch.
+public struct TimestampAndOffset: Hashable, Sendable {
+    public var timestamp: Int64
+    public var offset: Int64
+    public var leaderEpoch: Int32?
+}
+
+/// What a read found: the bytes as a file range (nil when there is nothing to send) and the log's bounds then.
+public struct LogReadInfo: Sendable {
+    public var range: FileRange?
+    public var logStartOffset: Int64
+    public var logEndOffset: Int64
+}
+
+/// One partition's log on disk: `<log.dir>/<topic>-<partition>/`, its segments, its leader-epoch cache.
+///
+/// Thread-safe: all state is behind one `Mutex`, so appends to one partition are serialised while different
+/// partitions proceed in parallel. Reads take the lock only to find their file range, and send it without it.
+/// Every method makes blocking disk calls: call them from `DiskIOPool`, never from an event loop.
+public final class PartitionLog: Sendable {
+    public let topicPartition: TopicPartition
+    public let directory: FilePath
+    private let state: Mutex<State>
+    private let logger: Logger
+
+    struct State: ~Copyable {
+        var config: LogConfig
+        var segments: [Segment]
+        var logStartOffset: Int64
+        var nextOffset: Int64
+        var recoveryPoint: Int64
+        var epochCache: LeaderEpochCache
+        var offlineReason: String?
+        var pendingDeletes: [(deadlineMs: Int64, paths: [FilePath])] = []
+    }
+
+    /// The wall clock in milliseconds, as Kafka's `time.milliseconds()`.
+    public static func nowMs() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+
+    /// Opens the partition in `logDirectory`, creating its directory if new. After an unclean stop
+    /// (`hadCleanShutdown` false) the segments from `recoveryPoint` on are checked batch by batch and the log is
+    /// cut at the first torn or corrupt batch; any segment whose index is missing or fails its sanity check is
+    /// rebuilt. Corruption found while rebuilding below the recovery point takes the partition offline instead.
+    public init(
+        logDirectory: FilePath,
+        topicPartition: TopicPartition,
+        config: LogConfig = LogConfig(),
+        recoveryPoint: Int64 = 0,
+        logStartOffset: Int64 = 0,
+        hadCleanShutdown: Bool = true,
+        logger: Logger = Logger(label: "LogStorage")
+    ) throws(StorageError) {
+        let directory = logDirectory.appending(topicPartition.directoryName)
+        var logger = logger
+        logger[metadataKey: "partition"] = "\(topicPartition)"
+        self.topicPartition = topicPartition
+        self.directory = directory
+        self.logger = logger
+        try FileIO.makeDirectory(directory)
+        let epochCache = try LeaderEpochCache(path: directory.appending(LeaderEpochCache.fileName))
+        var loader = Loader(
+            directory: directory, config: config, epochCache: epochCache, logger: logger,
+            partition: "\(topicPartition)"
+        )
+        let loaded = try loader.load(
+            recoveryPoint: recoveryPoint, logStartOffset: logStartOffset, hadCleanShutdown: hadCleanShutdown
+        )
+        self.state = Mutex(
+            State(
+                config: config, segments: loaded.segments, logStartOffset: loaded.logStartOffset,
+                nextOffset: loaded.nextOffset, recoveryPoint: min(recoveryPoint, loaded.nextOffset),
+                epochCache: epochCache, offlineReason: loaded.offlineReason
+            )
+        )
+    }
+
+    // MARK: Bounds
+
+    public var logEndOffset: Int64 { self.state.withLock { $0.nextOffset } }
+    public var logStartOffset: Int64 { self.state.withLock { $0.logStartOffset } }
+    public var recoveryPoint: Int64 { self.state.withLock { $0.recoveryPoint } }
+    public var segmentBaseOffsets: [Int64] { self.state.withLock { $0.segments.map(\.baseOffset) } }
+    public var epochEntries: [EpochEntry] { self.state.withLock { $0.epochCache.entries } }
+    public var isOffline: Bool { self.state.withLock { $0.offlineReason != nil } }
+    public var size: Int64 { self.state.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
+
+    /// OffsetForLeaderEpoch's answer from the epoch cache.
+    public func endOffset(forEpoch epoch: Int32) -> (epoch: Int32, endOffset: Int64) {
+        self.state.withLock { $0.epochCache.endOffset(for: epoch, logEndOffset: $0.nextOffset) }
+    }
+
+    private func checkOnline(_ state: borrowing State) throws(StorageError) {
+        if let reason = state.offlineReason { throw .partitionOffline("\(self.topicPartition)", reason) }
+    }
+
+    /// Marks the partition offline after a failed disk call, so later calls fail fast with KAFKA_STORAGE_ERROR.
+    private func takeOffline(_ state: inout State, _ error: StorageError) -> StorageError {
+        if state.offlineReason == nil {
+            state.offlineReason = error.description
+            self.logger.error("Taking partition offline", metadata: ["error": "\(error)"])
+        }
+        return error
+    }
+
+    // MARK: Appending
+
+    /// Appends validated batches as the leader: offsets assigned from the log end (base offset rewritten in
+    /// place), `leaderEpoch` stamped into each (neither is covered by the CRC), and for LogAppendTime topics the
+    /// timestamp type and max timestamp set to `nowMs` with the CRC recomputed. The epoch cache learns `leaderEpoch`.
+    public func appendAsLeader(
+        _ batches: ByteBuffer,
+        leaderEpoch: Int32,
+        nowMs: Int64 = PartitionLog.nowMs()
+    ) throws(StorageError) -> LogAppendInfo {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            var bytes = batches
+            var splitter = RecordBatchSplitter(bytes, maxBatchSize: Int(Int32.max))
+            var offset = state.nextOffset
+            var position = bytes.readerIndex
+            let logAppendTime = state.config.logAppendTime
+            while let batch = try Self.nextBatch(&splitter, partition: "\(self.topicPartition)") {
+                var stamped = batch
+                stamped.baseOffset = offset
+                stamped.partitionLeaderEpoch = leaderEpoch
+                if logAppendTime { stamped.setLogAppendTime(nowMs) }
+                bytes.setBuffer(stamped.buffer, at: position)
+                offset += Int64(batch.lastOffsetDelta) + 1
+                position += batch.sizeInBytes
+            }
+            guard splitter.remainingBytes == 0 else {
+                throw .invalidAppend("\(self.topicPartition)", "\(splitter.remainingBytes) bytes after the last whole batch")
+            }
+            return try self.write(bytes, state: &state, leaderEpoch: leaderEpoch, nowMs: nowMs, logAppendTime: logAppendTime ? nowMs : -1)
+        }
+    }
+
+    /// Appends batches as a follower: offsets and leader epochs kept as the leader wrote them. The first batch
+    /// must start at or after the log end; the epoch cache learns each batch's epoch.
+    public func appendAsFollower(
+        _ batches: ByteBuffer,
+        nowMs: Int64 = PartitionLog.nowMs()
+    ) throws(StorageError) -> LogAppendInfo {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            return try self.write(batches, state: &state, leaderEpoch: nil, nowMs: nowMs, logAppendTime: -1)
+        }
+    }
+
+    private static func nextBatch(_ splitter: inout RecordBatchSplitter, partition: String) throws(StorageError) -> RecordBatch? {
+        do {
+            return try splitter.next()
+        } catch {
+            throw .invalidAppend(partition, "\(error)")
+        }
+    }
+
+    /// Splits `bytes` into batches, rolls where needed and writes each run of batches for one segment with one
+    /// pwrite. A failure writing leaves the log as it was before this append.
+    private func write(
+        _ bytes: ByteBuffer,
+        state: inout State,
+        leaderEpoch: Int32?,
+        nowMs: Int64,
+        logAppendTime: Int64
+    ) throws(StorageError) -> LogAppendInfo {
+        let partition = "\(self.topicPartition)"
+        var splitter = RecordBatchSplitter(bytes, maxBatchSize: Int(Int32.max))
+        var runStart = bytes.readerIndex
+        var runLength = 0
+        var run: [StoredBatchHeader] = []
+        var info = LogAppendInfo(firstOffset: -1, lastOffset: -1, maxTimestamp: -1, logAppendTime: logAppendTime, batchCount: 0)
+        var expectedNext = state.nextOffset
+        let before = (state.nextOffset, state.segments.last!.size, state.segments.count)
+        do throws(StorageError) {
+            while let batch = try Self.nextBatch(&splitter, partition: partition) {
+                guard batch.baseOffset >= expectedNext, batch.lastOffsetDelta >= 0 else {
+                    throw .invalidAppend(
+                        partition, "batch at offset \(batch.baseOffset) is not after the log end \(expectedNext)"
+                    )
+                }
+                guard batch.sizeInBytes <= state.config.segmentBytes else {
+                    throw .recordTooLarge(partition, size: batch.sizeInBytes, limit: state.config.segmentBytes)
+                }
+                let header = StoredBatchHeader(
+                    position: Int64(runLength), baseOffset: batch.baseOffset, sizeInBytes: batch.sizeInBytes,
+                    partitionLeaderEpoch: batch.partitionLeaderEpoch, lastOffsetDelta: batch.lastOffsetDelta,
+                    maxTimestamp: batch.maxTimestamp, isLogAppendTime: batch.attributes.timestampType == .logAppendTime
+                )
+                let active = state.segments.last!
+                let pendingSize = Int64(runLength)
+                let rollNeeded = active.size + pendingSize > 0
+                    && (active.size + pendingSize + Int64(batch.sizeInBytes) > Int64(state.config.segmentBytes)
+                        || active.shouldRoll(
+                            batchSize: Int(pendingSize) + batch.sizeInBytes, lastOffset: header.lastOffset,
+                            maxTimestamp: header.maxTimestamp, config: state.config, nowMs: nowMs
+                        ))
+                if rollNeeded {
+                    if runLength > 0 {
+                        try active.append(bytes.getSlice(at: runStart, length: runLength)!, batches: run, indexIntervalBytes: state.config.indexIntervalBytes)
+                    }
+                    runStart += runLength
+                    runLength = 0
+                    run = []
+                    try self.roll(&state, baseOffset: batch.baseOffset, nowMs: nowMs)
+                }
+                var positioned = header
+                positioned.position = Int64(runLength)
+                run.append(positioned)
+                runLength += batch.sizeInBytes
+                if info.firstOffset < 0 { info.firstOffset = batch.baseOffset }
+                info.lastOffset = batch.lastOffset
+                info.maxTimestamp = max(info.maxTimestamp, batch.maxTimestamp)
+                info.batchCount += 1
+                expectedNext = batch.lastOffset + 1
+                let epoch = leaderEpoch ?? batch.partitionLeaderEpoch
+                if epoch >= 0 { try state.epochCache.assign(epoch: epoch, startOffset: batch.baseOffset) }
+            }
+            guard splitter.remainingBytes == 0 else {
+                throw .invalidAppend(partition, "\(splitter.remainingBytes) bytes after the last whole batch")
+            }
+            if runLength > 0 {
+                try state.segments.last!.append(
+                    bytes.getSlice(at: runStart, length: runLength)!, batches: run,
+                    indexIntervalBytes: state.config.indexIntervalBytes
+                )
+            }
+        } catch {
+            // Undo: drop what this append wrote, so the log ends where it did.
+            if state.segments.count == before.2 && state.segments.last!.size != before.1 || state.segments.count != before.2 {
+                try? self.truncateLocked(&state, to: before.0)
+            }
+            try? state.epochCache.truncate(fromEnd: before.0)
+            if error.errno != nil { throw self.takeOffline(&state, error) }
+            throw error
+        }
+        if info.batchCount > 0 { state.nextOffset = info.lastOffset + 1 }
+        return info
+    }
+
+    // MARK: Rolling
+
+    /// Starts a new segment at the log end (if the active one has data).
+    public func roll(nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            guard state.segments.last!.size > 0 else { return }
+            try self.roll(&state, baseOffset: state.nextOffset, nowMs: nowMs)
+        }
+    }
+
+    private func roll(_ state: inout State, baseOffset: Int64, nowMs: Int64) throws(StorageError) {
+        let active = state.segments.last!
+        try active.onBecomeInactive()
+        let segment = try Segment(
+            directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes, nowMs: nowMs
+        )
+        state.segments.append(segment)
+        self.logger.debug("Rolled segment", metadata: ["baseOffset": "\(baseOffset)"])
+    }
+
+    // MARK: Reading
+
+    /// Whole batches from the one holding `offset`: up to `maxBytes` (at least one batch if `minOneBatch`), only
+    /// batches that end below `maxOffset` (the high watermark for consumers, the log end for followers), from one
+    /// segment, as Kafka's fetch does.
+    /// - Throws: `offsetOutOfRange` below the log start or above the log end.
+    public func read(
+        from offset: Int64,
+        maxBytes: Int,
+        maxOffset: Int64? = nil,
+        minOneBatch: Bool = true
+    ) throws(StorageError) -> LogReadInfo {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            guard offset >= state.logStartOffset, offset <= state.nextOffset else {
+                throw .offsetOutOfRange(
+                    "\(self.topicPartition)", offset: offset, logStartOffset: state.logStartOffset,
+                    logEndOffset: state.nextOffset
+                )
+            }
+            let bound = min(maxOffset ?? state.nextOffset, state.nextOffset)
+            var info = LogReadInfo(range: nil, logStartOffset: state.logStartOffset, logEndOffset: state.nextOffset)
+            var index = Self.segmentIndex(state.segments, containing: offset)
+            while index < state.segments.count {
+                if let range = try state.segments[index].read(
+                    from: offset, maxBytes: maxBytes, maxOffset: bound, minOneBatch: minOneBatch
+                ) {
+                    info.range = range
+                    break
+                }
+                index += 1
+            }
+            return info
+        }
+    }
+
+    /// The last segment whose base offset is <= `offset` (the first one if none is).
+    private static func segmentIndex(_ segments: [Segment], containing offset: Int64) -> Int {
+        var low = 0
+        var high = segments.count - 1
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if segments[middle].baseOffset <= offset { low = middle } else { high = middle - 1 }
+        }
+        return low
+    }
+
+    // MARK: Look-ups
+
+    /// ListOffsets: earliest, latest, max timestamp, or the first offset whose record timestamp is >= T (nil when
+    /// every record is older). Reading inside a batch checks it first: a corrupt one takes the partition offline.
+    public func offset(for spec: OffsetSpec) throws(StorageError) -> TimestampAndOffset? {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            switch spec {
+            case .earliest:
+                return TimestampAndOffset(
+                    timestamp: -1, offset: state.logStartOffset,
+                    leaderEpoch: state.epochCache.epoch(forOffset: state.logStartOffset)
+                )
+            case .latest:
+                return TimestampAndOffset(timestamp: -1, offset: state.nextOffset, leaderEpoch: state.epochCache.latest?.epoch)
+            case .maxTimestamp:
+                guard let segment = state.segments.filter({ $0.maxTimestampSoFar >= 0 })
+                    .max(by: { $0.maxTimestampSoFar < $1.maxTimestampSoFar })
+                else { return nil }
+                return try self.find(&state, timestamp: segment.maxTimestampSoFar, from: [segment])
+            case .timestamp(let timestamp):
+                return try self.find(&state, timestamp: timestamp, from: state.segments)
+            }
+        }
+    }
+
+    private func find(_ state: inout State, timestamp: Int64, from segments: [Segment]) throws(StorageError) -> TimestampAndOffset? {
+        for segment in segments where segment.maxTimestampSoFar >= timestamp {
+            do throws(StorageError) {
+                if let (found, offset) = try segment.findOffset(byTimestamp: timestamp, startingOffset: state.logStartOffset) {
+                    return TimestampAndOffset(timestamp: found, offset: offset, leaderEpoch: state.epochCache.epoch(forOffset: offset))
+                }
+            } catch {
+                throw self.takeOffline(&state, error)
+            }
+        }
+        return nil
+    }
+
+    // MARK: Truncation
+
+    /// Removes every batch from the one holding `offset` on (a follower truncating to its leader's epoch
+    /// boundary), and rolls the epoch cache back with it. Nothing happens if `offset` is at or past the log end.
+    public func truncate(to offset: Int64) throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            guard offset < state.nextOffset else { return }
+            try self.truncateLocked(&state, to: max(offset, state.logStartOffset))
+        }
+    }
+
+    private func truncateLocked(_ state: inout State, to offset: Int64) throws(StorageError) {
+        while state.segments.count > 1, state.segments.last!.baseOffset >= offset {
+            let segment = state.segments.removeLast()
+            self.scheduleDeletion(&state, segment)
+        }
+        let active = state.segments.last!
+        if let batch = try active.findBatch(containing: offset) {
+            try active.truncate(toPosition: batch.position, offset: batch.baseOffset)
+        }
+        try active.onBecomeActive(indexCapacity: state.config.segmentIndexBytes)
+        state.nextOffset = try active.nextOffset()
+        state.recoveryPoint = min(state.recoveryPoint, state.nextOffset)
+        try state.epochCache.truncate(fromEnd: state.nextOffset)
+    }
+
+    /// Deletes every segment and starts the log empty at `offset` (a follower too far behind its leader's log
+    /// start). The epoch cache is cleared.
+    public func truncateFullyAndStart(at offset: Int64, nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            for segment in state.segments { self.scheduleDeletion(&state, segment) }
+            state.segments = [
+                try Segment(directory: self.directory, baseOffset: offset, indexCapacity: state.config.segmentIndexBytes, nowMs: nowMs)
+            ]
+            state.nextOffset = offset
+            state.logStartOffset = offset
+            state.recoveryPoint = offset
+            try state.epochCache.clear()
+        }
+    }
+
+    private func scheduleDeletion(_ state: inout State, _ segment: Segment) {
+        do {
+            let paths = try segment.renameForDeletion()
+            state.pendingDeletes.append((Self.nowMs() + state.config.fileDeleteDelayMs, paths))
+        } catch {
+            self.logger.warning("Could not rename a deleted segment", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Unlinks `.deleted` files whose delay (`file.delete.delay.ms`) has passed; LogManager calls it periodically.
+    public func deleteExpiredFiles(nowMs: Int64 = PartitionLog.nowMs()) {
+        self.state.withLock { state in
+            let due = state.pendingDeletes.filter { $0.deadlineMs <= nowMs }
+            state.pendingDeletes.removeAll { $0.deadlineMs <= nowMs }
+            for (_, paths) in due {
+                for path in paths { try? FileIO.unlink(path) }
+            }
+        }
+    }
+
+    // MARK: Durability
+
+    /// fsyncs every segment from the recovery point and moves the recovery point to the log end.
+    public func flush() throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            let start = Self.segmentIndex(state.segments, containing: state.recoveryPoint)
+            do throws(StorageError) {
+                for segment in state.segments[start...] { try segment.flush() }
+            } catch {
+                throw self.takeOffline(&state, error)
+            }
+            state.recoveryPoint = state.nextOffset
+        }
+    }
+
+    /// Closes the segments (indexes trimmed, the final time index entry written). Pending `.deleted` files are
+    /// unlinked now. The object must not be used afterwards.
+    public func close() throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            for segment in state.segments { try segment.close() }
+            for (_, paths) in state.pendingDeletes {
+                for path in paths { try? FileIO.unlink(path) }
+            }
+            state.pendingDeletes = []
+        }
+    }
+}

@@ -1,0 +1,342 @@
+import KafkaRecords
+import Logging
+import NIOCore
+import SystemPackage
+
+/// The fixed header fields of a batch stored in a segment, read from disk without its records.
+struct StoredBatchHeader {
+    static let size = 61
+    var position: Int64
+    var baseOffset: Int64
+    var sizeInBytes: Int
+    var partitionLeaderEpoch: Int32
+    var lastOffsetDelta: Int32
+    var maxTimestamp: Int64
+    var isLogAppendTime: Bool
+    var lastOffset: Int64 { self.baseOffset + Int64(self.lastOffsetDelta) }
+    var end: Int64 { self.position + Int64(self.sizeInBytes) }
+}
+
+/// One `.log` file with its `.index` and `.timeindex`: the batches from `baseOffset` on, as appended.
+///
+/// Not thread-safe: `PartitionLog` calls it while holding its lock (reads of `file` through a `FileRange` need no
+/// lock, since they only touch bytes that were written before the range was handed out).
+final class Segment {
+    let baseOffset: Int64
+    private(set) var file: SegmentFile
+    let offsetIndex: OffsetIndex
+    let timeIndex: TimeIndex
+    /// Bytes in the `.log`.
+    private(set) var size: Int64
+    private var bytesSinceLastIndexEntry = 0
+    /// The largest batch max timestamp in the segment (-1 when none) and the last offset of its batch.
+    private(set) var maxTimestampSoFar: Int64 = -1
+    private(set) var offsetOfMaxTimestampSoFar: Int64
+    /// The first batch's max timestamp, what `segment.ms` is measured from; nil until a batch is appended.
+    private(set) var rollingBasedTimestamp: Int64?
+    /// When the segment was made or opened, for `segment.ms` while it has no timestamped batch.
+    let createdMs: Int64
+
+    static func fileName(_ offset: Int64, _ suffix: String) -> String {
+        let digits = String(offset)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
+    }
+
+    /// Opens (creating if missing) the segment starting at `baseOffset` in `directory`. `indexCapacity` is the
+    /// preallocated index size for an active segment, 0 for one that only takes reads.
+    init(directory: FilePath, baseOffset: Int64, indexCapacity: Int, nowMs: Int64) throws(StorageError) {
+        self.baseOffset = baseOffset
+        let logPath = directory.appending(Self.fileName(baseOffset, ".log"))
+        let fd = try FileIO.open(logPath, .readWrite, options: .create)
+        self.file = SegmentFile(descriptor: fd, path: logPath)
+        self.size = try FileIO.size(fd, path: logPath)
+        self.offsetIndex = try OffsetIndex(
+            path: directory.appending(Self.fileName(baseOffset, ".index")), baseOffset: baseOffset,
+            maxIndexSize: indexCapacity
+        )
+        self.timeIndex = try TimeIndex(
+            path: directory.appending(Self.fileName(baseOffset, ".timeindex")), baseOffset: baseOffset,
+            maxIndexSize: indexCapacity
+        )
+        self.offsetOfMaxTimestampSoFar = baseOffset
+        if let last = self.timeIndex.lastEntry {
+            (self.maxTimestampSoFar, self.offsetOfMaxTimestampSoFar) = (last.timestamp, last.offset)
+        }
+        self.createdMs = nowMs
+    }
+
+    var logPath: FilePath { self.file.path }
+
+    // MARK: Appending
+
+    /// Whether a batch of `batchSize` bytes with offsets up to `lastOffset` must go to a new segment.
+    func shouldRoll(batchSize: Int, lastOffset: Int64, maxTimestamp: Int64, config: LogConfig, nowMs: Int64) -> Bool {
+        guard self.size > 0 else { return false }
+        if self.size + Int64(batchSize) > Int64(config.segmentBytes) { return true }
+        if self.size + Int64(batchSize) > Int64(Int32.max) { return true }
+        if lastOffset - self.baseOffset > Int64(Int32.max) { return true }
+        if self.offsetIndex.isFull || self.timeIndex.isFull { return true }
+        let waited = self.rollingBasedTimestamp.map { maxTimestamp - $0 } ?? (nowMs - self.createdMs)
+        return waited > config.segmentMs
+    }
+
+    /// Writes `bytes` (whole batches with offsets assigned) at the end of the `.log` and indexes them. On a failed
+    /// write the file is cut back to where it was, so no partial batch stays behind.
+    func append(_ bytes: ByteBuffer, batches: [StoredBatchHeader], indexIntervalBytes: Int) throws(StorageError) {
+        let start = self.size
+        do {
+            try bytes.withUnsafeReadableBytes { raw in
+                Result { () throws(StorageError) in try FileIO.writeAll(self.file.descriptor, raw, at: start, path: self.logPath) }
+            }.get()
+        } catch {
+            try? FileIO.truncate(self.file.descriptor, to: start, path: self.logPath)
+            throw error
+        }
+        for var batch in batches {
+            batch.position += start
+            try self.index(batch, indexIntervalBytes: indexIntervalBytes)
+        }
+        self.size = start + Int64(bytes.readableBytes)
+    }
+
+    /// Kafka's rule, shared by appends and recovery so both give the same index: an entry for a batch once more
+    /// than `index.interval.bytes` were appended since the last entry.
+    private func index(_ batch: StoredBatchHeader, indexIntervalBytes: Int) throws(StorageError) {
+        if self.rollingBasedTimestamp == nil { self.rollingBasedTimestamp = batch.maxTimestamp }
+        if batch.maxTimestamp > self.maxTimestampSoFar {
+            self.maxTimestampSoFar = batch.maxTimestamp
+            self.offsetOfMaxTimestampSoFar = batch.lastOffset
+        }
+        if self.bytesSinceLastIndexEntry > indexIntervalBytes {
+            try self.offsetIndex.append(offset: batch.lastOffset, position: batch.position)
+            try self.timeIndex.maybeAppend(timestamp: self.maxTimestampSoFar, offset: self.offsetOfMaxTimestampSoFar)
+            self.bytesSinceLastIndexEntry = 0
+        }
+        self.bytesSinceLastIndexEntry += batch.sizeInBytes
+    }
+
+    // MARK: Reading
+
+    /// The header of the batch at `position`, nil at or past the end of the file or before a partial header.
+    func readHeader(at position: Int64) throws(StorageError) -> StoredBatchHeader? {
+        guard position + Int64(StoredBatchHeader.size) <= self.size else { return nil }
+        var raw = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let count = try withUnsafeMutableBytes(of: &raw) { buffer in
+            Result { () throws(StorageError) in
+                try FileIO.read(
+                    self.file.descriptor, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<StoredBatchHeader.size]),
+                    at: position, path: self.logPath
+                )
+            }
+        }.get()
+        guard count == StoredBatchHeader.size else { return nil }
+        return withUnsafeBytes(of: &raw) { bytes in
+            func load<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
+                T(bigEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
+            }
+            return StoredBatchHeader(
+                position: position,
+                baseOffset: load(0, Int64.self),
+                sizeInBytes: Int(load(8, Int32.self)) + RecordBatch.logOverhead,
+                partitionLeaderEpoch: load(12, Int32.self),
+                lastOffsetDelta: load(23, Int32.self),
+                maxTimestamp: load(35, Int64.self),
+                isLogAppendTime: load(21, Int16.self) & 0x8 != 0
+            )
+        }
+    }
+
+    /// The first batch whose last offset is >= `offset`, searching from the index's position for it.
+    func findBatch(containing offset: Int64) throws(StorageError) -> StoredBatchHeader? {
+        var position = self.offsetIndex.lookup(offset).position
+        while let header = try self.readHeader(at: position) {
+            if header.lastOffset >= offset { return header }
+            position = header.end
+        }
+        return nil
+    }
+
+    /// Whole batches from the one holding `offset`: at most `maxBytes` unless the first batch alone is larger
+    /// (then that batch, when `minOneBatch`), and only batches whose last offset is below `maxOffset`.
+    func read(from offset: Int64, maxBytes: Int, maxOffset: Int64, minOneBatch: Bool) throws(StorageError) -> FileRange? {
+        guard let first = try self.findBatch(containing: offset), first.lastOffset < maxOffset else { return nil }
+        guard first.sizeInBytes <= maxBytes || minOneBatch else { return nil }
+        var end = first.end
+        while let next = try self.readHeader(at: end), next.end <= self.size, next.lastOffset < maxOffset,
+            Int(next.end - first.position) <= maxBytes
+        {
+            end = next.end
+        }
+        return FileRange(file: self.file, position: first.position, length: Int(end - first.position))
+    }
+
+    /// The whole batch at `header`, read into memory (for look-ups inside it and recovery).
+    func readBatch(_ header: StoredBatchHeader, allocator: ByteBufferAllocator) throws(StorageError) -> RecordBatch {
+        var buffer = allocator.buffer(capacity: header.sizeInBytes)
+        var result: Result<Int, StorageError> = .success(0)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.sizeInBytes) { raw in
+            result = Result { () throws(StorageError) in
+                try FileIO.read(
+                    self.file.descriptor, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<header.sizeInBytes]),
+                    at: header.position, path: self.logPath
+                )
+            }
+            return (try? result.get()) ?? 0
+        }
+        let count = try result.get()
+        guard count == header.sizeInBytes else {
+            throw .corruptBatch(self.logPath, at: header.position, "the file ends inside the batch")
+        }
+        do {
+            return try RecordBatch(buffer)
+        } catch {
+            throw .corruptBatch(self.logPath, at: header.position, "\(error)")
+        }
+    }
+
+    /// The first record at or after `timestamp` with an offset >= `startingOffset`: (its timestamp, offset).
+    /// Batches are checked (CRC and record walk) before their records are read, so a corrupt batch is reported
+    /// as `corruptBatch` naming this file rather than giving a wrong answer.
+    func findOffset(byTimestamp timestamp: Int64, startingOffset: Int64) throws(StorageError) -> (Int64, Int64)? {
+        let fromIndex = self.timeIndex.lastEntry(before: timestamp)?.offset ?? self.baseOffset
+        var position = self.offsetIndex.lookup(max(fromIndex, startingOffset)).position
+        let allocator = ByteBufferAllocator()
+        var validator = RecordBatchValidator(options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
+        while let header = try self.readHeader(at: position) {
+            position = header.end
+            guard header.maxTimestamp >= timestamp, header.lastOffset >= startingOffset else { continue }
+            let batch = try self.readBatch(header, allocator: allocator)
+            do {
+                _ = try validator.validate(batch)
+                if header.isLogAppendTime {
+                    return (header.maxTimestamp, max(header.baseOffset, startingOffset))
+                }
+                var records = try batch.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: Int(Int32.max))
+                while let record = try records.next() {
+                    if record.timestamp >= timestamp && record.offset >= startingOffset {
+                        return (record.timestamp, record.offset)
+                    }
+                }
+            } catch {
+                throw .corruptBatch(self.logPath, at: header.position, "\(error)")
+            }
+        }
+        return nil
+    }
+
+    // MARK: Recovery and truncation
+
+    /// Rebuilds the indexes (and the caller's epoch cache, through `onBatch`) from the `.log`, checking each batch's
+    /// size, CRC and records. Stops at the first torn or corrupt batch and returns its position and why, leaving
+    /// the cutting to the caller; nil when every byte was whole batches.
+    func recover(
+        config: LogConfig,
+        onBatch: (StoredBatchHeader) throws(StorageError) -> Void
+    ) throws(StorageError) -> (position: Int64, reason: String)? {
+        self.offsetIndex.reset()
+        self.timeIndex.reset()
+        self.bytesSinceLastIndexEntry = 0
+        self.maxTimestampSoFar = -1
+        self.offsetOfMaxTimestampSoFar = self.baseOffset
+        self.rollingBasedTimestamp = nil
+        let allocator = ByteBufferAllocator()
+        var validator = RecordBatchValidator(options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
+        var position: Int64 = 0
+        var previousLastOffset = self.baseOffset - 1
+        while position < self.size {
+            guard let header = try self.readHeader(at: position) else {
+                return (position, "\(self.size - position) bytes, too few for a batch header")
+            }
+            guard header.sizeInBytes >= RecordBatch.headerSize, header.sizeInBytes <= Int(Int32.max) else {
+                return (position, "impossible batch length \(header.sizeInBytes - RecordBatch.logOverhead)")
+            }
+            guard header.end <= self.size else {
+                return (position, "a batch of \(header.sizeInBytes) bytes, but only \(self.size - position) remain")
+            }
+            guard header.baseOffset > previousLastOffset, header.lastOffset >= header.baseOffset,
+                header.lastOffset - self.baseOffset <= Int64(Int32.max)
+            else {
+                return (position, "offsets \(header.baseOffset)...\(header.lastOffset) after \(previousLastOffset)")
+            }
+            let batch = try self.readBatch(header, allocator: allocator)
+            do {
+                _ = try validator.validate(batch)
+            } catch {
+                return (position, "\(error)")
+            }
+            try self.index(header, indexIntervalBytes: config.indexIntervalBytes)
+            try onBatch(header)
+            previousLastOffset = header.lastOffset
+            position = header.end
+        }
+        return nil
+    }
+
+    /// Cuts the `.log` at `position` (a batch boundary) and drops index entries at or after `offset`.
+    func truncate(toPosition position: Int64, offset: Int64) throws(StorageError) {
+        try FileIO.truncate(self.file.descriptor, to: position, path: self.logPath)
+        self.size = position
+        self.offsetIndex.truncate(fromOffset: offset)
+        self.timeIndex.truncate(fromOffset: offset)
+        self.bytesSinceLastIndexEntry = 0
+        if self.offsetOfMaxTimestampSoFar >= offset || position == 0 {
+            self.maxTimestampSoFar = self.timeIndex.lastEntry?.timestamp ?? -1
+            self.offsetOfMaxTimestampSoFar = self.timeIndex.lastEntry?.offset ?? self.baseOffset
+        }
+        if position == 0 { self.rollingBasedTimestamp = nil }
+    }
+
+    /// The offset after the last batch (the base offset when empty), scanning from the last index entry.
+    func nextOffset() throws(StorageError) -> Int64 {
+        var position = self.offsetIndex.lookup(Int64.max).position
+        var next = self.baseOffset
+        while let header = try self.readHeader(at: position), header.end <= self.size {
+            next = header.lastOffset + 1
+            position = header.end
+        }
+        return next
+    }
+
+    // MARK: Life cycle
+
+    /// The segment stops taking appends: the final time index entry, indexes trimmed.
+    func onBecomeInactive() throws(StorageError) {
+        if self.maxTimestampSoFar >= 0 {
+            try self.timeIndex.maybeAppend(timestamp: self.maxTimestampSoFar, offset: self.offsetOfMaxTimestampSoFar)
+        }
+        try self.offsetIndex.file.trimToEntries()
+        try self.timeIndex.file.trimToEntries()
+    }
+
+    /// The segment takes appends again (it became the last one after a truncation or reopen).
+    func onBecomeActive(indexCapacity: Int) throws(StorageError) {
+        try self.offsetIndex.file.resize(capacityBytes: indexCapacity)
+        try self.timeIndex.file.resize(capacityBytes: indexCapacity)
+    }
+
+    func flush() throws(StorageError) {
+        try FileIO.sync(self.file.descriptor, path: self.logPath)
+        try self.offsetIndex.file.flush()
+        try self.timeIndex.file.flush()
+    }
+
+    /// Closes the indexes (trimmed); the `.log` descriptor closes when the last reader lets go of it.
+    func close() throws(StorageError) {
+        try self.onBecomeInactive()
+        try self.offsetIndex.file.close(trim: true)
+        try self.timeIndex.file.close(trim: true)
+    }
+
+    /// Renames the three files `<name>.deleted`; returns the new paths, to unlink after `file.delete.delay.ms`.
+    func renameForDeletion() throws(StorageError) -> [FilePath] {
+        try? self.offsetIndex.file.close(trim: false)
+        try? self.timeIndex.file.close(trim: false)
+        var renamed: [FilePath] = []
+        for path in [self.logPath, self.offsetIndex.path, self.timeIndex.path] where FileIO.exists(path) {
+            let deleted = FilePath(path.string + ".deleted")
+            try FileIO.rename(path, to: deleted)
+            renamed.append(deleted)
+        }
+        return renamed
+    }
+}
