@@ -96,10 +96,13 @@ struct Loader {
                     try cache.assign(epoch: batch.partitionLeaderEpoch, startOffset: batch.baseOffset)
                 }
             }
-            let recoveredEnd = try segment.nextOffset()
-            nextOffset = recoveredEnd
             guard let failure else {
-                if !isLast { nextOffset = max(recoveredEnd, logOffsets[number + 1]) }
+                let recoveredEnd = try segment.nextOffset()
+                nextOffset = recoveredEnd
+                if !isLast {
+                    nextOffset = max(recoveredEnd, logOffsets[number + 1])
+                    try segment.onBecomeInactive()
+                }
                 continue
             }
             let segmentPath = segment.logPath
@@ -111,7 +114,10 @@ struct Loader {
                 break
             }
             let droppedBytes = segment.size - failure.position
-            try segment.truncate(toPosition: failure.position, offset: recoveredEnd)
+            // The rebuilt indexes hold only whole batches, so only the .log needs cutting.
+            try segment.truncate(toPosition: failure.position, offset: Int64.max)
+            let recoveredEnd = try segment.nextOffset()
+            nextOffset = recoveredEnd
             var laterDropped: [String] = []
             for later in logOffsets[(number + 1)...] {
                 for suffix in [".log", ".index", ".timeindex"] {

@@ -117,8 +117,16 @@ final class Segment {
 
     // MARK: Reading
 
-    /// The header of the batch at `position`, nil at or past the end of the file or before a partial header.
+    /// The header of the batch at `position`, nil at or past the end of the file, before a partial header, or at
+    /// a header whose length cannot be a batch's (only recovery looks past such a point, with `recover`).
     func readHeader(at position: Int64) throws(StorageError) -> StoredBatchHeader? {
+        guard let header = try self.readRawHeader(at: position),
+            header.sizeInBytes >= RecordBatch.headerSize
+        else { return nil }
+        return header
+    }
+
+    private func readRawHeader(at position: Int64) throws(StorageError) -> StoredBatchHeader? {
         guard position + Int64(StoredBatchHeader.size) <= self.size else { return nil }
         var raw = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         let count = try withUnsafeMutableBytes(of: &raw) { buffer in
@@ -235,6 +243,9 @@ final class Segment {
     ) throws(StorageError) -> (position: Int64, reason: String)? {
         self.offsetIndex.reset()
         self.timeIndex.reset()
+        // A segment opened for reads has its index trimmed to what it held; rebuilding may need the full size.
+        try self.offsetIndex.file.resize(capacityBytes: config.segmentIndexBytes)
+        try self.timeIndex.file.resize(capacityBytes: config.segmentIndexBytes)
         self.bytesSinceLastIndexEntry = 0
         self.maxTimestampSoFar = -1
         self.offsetOfMaxTimestampSoFar = self.baseOffset
@@ -244,7 +255,7 @@ final class Segment {
         var position: Int64 = 0
         var previousLastOffset = self.baseOffset - 1
         while position < self.size {
-            guard let header = try self.readHeader(at: position) else {
+            guard let header = try self.readRawHeader(at: position) else {
                 return (position, "\(self.size - position) bytes, too few for a batch header")
             }
             guard header.sizeInBytes >= RecordBatch.headerSize, header.sizeInBytes <= Int(Int32.max) else {
