@@ -60,7 +60,9 @@ public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
         case .password:
             return .password(trimmed)
         case .int:
-            guard let value = Int32(trimmed) else { throw .invalidValue(text, for: name, reason: "Not a number of type INT") }
+            guard let value = Int32(trimmed) else {
+                throw .invalidValue(text, for: name, reason: "Not a number of type INT")
+            }
             return .int(value)
         case .long:
             guard let value = Int64(trimmed) else {
@@ -74,7 +76,8 @@ public enum SettingValue: Hashable, Sendable, CustomStringConvertible {
             return .double(value)
         case .list:
             guard !trimmed.isEmpty else { return .list([]) }
-            return .list(trimmed.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingBlanks() })
+            return .list(
+                trimmed.split(separator: ",", omittingEmptySubsequences: false).map { String($0).trimmingBlanks() })
         }
     }
 }

@@ -34,7 +34,9 @@ public struct SettingsTable: Sendable {
     /// The typed settings for `properties`: given values parsed and validated, defaults for the rest.
     /// - Throws: the first invalid value or missing required setting in table order, or, with `.reject`, the
     ///   first unknown key in `properties` order.
-    public func resolve(_ properties: Properties, unknownKeys: UnknownKeys = .reject) throws(PropertiesError) -> Settings {
+    public func resolve(_ properties: Properties, unknownKeys: UnknownKeys = .reject) throws(PropertiesError)
+        -> Settings
+    {
         var values: [String: SettingValue] = [:]
         var explicit: Set<String> = []
         for definition in self.definitions {

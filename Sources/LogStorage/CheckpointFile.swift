@@ -95,7 +95,8 @@ public struct OffsetCheckpointFile: Sendable {
         var offsets: [TopicPartition: Int64] = [:]
         for (number, fields) in entries.enumerated() {
             guard let partition = Int32(fields[1]), let offset = Int64(fields[2]) else {
-                throw .corruptCheckpoint(self.path, line: number + 3, "bad numbers in \"\(fields.joined(separator: " "))\"")
+                throw .corruptCheckpoint(
+                    self.path, line: number + 3, "bad numbers in \"\(fields.joined(separator: " "))\"")
             }
             offsets[TopicPartition(String(fields[0]), partition)] = offset
         }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// A small pool of dedicated threads for blocking disk calls (write, fsync, open, unlink, mmap faults), so that a
@@ -28,11 +28,13 @@ public final class DiskIOPool: @unchecked Sendable {  // state is guarded by `mu
         for number in 0..<threadCount {
             let context = Unmanaged.passRetained(ThreadContext(pool: self, name: "LogStorage-io-\(number)"))
             var thread = pthread_t()
-            let result = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
-                context.pool.workLoop()
-                return nil
-            }, context.toOpaque())
+            let result = pthread_create(
+                &thread, nil,
+                { raw in
+                    let context = Unmanaged<ThreadContext>.fromOpaque(raw!).takeRetainedValue()
+                    context.pool.workLoop()
+                    return nil
+                }, context.toOpaque())
             precondition(result == 0, "pthread_create failed: \(result)")
             self.threads.append(thread)
         }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// Thin wrappers over the system calls storage needs that swift-system lacks (fsync, flock, rename, directory
 /// listing) and over the ones it has, converting failures to `StorageError`s that name the file. Every function is
@@ -112,7 +113,9 @@ enum FileIO {
     }
 
     static func removeDirectory(_ path: FilePath) throws(StorageError) {
-        guard path.withPlatformString({ rmdir($0) }) == 0 else { throw .io("rmdir", path, Errno(rawValue: Glibc.errno)) }
+        guard path.withPlatformString({ rmdir($0) }) == 0 else {
+            throw .io("rmdir", path, Errno(rawValue: Glibc.errno))
+        }
     }
 
     static func exists(_ path: FilePath) -> Bool {

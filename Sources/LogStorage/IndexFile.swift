@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// The memory-mapped file under `OffsetIndex` and `TimeIndex`: fixed-size big-endian entries, a file preallocated
 /// to a capacity while its segment is active (so appends never grow the file) and trimmed to its entries when the
@@ -127,7 +128,9 @@ final class IndexFile {
     /// Writes dirty pages to disk.
     func flush() throws(StorageError) {
         guard let base = self.base else { return }
-        guard msync(base, self.capacityBytes, MS_SYNC) == 0 else { throw .io("msync", self.path, Errno(rawValue: errno)) }
+        guard msync(base, self.capacityBytes, MS_SYNC) == 0 else {
+            throw .io("msync", self.path, Errno(rawValue: errno))
+        }
     }
 
     /// Trims (if asked) and closes; later calls fail until reopened by a new `IndexFile`.

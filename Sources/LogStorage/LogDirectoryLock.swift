@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// An exclusive `flock` on `<log.dir>/.lock`, held for as long as this value lives, so that two brokers (or two
 /// `LogManager`s in one process: flock is per open file) cannot use one log directory at once. The kernel drops

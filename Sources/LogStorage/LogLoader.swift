@@ -33,7 +33,9 @@ struct Loader {
         return offset
     }
 
-    mutating func load(recoveryPoint: Int64, logStartOffset: Int64, hadCleanShutdown: Bool) throws(StorageError) -> Loaded {
+    mutating func load(recoveryPoint: Int64, logStartOffset: Int64, hadCleanShutdown: Bool) throws(StorageError)
+        -> Loaded
+    {
         let now = PartitionLog.nowMs()
         var logOffsets: [Int64] = []
         var indexFiles: [(name: String, offset: Int64)] = []
@@ -42,20 +44,24 @@ struct Loader {
                 try FileIO.unlink(self.directory.appending(name))
             } else if let offset = Self.baseOffset(of: name, suffix: ".log") {
                 logOffsets.append(offset)
-            } else if let offset = Self.baseOffset(of: name, suffix: ".index") ?? Self.baseOffset(of: name, suffix: ".timeindex") {
+            } else if let offset = Self.baseOffset(of: name, suffix: ".index")
+                ?? Self.baseOffset(of: name, suffix: ".timeindex")
+            {
                 indexFiles.append((name, offset))
             }
         }
         let logSet = Set(logOffsets)
         for (name, offset) in indexFiles where !logSet.contains(offset) {
-            self.logger.info("Deleting an index file without its log", metadata: ["file": "\(self.directory.appending(name))"])
+            self.logger.info(
+                "Deleting an index file without its log", metadata: ["file": "\(self.directory.appending(name))"])
             try FileIO.unlink(self.directory.appending(name))
         }
         logOffsets.sort()
         guard !logOffsets.isEmpty else {
             let start = max(logStartOffset, 0)
             try self.epochCache.clear()
-            let segment = try Segment(directory: self.directory, baseOffset: start, indexCapacity: self.config.segmentIndexBytes, nowMs: now)
+            let segment = try Segment(
+                directory: self.directory, baseOffset: start, indexCapacity: self.config.segmentIndexBytes, nowMs: now)
             return Loaded(segments: [segment], logStartOffset: start, nextOffset: start)
         }
 
@@ -109,7 +115,8 @@ struct Loader {
             if !unflushed {
                 // Below the recovery point the data was flushed and acknowledged: never delete it.
                 let error = StorageError.corruptBatch(segmentPath, at: failure.position, failure.reason)
-                self.logger.error("Corrupt data below the recovery point; partition offline", metadata: ["error": "\(error)"])
+                self.logger.error(
+                    "Corrupt data below the recovery point; partition offline", metadata: ["error": "\(error)"])
                 offlineReason = error.description
                 break
             }

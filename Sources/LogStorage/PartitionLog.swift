@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import KafkaRecords
 import Logging
 import NIOCore
 import Synchronization
 import SystemPackage
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
 
 /// What an append did: the offsets it assigned or kept, and the max timestamp it stored.
 public struct LogAppendInfo: Hashable, Sendable {
@@ -164,9 +165,11 @@ public final class PartitionLog: Sendable {
                 position += batch.sizeInBytes
             }
             guard splitter.remainingBytes == 0 else {
-                throw .invalidAppend("\(self.topicPartition)", "\(splitter.remainingBytes) bytes after the last whole batch")
+                throw .invalidAppend(
+                    "\(self.topicPartition)", "\(splitter.remainingBytes) bytes after the last whole batch")
             }
-            return try self.write(bytes, state: &state, leaderEpoch: leaderEpoch, nowMs: nowMs, logAppendTime: logAppendTime ? nowMs : -1)
+            return try self.write(
+                bytes, state: &state, leaderEpoch: leaderEpoch, nowMs: nowMs, logAppendTime: logAppendTime ? nowMs : -1)
         }
     }
 
@@ -182,7 +185,9 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    private static func nextBatch(_ splitter: inout RecordBatchSplitter, partition: String) throws(StorageError) -> RecordBatch? {
+    private static func nextBatch(_ splitter: inout RecordBatchSplitter, partition: String) throws(StorageError)
+        -> RecordBatch?
+    {
         do {
             return try splitter.next()
         } catch {
@@ -204,7 +209,8 @@ public final class PartitionLog: Sendable {
         var runStart = bytes.readerIndex
         var runLength = 0
         var run: [StoredBatchHeader] = []
-        var info = LogAppendInfo(firstOffset: -1, lastOffset: -1, maxTimestamp: -1, logAppendTime: logAppendTime, batchCount: 0)
+        var info = LogAppendInfo(
+            firstOffset: -1, lastOffset: -1, maxTimestamp: -1, logAppendTime: logAppendTime, batchCount: 0)
         var expectedNext = state.nextOffset
         let before = (state.nextOffset, state.segments.last!.size, state.segments.count)
         do throws(StorageError) {
@@ -224,7 +230,8 @@ public final class PartitionLog: Sendable {
                 )
                 let active = state.segments.last!
                 let pendingSize = Int64(runLength)
-                let rollNeeded = active.size + pendingSize > 0
+                let rollNeeded =
+                    active.size + pendingSize > 0
                     && (active.size + pendingSize + Int64(batch.sizeInBytes) > Int64(state.config.segmentBytes)
                         || active.shouldRoll(
                             batchSize: Int(pendingSize) + batch.sizeInBytes, lastOffset: header.lastOffset,
@@ -232,7 +239,9 @@ public final class PartitionLog: Sendable {
                         ))
                 if rollNeeded {
                     if runLength > 0 {
-                        try active.append(bytes.getSlice(at: runStart, length: runLength)!, batches: run, indexIntervalBytes: state.config.indexIntervalBytes)
+                        try active.append(
+                            bytes.getSlice(at: runStart, length: runLength)!, batches: run,
+                            indexIntervalBytes: state.config.indexIntervalBytes)
                     }
                     runStart += runLength
                     runLength = 0
@@ -262,7 +271,9 @@ public final class PartitionLog: Sendable {
             }
         } catch {
             // Undo: drop what this append wrote, so the log ends where it did.
-            if state.segments.count == before.2 && state.segments.last!.size != before.1 || state.segments.count != before.2 {
+            if state.segments.count == before.2 && state.segments.last!.size != before.1
+                || state.segments.count != before.2
+            {
                 try? self.truncateLocked(&state, to: before.0)
             }
             try? state.epochCache.truncate(fromEnd: before.0)
@@ -288,7 +299,8 @@ public final class PartitionLog: Sendable {
         let active = state.segments.last!
         try active.onBecomeInactive()
         let segment = try Segment(
-            directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes, nowMs: nowMs
+            directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes,
+            nowMs: nowMs
         )
         state.segments.append(segment)
         self.logger.debug("Rolled segment", metadata: ["baseOffset": "\(baseOffset)"])
@@ -355,10 +367,12 @@ public final class PartitionLog: Sendable {
                     leaderEpoch: state.epochCache.epoch(forOffset: state.logStartOffset)
                 )
             case .latest:
-                return TimestampAndOffset(timestamp: -1, offset: state.nextOffset, leaderEpoch: state.epochCache.latest?.epoch)
+                return TimestampAndOffset(
+                    timestamp: -1, offset: state.nextOffset, leaderEpoch: state.epochCache.latest?.epoch)
             case .maxTimestamp:
-                guard let segment = state.segments.filter({ $0.maxTimestampSoFar >= 0 })
-                    .max(by: { $0.maxTimestampSoFar < $1.maxTimestampSoFar })
+                guard
+                    let segment = state.segments.filter({ $0.maxTimestampSoFar >= 0 })
+                        .max(by: { $0.maxTimestampSoFar < $1.maxTimestampSoFar })
                 else { return nil }
                 return try self.find(&state, timestamp: segment.maxTimestampSoFar, from: [segment])
             case .timestamp(let timestamp):
@@ -367,11 +381,16 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    private func find(_ state: inout State, timestamp: Int64, from segments: [Segment]) throws(StorageError) -> TimestampAndOffset? {
+    private func find(_ state: inout State, timestamp: Int64, from segments: [Segment]) throws(StorageError)
+        -> TimestampAndOffset?
+    {
         for segment in segments where segment.maxTimestampSoFar >= timestamp {
             do throws(StorageError) {
-                if let (found, offset) = try segment.findOffset(byTimestamp: timestamp, startingOffset: state.logStartOffset) {
-                    return TimestampAndOffset(timestamp: found, offset: offset, leaderEpoch: state.epochCache.epoch(forOffset: offset))
+                if let (found, offset) = try segment.findOffset(
+                    byTimestamp: timestamp, startingOffset: state.logStartOffset)
+                {
+                    return TimestampAndOffset(
+                        timestamp: found, offset: offset, leaderEpoch: state.epochCache.epoch(forOffset: offset))
                 }
             } catch {
                 throw self.takeOffline(&state, error)
@@ -414,7 +433,9 @@ public final class PartitionLog: Sendable {
             try self.checkOnline(state)
             for segment in state.segments { self.scheduleDeletion(&state, segment) }
             state.segments = [
-                try Segment(directory: self.directory, baseOffset: offset, indexCapacity: state.config.segmentIndexBytes, nowMs: nowMs)
+                try Segment(
+                    directory: self.directory, baseOffset: offset, indexCapacity: state.config.segmentIndexBytes,
+                    nowMs: nowMs)
             ]
             state.nextOffset = offset
             state.logStartOffset = offset

@@ -86,7 +86,9 @@ final class Segment {
         let start = self.size
         do {
             try bytes.withUnsafeReadableBytes { raw in
-                Result { () throws(StorageError) in try FileIO.writeAll(self.file.descriptor, raw, at: start, path: self.logPath) }
+                Result { () throws(StorageError) in
+                    try FileIO.writeAll(self.file.descriptor, raw, at: start, path: self.logPath)
+                }
             }.get()
         } catch {
             try? FileIO.truncate(self.file.descriptor, to: start, path: self.logPath)
@@ -132,7 +134,8 @@ final class Segment {
         let count = try withUnsafeMutableBytes(of: &raw) { buffer in
             Result { () throws(StorageError) in
                 try FileIO.read(
-                    self.file.descriptor, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<StoredBatchHeader.size]),
+                    self.file.descriptor,
+                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<StoredBatchHeader.size]),
                     at: position, path: self.logPath
                 )
             }
@@ -166,7 +169,8 @@ final class Segment {
 
     /// Whole batches from the one holding `offset`: at most `maxBytes` unless the first batch alone is larger
     /// (then that batch, when `minOneBatch`), and only batches whose last offset is below `maxOffset`.
-    func read(from offset: Int64, maxBytes: Int, maxOffset: Int64, minOneBatch: Bool) throws(StorageError) -> FileRange? {
+    func read(from offset: Int64, maxBytes: Int, maxOffset: Int64, minOneBatch: Bool) throws(StorageError) -> FileRange?
+    {
         guard let first = try self.findBatch(containing: offset), first.lastOffset < maxOffset else { return nil }
         guard first.sizeInBytes <= maxBytes || minOneBatch else { return nil }
         var end = first.end
@@ -209,7 +213,8 @@ final class Segment {
         let fromIndex = self.timeIndex.lastEntry(before: timestamp)?.offset ?? self.baseOffset
         var position = self.offsetIndex.lookup(max(fromIndex, startingOffset)).position
         let allocator = ByteBufferAllocator()
-        var validator = RecordBatchValidator(options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
+        var validator = RecordBatchValidator(
+            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
         while let header = try self.readHeader(at: position) {
             position = header.end
             guard header.maxTimestamp >= timestamp, header.lastOffset >= startingOffset else { continue }
@@ -219,7 +224,8 @@ final class Segment {
                 if header.isLogAppendTime {
                     return (header.maxTimestamp, max(header.baseOffset, startingOffset))
                 }
-                var records = try batch.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: Int(Int32.max))
+                var records = try batch.makeRecordIterator(
+                    compression: CompressionContext(), maxDecompressedBytes: Int(Int32.max))
                 while let record = try records.next() {
                     if record.timestamp >= timestamp && record.offset >= startingOffset {
                         return (record.timestamp, record.offset)
@@ -251,7 +257,8 @@ final class Segment {
         self.offsetOfMaxTimestampSoFar = self.baseOffset
         self.rollingBasedTimestamp = nil
         let allocator = ByteBufferAllocator()
-        var validator = RecordBatchValidator(options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
+        var validator = RecordBatchValidator(
+            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
         var position: Int64 = 0
         var previousLastOffset = self.baseOffset - 1
         while position < self.size {

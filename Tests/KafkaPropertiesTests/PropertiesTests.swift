@@ -106,8 +106,12 @@ import Testing
                 return error.description
             }
         }
-        #expect(message([("segment.bytes", "13")]) == "Invalid value 13 for configuration segment.bytes: Value must be at least 14")
-        #expect(message([("segment.bytes", "1GB")]) == "Invalid value 1GB for configuration segment.bytes: Not a number of type INT")
+        #expect(
+            message([("segment.bytes", "13")])
+                == "Invalid value 13 for configuration segment.bytes: Value must be at least 14")
+        #expect(
+            message([("segment.bytes", "1GB")])
+                == "Invalid value 1GB for configuration segment.bytes: Not a number of type INT")
         #expect(message([("segment.bytes", "4294967296")]).contains("Not a number of type INT"))
         #expect(
             message([("message.timestamp.type", "AppendTime")])
@@ -128,8 +132,9 @@ import Testing
             Issue.record("an unknown key was accepted")
         } catch {
             #expect(error == .unknownSetting("segment.byte", suggestion: "segment.bytes"))
-            #expect(error.from("/etc/topic.properties").description
-                == "/etc/topic.properties: Unknown configuration \"segment.byte\"; did you mean \"segment.bytes\"?")
+            #expect(
+                error.from("/etc/topic.properties").description
+                    == "/etc/topic.properties: Unknown configuration \"segment.byte\"; did you mean \"segment.bytes\"?")
         }
         #expect(Self.table.suggestion(for: "bytes.segment") == "segment.bytes")
         #expect(Self.table.suggestion(for: "retention.msec") == "retention.ms")

@@ -50,7 +50,10 @@ import Testing
             try cache.assign(epoch: 3, startOffset: 10)
             try cache.assign(epoch: 2, startOffset: 12)  // older than the latest: ignored
             try cache.assign(epoch: 5, startOffset: 20)
-            #expect(cache.entries == [.init(epoch: 1, startOffset: 0), .init(epoch: 3, startOffset: 10), .init(epoch: 5, startOffset: 20)])
+            #expect(
+                cache.entries == [
+                    .init(epoch: 1, startOffset: 0), .init(epoch: 3, startOffset: 10), .init(epoch: 5, startOffset: 20),
+                ])
             #expect(TestFiles.text(path) == "0\n3\n1 0\n3 10\n5 20\n")
 
             #expect(cache.endOffset(for: 0, logEndOffset: 30) == (-1, -1))
@@ -93,7 +96,9 @@ import Testing
                 #expect(error.description.contains(directory.appending("meta.properties").string))
                 #expect(error.description.contains("cluster.id"))
             }
-            #expect(throws: StorageError.self) { try MetaProperties(clusterID: meta.clusterID, nodeID: 2).ensure(in: directory.path) }
+            #expect(throws: StorageError.self) {
+                try MetaProperties(clusterID: meta.clusterID, nodeID: 2).ensure(in: directory.path)
+            }
         }
     }
 

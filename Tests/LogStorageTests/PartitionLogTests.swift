@@ -21,7 +21,8 @@ let partition = TopicPartition("orders", 0)
 @Suite struct PartitionLogTests {
     @Test func leaderAppendAssignsOffsetsStampsEpochsAndReads() throws {
         try TemporaryDirectory.with { directory in
-            let log = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 1 << 20))
+            let log = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 1 << 20))
             var infos: [LogAppendInfo] = []
             for (count, epoch) in [(3, Int32(1)), (2, 1), (4, 2)] {
                 infos.append(try log.appendAsLeader(Batches.make(count: count, baseOffset: 777), leaderEpoch: epoch))
@@ -60,7 +61,8 @@ let partition = TopicPartition("orders", 0)
 
     @Test func rollsAtSegmentBytesAndReadsAcrossSegments() throws {
         try TemporaryDirectory.with { directory in
-            let log = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 500))
+            let log = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 500))
             for _ in 0..<10 { _ = try log.appendAsLeader(Batches.make(count: 5, valueSize: 20), leaderEpoch: 0) }
             let bases = log.segmentBaseOffsets
             #expect(bases.count > 2)
@@ -81,7 +83,8 @@ let partition = TopicPartition("orders", 0)
             try log.close()
 
             // A clean reopen finds the same log.
-            let reopened = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 500))
+            let reopened = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 500))
             #expect(reopened.logEndOffset == 50)
             #expect(reopened.segmentBaseOffsets == bases)
             #expect(reopened.epochEntries == [.init(epoch: 0, startOffset: 0)])
@@ -92,7 +95,8 @@ let partition = TopicPartition("orders", 0)
 
     @Test func lookUpsByTimestampIncludingInsideCompressedBatches() throws {
         try TemporaryDirectory.with { directory in
-            let log = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 800))
+            let log = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 800))
             // Offsets 0-9 at t=1000..1009 (gzip), 10-19 at t=2000..2009 (zstd), 20-24 at 500..504 (late, uncompressed).
             _ = try log.appendAsLeader(Batches.make(count: 10, firstTimestamp: 1_000, codec: .gzip), leaderEpoch: 3)
             _ = try log.appendAsLeader(Batches.make(count: 10, firstTimestamp: 2_000, codec: .zstd), leaderEpoch: 4)
@@ -100,11 +104,16 @@ let partition = TopicPartition("orders", 0)
             #expect(try log.offset(for: .earliest) == TimestampAndOffset(timestamp: -1, offset: 0, leaderEpoch: 3))
             #expect(try log.offset(for: .latest) == TimestampAndOffset(timestamp: -1, offset: 25, leaderEpoch: 4))
             #expect(try log.offset(for: .timestamp(0))?.offset == 0)
-            #expect(try log.offset(for: .timestamp(1_004)) == TimestampAndOffset(timestamp: 1_004, offset: 4, leaderEpoch: 3))
-            #expect(try log.offset(for: .timestamp(1_500)) == TimestampAndOffset(timestamp: 2_000, offset: 10, leaderEpoch: 4))
+            #expect(
+                try log.offset(for: .timestamp(1_004))
+                    == TimestampAndOffset(timestamp: 1_004, offset: 4, leaderEpoch: 3))
+            #expect(
+                try log.offset(for: .timestamp(1_500))
+                    == TimestampAndOffset(timestamp: 2_000, offset: 10, leaderEpoch: 4))
             #expect(try log.offset(for: .timestamp(2_007))?.offset == 17)
             #expect(try log.offset(for: .timestamp(2_010)) == nil)
-            #expect(try log.offset(for: .maxTimestamp) == TimestampAndOffset(timestamp: 2_009, offset: 19, leaderEpoch: 4))
+            #expect(
+                try log.offset(for: .maxTimestamp) == TimestampAndOffset(timestamp: 2_009, offset: 19, leaderEpoch: 4))
             try log.close()
         }
     }
@@ -145,14 +154,17 @@ let partition = TopicPartition("orders", 0)
                 #expect(error.kafkaErrorCode == .invalidRecord)
             }
             #expect(log.logEndOffset == 6)
-            #expect(Batches.headers(ByteBuffer(bytes: try log.read(from: 0, maxBytes: 1 << 20).range!.readBytes())).count == 3)
+            #expect(
+                Batches.headers(ByteBuffer(bytes: try log.read(from: 0, maxBytes: 1 << 20).range!.readBytes())).count
+                    == 3)
             try log.close()
         }
     }
 
     @Test func truncationRollsTheEpochCacheBack() throws {
         try TemporaryDirectory.with { directory in
-            let log = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 400))
+            let log = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 400))
             for epoch in Int32(1)...6 {
                 _ = try log.appendAsLeader(Batches.make(count: 4, valueSize: 30), leaderEpoch: epoch)
             }

@@ -101,12 +101,17 @@ func expectedIndexes(logBytes: [UInt8], baseOffset: Int64, interval: Int) -> (of
 
             let logBytes = TestFiles.read(partitionDirectory.appending(activeName))!
             #expect(logBytes.count == (surviving.map { starts[$0] + batches[$0].size } ?? 0), "cut at \(cut)")
-            let expected = expectedIndexes(logBytes: logBytes, baseOffset: lastBase, interval: Self.config.indexIntervalBytes)
-            #expect(TestFiles.read(partitionDirectory.appending(Segment.fileName(lastBase, ".index"))) == expected.offsets)
-            #expect(TestFiles.read(partitionDirectory.appending(Segment.fileName(lastBase, ".timeindex"))) == expected.times)
+            let expected = expectedIndexes(
+                logBytes: logBytes, baseOffset: lastBase, interval: Self.config.indexIntervalBytes)
+            #expect(
+                TestFiles.read(partitionDirectory.appending(Segment.fileName(lastBase, ".index"))) == expected.offsets)
+            #expect(
+                TestFiles.read(partitionDirectory.appending(Segment.fileName(lastBase, ".timeindex"))) == expected.times
+            )
 
             // Offsets continue without a gap.
-            let reopened = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: Self.config)
+            let reopened = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: Self.config)
             #expect(try reopened.appendAsLeader(Batches.make(count: 1), leaderEpoch: 9).firstOffset == expectedEnd)
             try reopened.close()
         }
@@ -130,7 +135,11 @@ func expectedIndexes(logBytes: [UInt8], baseOffset: Int64, interval: Int) -> (of
                 )
                 #expect(log.logEndOffset == 63)
                 #expect(TestFiles.size(activePath) == cleanSize)
-                #expect(log.epochEntries == [.init(epoch: 1, startOffset: 0), .init(epoch: 2, startOffset: 51), .init(epoch: 3, startOffset: 60)])
+                #expect(
+                    log.epochEntries == [
+                        .init(epoch: 1, startOffset: 0), .init(epoch: 2, startOffset: 51),
+                        .init(epoch: 3, startOffset: 60),
+                    ])
                 try log.close()
             }
         }
