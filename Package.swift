@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C: CRC-32C with an SSE4.2 path chosen at run time, and the system compression libraries.
@@ -67,6 +68,25 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The network edge shared by the broker and the client: bounded framing, request headers.
+        .target(
+            name: "KafkaNIO",
+            dependencies: ["KafkaMessages", "KafkaWire", nioCore, .product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+
+        // The broker: configuration, listeners, the connection loop and one handler per API.
+        .target(
+            name: "LogBrokerServer",
+            dependencies: [
+                "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage", nioCore,
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // Command-line habits shared by the programs.
         .target(name: "LogBrokerCLI", dependencies: [argumentParser], swiftSettings: swiftSettings),
     ] + tools.map {
@@ -98,6 +118,16 @@ let package = Package(
                 "LogStorage", "KafkaRecords", "KafkaWire", "KafkaProperties", "CCRC32C", nioCore,
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "KafkaNIOTests",
+            dependencies: ["KafkaNIO", "KafkaMessages", "KafkaWire", nioCore],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "LogBrokerServerTests",
+            dependencies: ["LogBrokerServer", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", nioCore],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaMessageGenTests", dependencies: ["KafkaMessageGen"], swiftSettings: swiftSettings),
