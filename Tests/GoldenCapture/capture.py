@@ -68,8 +68,8 @@ def make_records(client: str, codec: str, *, timestamps: bool, header_every_reco
 
 def kcat_version():
     out = subprocess.run(["kcat", "-V"], capture_output=True, text=True, check=True).stdout
-    kc = re.search(r"kcat - .*?version ([0-9.]+)", out)
-    rd = re.search(r"librdkafka version ([0-9.]+)", out)
+    kc = re.search(r"^Version ([0-9.]+)", out, re.MULTILINE)
+    rd = re.search(r"librdkafka ([0-9.]+)", out)
     return f"kcat {kc.group(1) if kc else '?'} (librdkafka {rd.group(1) if rd else '?'})"
 
 
