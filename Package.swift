@@ -89,7 +89,17 @@ let package = Package(
 
         // Command-line habits shared by the programs.
         .target(name: "LogBrokerCLI", dependencies: [argumentParser], swiftSettings: swiftSettings),
-    ] + tools.map {
+        // The daemon: command line and configuration, then the broker's services.
+        .executableTarget(
+            name: "logbroker-server",
+            dependencies: [
+                "LogBrokerServer", "KafkaProperties", argumentParser,
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ] + tools.filter { $0 != "logbroker-server" }.map {
         .executableTarget(name: $0, dependencies: ["LogBrokerCLI", argumentParser], swiftSettings: swiftSettings)
     } + [
         .executableTarget(
@@ -122,12 +132,20 @@ let package = Package(
         ),
         .testTarget(
             name: "KafkaNIOTests",
-            dependencies: ["KafkaNIO", "KafkaMessages", "KafkaWire", nioCore],
+            dependencies: [
+                "KafkaNIO", "KafkaMessages", "KafkaWire", nioCore,
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "LogBrokerServerTests",
-            dependencies: ["LogBrokerServer", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", nioCore],
+            dependencies: [
+                "LogBrokerServer", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", nioCore,
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaMessageGenTests", dependencies: ["KafkaMessageGen"], swiftSettings: swiftSettings),

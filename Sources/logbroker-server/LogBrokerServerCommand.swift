@@ -1,12 +1,11 @@
 import ArgumentParser
-import LogBrokerCLI
 
 @main
 struct LogBrokerServerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logbroker-server",
         abstract: "The LogBroker daemon: a Kafka-compatible broker and controller.",
-        discussion: UnbuiltTool.discussion(plannedIn: "the broker core comes with the storage and broker issues.")
+        discussion: "NOT BUILT YET: the network edge is being built. Running it exits with status 69."
     )
 
     @Argument(help: "The broker's properties file, as for kafka-server-start.")
@@ -16,6 +15,7 @@ struct LogBrokerServerCommand: ParsableCommand {
     var overrides: [String] = []
 
     func run() throws {
-        throw UnbuiltTool.refuse("logbroker-server")
+        print("logbroker-server: not built yet; see `logbroker-server --help`.")
+        throw ExitCode(69)
     }
 }

@@ -1,0 +1,99 @@
+import KafkaWire
+
+/// Why a Kafka connection could not go on: a frame that breaks the framing rules, a request header that cannot be
+/// read, or a response that does not match its request.
+///
+/// A struct around a private enum, built by static factories, so that cases can be added without breaking callers.
+/// `description` names the sizes and keys involved; `shortDescription` carries no values and can be a metric label.
+/// A plain value: freely shareable across threads.
+public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible {
+    private enum Code: Hashable, Sendable {
+        case frameTooLarge(declared: Int, limit: Int)
+        case negativeFrameSize(Int)
+        case truncatedFrame(bufferedBytes: Int)
+        case malformedHeader(WireError)
+        case unknownAPIKey(APIKey, correlationID: Int32?)
+        case malformedResponse(apiKey: APIKey, version: Int16, WireError)
+        case correlationMismatch(expected: Int32, received: Int32)
+        case connectionClosed
+    }
+
+    private let code: Code
+
+    private init(_ code: Code) {
+        self.code = code
+    }
+
+    /// A frame whose declared size is above the limit (`socket.request.max.bytes` on a broker).
+    public static func frameTooLarge(declared: Int, limit: Int) -> KafkaNIOError {
+        KafkaNIOError(.frameTooLarge(declared: declared, limit: limit))
+    }
+
+    /// A frame whose declared size is negative.
+    public static func negativeFrameSize(_ size: Int) -> KafkaNIOError {
+        KafkaNIOError(.negativeFrameSize(size))
+    }
+
+    /// The peer closed its side with part of a frame sent.
+    public static func truncatedFrame(bufferedBytes: Int) -> KafkaNIOError {
+        KafkaNIOError(.truncatedFrame(bufferedBytes: bufferedBytes))
+    }
+
+    /// A request header that cannot be decoded at the header version its API and version call for.
+    public static func malformedHeader(_ error: WireError) -> KafkaNIOError {
+        KafkaNIOError(.malformedHeader(error))
+    }
+
+    /// A request for an API key whose header layout is unknown here (Kafka: "Unknown API key").
+    public static func unknownAPIKey(_ apiKey: APIKey, correlationID: Int32?) -> KafkaNIOError {
+        KafkaNIOError(.unknownAPIKey(apiKey, correlationID: correlationID))
+    }
+
+    /// A response frame that does not decode as the response to the request sent.
+    public static func malformedResponse(apiKey: APIKey, version: Int16, _ error: WireError) -> KafkaNIOError {
+        KafkaNIOError(.malformedResponse(apiKey: apiKey, version: version, error))
+    }
+
+    /// A response whose correlation id is not the one of the request in flight.
+    public static func correlationMismatch(expected: Int32, received: Int32) -> KafkaNIOError {
+        KafkaNIOError(.correlationMismatch(expected: expected, received: received))
+    }
+
+    /// The connection closed before the response arrived.
+    public static let connectionClosed = KafkaNIOError(.connectionClosed)
+
+    /// A short, value-free name of the failure, usable as a metric label.
+    public var shortDescription: String {
+        switch self.code {
+        case .frameTooLarge: "frame too large"
+        case .negativeFrameSize: "negative frame size"
+        case .truncatedFrame: "truncated frame"
+        case .malformedHeader: "malformed request header"
+        case .unknownAPIKey: "unknown API key"
+        case .malformedResponse: "malformed response"
+        case .correlationMismatch: "correlation id mismatch"
+        case .connectionClosed: "connection closed"
+        }
+    }
+
+    public var description: String {
+        switch self.code {
+        case .frameTooLarge(let declared, let limit):
+            "frame too large: \(declared) bytes declared, at most \(limit) allowed"
+        case .negativeFrameSize(let size):
+            "negative frame size: \(size)"
+        case .truncatedFrame(let bufferedBytes):
+            "truncated frame: the peer closed the connection \(bufferedBytes) bytes into a frame"
+        case .malformedHeader(let error):
+            "malformed request header: \(error)"
+        case .unknownAPIKey(let apiKey, let correlationID):
+            "unknown API key \(apiKey.rawValue)" + (correlationID.map { " (correlation id \($0))" } ?? "")
+        case .malformedResponse(let apiKey, let version, let error):
+            "malformed \(apiKey) v\(version) response: \(error)"
+        case .correlationMismatch(let expected, let received):
+            "correlation id mismatch: expected \(expected), received \(received)"
+        case .connectionClosed:
+            "connection closed before the response arrived"
+        }
+    }
+}
