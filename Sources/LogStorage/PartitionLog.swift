@@ -19,6 +19,9 @@ public struct LogAppendInfo: Hashable, Sendable {
     /// The LogAppendTime stamped on the batches, or -1 for CreateTime.
     public var logAppendTime: Int64
     public var batchCount: Int
+    /// True when the batch was a producer's retry of one already in the log: nothing was written, and the offsets
+    /// and timestamp are the original batch's (Produce answers NONE with them).
+    public var isDuplicate = false
 }
 
 /// A ListOffsets query.
@@ -63,6 +66,7 @@ public final class PartitionLog: Sendable {
         var recoveryPoint: Int64
         var epochCache: LeaderEpochCache
         var offlineReason: String?
+        var producers: ProducerStateManager
         var pendingDeletes: [(deadlineMs: Int64, paths: [FilePath])] = []
     }
 
@@ -84,6 +88,8 @@ public final class PartitionLog: Sendable {
         recoveryPoint: Int64 = 0,
         logStartOffset: Int64 = 0,
         hadCleanShutdown: Bool = true,
+        producerIdExpirationMs: Int64 = 86_400_000,
+        nowMs: Int64 = PartitionLog.nowMs(),
         logger: Logger = Logger(label: "LogStorage")
     ) throws(StorageError) {
         let directory = logDirectory.appending(topicPartition.directoryName)
@@ -101,13 +107,43 @@ public final class PartitionLog: Sendable {
         let loaded = try loader.load(
             recoveryPoint: recoveryPoint, logStartOffset: logStartOffset, hadCleanShutdown: hadCleanShutdown
         )
+        let producers = try ProducerStateManager(
+            directory: directory, producerIdExpirationMs: producerIdExpirationMs, logger: logger)
+        if loaded.offlineReason == nil {
+            try producers.removeStraySnapshots(segmentBaseOffsets: Set(loaded.segments.map(\.baseOffset)))
+            try Self.rebuildProducerState(
+                producers, segments: loaded.segments, logStartOffset: loaded.logStartOffset,
+                logEndOffset: loaded.nextOffset, nowMs: nowMs
+            )
+        }
         self.state = Mutex(
             State(
                 config: config, segments: loaded.segments, logStartOffset: loaded.logStartOffset,
                 nextOffset: loaded.nextOffset, recoveryPoint: min(recoveryPoint, loaded.nextOffset),
-                epochCache: epochCache, offlineReason: loaded.offlineReason
+                epochCache: epochCache, offlineReason: loaded.offlineReason, producers: producers
             )
         )
+    }
+
+    /// Reloads the newest snapshot at or below `logEndOffset` and replays the batch headers after it (Kafka's
+    /// `rebuildProducerState`): at start-up after the loader, and after every truncation.
+    private static func rebuildProducerState(
+        _ producers: ProducerStateManager,
+        segments: [Segment],
+        logStartOffset: Int64,
+        logEndOffset: Int64,
+        nowMs: Int64
+    ) throws(StorageError) {
+        let from = try producers.truncateAndReload(
+            logStartOffset: logStartOffset, logEndOffset: logEndOffset, nowMs: nowMs)
+        if from < logEndOffset {
+            for segment in segments[Self.segmentIndex(segments, containing: from)...] {
+                try segment.forEachBatchHeader(from: from) { (header) throws(StorageError) in
+                    if header.lastOffset < logEndOffset, let batch = header.producerBatch { producers.apply(batch) }
+                }
+            }
+        }
+        producers.updateMapEndOffset(logEndOffset)
     }
 
     // MARK: Bounds
@@ -118,6 +154,22 @@ public final class PartitionLog: Sendable {
     public var segmentBaseOffsets: [Int64] { self.state.withLock { $0.segments.map(\.baseOffset) } }
     public var epochEntries: [EpochEntry] { self.state.withLock { $0.epochCache.entries } }
     public var isOffline: Bool { self.state.withLock { $0.offlineReason != nil } }
+    /// The producer state per producer id (what DescribeProducers shows).
+    public var producerStates: [Int64: ProducerStateEntry] { self.state.withLock { $0.producers.producers } }
+    /// The offsets of the producer snapshot files on disk, ascending.
+    public var producerSnapshotOffsets: [Int64] { self.state.withLock { $0.producers.snapshotOffsets } }
+
+    /// The idempotent-producer checks for `batch` against the current state, without appending (appendAsLeader
+    /// runs the same checks under the same lock as its write, so callers need not call this first).
+    public func checkProducer(_ batch: ProducerBatch) -> Result<ProducerCheck, ProducerStateError> {
+        self.state.withLock { $0.producers.check(batch) }
+    }
+
+    /// Forgets producers idle for `producer.id.expiration.ms`; the log manager calls it periodically (Kafka:
+    /// every `producer.id.expiration.check.interval.ms`, 10 minutes).
+    public func removeExpiredProducers(nowMs: Int64 = PartitionLog.nowMs()) {
+        self.state.withLock { $0.producers.removeExpiredProducers(nowMs: nowMs) }
+    }
     public var size: Int64 { self.state.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
 
     /// OffsetForLeaderEpoch's answer from the epoch cache.
@@ -143,6 +195,11 @@ public final class PartitionLog: Sendable {
     /// Appends validated batches as the leader: offsets assigned from the log end (base offset rewritten in
     /// place), `leaderEpoch` stamped into each (neither is covered by the CRC), and for LogAppendTime topics the
     /// timestamp type and max timestamp set to `nowMs` with the CRC recomputed. The epoch cache learns `leaderEpoch`.
+    ///
+    /// Batches with a producer id are checked against the producer state first (`checkProducerBatch`), all before
+    /// anything is written: a retry of one of the producer's last five batches writes nothing and returns the
+    /// original offsets with `isDuplicate`; a sequence gap or stale epoch throws `producerRejected`
+    /// (OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH).
     public func appendAsLeader(
         _ batches: ByteBuffer,
         leaderEpoch: Int32,
@@ -155,7 +212,32 @@ public final class PartitionLog: Sendable {
             var offset = state.nextOffset
             var position = bytes.readerIndex
             let logAppendTime = state.config.logAppendTime
+            var pending: [Int64: ProducerStateEntry] = [:]
             while let batch = try Self.nextBatch(&splitter, partition: "\(self.topicPartition)") {
+                if batch.producerID >= 0 {
+                    let producerBatch = ProducerBatch(
+                        producerId: batch.producerID, producerEpoch: batch.producerEpoch,
+                        baseSequence: batch.baseSequence, firstOffset: offset,
+                        lastOffset: offset + Int64(batch.lastOffsetDelta),
+                        maxTimestamp: logAppendTime ? nowMs : batch.maxTimestamp, isControl: batch.attributes.isControl
+                    )
+                    switch state.producers.check(producerBatch, pending: pending[batch.producerID]) {
+                    case .failure(let error):
+                        throw .producerRejected("\(self.topicPartition)", error)
+                    case .success(.duplicate(let original)):
+                        return LogAppendInfo(
+                            firstOffset: original.firstOffset, lastOffset: original.lastOffset,
+                            maxTimestamp: original.timestamp, logAppendTime: logAppendTime ? original.timestamp : -1,
+                            batchCount: 0, isDuplicate: true
+                        )
+                    case .success(.append):
+                        let current = state.producers.producers[batch.producerID]
+                        pending[batch.producerID, default: ProducerStateEntry(
+                            producerId: batch.producerID, producerEpoch: current?.producerEpoch ?? -1,
+                            lastTimestamp: -1
+                        )].apply(producerBatch)
+                    }
+                }
                 var stamped = batch
                 stamped.baseOffset = offset
                 stamped.partitionLeaderEpoch = leaderEpoch
@@ -213,6 +295,8 @@ public final class PartitionLog: Sendable {
             firstOffset: -1, lastOffset: -1, maxTimestamp: -1, logAppendTime: logAppendTime, batchCount: 0)
         var expectedNext = state.nextOffset
         let before = (state.nextOffset, state.segments.last!.size, state.segments.count)
+        var producersBefore: [Int64: ProducerStateEntry?] = [:]
+        let mapEndBefore = state.producers.mapEndOffset
         do throws(StorageError) {
             while let batch = try Self.nextBatch(&splitter, partition: partition) {
                 guard batch.baseOffset >= expectedNext, batch.lastOffsetDelta >= 0 else {
@@ -226,7 +310,9 @@ public final class PartitionLog: Sendable {
                 let header = StoredBatchHeader(
                     position: Int64(runLength), baseOffset: batch.baseOffset, sizeInBytes: batch.sizeInBytes,
                     partitionLeaderEpoch: batch.partitionLeaderEpoch, lastOffsetDelta: batch.lastOffsetDelta,
-                    maxTimestamp: batch.maxTimestamp, isLogAppendTime: batch.attributes.timestampType == .logAppendTime
+                    maxTimestamp: batch.maxTimestamp, isLogAppendTime: batch.attributes.timestampType == .logAppendTime,
+                    producerId: batch.producerID, producerEpoch: batch.producerEpoch,
+                    baseSequence: batch.baseSequence, isControl: batch.attributes.isControl
                 )
                 let active = state.segments.last!
                 let pendingSize = Int64(runLength)
@@ -259,6 +345,12 @@ public final class PartitionLog: Sendable {
                 expectedNext = batch.lastOffset + 1
                 let epoch = leaderEpoch ?? batch.partitionLeaderEpoch
                 if epoch >= 0 { try state.epochCache.assign(epoch: epoch, startOffset: batch.baseOffset) }
+                if let producerBatch = header.producerBatch {
+                    let previous = state.producers.apply(producerBatch)
+                    if producersBefore.index(forKey: producerBatch.producerId) == nil {
+                        producersBefore[producerBatch.producerId] = .some(previous)
+                    }
+                }
             }
             guard splitter.remainingBytes == 0 else {
                 throw .invalidAppend(partition, "\(splitter.remainingBytes) bytes after the last whole batch")
@@ -270,17 +362,21 @@ public final class PartitionLog: Sendable {
                 )
             }
         } catch {
-            // Undo: drop what this append wrote, so the log ends where it did.
+            // Undo: drop what this append wrote, so the log ends where it did, and its producer state.
+            state.producers.restore(producersBefore, mapEndOffset: mapEndBefore)
             if state.segments.count == before.2 && state.segments.last!.size != before.1
                 || state.segments.count != before.2
             {
-                try? self.truncateLocked(&state, to: before.0)
+                try? self.truncateLocked(&state, to: before.0, rebuildProducers: false)
             }
             try? state.epochCache.truncate(fromEnd: before.0)
             if error.errno != nil { throw self.takeOffline(&state, error) }
             throw error
         }
-        if info.batchCount > 0 { state.nextOffset = info.lastOffset + 1 }
+        if info.batchCount > 0 {
+            state.nextOffset = info.lastOffset + 1
+            state.producers.updateMapEndOffset(state.nextOffset)
+        }
         return info
     }
 
@@ -295,9 +391,13 @@ public final class PartitionLog: Sendable {
         }
     }
 
+    /// Kafka's roll: the old segment's indexes are finished, the producer state as of `baseOffset` is snapshotted
+    /// (so a restart replays from here at most), and a new segment starts.
     private func roll(_ state: inout State, baseOffset: Int64, nowMs: Int64) throws(StorageError) {
         let active = state.segments.last!
         try active.onBecomeInactive()
+        state.producers.updateMapEndOffset(baseOffset)
+        try state.producers.takeSnapshot()
         let segment = try Segment(
             directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes,
             nowMs: nowMs
@@ -402,7 +502,9 @@ public final class PartitionLog: Sendable {
     // MARK: Truncation
 
     /// Removes every batch from the one holding `offset` on (a follower truncating to its leader's epoch
-    /// boundary), and rolls the epoch cache back with it. Nothing happens if `offset` is at or past the log end.
+    /// boundary), and rolls the epoch cache and producer state back with it (producer snapshots above the new end
+    /// are deleted, the newest one below it reloaded and the rest replayed). Nothing happens if `offset` is at or
+    /// past the log end.
     public func truncate(to offset: Int64) throws(StorageError) {
         try self.state.withLock { state throws(StorageError) in
             try self.checkOnline(state)
@@ -411,7 +513,9 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    private func truncateLocked(_ state: inout State, to offset: Int64) throws(StorageError) {
+    private func truncateLocked(_ state: inout State, to offset: Int64, rebuildProducers: Bool = true)
+        throws(StorageError)
+    {
         while state.segments.count > 1, state.segments.last!.baseOffset >= offset {
             let segment = state.segments.removeLast()
             self.scheduleDeletion(&state, segment)
@@ -424,10 +528,18 @@ public final class PartitionLog: Sendable {
         state.nextOffset = try active.nextOffset()
         state.recoveryPoint = min(state.recoveryPoint, state.nextOffset)
         try state.epochCache.truncate(fromEnd: state.nextOffset)
+        if rebuildProducers {
+            try Self.rebuildProducerState(
+                state.producers, segments: state.segments, logStartOffset: state.logStartOffset,
+                logEndOffset: state.nextOffset, nowMs: Self.nowMs()
+            )
+        } else {
+            try state.producers.deleteSnapshots(after: state.nextOffset)
+        }
     }
 
     /// Deletes every segment and starts the log empty at `offset` (a follower too far behind its leader's log
-    /// start). The epoch cache is cleared.
+    /// start). The epoch cache and producer state are cleared.
     public func truncateFullyAndStart(at offset: Int64, nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError) {
         try self.state.withLock { state throws(StorageError) in
             try self.checkOnline(state)
@@ -441,6 +553,7 @@ public final class PartitionLog: Sendable {
             state.logStartOffset = offset
             state.recoveryPoint = offset
             try state.epochCache.clear()
+            try state.producers.truncateFully(at: offset)
         }
     }
 
@@ -480,10 +593,15 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    /// Closes the segments (indexes trimmed, the final time index entry written). Pending `.deleted` files are
-    /// unlinked now. The object must not be used afterwards.
+    /// Closes the segments (indexes trimmed, the final time index entry written) and snapshots the producer state
+    /// at the log end, so a clean restart replays nothing. Pending `.deleted` files are unlinked now. The object
+    /// must not be used afterwards.
     public func close() throws(StorageError) {
         try self.state.withLock { state throws(StorageError) in
+            if state.offlineReason == nil {
+                state.producers.updateMapEndOffset(state.nextOffset)
+                try state.producers.takeSnapshot()
+            }
             for segment in state.segments { try segment.close() }
             for (_, paths) in state.pendingDeletes {
                 for path in paths { try? FileIO.unlink(path) }

@@ -13,8 +13,23 @@ struct StoredBatchHeader {
     var lastOffsetDelta: Int32
     var maxTimestamp: Int64
     var isLogAppendTime: Bool
+    /// The producer fields (-1 when the batch has no producer id), for producer state; control is attribute bit 5.
+    var producerId: Int64 = -1
+    var producerEpoch: Int16 = -1
+    var baseSequence: Int32 = -1
+    var isControl = false
     var lastOffset: Int64 { self.baseOffset + Int64(self.lastOffsetDelta) }
     var end: Int64 { self.position + Int64(self.sizeInBytes) }
+
+    /// The producer fields as producer state takes them; nil for a batch without a producer id.
+    var producerBatch: ProducerBatch? {
+        guard self.producerId >= 0 else { return nil }
+        return ProducerBatch(
+            producerId: self.producerId, producerEpoch: self.producerEpoch, baseSequence: self.baseSequence,
+            firstOffset: self.baseOffset, lastOffset: self.lastOffset, maxTimestamp: self.maxTimestamp,
+            isControl: self.isControl
+        )
+    }
 }
 
 /// One `.log` file with its `.index` and `.timeindex`: the batches from `baseOffset` on, as appended.
@@ -152,7 +167,11 @@ final class Segment {
                 partitionLeaderEpoch: load(12, Int32.self),
                 lastOffsetDelta: load(23, Int32.self),
                 maxTimestamp: load(35, Int64.self),
-                isLogAppendTime: load(21, Int16.self) & 0x8 != 0
+                isLogAppendTime: load(21, Int16.self) & 0x8 != 0,
+                producerId: load(43, Int64.self),
+                producerEpoch: load(51, Int16.self),
+                baseSequence: load(53, Int32.self),
+                isControl: load(21, Int16.self) & 0x20 != 0
             )
         }
     }
@@ -165,6 +184,20 @@ final class Segment {
             position = header.end
         }
         return nil
+    }
+
+    /// Calls `body` with the header of every whole batch from the one holding `offset` on (headers only: producer
+    /// state replay reads 61 bytes per batch, not the records).
+    func forEachBatchHeader(
+        from offset: Int64,
+        _ body: (StoredBatchHeader) throws(StorageError) -> Void
+    ) throws(StorageError) {
+        guard var header = try self.findBatch(containing: offset) else { return }
+        while header.end <= self.size {
+            try body(header)
+            guard let next = try self.readHeader(at: header.end) else { return }
+            header = next
+        }
     }
 
     /// Whole batches from the one holding `offset`: at most `maxBytes` unless the first batch alone is larger

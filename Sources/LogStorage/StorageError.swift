@@ -19,6 +19,7 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         case partitionOffline(partition: String, reason: String)
         case invalidAppend(partition: String, reason: String)
         case recordTooLarge(partition: String, size: Int, limit: Int)
+        case producerRejected(partition: String, error: ProducerStateError)
     }
 
     private let code: Code
@@ -99,6 +100,11 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         StorageError(.recordTooLarge(partition: partition, size: size, limit: limit))
     }
 
+    /// A client's batch refused by the idempotent-producer checks (sequence gap, stale epoch).
+    public static func producerRejected(_ partition: String, _ error: ProducerStateError) -> StorageError {
+        StorageError(.producerRejected(partition: partition, error: error))
+    }
+
     /// The code Kafka returns for this failure.
     public var kafkaErrorCode: ErrorCode {
         switch self.code {
@@ -109,6 +115,7 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         case .invalidConfig: .invalidConfig
         case .invalidAppend: .invalidRecord
         case .recordTooLarge: .recordListTooLarge
+        case .producerRejected(_, let error): error.kafkaErrorCode
         }
     }
 
@@ -143,6 +150,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
             "Cannot append to partition \(partition): \(reason)"
         case .recordTooLarge(let partition, let size, let limit):
             "A batch of \(size) bytes for partition \(partition) exceeds the limit of \(limit) bytes"
+        case .producerRejected(let partition, let error):
+            "Cannot append to partition \(partition): \(error)"
         }
     }
 }
