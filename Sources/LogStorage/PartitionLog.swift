@@ -55,8 +55,9 @@ public struct LogReadInfo: Sendable {
 public final class PartitionLog: Sendable {
     public let topicPartition: TopicPartition
     public let directory: FilePath
-    private let state: Mutex<State>
-    private let logger: Logger
+    /// Internal (not private) so the retention extension in PartitionLog+Retention.swift can use it.
+    let state: Mutex<State>
+    let logger: Logger
 
     struct State: ~Copyable {
         var config: LogConfig
@@ -177,12 +178,12 @@ public final class PartitionLog: Sendable {
         self.state.withLock { $0.epochCache.endOffset(for: epoch, logEndOffset: $0.nextOffset) }
     }
 
-    private func checkOnline(_ state: borrowing State) throws(StorageError) {
+    func checkOnline(_ state: borrowing State) throws(StorageError) {
         if let reason = state.offlineReason { throw .partitionOffline("\(self.topicPartition)", reason) }
     }
 
     /// Marks the partition offline after a failed disk call, so later calls fail fast with KAFKA_STORAGE_ERROR.
-    private func takeOffline(_ state: inout State, _ error: StorageError) -> StorageError {
+    func takeOffline(_ state: inout State, _ error: StorageError) -> StorageError {
         if state.offlineReason == nil {
             state.offlineReason = error.description
             self.logger.error("Taking partition offline", metadata: ["error": "\(error)"])
@@ -393,7 +394,7 @@ public final class PartitionLog: Sendable {
 
     /// Kafka's roll: the old segment's indexes are finished, the producer state as of `baseOffset` is snapshotted
     /// (so a restart replays from here at most), and a new segment starts.
-    private func roll(_ state: inout State, baseOffset: Int64, nowMs: Int64) throws(StorageError) {
+    func roll(_ state: inout State, baseOffset: Int64, nowMs: Int64) throws(StorageError) {
         let active = state.segments.last!
         try active.onBecomeInactive()
         state.producers.updateMapEndOffset(baseOffset)
@@ -443,7 +444,7 @@ public final class PartitionLog: Sendable {
     }
 
     /// The last segment whose base offset is <= `offset` (the first one if none is).
-    private static func segmentIndex(_ segments: [Segment], containing offset: Int64) -> Int {
+    static func segmentIndex(_ segments: [Segment], containing offset: Int64) -> Int {
         var low = 0
         var high = segments.count - 1
         while low < high {
@@ -557,10 +558,12 @@ public final class PartitionLog: Sendable {
         }
     }
 
-    private func scheduleDeletion(_ state: inout State, _ segment: Segment) {
+    /// Renames the segment's files `.deleted` and queues them for unlinking after `file.delete.delay.ms` from
+    /// `nowMs`, so a fetch already sending the file completes.
+    func scheduleDeletion(_ state: inout State, _ segment: Segment, nowMs: Int64 = PartitionLog.nowMs()) {
         do {
             let paths = try segment.renameForDeletion()
-            state.pendingDeletes.append((Self.nowMs() + state.config.fileDeleteDelayMs, paths))
+            state.pendingDeletes.append((nowMs + state.config.fileDeleteDelayMs, paths))
         } catch {
             self.logger.warning("Could not rename a deleted segment", metadata: ["error": "\(error)"])
         }

@@ -271,6 +271,16 @@ final class Segment {
         return nil
     }
 
+    /// The largest batch max timestamp in the segment, what retention judges its age by (Kafka's
+    /// `largestTimestamp`, but never the file's mtime): from the time index when it knows one, else from the batch
+    /// headers (a segment whose time index lost its entries). -1 for an empty segment.
+    func largestTimestamp() throws(StorageError) -> Int64 {
+        if self.maxTimestampSoFar >= 0 || self.size == 0 { return self.maxTimestampSoFar }
+        var largest: Int64 = -1
+        try self.forEachBatchHeader(from: self.baseOffset) { header in largest = max(largest, header.maxTimestamp) }
+        return largest
+    }
+
     // MARK: Recovery and truncation
 
     /// Rebuilds the indexes (and the caller's epoch cache, through `onBatch`) from the `.log`, checking each batch's
