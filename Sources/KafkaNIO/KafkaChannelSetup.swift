@@ -12,7 +12,9 @@ public enum KafkaChannelSetup {
         _ channel: any Channel,
         maxFrameSize: Int
     ) throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrameSize)))
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrameSize))
+        )
         try channel.pipeline.syncOperations.addHandler(KafkaFrameEncoder())
         return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
     }

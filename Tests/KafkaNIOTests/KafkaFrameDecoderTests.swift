@@ -20,7 +20,8 @@ import Testing
         var buffered = ByteBuffer()
         var remaining = bytes
         var frames: [[UInt8]] = []
-        while let chunk = remaining.readSlice(length: min(chunkSize, remaining.readableBytes)), chunk.readableBytes > 0 {
+        while let chunk = remaining.readSlice(length: min(chunkSize, remaining.readableBytes)), chunk.readableBytes > 0
+        {
             var chunk = chunk
             buffered.writeBuffer(&chunk)
             while let frame = try decoder.decode(buffer: &buffered) { frames.append(Array(frame.readableBytesView)) }

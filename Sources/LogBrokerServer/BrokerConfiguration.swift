@@ -1,0 +1,395 @@
+import KafkaProperties
+
+/// The broker's settings, read from `server.properties` and `--override` arguments with Kafka's property names,
+/// types, defaults and validation (`KafkaConfig`), so a Kafka operator's file means the same here.
+///
+/// Three kinds of key: one in `table` is parsed and validated, and a bad value stops start-up with a message that
+/// names the key, the value and what is allowed; a real Kafka broker key that LogBroker does not implement is a
+/// warning (operators paste their Kafka files); any other key stops start-up with the nearest known name
+/// suggested. Time settings with several spellings take Kafka's precedence (`log.retention.ms` over `.minutes`
+/// over `.hours`; `log.roll.ms` over `.hours`).
+///
+/// A value type, built once at start-up; thread-safe.
+public struct BrokerConfiguration: Sendable {
+    /// One entry of `listeners` or `advertised.listeners`: `NAME://host:port`.
+    public struct Listener: Hashable, Sendable, CustomStringConvertible {
+        /// The listener name (`PLAINTEXT`, or any name mapped in `listener.security.protocol.map`).
+        public var name: String
+        /// The host to bind or advertise; "" binds every interface, as in Kafka.
+        public var host: String
+        /// The port; 0 binds an ephemeral port (for tests).
+        public var port: Int
+        /// The security protocol the name maps to; only `PLAINTEXT` is served so far.
+        public var securityProtocol: String
+
+        public init(name: String, host: String, port: Int, securityProtocol: String) {
+            self.name = name
+            self.host = host
+            self.port = port
+            self.securityProtocol = securityProtocol
+        }
+
+        public var description: String {
+            let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+            return "\(self.name)://\(host):\(self.port)"
+        }
+    }
+
+    /// Defaults for every topic's log (`log.*`, the broker-wide forms of the topic-level settings).
+    public struct LogDefaults: Hashable, Sendable {
+        /// `log.segment.bytes`.
+        public var segmentBytes: Int32
+        /// `log.roll.ms`, else `log.roll.hours` × 3,600,000.
+        public var rollMs: Int64
+        /// `log.retention.ms`, else `.minutes`, else `.hours` (168); -1 keeps data forever.
+        public var retentionMs: Int64
+        /// `log.retention.bytes`; -1 means no size limit.
+        public var retentionBytes: Int64
+        /// `log.retention.check.interval.ms`.
+        public var retentionCheckIntervalMs: Int64
+        /// `log.index.interval.bytes`.
+        public var indexIntervalBytes: Int32
+        /// `log.index.size.max.bytes`.
+        public var indexSizeMaxBytes: Int32
+        /// `log.segment.delete.delay.ms`.
+        public var segmentDeleteDelayMs: Int64
+        /// `log.flush.interval.messages`; Long.MAX_VALUE (the default) never fsyncs by count.
+        public var flushIntervalMessages: Int64
+        /// `log.flush.interval.ms`; Long.MAX_VALUE (the default) never fsyncs by time.
+        public var flushIntervalMs: Int64
+        /// `log.cleanup.policy`.
+        public var cleanupPolicy: [String]
+        /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+        public var messageTimestampType: String
+        /// `log.preallocate`.
+        public var preallocate: Bool
+    }
+
+    /// `listeners`: where clients connect. Default `PLAINTEXT://127.0.0.1:9092`.
+    public var listeners: [Listener]
+    /// `advertised.listeners`: what Metadata tells clients; `listeners` when not set.
+    public var advertisedListeners: [Listener]
+    /// `node.id`: this node's id; required, as in Kafka's KRaft mode.
+    public var nodeID: Int32
+    /// `process.roles`: only `broker,controller` (both, one process) is supported so far.
+    public var processRoles: [String]
+    /// `log.dirs`, else `log.dir` (default `/tmp/kafka-logs`).
+    public var logDirs: [String]
+    /// `num.partitions`: partitions of a topic created without a count. Default 1.
+    public var numPartitions: Int32
+    /// `default.replication.factor`: replicas of an auto-created topic. Default 1.
+    public var defaultReplicationFactor: Int16
+    /// `auto.create.topics.enable`. Default true.
+    public var autoCreateTopicsEnable: Bool
+    /// `message.max.bytes`: the largest record batch accepted. Default 1,048,588.
+    public var messageMaxBytes: Int32
+    /// `socket.request.max.bytes`: the largest request frame read from a socket. Default 104,857,600.
+    public var socketRequestMaxBytes: Int32
+    /// `max.incremental.fetch.session.cache.slots`. Default 1000.
+    public var maxIncrementalFetchSessionCacheSlots: Int32
+    /// The `log.*` defaults for topics.
+    public var log: LogDefaults
+    /// Every setting of `table`, resolved (for the group coordinator's `offsets.*` and `group.*`, and for
+    /// DescribeConfigs).
+    public let settings: Settings
+
+    static let securityProtocols = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+    /// The settings LogBroker implements, with Kafka's names, types, defaults and validators.
+    public static let table = SettingsTable([
+        SettingDefinition(
+            "listeners",
+            .string,
+            default: .string("PLAINTEXT://127.0.0.1:9092"),
+            documentation: "Comma-separated NAME://host:port listeners to accept clients on."
+        ),
+        SettingDefinition(
+            "advertised.listeners",
+            .string,
+            default: .string(""),
+            documentation: "Listeners handed to clients in Metadata; the listeners when empty."
+        ),
+        SettingDefinition(
+            "listener.security.protocol.map",
+            .string,
+            default: .string("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"),
+            documentation: "Listener name to security protocol."
+        ),
+        SettingDefinition("node.id", .int, default: nil, validator: .atLeast(0), documentation: "This node's id."),
+        SettingDefinition(
+            "process.roles",
+            .list,
+            default: .list(["broker", "controller"]),
+            validator: .oneOf(["broker", "controller"]),
+            documentation: "broker, controller, or both."
+        ),
+        SettingDefinition("log.dir", .string, default: .string("/tmp/kafka-logs")),
+        SettingDefinition("log.dirs", .list, default: .list([])),
+        SettingDefinition("num.partitions", .int, default: .int(1), validator: .atLeast(1)),
+        SettingDefinition("default.replication.factor", .int, default: .int(1), validator: .between(1, 32767)),
+        SettingDefinition("auto.create.topics.enable", .boolean, default: .boolean(true)),
+        SettingDefinition("message.max.bytes", .int, default: .int(1_048_588), validator: .atLeast(0)),
+        SettingDefinition("socket.request.max.bytes", .int, default: .int(104_857_600), validator: .atLeast(1)),
+        SettingDefinition(
+            "max.incremental.fetch.session.cache.slots",
+            .int,
+            default: .int(1000),
+            validator: .atLeast(0)
+        ),
+        SettingDefinition("log.segment.bytes", .int, default: .int(1 << 30), validator: .atLeast(14)),
+        SettingDefinition("log.roll.ms", .long, default: .long(604_800_000), validator: .atLeast(1)),
+        SettingDefinition("log.roll.hours", .int, default: .int(168), validator: .atLeast(1)),
+        SettingDefinition("log.retention.ms", .long, default: .long(604_800_000), validator: .atLeast(-1)),
+        SettingDefinition("log.retention.minutes", .int, default: .int(10_080), validator: .atLeast(-1)),
+        SettingDefinition("log.retention.hours", .int, default: .int(168), validator: .atLeast(-1)),
+        SettingDefinition("log.retention.bytes", .long, default: .long(-1)),
+        SettingDefinition("log.retention.check.interval.ms", .long, default: .long(300_000), validator: .atLeast(1)),
+        SettingDefinition("log.index.interval.bytes", .int, default: .int(4096), validator: .atLeast(0)),
+        SettingDefinition("log.index.size.max.bytes", .int, default: .int(10 << 20), validator: .atLeast(4)),
+        SettingDefinition("log.segment.delete.delay.ms", .long, default: .long(60_000), validator: .atLeast(0)),
+        SettingDefinition("log.flush.interval.messages", .long, default: .long(Int64.max), validator: .atLeast(1)),
+        SettingDefinition("log.flush.interval.ms", .long, default: .long(Int64.max), validator: .atLeast(0)),
+        SettingDefinition(
+            "log.cleanup.policy",
+            .list,
+            default: .list(["delete"]),
+            validator: .oneOf(["compact", "delete"])
+        ),
+        SettingDefinition(
+            "log.message.timestamp.type",
+            .string,
+            default: .string("CreateTime"),
+            validator: .oneOf(["CreateTime", "LogAppendTime"])
+        ),
+        SettingDefinition("log.preallocate", .boolean, default: .boolean(false)),
+        SettingDefinition("offsets.topic.replication.factor", .int, default: .int(3), validator: .between(1, 32767)),
+        SettingDefinition("offsets.topic.num.partitions", .int, default: .int(50), validator: .atLeast(1)),
+        SettingDefinition("offsets.topic.segment.bytes", .int, default: .int(104_857_600), validator: .atLeast(1)),
+        SettingDefinition("offsets.retention.minutes", .int, default: .int(10_080), validator: .atLeast(1)),
+        SettingDefinition("group.min.session.timeout.ms", .int, default: .int(6000)),
+        SettingDefinition("group.max.session.timeout.ms", .int, default: .int(1_800_000)),
+        SettingDefinition("group.initial.rebalance.delay.ms", .int, default: .int(3000)),
+        SettingDefinition("group.max.size", .int, default: .int(Int32.max), validator: .atLeast(1)),
+    ])
+
+    /// A table of the Kafka broker keys LogBroker does not implement, only for "did you mean" among them.
+    private static let kafkaOnlyNames = SettingsTable(
+        KafkaBrokerSettingNames.names.sorted().filter { Self.table[$0] == nil }.map {
+            SettingDefinition($0, .string, default: .string(""))
+        }
+    )
+
+    /// The configuration of `properties` (the file's pairs with the overrides already applied), and one warning
+    /// per Kafka broker key it ignores.
+    /// - Parameter source: where a key came from, for error messages (the file name, or "--override").
+    /// - Throws: `LogBrokerServerError` for a bad value, a missing `node.id`, an unsupported listener or role, or
+    ///   a key Kafka does not know either (with a suggestion).
+    public static func resolve(
+        _ properties: Properties,
+        source: (String) -> String? = { _ in nil }
+    ) throws(LogBrokerServerError) -> (configuration: BrokerConfiguration, warnings: [String]) {
+        let settings: Settings
+        do {
+            settings = try Self.table.resolve(properties, unknownKeys: .collect)
+        } catch {
+            let located = error.settingName.flatMap(source).map { error.from($0) } ?? error
+            throw .configuration(located)
+        }
+        var warnings: [String] = []
+        for (key, _) in settings.unknown {
+            if KafkaBrokerSettingNames.contains(key) {
+                let origin = source(key).map { "\($0): " } ?? ""
+                warnings.append(
+                    "\(origin)\(key) is an Apache Kafka broker setting that LogBroker does not implement; ignored."
+                )
+            } else {
+                let suggestion = Self.table.suggestion(for: key) ?? Self.kafkaOnlyNames.suggestion(for: key)
+                let error = PropertiesError.unknownSetting(key, suggestion: suggestion)
+                throw .configuration(source(key).map { error.from($0) } ?? error)
+            }
+        }
+        let configuration = try BrokerConfiguration(settings: settings, source: source)
+        return (configuration, warnings)
+    }
+
+    /// The pairs of a properties file with `overrides` (`key=value` arguments, as kafka-server-start's
+    /// `--override`) applied on top, and a function naming where each key came from.
+    public static func merge(
+        file: Properties,
+        fileName: String,
+        overrides: [String]
+    ) throws(LogBrokerServerError) -> (properties: Properties, source: @Sendable (String) -> String?) {
+        var merged = file
+        var overridden: Set<String> = []
+        for argument in overrides {
+            guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+                throw .invalidOverride(argument)
+            }
+            let key = String(argument[..<equals])
+            merged[key] = String(argument[argument.index(after: equals)...])
+            overridden.insert(key)
+        }
+        let fileKeys = Set(file.dictionary.keys)
+        let overriddenKeys = overridden
+        return (
+            merged,
+            { key in overriddenKeys.contains(key) ? "--override" : fileKeys.contains(key) ? fileName : nil }
+        )
+    }
+
+    private init(settings: Settings, source: (String) -> String?) throws(LogBrokerServerError) {
+        self.settings = settings
+        let protocolMap = try Self.parseProtocolMap(settings.string("listener.security.protocol.map"), source: source)
+        self.listeners = try Self.parseListeners(
+            settings.string("listeners"),
+            name: "listeners",
+            protocols: protocolMap,
+            source: source
+        )
+        guard !self.listeners.isEmpty else {
+            throw .invalidValue(
+                "",
+                for: "listeners",
+                reason: "at least one listener is needed",
+                source: source("listeners")
+            )
+        }
+        for listener in self.listeners where listener.securityProtocol != "PLAINTEXT" {
+            throw .invalidValue(
+                settings.string("listeners"),
+                for: "listeners",
+                reason: "listener \(listener.name) uses \(listener.securityProtocol); LogBroker serves only "
+                    + "PLAINTEXT listeners so far",
+                source: source("listeners")
+            )
+        }
+        let advertised = settings.string("advertised.listeners")
+        self.advertisedListeners =
+            advertised.isEmpty
+            ? self.listeners
+            : try Self.parseListeners(advertised, name: "advertised.listeners", protocols: protocolMap, source: source)
+        self.nodeID = settings.int("node.id")
+        self.processRoles = settings.list("process.roles")
+        guard Set(self.processRoles) == ["broker", "controller"] else {
+            throw .invalidValue(
+                settings["process.roles"]!.description,
+                for: "process.roles",
+                reason: "LogBroker runs only broker,controller (both roles in one process) so far",
+                source: source("process.roles")
+            )
+        }
+        let logDirs = settings.list("log.dirs").filter { !$0.isEmpty }
+        self.logDirs = logDirs.isEmpty ? [settings.string("log.dir")] : logDirs
+        self.numPartitions = settings.int("num.partitions")
+        self.defaultReplicationFactor = Int16(settings.int("default.replication.factor"))
+        self.autoCreateTopicsEnable = settings.bool("auto.create.topics.enable")
+        self.messageMaxBytes = settings.int("message.max.bytes")
+        self.socketRequestMaxBytes = settings.int("socket.request.max.bytes")
+        self.maxIncrementalFetchSessionCacheSlots = settings.int("max.incremental.fetch.session.cache.slots")
+
+        let retentionMs: Int64 =
+            if settings.isExplicit("log.retention.ms") {
+                settings.long("log.retention.ms")
+            } else if settings.isExplicit("log.retention.minutes") {
+                Self.scaled(Int64(settings.int("log.retention.minutes")), by: 60_000)
+            } else {
+                Self.scaled(Int64(settings.int("log.retention.hours")), by: 3_600_000)
+            }
+        let rollMs =
+            settings.isExplicit("log.roll.ms")
+            ? settings.long("log.roll.ms") : Int64(settings.int("log.roll.hours")) * 3_600_000
+        self.log = LogDefaults(
+            segmentBytes: settings.int("log.segment.bytes"),
+            rollMs: rollMs,
+            retentionMs: retentionMs,
+            retentionBytes: settings.long("log.retention.bytes"),
+            retentionCheckIntervalMs: settings.long("log.retention.check.interval.ms"),
+            indexIntervalBytes: settings.int("log.index.interval.bytes"),
+            indexSizeMaxBytes: settings.int("log.index.size.max.bytes"),
+            segmentDeleteDelayMs: settings.long("log.segment.delete.delay.ms"),
+            flushIntervalMessages: settings.long("log.flush.interval.messages"),
+            flushIntervalMs: settings.long("log.flush.interval.ms"),
+            cleanupPolicy: settings.list("log.cleanup.policy"),
+            messageTimestampType: settings.string("log.message.timestamp.type"),
+            preallocate: settings.bool("log.preallocate")
+        )
+    }
+
+    /// A negative retention means "forever" (-1), whatever unit it was given in, as in Kafka.
+    private static func scaled(_ value: Int64, by factor: Int64) -> Int64 {
+        value < 0 ? -1 : value * factor
+    }
+
+    private static func parseProtocolMap(
+        _ text: String,
+        source: (String) -> String?
+    ) throws(LogBrokerServerError) -> [String: String] {
+        var map: [String: String] = [:]
+        for entry in text.split(separator: ",") {
+            let parts = entry.split(separator: ":", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: " \t")
+            }
+            guard parts.count == 2, !parts[0].isEmpty, Self.securityProtocols.contains(parts[1]) else {
+                throw .invalidValue(
+                    text,
+                    for: "listener.security.protocol.map",
+                    reason:
+                        "expected NAME:PROTOCOL pairs with PROTOCOL one of \(Self.securityProtocols.joined(separator: ", "))",
+                    source: source("listener.security.protocol.map")
+                )
+            }
+            map[parts[0]] = parts[1]
+        }
+        return map
+    }
+
+    /// Parses `NAME://host:port[,NAME://host:port…]` as Kafka's `listeners` (`[::1]` for IPv6, an empty host for
+    /// every interface); names must be unique and mapped to a security protocol.
+    static func parseListeners(
+        _ text: String,
+        name: String,
+        protocols: [String: String],
+        source: (String) -> String? = { _ in nil }
+    ) throws(LogBrokerServerError) -> [Listener] {
+        func refuse(_ reason: String) -> LogBrokerServerError {
+            .invalidValue(text, for: name, reason: reason, source: source(name))
+        }
+        var listeners: [Listener] = []
+        for item in text.split(separator: ",").map({ $0.trimmingCharacters(in: " \t") }) where !item.isEmpty {
+            guard let schemeEnd = item.firstRange(of: "://") else {
+                throw refuse("\(item) is not of the form NAME://host:port")
+            }
+            let listenerName = String(item[..<schemeEnd.lowerBound])
+            let address = item[schemeEnd.upperBound...]
+            guard let colon = address.lastIndex(of: ":") else {
+                throw refuse("\(item) has no port; expected NAME://host:port")
+            }
+            var host = String(address[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
+                throw refuse("\(item) has no valid port (0 to 65535)")
+            }
+            guard let securityProtocol = protocols[listenerName] else {
+                throw refuse(
+                    "listener name \(listenerName) is not in listener.security.protocol.map "
+                        + "(\(protocols.keys.sorted().joined(separator: ", ")))"
+                )
+            }
+            guard !listeners.contains(where: { $0.name == listenerName }) else {
+                throw refuse("listener name \(listenerName) appears twice")
+            }
+            listeners.append(Listener(name: listenerName, host: host, port: port, securityProtocol: securityProtocol))
+        }
+        return listeners
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing characters among `characters`.
+    fileprivate func trimmingCharacters(in characters: String) -> String {
+        var slice = Substring(self)
+        while let first = slice.first, characters.contains(first) { slice = slice.dropFirst() }
+        while let last = slice.last, characters.contains(last) { slice = slice.dropLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,240 @@
+import KafkaMessages
+import KafkaNIO
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+
+/// The broker's network edge: one bound server socket per listener and, per accepted connection, one child task
+/// that reads a frame, reads its header, checks the version against the handler table, runs the handler and writes
+/// the response, then reads the next frame. That is Kafka's connection model: responses are in order by
+/// construction, and a slow request holds up only its own connection.
+///
+/// Bad input costs only its own connection: a frame size below 0 or above `socket.request.max.bytes`, bytes that
+/// end inside a frame, a header that does not parse, an unknown API key or an unadvertised version each close that
+/// connection with a log line, while every other connection goes on.
+///
+/// Use: `bind` (so bind errors are reported before anything runs, and tests learn the ports), then `run`, as a
+/// `Service` in a `ServiceGroup`. On graceful shutdown (SIGTERM/SIGINT through the group) it stops accepting, lets
+/// each connection finish the request it is serving and write its response, closes idle connections, and returns
+/// once every connection is closed.
+///
+/// Thread safety: a `Sendable` value; `run` must be called once.
+public struct KafkaServer: Service {
+    /// One bound listener: its configuration, its address, and the stream of accepted connections.
+    struct BoundListener: Sendable {
+        let listener: BrokerConfiguration.Listener
+        let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+    }
+
+    private let listeners: [BoundListener]
+    private let handlers: HandlerTable
+    private let logger: Logger
+
+    /// The addresses actually bound, in the order of `listeners` (a port 0 listener shows its real port here).
+    public var localAddresses: [SocketAddress] {
+        self.listeners.compactMap { $0.channel.channel.localAddress }
+    }
+
+    private init(listeners: [BoundListener], handlers: HandlerTable, logger: Logger) {
+        self.listeners = listeners
+        self.handlers = handlers
+        self.logger = logger
+    }
+
+    /// Binds every listener of `configuration`. Connections are accepted only once `run` is called.
+    /// - Throws: `LogBrokerServerError.bindFailed` naming the listener (the ones already bound are closed).
+    public static func bind(
+        configuration: BrokerConfiguration,
+        handlers: HandlerTable,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) async throws -> KafkaServer {
+        let maxFrameSize = Int(configuration.socketRequestMaxBytes)
+        var bound: [BoundListener] = []
+        for listener in configuration.listeners {
+            do {
+                let host = listener.host.isEmpty ? "0.0.0.0" : listener.host
+                let channel = try await ServerBootstrap(group: eventLoopGroup)
+                    .serverChannelOption(.backlog, value: 256)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+                    .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .bind(host: host, port: listener.port) { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try KafkaChannelSetup.makeAsyncChannel(channel, maxFrameSize: maxFrameSize)
+                        }
+                    }
+                bound.append(BoundListener(listener: listener, channel: channel))
+            } catch {
+                for listener in bound { try? await listener.channel.channel.close() }
+                throw LogBrokerServerError.bindFailed(listener: listener.description, reason: "\(error)")
+            }
+        }
+        return KafkaServer(listeners: bound, handlers: handlers, logger: logger)
+    }
+
+    public func run() async throws {
+        for listener in self.listeners {
+            let address = listener.channel.channel.localAddress
+            self.logger.info(
+                "listening",
+                metadata: [
+                    "listener": "\(listener.listener.name)",
+                    "host": "\(address?.ipAddress ?? "?")",
+                    "port": "\(address?.port.map(String.init) ?? "?")",
+                ]
+            )
+        }
+        try await withThrowingDiscardingTaskGroup { group in
+            for listener in self.listeners {
+                group.addTask { try await self.accept(on: listener) }
+            }
+        }
+        self.logger.info("all connections closed")
+    }
+
+    /// Accepts connections until the listener is closed by graceful shutdown, each in its own child task; returns
+    /// when those have all finished.
+    private func accept(on listener: BoundListener) async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await listener.channel.executeThenClose { connections in
+                    for try await connection in connections {
+                        group.addTask { await self.serve(connection, listener: listener.listener.name) }
+                    }
+                }
+                self.logger.info("stopped accepting connections", metadata: ["listener": "\(listener.listener.name)"])
+            }
+        } onGracefulShutdown: {
+            listener.channel.channel.close(promise: nil)
+        }
+    }
+
+    /// Serves one connection until the peer closes it, a request closes it, or graceful shutdown. Never throws:
+    /// whatever goes wrong ends this connection only, with a log line.
+    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, listener: String) async {
+        var logger = self.logger
+        let remoteAddress = connection.channel.remoteAddress
+        logger[metadataKey: "peer"] = "\(remoteAddress.map(Self.describe) ?? "?")"
+        logger[metadataKey: "listener"] = "\(listener)"
+        let state = ConnectionState()
+        let channel = connection.channel
+        logger.debug("connection opened")
+        do {
+            try await withGracefulShutdownHandler {
+                try await connection.executeThenClose { inbound, outbound in
+                    var frames = inbound.makeAsyncIterator()
+                    while state.startWaiting() {
+                        guard let frame = try await frames.next() else {
+                            logger.debug("connection closed by the peer")
+                            return
+                        }
+                        guard state.startRequest() else { return }
+                        let outcome = await self.handle(frame, remoteAddress: remoteAddress, logger: logger)
+                        switch outcome {
+                        case .respond(let response):
+                            try await outbound.write(response)
+                        case .close(let reason):
+                            logger.warning("closing connection: \(reason)")
+                            return
+                        }
+                    }
+                    logger.debug("closing connection for shutdown")
+                }
+            } onGracefulShutdown: {
+                if state.shutDown() { channel.close(promise: nil) }
+            }
+        } catch {
+            if state.isShuttingDown {
+                logger.debug("connection ended during shutdown: \(error)")
+            } else {
+                logger.warning("closing connection: \(Self.describe(error))")
+            }
+        }
+    }
+
+    /// Reads the request header of one frame and hands it to the handler table.
+    private func handle(_ frame: ByteBuffer, remoteAddress: SocketAddress?, logger: Logger) async
+        -> HandlerTable.Outcome
+    {
+        let envelope: KafkaRequestEnvelope
+        do {
+            envelope = try KafkaRequestEnvelope(parsing: frame)
+        } catch {
+            return .close(reason: "\(error)")
+        }
+        var logger = logger
+        logger[metadataKey: "correlation"] = "\(envelope.correlationID)"
+        logger.trace("request", metadata: ["api": "\(envelope.apiKey)", "version": "\(envelope.apiVersion)"])
+        let context = RequestContext(
+            apiVersion: envelope.apiVersion,
+            correlationID: envelope.correlationID,
+            clientID: envelope.clientID,
+            remoteAddress: remoteAddress,
+            advertisedAPIs: self.handlers.advertised,
+            logger: logger
+        )
+        let outcome = await self.handlers.handle(envelope, context: context)
+        if case .respond = outcome {
+            logger.debug(
+                "served",
+                metadata: [
+                    "api": "\(envelope.apiKey)", "version": "\(envelope.apiVersion)", "client": "\(envelope.clientID)",
+                ]
+            )
+        }
+        return outcome
+    }
+
+    /// `host:port` of an address.
+    private static func describe(_ address: SocketAddress) -> String {
+        "\(address.ipAddress ?? "?"):\(address.port.map(String.init) ?? "?")"
+    }
+
+    /// A readable reason for a connection error (the frame decoder's errors arrive wrapped by NIO).
+    private static func describe(_ error: any Error) -> String {
+        if case ByteToMessageDecoderError.dataReceivedInErrorState(let inner, _) = error { return "\(inner)" }
+        return "\(error)"
+    }
+}
+
+/// Whether a connection is waiting for a request, serving one, or told to shut down, so graceful shutdown can
+/// close idle connections at once and let busy ones finish their response first.
+///
+/// Thread-safe: its state is guarded by a `Mutex`; graceful shutdown calls it from another task.
+final class ConnectionState: Sendable {
+    private struct State {
+        var busy = false
+        var shuttingDown = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Marks the connection idle; false if it should close instead.
+    func startWaiting() -> Bool {
+        self.state.withLock { state in
+            state.busy = false
+            return !state.shuttingDown
+        }
+    }
+
+    /// Marks the connection busy with a request; false if shutdown closed it while it waited.
+    func startRequest() -> Bool {
+        self.state.withLock { state in
+            state.busy = true
+            return !state.shuttingDown
+        }
+    }
+
+    /// Records the shutdown; true if the connection is idle and should be closed now.
+    func shutDown() -> Bool {
+        self.state.withLock { state in
+            state.shuttingDown = true
+            return !state.busy
+        }
+    }
+
+    var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
+}

@@ -1,0 +1,186 @@
+import KafkaMessages
+import KafkaNIO
+import KafkaWire
+import LogBrokerServer
+import NIOCore
+import Testing
+
+/// A Metadata handler that advertises only v1–4 and answers with no brokers, to test version checks on an API
+/// other than ApiVersions.
+struct StubMetadataHandler: KafkaHandler {
+    typealias Request = MetadataRequest
+    var versions: ClosedRange<Int16> { 1...4 }
+    func handle(_ request: MetadataRequest, context: RequestContext) async -> MetadataResponse {
+        MetadataResponse(clusterID: "stub")
+    }
+}
+
+@Suite struct ConnectionTests {
+    /// Sends ApiVersions v3 on `connection` and expects a normal answer.
+    static func expectWorking(_ connection: KafkaClientConnection) async throws {
+        let response = try await connection.send(
+            ApiVersionsRequest(clientSoftwareName: "t", clientSoftwareVersion: "1"),
+            version: 3
+        )
+        #expect(response.errorCode == 0)
+    }
+
+    @Test func registeredHandlersAreAdvertisedAndVersionChecked() async throws {
+        var table = HandlerTable()
+        table.register(StubMetadataHandler())
+        #expect(table.advertised.map(\.apiKey) == [3, 18])
+        let log = CapturedLog()
+        try await withServer(handlers: table, log: log) { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                let versions = try await bystander.send(ApiVersionsRequest(), version: 0)
+                #expect(
+                    versions.apiKeys == [
+                        .init(apiKey: 3, minVersion: 1, maxVersion: 4), .init(apiKey: 18, minVersion: 0, maxVersion: 4),
+                    ]
+                )
+                #expect(try await bystander.send(MetadataRequest(), version: 4).clusterID == "stub")
+
+                // Metadata v9 is generated but not advertised: Kafka closes the connection.
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                    await #expect(throws: KafkaNIOError.connectionClosed) {
+                        try await connection.send(MetadataRequest(), version: 9)
+                    }
+                }
+                // v0 is below the advertised range: closed too.
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                    await #expect(throws: KafkaNIOError.connectionClosed) {
+                        try await connection.send(MetadataRequest(), version: 0)
+                    }
+                }
+                try await Self.expectWorking(bystander)
+            }
+        }
+        #expect(
+            log.all.contains {
+                $0.contains("closing connection: Metadata(3) v9 is outside the supported versions 1...4")
+            }
+        )
+    }
+
+    @Test func anUnadvertisedAPIClosesOnlyItsConnection() async throws {
+        let log = CapturedLog()
+        try await withServer(log: log) { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await Self.expectWorking(bystander)
+                // Metadata has generated codecs but no handler yet.
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                    await #expect(throws: KafkaNIOError.connectionClosed) {
+                        try await connection.send(MetadataRequest(), version: 4)
+                    }
+                }
+                try await Self.expectWorking(bystander)
+            }
+        }
+        #expect(log.all.contains { $0.contains("Metadata(3) is not supported by this broker") })
+    }
+
+    @Test(arguments: [Int16(27), 75, 1000, -1, Int16.max])
+    func anUnknownAPIKeyClosesOnlyItsConnection(key: Int16) async throws {
+        let log = CapturedLog()
+        try await withServer(log: log) { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await RawConnection.withConnection(port: port) { connection in
+                    try await connection.writeFrame(
+                        requestFrame(apiKey: key, version: 0, correlationID: 1, flexibleHeader: false)
+                    )
+                    #expect(await connection.isClosedByServer())
+                }
+                try await Self.expectWorking(bystander)
+            }
+        }
+        #expect(log.all.contains { $0.contains("unknown API key \(key)") || $0.contains("is not supported") })
+    }
+
+    /// Hostile byte streams, each of which must close its own connection and nothing else.
+    static let hostileInputs: [(name: String, bytes: [UInt8], finish: Bool)] = {
+        var generator = SplitMix64(seed: 0x5EED)
+        let noise = (0..<4096).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        return [
+            ("2 GB length prefix", [0x7F, 0xFF, 0xFF, 0xFF, 0, 18, 0, 0], false),
+            ("length just above socket.request.max.bytes", [0x06, 0x40, 0x00, 0x01], false),
+            ("negative length", [0xFF, 0xFF, 0xFF, 0xFF], false),
+            ("minimum Int32 length", [0x80, 0, 0, 0], false),
+            ("random bytes", noise, false),
+            ("a 64-byte frame of random bytes", [0, 0, 0, 64] + noise, false),
+            ("truncated frame then EOF", [0, 0, 0, 50, 0, 18, 0, 0, 0, 0], true),
+            ("empty frame", [0, 0, 0, 0], false),
+            ("header longer than its frame", [0, 0, 0, 6, 0, 18, 0, 0, 0, 0], false),
+            (
+                "malformed ApiVersions v3 body", [0, 0, 0, 14, 0, 18, 0, 3, 0, 0, 0, 1, 0xFF, 0xFF, 0, 0x7F, 0x61, 0],
+                false
+            ),
+        ]
+    }()
+
+    @Test(arguments: 0..<Self.hostileInputs.count)
+    func hostileInputClosesOnlyItsConnection(index: Int) async throws {
+        let input = Self.hostileInputs[index]
+        let log = CapturedLog()
+        try await withServer(log: log) { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await Self.expectWorking(bystander)
+                try await RawConnection.withConnection(port: port) { connection in
+                    try await connection.write(input.bytes)
+                    if input.finish { connection.finishWriting() }
+                    #expect(await connection.isClosedByServer(), "\(input.name)")
+                }
+                try await Self.expectWorking(bystander)
+            }
+            // And new connections are still served.
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) {
+                try await Self.expectWorking($0)
+            }
+        }
+        #expect(log.all.contains { $0.hasPrefix("warning closing connection") }, "\(input.name): \(log.all)")
+    }
+
+    @Test func aFrameSizeAboveTheLimitIsRefusedBeforeItIsSent() async throws {
+        let configuration = try testConfiguration([("socket.request.max.bytes", "100")])
+        let log = CapturedLog()
+        try await withServer(configuration: configuration, log: log) { port in
+            try await RawConnection.withConnection(port: port) { connection in
+                try await connection.write([0, 0, 0, 101])  // only the size: refused without waiting for the body
+                #expect(await connection.isClosedByServer())
+            }
+        }
+        #expect(log.all.contains { $0.contains("frame too large: 101 bytes declared, at most 100 allowed") })
+    }
+
+    @Test func gracefulShutdownClosesIdleConnections() async throws {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let idle = try await withServer { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) {
+                try await Self.expectWorking($0)
+            }
+            // An idle connection outlives the body; the shutdown that follows must close it, not wait for it.
+            let task = Task {
+                try await RawConnection.withConnection(port: port) { connection in
+                    await connection.isClosedByServer()
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            return task
+        }
+        #expect(try await idle.value)
+        #expect(clock.now - start < .seconds(5))
+    }
+}
+
+/// A small seeded generator, so "random bytes" are the same on every run.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { self.state = seed }
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9E37_79B9_7F4A_7C15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
