@@ -1,0 +1,343 @@
+import Logging
+import NIOCore
+import Synchronization
+import SystemPackage
+
+/// One partition as `LogManager` hands it out: its `PartitionLog` when open, and what the manager must know about it
+/// while its files are closed (bounds, recovery point, high watermark, the flush policy's counters).
+///
+/// The `FileHandleBudget` may close an idle log's files at any time; `withLog` reopens it (a clean open: no
+/// recovery scan, since closing wrote the indexes and the producer snapshot) and pins it while `body` runs, so a
+/// `PartitionLog` must not be kept past `withLog`. `appendAsLeader` / `appendAsFollower` apply the durability
+/// policy (`flush.messages`, and a background fsync of a segment that just rolled).
+///
+/// Thread-safe: state behind one `Mutex`, held while the log is opened or closed, not while `body` runs. Every
+/// method may make blocking disk calls: call them from a `DiskIOPool` thread.
+public final class ManagedLog: Sendable {
+    public let topicPartition: TopicPartition
+    /// The log directory (`log.dirs` entry) holding this partition's directory.
+    public let logDirectory: FilePath
+    private let budget: FileHandleBudget
+    private let policy: FlushPolicy
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let lastUseStamp = Atomic<UInt64>(0)
+
+    /// The broker-wide defaults for a topic's `flush.messages` / `flush.ms`, and where background fsyncs run.
+    struct FlushPolicy: Sendable {
+        var intervalMessages: Int64
+        var intervalMs: Int64
+        var background: @Sendable (@escaping @Sendable () -> Void) -> Void
+    }
+
+    private struct State: ~Copyable {
+        var log: PartitionLog?
+        var config: LogConfig
+        var pins = 0
+        var deleted = false
+        var recoveryPoint: Int64
+        var logStartOffset: Int64
+        var logEndOffset: Int64
+        var highWatermark: Int64
+        var segmentCount: Int
+        var lastSegmentBaseOffset: Int64
+        /// Messages appended since the last fsync, and when that was.
+        var unflushedMessages: Int64 = 0
+        var lastFlushMs: Int64
+        var backgroundFlushQueued = false
+    }
+
+    init(
+        log: PartitionLog,
+        logDirectory: FilePath,
+        config: LogConfig,
+        highWatermark: Int64?,
+        budget: FileHandleBudget,
+        policy: FlushPolicy,
+        logger: Logger
+    ) {
+        self.topicPartition = log.topicPartition
+        self.logDirectory = logDirectory
+        self.budget = budget
+        self.policy = policy
+        self.logger = logger
+        let bases = log.segmentBaseOffsets
+        let end = log.logEndOffset
+        self.state = Mutex(
+            State(
+                log: log,
+                config: config,
+                recoveryPoint: log.recoveryPoint,
+                logStartOffset: log.logStartOffset,
+                logEndOffset: end,
+                highWatermark: min(max(highWatermark ?? 0, log.logStartOffset), end),
+                segmentCount: bases.count,
+                lastSegmentBaseOffset: bases.last ?? 0,
+                lastFlushMs: PartitionLog.nowMs()
+            )
+        )
+        self.lastUseStamp.store(budget.tick(), ordering: .relaxed)
+        budget.charge(self, segments: bases.count)
+    }
+
+    var lastUse: UInt64 { self.lastUseStamp.load(ordering: .relaxed) }
+
+    /// The partition's directory, `<log dir>/<topic>-<partition>`.
+    public var directory: FilePath { self.logDirectory.appending(self.topicPartition.directoryName) }
+    public var config: LogConfig { self.state.withLock { $0.config } }
+    /// Whether the log's files are open now (false after the budget closed them).
+    public var isOpen: Bool { self.state.withLock { $0.log != nil } }
+    public var recoveryPoint: Int64 { self.state.withLock { $0.log?.recoveryPoint ?? $0.recoveryPoint } }
+    public var logStartOffset: Int64 { self.state.withLock { $0.log?.logStartOffset ?? $0.logStartOffset } }
+    public var logEndOffset: Int64 { self.state.withLock { $0.log?.logEndOffset ?? $0.logEndOffset } }
+
+    /// The high watermark the replica layer last set (what `replication-offset-checkpoint` records); at start-up,
+    /// the checkpointed value clamped to the log's bounds.
+    public var highWatermark: Int64 {
+        get { self.state.withLock { $0.highWatermark } }
+        set { self.state.withLock { $0.highWatermark = newValue } }
+    }
+
+    // MARK: Using the log
+
+    /// Runs `body` with the open log, reopening its files if the budget had closed them; the log is not closed
+    /// while `body` runs. `body` must not keep the `PartitionLog`.
+    /// - Throws: `partitionOffline` if the partition was deleted; what reopening or `body` throws.
+    public func withLog<T>(_ body: (PartitionLog) throws(StorageError) -> T) throws(StorageError) -> T {
+        let (log, reopened) = try self.pin()
+        if reopened { self.budget.enforce(sparing: self) }
+        defer { self.unpin(log) }
+        return try body(log)
+    }
+
+    private func pin() throws(StorageError) -> (PartitionLog, Bool) {
+        self.lastUseStamp.store(self.budget.tick(), ordering: .relaxed)
+        return try self.state.withLock { state throws(StorageError) in
+            guard !state.deleted else { throw .partitionOffline("\(self.topicPartition)", "the log was deleted") }
+            state.pins += 1
+            if let log = state.log { return (log, false) }
+            do throws(StorageError) {
+                let log = try PartitionLog(
+                    logDirectory: self.logDirectory,
+                    topicPartition: self.topicPartition,
+                    config: state.config,
+                    recoveryPoint: state.recoveryPoint,
+                    logStartOffset: state.logStartOffset,
+                    hadCleanShutdown: true,
+                    logger: self.logger
+                )
+                state.log = log
+                state.segmentCount = log.segmentBaseOffsets.count
+                self.budget.charge(self, segments: state.segmentCount)
+                return (log, true)
+            } catch {
+                state.pins -= 1
+                throw error
+            }
+        }
+    }
+
+    private func unpin(_ log: PartitionLog) {
+        let bases = log.segmentBaseOffsets
+        let (rolled, grew): (Bool, Bool) = self.state.withLock { state in
+            state.pins -= 1
+            let rolled = (bases.last ?? 0) != state.lastSegmentBaseOffset && bases.count > 1
+            let grew = bases.count > state.segmentCount
+            if bases.count != state.segmentCount {
+                state.segmentCount = bases.count
+                if state.log != nil { self.budget.charge(self, segments: bases.count) }
+            }
+            state.lastSegmentBaseOffset = bases.last ?? 0
+            if state.deleted && state.pins == 0, let open = state.log {
+                try? open.close()
+                state.log = nil
+            }
+            return (rolled, grew)
+        }
+        if grew { self.budget.enforce(sparing: self) }
+        if rolled { self.scheduleBackgroundFlush() }
+    }
+
+    /// Appends as leader (`PartitionLog.appendAsLeader`), then applies the flush policy: an fsync once
+    /// `flush.messages` messages are unflushed, and a background fsync when the append rolled a segment (the
+    /// recovery point then moves past it).
+    public func appendAsLeader(
+        _ batches: ByteBuffer,
+        leaderEpoch: Int32,
+        nowMs: Int64 = PartitionLog.nowMs()
+    ) throws(StorageError) -> LogAppendInfo {
+        let info = try self.withLog { (log) throws(StorageError) in
+            try log.appendAsLeader(batches, leaderEpoch: leaderEpoch, nowMs: nowMs)
+        }
+        try self.afterAppend(info, nowMs: nowMs)
+        return info
+    }
+
+    /// Appends as follower (`PartitionLog.appendAsFollower`), with the same flush policy as `appendAsLeader`.
+    public func appendAsFollower(_ batches: ByteBuffer, nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError)
+        -> LogAppendInfo
+    {
+        let info = try self.withLog { (log) throws(StorageError) in try log.appendAsFollower(batches, nowMs: nowMs) }
+        try self.afterAppend(info, nowMs: nowMs)
+        return info
+    }
+
+    private func afterAppend(_ info: LogAppendInfo, nowMs: Int64) throws(StorageError) {
+        guard info.batchCount > 0 else { return }
+        let due = self.state.withLock { state in
+            state.unflushedMessages += info.lastOffset - info.firstOffset + 1
+            return state.unflushedMessages >= self.effectiveFlushMessages(state.config)
+        }
+        if due { try self.flush(nowMs: nowMs) }
+    }
+
+    private func effectiveFlushMessages(_ config: LogConfig) -> Int64 {
+        config.flushMessages != Int64.max ? config.flushMessages : self.policy.intervalMessages
+    }
+
+    private func effectiveFlushMs(_ config: LogConfig) -> Int64 {
+        config.flushMs != Int64.max ? config.flushMs : self.policy.intervalMs
+    }
+
+    // MARK: Durability
+
+    /// fsyncs the log from its recovery point and moves the recovery point to the log end. A closed log's
+    /// files are synced without reopening it.
+    public func flush(nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError) {
+        let log: PartitionLog? = try self.state.withLock { state throws(StorageError) in
+            guard !state.deleted else { return nil }
+            if let log = state.log {
+                state.pins += 1
+                return log
+            }
+            if state.recoveryPoint < state.logEndOffset {
+                try Self.syncFiles(in: self.directory, from: state.recoveryPoint)
+                state.recoveryPoint = state.logEndOffset
+            }
+            state.unflushedMessages = 0
+            state.lastFlushMs = nowMs
+            return nil
+        }
+        guard let log else { return }
+        defer { self.unpin(log) }
+        try log.flush()
+        self.state.withLock { state in
+            state.unflushedMessages = 0
+            state.lastFlushMs = nowMs
+            state.recoveryPoint = log.recoveryPoint
+        }
+    }
+
+    /// fsyncs a closed log's segment files from the one holding `offset` on, without opening a `PartitionLog`.
+    private static func syncFiles(in directory: FilePath, from offset: Int64) throws(StorageError) {
+        var logs: [Int64] = []
+        for name in try FileIO.listDirectory(directory) {
+            if let base = Loader.baseOffset(of: name, suffix: ".log") { logs.append(base) }
+        }
+        logs.sort()
+        let first = logs.lastIndex { $0 <= offset } ?? 0
+        for base in logs[first...] {
+            for suffix in [".log", ".index", ".timeindex"] {
+                let path = directory.appending(Segment.fileName(base, suffix))
+                guard FileIO.exists(path) else { continue }
+                let fd = try FileIO.open(path, .readOnly)
+                defer { FileIO.close(fd) }
+                try FileIO.sync(fd, path: path)
+            }
+        }
+    }
+
+    /// Queues one fsync of the log on the background pool (after a roll), unless one is already queued.
+    private func scheduleBackgroundFlush() {
+        let queue = self.state.withLock { state in
+            guard !state.backgroundFlushQueued, !state.deleted else { return false }
+            state.backgroundFlushQueued = true
+            return true
+        }
+        guard queue else { return }
+        self.policy.background { [self] in
+            self.state.withLock { $0.backgroundFlushQueued = false }
+            do {
+                try self.flush()
+            } catch {
+                self.logger.error("Background flush of a rolled segment failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// The periodic part of the flush policy: an fsync if `flush.ms` has passed since the last one and messages
+    /// are unflushed; a background fsync if a segment rolled since the last look (appends made directly on the
+    /// `PartitionLog` inside `withLog` are seen here). Also unlinks `.deleted` files whose delay has passed.
+    func periodicMaintenance(nowMs: Int64) {
+        let (log, flushDue): (PartitionLog?, Bool) = self.state.withLock { state in
+            guard let log = state.log, !state.deleted else { return (nil, false) }
+            state.pins += 1
+            let due = state.unflushedMessages > 0 && nowMs - state.lastFlushMs >= self.effectiveFlushMs(state.config)
+            return (log, due)
+        }
+        guard let log else { return }
+        log.deleteExpiredFiles(nowMs: nowMs)
+        self.unpin(log)
+        if flushDue {
+            do {
+                try self.flush(nowMs: nowMs)
+            } catch {
+                self.logger.error("Scheduled flush failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes the files if no caller is using the log and it is online (the budget's eviction).
+    func closeIfIdle() {
+        self.state.withLock { state in
+            guard let log = state.log, state.pins == 0, !state.deleted, !log.isOffline else { return }
+            Self.remember(log, in: &state)
+            do {
+                try log.close()
+            } catch {
+                self.logger.warning("Closing a cold log failed", metadata: ["error": "\(error)"])
+            }
+            state.log = nil
+            self.budget.release(self, evicted: true)
+        }
+    }
+
+    private static func remember(_ log: PartitionLog, in state: inout State) {
+        state.recoveryPoint = log.recoveryPoint
+        state.logStartOffset = log.logStartOffset
+        state.logEndOffset = log.logEndOffset
+    }
+
+    /// The three checkpoint values: (recovery point, log start offset, high watermark).
+    func checkpointOffsets() -> (recoveryPoint: Int64, logStartOffset: Int64, highWatermark: Int64) {
+        self.state.withLock { state in
+            if let log = state.log { Self.remember(log, in: &state) }
+            return (min(state.recoveryPoint, state.logEndOffset), state.logStartOffset, state.highWatermark)
+        }
+    }
+
+    /// Clean shutdown: closes the log (writing its indexes and producer snapshot). Call after `flush`.
+    func close() throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            guard let log = state.log else { return }
+            Self.remember(log, in: &state)
+            state.log = nil
+            self.budget.release(self, evicted: false)
+            try log.close()
+        }
+    }
+
+    /// Deletion: later calls fail; the files are closed now, or by the last caller still using them.
+    func markDeleted() {
+        self.state.withLock { state in
+            state.deleted = true
+            if state.pins == 0, let log = state.log {
+                try? log.close()
+                state.log = nil
+            }
+            self.budget.release(self, evicted: false)
+        }
+    }
+}
