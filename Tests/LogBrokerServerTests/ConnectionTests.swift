@@ -184,3 +184,37 @@ struct SplitMix64: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// A Heartbeat handler that takes its time, to show that graceful shutdown lets a request in flight finish.
+struct SlowHeartbeatHandler: KafkaHandler {
+    typealias Request = HeartbeatRequest
+    var versions: ClosedRange<Int16> { 0...4 }
+    func handle(_ request: HeartbeatRequest, context: RequestContext) async -> HeartbeatResponse {
+        try? await Task.sleep(for: .milliseconds(500))
+        return HeartbeatResponse(errorCode: 0)
+    }
+}
+
+@Suite struct GracefulShutdownTests {
+    @Test func aRequestInFlightIsAnsweredBeforeItsConnectionCloses() async throws {
+        var table = HandlerTable()
+        table.register(SlowHeartbeatHandler())
+        let inFlight = try await withServer(handlers: table) { port in
+            let task = Task {
+                try await RawConnection.withConnection(port: port) { connection in
+                    let body: [UInt8] = [0, 1, 0x67] + [0, 0, 0, 1] + [0, 1, 0x6D]  // group "g", generation 1, member "m"
+                    try await connection.writeFrame(
+                        requestFrame(apiKey: 12, version: 0, correlationID: 9, flexibleHeader: false, body: body)
+                    )
+                    let response = await connection.readFrame()
+                    return (response, await connection.isClosedByServer())
+                }
+            }
+            try await Task.sleep(for: .milliseconds(150))  // the handler is sleeping when shutdown starts
+            return task
+        }
+        let (response, closed) = try await inFlight.value
+        #expect(response == [0, 0, 0, 6, 0, 0, 0, 9, 0, 0])
+        #expect(closed)
+    }
+}

@@ -1,0 +1,157 @@
+import Foundation
+import KafkaMessages
+import KafkaNIO
+import LogBrokerServer
+import Synchronization
+import Testing
+
+/// Real clients and the real binary. These fail, never skip, when kcat or kafka-python is missing: the project's
+/// test command installs them (`bin/setup`).
+@Suite struct ExternalClientTests {
+    /// Runs `arguments` through /usr/bin/env and returns the exit status and combined output.
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static let kafkaPythonDecoder = """
+        import io, json, sys
+        from kafka.protocol.metadata.api_versions import ApiVersionsResponse
+        for arg in sys.argv[1:]:
+            version, hex_frame = arg.split(":")
+            frame = bytes.fromhex(hex_frame)
+            data = io.BytesIO(frame)
+            r = ApiVersionsResponse.decode(data, version=int(version), header=True, framed=True)
+            print(json.dumps({"version": int(version), "correlation": r._header.correlation_id,
+                "error": r.error_code, "keys": [[k.api_key, k.min_version, k.max_version] for k in r.api_keys],
+                "throttle": r.throttle_time_ms, "unread": len(frame) - data.tell()}))
+        """
+
+    @Test func kafkaPythonDecodesTheServersApiVersionsResponses() async throws {
+        // Frames as the server sends them: v0–4 (answered at their version), v5 and v-1 (error 35, v0 layout).
+        let frames: [(version: Int16, bytes: [UInt8])] = try await withServer { port in
+            try await RawConnection.withConnection(port: port) { connection in
+                var frames: [(Int16, [UInt8])] = []
+                for version in Int16(-1)...5 {
+                    let body: [UInt8] =
+                        version >= 3 ? [13] + Array("kafka-python".utf8) + [7] + Array("3.0.12".utf8) + [0] : []
+                    let frame = requestFrame(
+                        apiKey: 18,
+                        version: version,
+                        correlationID: Int32(100 + version),
+                        flexibleHeader: version >= 3,
+                        body: body
+                    )
+                    try await connection.writeFrame(frame)
+                    frames.append((version, try #require(await connection.readFrame())))
+                }
+                return frames
+            }
+        }
+        let arguments = frames.map { "\($0.version):" + $0.bytes.map { String(format: "%02x", $0) }.joined() }
+        let result = try Self.run(["python3", "-c", Self.kafkaPythonDecoder] + arguments)
+        try #require(result.status == 0, "kafka-python failed (is kafka-python installed?):\n\(result.output)")
+        let lines = result.output.split(separator: "\n")
+        #expect(lines.count == frames.count)
+        for (line, frame) in zip(lines, frames) {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let supported = (0...4).contains(frame.version)
+            #expect(object["correlation"] as? Int == 100 + Int(frame.version), "\(line)")
+            #expect(object["error"] as? Int == (supported ? 0 : 35), "\(line)")
+            #expect(object["keys"] as? [[Int]] == [[18, 0, 4]], "\(line)")
+            #expect(object["throttle"] as? Int == 0, "\(line)")
+            #expect(object["unread"] as? Int == 0, "\(line)")
+        }
+    }
+
+    /// The stderr of a child process, collected as it arrives. Thread-safe (a Mutex).
+    final class Output: Sendable {
+        private let text = Mutex("")
+        func append(_ data: Data) { self.text.withLock { $0 += String(decoding: data, as: UTF8.self) } }
+        var all: String { self.text.withLock { $0 } }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func theBinaryAnswersKcatAndStopsOnSIGTERM() async throws {
+        let binary = buildDirectory.appendingPathComponent("logbroker-server")
+        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "\(binary.path) is not built")
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("logbroker-server-test-\(ProcessInfo.processInfo.processIdentifier)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("server.properties")
+        try """
+        node.id=1
+        process.roles=broker,controller
+        listeners=PLAINTEXT://127.0.0.1:0
+        log.dirs=\(directory.path)/logs
+        # A Kafka setting LogBroker does not implement: a warning, not an error.
+        num.io.threads=8
+        """.write(to: config, atomically: true, encoding: .utf8)
+
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = [config.path, "--override", "num.partitions=2"]
+        process.environment = ["LOGBROKER_LOG_LEVEL": "debug"]
+        let stderr = Pipe()
+        process.standardError = stderr
+        process.standardOutput = FileHandle.nullDevice
+        let output = Output()
+        stderr.fileHandleForReading.readabilityHandler = { handle in output.append(handle.availableData) }
+        try process.run()
+        defer { if process.isRunning { process.interrupt() } }
+
+        // The listener logs its real port (port 0 binds an ephemeral one).
+        var port: Int?
+        for _ in 0..<200 where port == nil {
+            try await Task.sleep(for: .milliseconds(50))
+            if let match = output.all.firstMatch(of: /listener=PLAINTEXT port=(\d+)/) { port = Int(match.1) }
+        }
+        let boundPort = try #require(port, "no listening line in:\n\(output.all)")
+        #expect(
+            output.all.contains("num.io.threads is an Apache Kafka broker setting that LogBroker does not implement")
+        )
+
+        // librdkafka (kcat) negotiates with ApiVersions, reads that Metadata is not offered and gives up without
+        // sending it: all that is true until Metadata exists.
+        let kcat = try Self.run(["kcat", "-b", "127.0.0.1:\(boundPort)", "-L", "-m", "3"])
+        #expect(kcat.status != 0)
+        #expect(kcat.output.contains("Required feature not supported by broker"), "\(kcat.output)")
+        #expect(output.all.contains("api=ApiVersions(18)") && output.all.contains("client=rdkafka"), "\(output.all)")
+
+        let clock = ContinuousClock()
+        let start = clock.now
+        process.terminate()  // SIGTERM
+        while process.isRunning, clock.now - start < .seconds(10) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(!process.isRunning)
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(output.all)")
+        #expect(clock.now - start < .seconds(3))
+        stderr.fileHandleForReading.readabilityHandler = nil
+        #expect(output.all.contains("LogBroker stopped"))
+    }
+
+    @Test func theBinaryRefusesABadConfigurationWithStatus1() throws {
+        let binary = buildDirectory.appendingPathComponent("logbroker-server")
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("logbroker-bad-config-\(ProcessInfo.processInfo.processIdentifier)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let config = directory.appendingPathComponent("server.properties")
+        try "node.id=1\nlog.segment.byte=100\n".write(to: config, atomically: true, encoding: .utf8)
+        let result = try Self.run([binary.path, config.path])
+        #expect(result.status == 1)
+        #expect(
+            result.output
+                == "logbroker-server: \(config.path): Unknown configuration \"log.segment.byte\"; did you mean "
+                + "\"log.segment.bytes\"?\n"
+        )
+    }
+}
