@@ -365,13 +365,32 @@ public final class PartitionLog: Sendable {
         } catch {
             // Undo: drop what this append wrote, so the log ends where it did, and its producer state.
             state.producers.restore(producersBefore, mapEndOffset: mapEndBefore)
+            var rolledBack = true
             if state.segments.count == before.2 && state.segments.last!.size != before.1
                 || state.segments.count != before.2
             {
-                try? self.truncateLocked(&state, to: before.0, rebuildProducers: false)
+                do {
+                    try self.truncateLocked(&state, to: before.0, rebuildProducers: false)
+                } catch {
+                    rolledBack = false
+                }
             }
             try? state.epochCache.truncate(fromEnd: before.0)
-            if error.errno != nil { throw self.takeOffline(&state, error) }
+            rolledBack = rolledBack && state.nextOffset == before.0 && state.segments.last!.size == before.1
+            // A full disk (ENOSPC, EDQUOT) whose partial write was cut back leaves the log exactly as it was: the
+            // append fails with KAFKA_STORAGE_ERROR but the partition stays online, so appends succeed again once
+            // space is freed. Kafka instead takes the whole log dir offline on any IOException; we keep that
+            // for every other failed disk call (EIO, ...) and for a rollback that did not complete.
+            if let errno = error.errno {
+                let diskFull = errno == .noSpace || errno == .diskQuotaExceeded
+                if diskFull && rolledBack {
+                    self.logger.error(
+                        "Append failed on a full disk; rolled back, partition stays online",
+                        metadata: ["error": "\(error)"])
+                    throw error
+                }
+                throw self.takeOffline(&state, error)
+            }
             throw error
         }
         if info.batchCount > 0 {
@@ -396,13 +415,20 @@ public final class PartitionLog: Sendable {
     /// (so a restart replays from here at most), and a new segment starts.
     func roll(_ state: inout State, baseOffset: Int64, nowMs: Int64) throws(StorageError) {
         let active = state.segments.last!
-        try active.onBecomeInactive()
         state.producers.updateMapEndOffset(baseOffset)
         try state.producers.takeSnapshot()
-        let segment = try Segment(
-            directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes,
-            nowMs: nowMs
-        )
+        let segment: Segment
+        do throws(StorageError) {
+            try active.onBecomeInactive()
+            segment = try Segment(
+                directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes,
+                nowMs: nowMs
+            )
+        } catch {
+            // The old segment stays the active one: give its indexes their append capacity back.
+            try? active.onBecomeActive(indexCapacity: state.config.segmentIndexBytes)
+            throw error
+        }
         state.segments.append(segment)
         self.logger.debug("Rolled segment", metadata: ["baseOffset": "\(baseOffset)"])
     }

@@ -96,7 +96,8 @@ final class Segment {
     }
 
     /// Writes `bytes` (whole batches with offsets assigned) at the end of the `.log` and indexes them. On a failed
-    /// write the file is cut back to where it was, so no partial batch stays behind.
+    /// write the file is cut back to where it was, so no partial batch stays behind; if even that cut fails, its
+    /// error is thrown instead of the write's (the caller must then take the partition offline).
     func append(_ bytes: ByteBuffer, batches: [StoredBatchHeader], indexIntervalBytes: Int) throws(StorageError) {
         let start = self.size
         do {
@@ -106,7 +107,7 @@ final class Segment {
                 }
             }.get()
         } catch {
-            try? FileIO.truncate(self.file.descriptor, to: start, path: self.logPath)
+            try FileIO.truncate(self.file.descriptor, to: start, path: self.logPath)
             throw error
         }
         for var batch in batches {
