@@ -4,7 +4,17 @@ import NIOCore
 /// frame (size removed, bounded by `maxFrameSize`); outbound, frame contents to which the size is added. Shared by
 /// the broker's accepted connections and `KafkaClientConnection`. Stateless.
 public enum KafkaChannelSetup {
-    /// Adds `KafkaFrameDecoder` and `KafkaFrameEncoder` to `channel` and wraps it in an `NIOAsyncChannel`.
+    /// How many decoded frames may wait for the connection's task before NIO stops reading the socket. Kafka's
+    /// broker reads one request and mutes the socket until it has answered; a frame can be as large as
+    /// `socket.request.max.bytes`, so the queue is kept this short (1 to 2 frames) to keep a pipelining or hostile
+    /// client from making the broker hold many of them. Further requests wait in the kernel's socket buffer.
+    public static let inboundBackPressure = NIOAsyncSequenceProducerBackPressureStrategies.HighLowWatermark(
+        lowWatermark: 1,
+        highWatermark: 2
+    )
+
+    /// Adds `KafkaFrameDecoder` and `KafkaFrameEncoder` to `channel` and wraps it in an `NIOAsyncChannel` whose
+    /// inbound queue is bounded by `inboundBackPressure`.
     ///
     /// Must run on `channel`'s event loop, before any read (inside a bootstrap's channel initializer), as
     /// `NIOAsyncChannel(wrappingChannelSynchronously:)` requires.
@@ -16,6 +26,9 @@ public enum KafkaChannelSetup {
             ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrameSize))
         )
         try channel.pipeline.syncOperations.addHandler(KafkaFrameEncoder())
-        return try NIOAsyncChannel(wrappingChannelSynchronously: channel)
+        return try NIOAsyncChannel(
+            wrappingChannelSynchronously: channel,
+            configuration: .init(backPressureStrategy: Self.inboundBackPressure)
+        )
     }
 }

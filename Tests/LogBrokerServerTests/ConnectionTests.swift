@@ -202,7 +202,8 @@ struct SlowHeartbeatHandler: KafkaHandler {
         let inFlight = try await withServer(handlers: table) { port in
             let task = Task {
                 try await RawConnection.withConnection(port: port) { connection in
-                    let body: [UInt8] = [0, 1, 0x67] + [0, 0, 0, 1] + [0, 1, 0x6D]  // group "g", generation 1, member "m"
+                    // Group "g", generation 1, member "m".
+                    let body: [UInt8] = [0, 1, 0x67] + [0, 0, 0, 1] + [0, 1, 0x6D]
                     try await connection.writeFrame(
                         requestFrame(apiKey: 12, version: 0, correlationID: 9, flexibleHeader: false, body: body)
                     )
