@@ -155,16 +155,16 @@ struct StubMetadataHandler: KafkaHandler {
         let clock = ContinuousClock()
         let start = clock.now
         let idle = try await withServer { port in
-            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) {
-                try await Self.expectWorking($0)
-            }
             // An idle connection outlives the body; the shutdown that follows must close it, not wait for it.
+            let (served, servedContinuation) = AsyncStream.makeStream(of: Void.self)
             let task = Task {
-                try await RawConnection.withConnection(port: port) { connection in
-                    await connection.isClosedByServer()
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                    try await Self.expectWorking(connection)
+                    servedContinuation.yield()
+                    return try await connection.receiveFrame() == nil
                 }
             }
-            try await Task.sleep(for: .milliseconds(100))
+            for await _ in served { break }
             return task
         }
         #expect(try await idle.value)
@@ -185,20 +185,24 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-/// A Heartbeat handler that takes its time, to show that graceful shutdown lets a request in flight finish.
+/// A Heartbeat handler that says when it starts and then takes its time, to show that graceful shutdown lets a
+/// request in flight finish.
 struct SlowHeartbeatHandler: KafkaHandler {
     typealias Request = HeartbeatRequest
+    let started: AsyncStream<Void>.Continuation
     var versions: ClosedRange<Int16> { 0...4 }
     func handle(_ request: HeartbeatRequest, context: RequestContext) async -> HeartbeatResponse {
-        try? await Task.sleep(for: .milliseconds(500))
+        self.started.yield()
+        try? await Task.sleep(for: .milliseconds(300))
         return HeartbeatResponse(errorCode: 0)
     }
 }
 
 @Suite struct GracefulShutdownTests {
     @Test func aRequestInFlightIsAnsweredBeforeItsConnectionCloses() async throws {
+        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
         var table = HandlerTable()
-        table.register(SlowHeartbeatHandler())
+        table.register(SlowHeartbeatHandler(started: startedContinuation))
         let inFlight = try await withServer(handlers: table) { port in
             let task = Task {
                 try await RawConnection.withConnection(port: port) { connection in
@@ -211,7 +215,7 @@ struct SlowHeartbeatHandler: KafkaHandler {
                     return (response, await connection.isClosedByServer())
                 }
             }
-            try await Task.sleep(for: .milliseconds(150))  // the handler is sleeping when shutdown starts
+            for await _ in started { break }  // shutdown starts while the handler sleeps
             return task
         }
         let (response, closed) = try await inFlight.value
