@@ -61,6 +61,7 @@ final class IndexFile {
         self.unmap()
         try FileIO.truncate(fd, to: Int64(capacityBytes), path: self.path)
         self.capacityBytes = capacityBytes
+        self.reservedBytes = min(self.reservedBytes, capacityBytes)
         self.entryCount = min(self.entryCount, capacityBytes / self.entrySize)
         guard capacityBytes > 0 else { return }
         let mapped = mmap(nil, capacityBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
@@ -83,6 +84,26 @@ final class IndexFile {
     func load<T: FixedWidthInteger>(entry: Int, field: Int, as type: T.Type) -> T {
         precondition(entry < self.entryCount)
         return T(bigEndian: self.base!.loadUnaligned(fromByteOffset: entry * self.entrySize + field, as: T.self))
+    }
+
+    /// Bytes from the start of the file known to have disk blocks behind them. The preallocated file is sparse (a
+    /// partition's active indexes would otherwise take `segment.index.bytes` each on disk), and storing into a hole
+    /// of a mapping on a full file system raises SIGBUS instead of an error; so each page gets its blocks with
+    /// fallocate before the first entry lands in it, and a full disk becomes an ENOSPC error.
+    private var reservedBytes = 0
+
+    /// Makes sure the next entry's bytes are backed by disk blocks; call before `storeNext`.
+    func reserveNextEntry() throws(StorageError) {
+        let end = (self.entryCount + 1) * self.entrySize
+        guard end > self.reservedBytes, let fd = self.fd else { return }
+        let page = 4096
+        let target = min(self.capacityBytes, (end + page - 1) / page * page)
+        let result = posix_fallocate(fd.rawValue, off_t(self.reservedBytes), off_t(target - self.reservedBytes))
+        // File systems without fallocate (EOPNOTSUPP) keep the old behaviour.
+        guard result == 0 || result == EOPNOTSUPP else {
+            throw .io("fallocate", self.path, Errno(rawValue: result))
+        }
+        self.reservedBytes = target
     }
 
     /// Writes one field of the entry after the last; `commitEntry` then counts it.

@@ -41,6 +41,7 @@ final class OffsetIndex {
         else {
             throw .corruptIndex(self.path, "entry (\(offset), \(position)) after last offset \(self.lastOffset)")
         }
+        try self.file.reserveNextEntry()
         self.file.storeNext(Int32(offset - self.baseOffset), field: 0)
         self.file.storeNext(Int32(position), field: 4)
         self.file.commitEntry()
@@ -126,6 +127,7 @@ final class TimeIndex {
             }
         }
         guard !self.isFull else { return }
+        try self.file.reserveNextEntry()
         self.file.storeNext(timestamp, field: 0)
         self.file.storeNext(Int32(offset - self.baseOffset), field: 8)
         self.file.commitEntry()

@@ -119,7 +119,6 @@ extension PartitionLog {
     private func advanceLogStart(_ state: inout State, to offset: Int64) throws(StorageError) {
         guard offset > state.logStartOffset else { return }
         state.logStartOffset = offset
-        state.recoveryPoint = max(state.recoveryPoint, min(offset, state.nextOffset))
         try state.epochCache.truncate(fromStart: offset)
     }
 

@@ -110,9 +110,16 @@ final class Segment {
             try FileIO.truncate(self.file.descriptor, to: start, path: self.logPath)
             throw error
         }
-        for var batch in batches {
-            batch.position += start
-            try self.index(batch, indexIntervalBytes: indexIntervalBytes)
+        do throws(StorageError) {
+            for var batch in batches {
+                batch.position += start
+                try self.index(batch, indexIntervalBytes: indexIntervalBytes)
+            }
+        } catch {
+            // An index entry could not be stored (no disk block for its page): the batches must not stay in the
+            // .log either, or a restart would find them although the append failed.
+            if let first = batches.first { try self.truncate(toPosition: start, offset: first.baseOffset) }
+            throw error
         }
         self.size = start + Int64(bytes.readableBytes)
     }
@@ -340,7 +347,10 @@ final class Segment {
         self.size = position
         self.offsetIndex.truncate(fromOffset: offset)
         self.timeIndex.truncate(fromOffset: offset)
-        self.bytesSinceLastIndexEntry = 0
+        // What appending the remaining batches gave (Kafka resets it to 0 instead): later appends then index the
+        // same batches a fresh scan of the file would.
+        let entries = self.offsetIndex.entryCount
+        self.bytesSinceLastIndexEntry = Int(position - (entries > 0 ? self.offsetIndex.entry(entries - 1).position : 0))
         if self.offsetOfMaxTimestampSoFar >= offset || position == 0 {
             self.maxTimestampSoFar = self.timeIndex.lastEntry?.timestamp ?? -1
             self.offsetOfMaxTimestampSoFar = self.timeIndex.lastEntry?.offset ?? self.baseOffset

@@ -30,6 +30,32 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
+/// Mounts a tmpfs of `size` on a fresh directory for `body` and unmounts it afterwards, whatever happens.
+func withSmallTmpfs(size: String = "2m", _ body: (TemporaryDirectory) throws -> Void) throws {
+    let mountPoint = TemporaryDirectory()
+    defer { mountPoint.remove() }
+    let mounted = mountPoint.path.withPlatformString { mount("tmpfs", $0, "tmpfs", 0, "size=" + size) }
+    try #require(mounted == 0, "mount failed: errno \(errno)")
+    defer { _ = mountPoint.path.withPlatformString { umount2($0, Int32(MNT_DETACH)) } }
+    try body(mountPoint)
+}
+
+/// Writes a file until the file system is full, down to the last byte; returns its descriptor (to free space by
+/// shrinking it) and its size.
+func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, Int) {
+    let fd = try FileDescriptor.open(path, .writeOnly, options: [.create], permissions: .ownerReadWrite)
+    var filled = 0
+    for chunkSize in [64 << 10, 4 << 10, 1] {
+        let chunk = [UInt8](repeating: 0x55, count: chunkSize)
+        while true {
+            let written = try? chunk.withUnsafeBytes { try fd.write(toAbsoluteOffset: Int64(filled), $0) }
+            guard let written, written > 0 else { break }
+            filled += written
+        }
+    }
+    return (fd, filled)
+}
+
 @Suite struct PartitionLogFaultTests {
     /// Issue 3's torn-tail test for a large batch: one ~1 MB zstd batch (incompressible values) from an idempotent
     /// producer at the end of the active `.log`, after a few small ones; 50 random cuts inside it. Each reopen after
@@ -167,17 +193,14 @@ struct SplitMix64: RandomNumberGenerator {
 
     /// ENOSPC on a 2 MB tmpfs (needs root to mount). Decision, documented on `PartitionLog.write`: a full disk
     /// fails the append with KAFKA_STORAGE_ERROR after cutting the partial batch back, and the partition stays
-    /// online (Kafka would take the whole log dir offline), so appends succeed once space is freed. Index entries
-    /// are kept out of this test's appends (a huge index interval): the indexes are sparse mmap'd files, and
-    /// touching a new page of one on a full tmpfs raises SIGBUS rather than an error.
+    /// online (Kafka would take the whole log dir offline), so appends succeed once space is freed. This test keeps
+    /// index entries out (a huge index interval); the next one covers a full disk while storing an index entry.
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func fullDiskRollsTheAppendBackAndLaterAppendsSucceed() throws {
-        let mountPoint = TemporaryDirectory()
-        defer { mountPoint.remove() }
-        let mounted = mountPoint.path.withPlatformString { mount("tmpfs", $0, "tmpfs", 0, "size=2m") }
-        try #require(mounted == 0, "mount failed: errno \(errno)")
-        defer { _ = mountPoint.path.withPlatformString { umount2($0, Int32(MNT_DETACH)) } }
+        try withSmallTmpfs { mountPoint in try Self.fullDisk(mountPoint) }
+    }
 
+    static func fullDisk(_ mountPoint: TemporaryDirectory) throws {
         var config = smallConfig(segmentBytes: 1 << 30, indexInterval: Int(Int32.max))
         config.segmentIndexBytes = 4096
         let log = try PartitionLog(logDirectory: mountPoint.path, topicPartition: partition, config: config)
@@ -188,15 +211,7 @@ struct SplitMix64: RandomNumberGenerator {
         let sizeBefore = TestFiles.size(logPath)!
 
         // Fill the file system, then free 16 KiB: less than the next batch needs.
-        let filler = mountPoint.appending("filler")
-        let fd = try FileDescriptor.open(filler, .writeOnly, options: [.create], permissions: .ownerReadWrite)
-        let chunk = [UInt8](repeating: 0x55, count: 64 << 10)
-        var filled = 0
-        while true {
-            let written = try? chunk.withUnsafeBytes { try fd.write(toAbsoluteOffset: Int64(filled), $0) }
-            guard let written, written > 0 else { break }
-            filled += written
-        }
+        let (fd, filled) = try fillFileSystem(mountPoint.appending("filler"))
         try fd.resize(to: Int64(filled - (16 << 10)))
 
         var generator = SplitMix64(state: 42)
@@ -232,5 +247,39 @@ struct SplitMix64: RandomNumberGenerator {
             hadCleanShutdown: false)
         #expect(reopened.logEndOffset == 67)
         try reopened.close()
+    }
+
+    /// A full disk when an index entry needs a new page: the batch fits the `.log`'s last, already allocated page,
+    /// but the index page has no disk block yet. Without fallocate the store into the mapping would raise SIGBUS and
+    /// kill the process; with it the append fails with KAFKA_STORAGE_ERROR, the batch is cut back out of the `.log`,
+    /// and the next append after space is freed succeeds and is indexed.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func fullDiskWhileStoringAnIndexEntryIsAnErrorNotACrash() throws {
+        try withSmallTmpfs { mountPoint in
+            var config = smallConfig(segmentBytes: 1 << 30, indexInterval: 0)
+            config.segmentIndexBytes = 8192
+            let log = try PartitionLog(logDirectory: mountPoint.path, topicPartition: partition, config: config)
+            _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 1)
+            let logPath = mountPoint.appending("orders-0/" + Segment.fileName(0, ".log"))
+            let sizeBefore = TestFiles.size(logPath)!
+            #expect(sizeBefore < 1_000)
+
+            let (fd, _) = try fillFileSystem(mountPoint.appending("filler"))
+            #expect(storageErrorCode { _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 1) }
+                == .kafkaStorageError)
+            #expect(TestFiles.size(logPath) == sizeBefore)
+            #expect(log.logEndOffset == 2)
+            #expect(!log.isOffline)
+
+            try fd.resize(to: 0)
+            try fd.close()
+            #expect(try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 1).firstOffset == 2)
+            #expect(try log.read(from: 2, maxBytes: 1).range?.position == Int64(sizeBefore))
+            try log.close()
+            let expected = expectedIndexes(
+                logBytes: TestFiles.read(logPath)!, baseOffset: 0, interval: config.indexIntervalBytes)
+            let indexPath = mountPoint.appending("orders-0/" + Segment.fileName(0, ".index"))
+            #expect(TestFiles.read(indexPath) == expected.offsets)
+        }
     }
 }

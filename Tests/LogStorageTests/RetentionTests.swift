@@ -118,7 +118,7 @@ import Testing
         try TemporaryDirectory.with { directory in
             var config = Self.config()
             let probe = try Self.makeLog(directory, config)
-            let sizes = try [0, 6, 12, 18].map { base in
+            let sizes = [0, 6, 12, 18].map { base in
                 Int64(TestFiles.size(directory.appending("orders-0/" + Segment.fileName(base, ".log")))!)
             }
             let total = sizes.reduce(0, +)
