@@ -416,7 +416,7 @@ public final class PartitionLog: Sendable {
     func roll(_ state: inout State, baseOffset: Int64, nowMs: Int64) throws(StorageError) {
         let active = state.segments.last!
         state.producers.updateMapEndOffset(baseOffset)
-        try state.producers.takeSnapshot()
+        self.snapshotProducerState(state.producers)
         let segment: Segment
         do throws(StorageError) {
             try active.onBecomeInactive()
@@ -431,6 +431,16 @@ public final class PartitionLog: Sendable {
         }
         state.segments.append(segment)
         self.logger.debug("Rolled segment", metadata: ["baseOffset": "\(baseOffset)"])
+    }
+
+    /// Writes a producer snapshot at the state's map end offset. A failure (a full disk) is logged, not thrown:
+    /// snapshots only shorten the replay at the next start, and the log itself is unaffected.
+    private func snapshotProducerState(_ producers: ProducerStateManager) {
+        do {
+            try producers.takeSnapshot()
+        } catch {
+            self.logger.warning("Could not write a producer snapshot", metadata: ["error": "\(error)"])
+        }
     }
 
     // MARK: Reading
@@ -629,7 +639,7 @@ public final class PartitionLog: Sendable {
         try self.state.withLock { state throws(StorageError) in
             if state.offlineReason == nil {
                 state.producers.updateMapEndOffset(state.nextOffset)
-                try state.producers.takeSnapshot()
+                self.snapshotProducerState(state.producers)
             }
             for segment in state.segments { try segment.close() }
             for (_, paths) in state.pendingDeletes {
