@@ -106,7 +106,9 @@ extension PartitionLog {
         }
         for (segment, why) in deletable {
             self.logger.info(
-                "Deleting segment", metadata: ["baseOffset": "\(segment.baseOffset)", "reason": "\(why)"])
+                "Deleting segment",
+                metadata: ["baseOffset": "\(segment.baseOffset)", "reason": "\(why)"]
+            )
             self.scheduleDeletion(&state, segment, nowMs: nowMs)
         }
         state.segments.removeFirst(deletable.count)
@@ -133,7 +135,9 @@ extension PartitionLog {
             try self.checkOnline(state)
             guard offset >= 0, offset <= highWatermark, offset <= state.nextOffset else {
                 throw .offsetOutOfRange(
-                    "\(self.topicPartition)", offset: offset, logStartOffset: state.logStartOffset,
+                    "\(self.topicPartition)",
+                    offset: offset,
+                    logStartOffset: state.logStartOffset,
                     logEndOffset: min(highWatermark, state.nextOffset)
                 )
             }

@@ -102,26 +102,42 @@ public final class PartitionLog: Sendable {
         try FileIO.makeDirectory(directory)
         let epochCache = try LeaderEpochCache(path: directory.appending(LeaderEpochCache.fileName))
         var loader = Loader(
-            directory: directory, config: config, epochCache: epochCache, logger: logger,
+            directory: directory,
+            config: config,
+            epochCache: epochCache,
+            logger: logger,
             partition: "\(topicPartition)"
         )
         let loaded = try loader.load(
-            recoveryPoint: recoveryPoint, logStartOffset: logStartOffset, hadCleanShutdown: hadCleanShutdown
+            recoveryPoint: recoveryPoint,
+            logStartOffset: logStartOffset,
+            hadCleanShutdown: hadCleanShutdown
         )
         let producers = try ProducerStateManager(
-            directory: directory, producerIdExpirationMs: producerIdExpirationMs, logger: logger)
+            directory: directory,
+            producerIdExpirationMs: producerIdExpirationMs,
+            logger: logger
+        )
         if loaded.offlineReason == nil {
             try producers.removeStraySnapshots(segmentBaseOffsets: Set(loaded.segments.map(\.baseOffset)))
             try Self.rebuildProducerState(
-                producers, segments: loaded.segments, logStartOffset: loaded.logStartOffset,
-                logEndOffset: loaded.nextOffset, nowMs: nowMs
+                producers,
+                segments: loaded.segments,
+                logStartOffset: loaded.logStartOffset,
+                logEndOffset: loaded.nextOffset,
+                nowMs: nowMs
             )
         }
         self.state = Mutex(
             State(
-                config: config, segments: loaded.segments, logStartOffset: loaded.logStartOffset,
-                nextOffset: loaded.nextOffset, recoveryPoint: min(recoveryPoint, loaded.nextOffset),
-                epochCache: epochCache, offlineReason: loaded.offlineReason, producers: producers
+                config: config,
+                segments: loaded.segments,
+                logStartOffset: loaded.logStartOffset,
+                nextOffset: loaded.nextOffset,
+                recoveryPoint: min(recoveryPoint, loaded.nextOffset),
+                epochCache: epochCache,
+                offlineReason: loaded.offlineReason,
+                producers: producers
             )
         )
     }
@@ -136,7 +152,10 @@ public final class PartitionLog: Sendable {
         nowMs: Int64
     ) throws(StorageError) {
         let from = try producers.truncateAndReload(
-            logStartOffset: logStartOffset, logEndOffset: logEndOffset, nowMs: nowMs)
+            logStartOffset: logStartOffset,
+            logEndOffset: logEndOffset,
+            nowMs: nowMs
+        )
         if from < logEndOffset {
             for segment in segments[Self.segmentIndex(segments, containing: from)...] {
                 try segment.forEachBatchHeader(from: from) { (header) throws(StorageError) in
@@ -217,26 +236,36 @@ public final class PartitionLog: Sendable {
             while let batch = try Self.nextBatch(&splitter, partition: "\(self.topicPartition)") {
                 if batch.producerID >= 0 {
                     let producerBatch = ProducerBatch(
-                        producerId: batch.producerID, producerEpoch: batch.producerEpoch,
-                        baseSequence: batch.baseSequence, firstOffset: offset,
+                        producerId: batch.producerID,
+                        producerEpoch: batch.producerEpoch,
+                        baseSequence: batch.baseSequence,
+                        firstOffset: offset,
                         lastOffset: offset + Int64(batch.lastOffsetDelta),
-                        maxTimestamp: logAppendTime ? nowMs : batch.maxTimestamp, isControl: batch.attributes.isControl
+                        maxTimestamp: logAppendTime ? nowMs : batch.maxTimestamp,
+                        isControl: batch.attributes.isControl
                     )
                     switch state.producers.check(producerBatch, pending: pending[batch.producerID]) {
                     case .failure(let error):
                         throw .producerRejected("\(self.topicPartition)", error)
                     case .success(.duplicate(let original)):
                         return LogAppendInfo(
-                            firstOffset: original.firstOffset, lastOffset: original.lastOffset,
-                            maxTimestamp: original.timestamp, logAppendTime: logAppendTime ? original.timestamp : -1,
-                            batchCount: 0, isDuplicate: true
+                            firstOffset: original.firstOffset,
+                            lastOffset: original.lastOffset,
+                            maxTimestamp: original.timestamp,
+                            logAppendTime: logAppendTime ? original.timestamp : -1,
+                            batchCount: 0,
+                            isDuplicate: true
                         )
                     case .success(.append):
                         let current = state.producers.producers[batch.producerID]
-                        pending[batch.producerID, default: ProducerStateEntry(
-                            producerId: batch.producerID, producerEpoch: current?.producerEpoch ?? -1,
-                            lastTimestamp: -1
-                        )].apply(producerBatch)
+                        pending[
+                            batch.producerID,
+                            default: ProducerStateEntry(
+                                producerId: batch.producerID,
+                                producerEpoch: current?.producerEpoch ?? -1,
+                                lastTimestamp: -1
+                            )
+                        ].apply(producerBatch)
                     }
                 }
                 var stamped = batch
@@ -249,10 +278,17 @@ public final class PartitionLog: Sendable {
             }
             guard splitter.remainingBytes == 0 else {
                 throw .invalidAppend(
-                    "\(self.topicPartition)", "\(splitter.remainingBytes) bytes after the last whole batch")
+                    "\(self.topicPartition)",
+                    "\(splitter.remainingBytes) bytes after the last whole batch"
+                )
             }
             return try self.write(
-                bytes, state: &state, leaderEpoch: leaderEpoch, nowMs: nowMs, logAppendTime: logAppendTime ? nowMs : -1)
+                bytes,
+                state: &state,
+                leaderEpoch: leaderEpoch,
+                nowMs: nowMs,
+                logAppendTime: logAppendTime ? nowMs : -1
+            )
         }
     }
 
@@ -293,7 +329,12 @@ public final class PartitionLog: Sendable {
         var runLength = 0
         var run: [StoredBatchHeader] = []
         var info = LogAppendInfo(
-            firstOffset: -1, lastOffset: -1, maxTimestamp: -1, logAppendTime: logAppendTime, batchCount: 0)
+            firstOffset: -1,
+            lastOffset: -1,
+            maxTimestamp: -1,
+            logAppendTime: logAppendTime,
+            batchCount: 0
+        )
         var expectedNext = state.nextOffset
         let before = (state.nextOffset, state.segments.last!.size, state.segments.count)
         var producersBefore: [Int64: ProducerStateEntry?] = [:]
@@ -302,18 +343,25 @@ public final class PartitionLog: Sendable {
             while let batch = try Self.nextBatch(&splitter, partition: partition) {
                 guard batch.baseOffset >= expectedNext, batch.lastOffsetDelta >= 0 else {
                     throw .invalidAppend(
-                        partition, "batch at offset \(batch.baseOffset) is not after the log end \(expectedNext)"
+                        partition,
+                        "batch at offset \(batch.baseOffset) is not after the log end \(expectedNext)"
                     )
                 }
                 guard batch.sizeInBytes <= state.config.segmentBytes else {
                     throw .recordTooLarge(partition, size: batch.sizeInBytes, limit: state.config.segmentBytes)
                 }
                 let header = StoredBatchHeader(
-                    position: Int64(runLength), baseOffset: batch.baseOffset, sizeInBytes: batch.sizeInBytes,
-                    partitionLeaderEpoch: batch.partitionLeaderEpoch, lastOffsetDelta: batch.lastOffsetDelta,
-                    maxTimestamp: batch.maxTimestamp, isLogAppendTime: batch.attributes.timestampType == .logAppendTime,
-                    producerId: batch.producerID, producerEpoch: batch.producerEpoch,
-                    baseSequence: batch.baseSequence, isControl: batch.attributes.isControl
+                    position: Int64(runLength),
+                    baseOffset: batch.baseOffset,
+                    sizeInBytes: batch.sizeInBytes,
+                    partitionLeaderEpoch: batch.partitionLeaderEpoch,
+                    lastOffsetDelta: batch.lastOffsetDelta,
+                    maxTimestamp: batch.maxTimestamp,
+                    isLogAppendTime: batch.attributes.timestampType == .logAppendTime,
+                    producerId: batch.producerID,
+                    producerEpoch: batch.producerEpoch,
+                    baseSequence: batch.baseSequence,
+                    isControl: batch.attributes.isControl
                 )
                 let active = state.segments.last!
                 let pendingSize = Int64(runLength)
@@ -321,14 +369,19 @@ public final class PartitionLog: Sendable {
                     active.size + pendingSize > 0
                     && (active.size + pendingSize + Int64(batch.sizeInBytes) > Int64(state.config.segmentBytes)
                         || active.shouldRoll(
-                            batchSize: Int(pendingSize) + batch.sizeInBytes, lastOffset: header.lastOffset,
-                            maxTimestamp: header.maxTimestamp, config: state.config, nowMs: nowMs
+                            batchSize: Int(pendingSize) + batch.sizeInBytes,
+                            lastOffset: header.lastOffset,
+                            maxTimestamp: header.maxTimestamp,
+                            config: state.config,
+                            nowMs: nowMs
                         ))
                 if rollNeeded {
                     if runLength > 0 {
                         try active.append(
-                            bytes.getSlice(at: runStart, length: runLength)!, batches: run,
-                            indexIntervalBytes: state.config.indexIntervalBytes)
+                            bytes.getSlice(at: runStart, length: runLength)!,
+                            batches: run,
+                            indexIntervalBytes: state.config.indexIntervalBytes
+                        )
                     }
                     runStart += runLength
                     runLength = 0
@@ -358,7 +411,8 @@ public final class PartitionLog: Sendable {
             }
             if runLength > 0 {
                 try state.segments.last!.append(
-                    bytes.getSlice(at: runStart, length: runLength)!, batches: run,
+                    bytes.getSlice(at: runStart, length: runLength)!,
+                    batches: run,
                     indexIntervalBytes: state.config.indexIntervalBytes
                 )
             }
@@ -386,7 +440,8 @@ public final class PartitionLog: Sendable {
                 if diskFull && rolledBack {
                     self.logger.error(
                         "Append failed on a full disk; rolled back, partition stays online",
-                        metadata: ["error": "\(error)"])
+                        metadata: ["error": "\(error)"]
+                    )
                     throw error
                 }
                 throw self.takeOffline(&state, error)
@@ -421,7 +476,9 @@ public final class PartitionLog: Sendable {
         do throws(StorageError) {
             try active.onBecomeInactive()
             segment = try Segment(
-                directory: self.directory, baseOffset: baseOffset, indexCapacity: state.config.segmentIndexBytes,
+                directory: self.directory,
+                baseOffset: baseOffset,
+                indexCapacity: state.config.segmentIndexBytes,
                 nowMs: nowMs
             )
         } catch {
@@ -459,7 +516,9 @@ public final class PartitionLog: Sendable {
             try self.checkOnline(state)
             guard offset >= state.logStartOffset, offset <= state.nextOffset else {
                 throw .offsetOutOfRange(
-                    "\(self.topicPartition)", offset: offset, logStartOffset: state.logStartOffset,
+                    "\(self.topicPartition)",
+                    offset: offset,
+                    logStartOffset: state.logStartOffset,
                     logEndOffset: state.nextOffset
                 )
             }
@@ -468,7 +527,10 @@ public final class PartitionLog: Sendable {
             var index = Self.segmentIndex(state.segments, containing: offset)
             while index < state.segments.count {
                 if let range = try state.segments[index].read(
-                    from: offset, maxBytes: maxBytes, maxOffset: bound, minOneBatch: minOneBatch
+                    from: offset,
+                    maxBytes: maxBytes,
+                    maxOffset: bound,
+                    minOneBatch: minOneBatch
                 ) {
                     info.range = range
                     break
@@ -500,12 +562,16 @@ public final class PartitionLog: Sendable {
             switch spec {
             case .earliest:
                 return TimestampAndOffset(
-                    timestamp: -1, offset: state.logStartOffset,
+                    timestamp: -1,
+                    offset: state.logStartOffset,
                     leaderEpoch: state.epochCache.epoch(forOffset: state.logStartOffset)
                 )
             case .latest:
                 return TimestampAndOffset(
-                    timestamp: -1, offset: state.nextOffset, leaderEpoch: state.epochCache.latest?.epoch)
+                    timestamp: -1,
+                    offset: state.nextOffset,
+                    leaderEpoch: state.epochCache.latest?.epoch
+                )
             case .maxTimestamp:
                 guard
                     let segment = state.segments.filter({ $0.maxTimestampSoFar >= 0 })
@@ -524,10 +590,14 @@ public final class PartitionLog: Sendable {
         for segment in segments where segment.maxTimestampSoFar >= timestamp {
             do throws(StorageError) {
                 if let (found, offset) = try segment.findOffset(
-                    byTimestamp: timestamp, startingOffset: state.logStartOffset)
-                {
+                    byTimestamp: timestamp,
+                    startingOffset: state.logStartOffset
+                ) {
                     return TimestampAndOffset(
-                        timestamp: found, offset: offset, leaderEpoch: state.epochCache.epoch(forOffset: offset))
+                        timestamp: found,
+                        offset: offset,
+                        leaderEpoch: state.epochCache.epoch(forOffset: offset)
+                    )
                 }
             } catch {
                 throw self.takeOffline(&state, error)
@@ -567,8 +637,11 @@ public final class PartitionLog: Sendable {
         try state.epochCache.truncate(fromEnd: state.nextOffset)
         if rebuildProducers {
             try Self.rebuildProducerState(
-                state.producers, segments: state.segments, logStartOffset: state.logStartOffset,
-                logEndOffset: state.nextOffset, nowMs: Self.nowMs()
+                state.producers,
+                segments: state.segments,
+                logStartOffset: state.logStartOffset,
+                logEndOffset: state.nextOffset,
+                nowMs: Self.nowMs()
             )
         } else {
             try state.producers.deleteSnapshots(after: state.nextOffset)
@@ -583,8 +656,11 @@ public final class PartitionLog: Sendable {
             for segment in state.segments { self.scheduleDeletion(&state, segment) }
             state.segments = [
                 try Segment(
-                    directory: self.directory, baseOffset: offset, indexCapacity: state.config.segmentIndexBytes,
-                    nowMs: nowMs)
+                    directory: self.directory,
+                    baseOffset: offset,
+                    indexCapacity: state.config.segmentIndexBytes,
+                    nowMs: nowMs
+                )
             ]
             state.nextOffset = offset
             state.logStartOffset = offset

@@ -68,8 +68,11 @@ public struct ProducerStateEntry: Hashable, Sendable {
         if self.batches.count == Self.batchesToRetain { self.batches.removeFirst() }
         self.batches.append(
             ProducerBatchMetadata(
-                firstSequence: batch.firstSequence, lastSequence: batch.lastSequence, firstOffset: batch.firstOffset,
-                lastOffset: batch.lastOffset, timestamp: batch.maxTimestamp
+                firstSequence: batch.firstSequence,
+                lastSequence: batch.lastSequence,
+                firstOffset: batch.firstOffset,
+                lastOffset: batch.lastOffset,
+                timestamp: batch.maxTimestamp
             )
         )
     }
@@ -173,7 +176,8 @@ public func checkProducerBatch(
             ProducerStateError(
                 kind: .invalidProducerEpoch,
                 description: "Epoch \(batch.producerEpoch) of \(producer) is below the last seen epoch \(currentEpoch)"
-            ))
+            )
+        )
     }
     if batch.producerEpoch != currentEpoch {
         if batch.firstSequence != 0 && currentEpoch != -1 {
@@ -182,7 +186,8 @@ public func checkProducerBatch(
                     kind: .outOfOrderSequence,
                     description: "New epoch \(batch.producerEpoch) of \(producer) starts at sequence "
                         + "\(batch.firstSequence), not 0 (current epoch \(currentEpoch))"
-                ))
+                )
+            )
         }
         return .success(.append)
     }
@@ -202,7 +207,8 @@ public func checkProducerBatch(
                 kind: .outOfOrderSequence,
                 description: "Out of order sequence \(batch.firstSequence) for \(producer): the last sequence was "
                     + "\(lastSequence)"
-            ))
+            )
+        )
     }
     return .success(.append)
 }

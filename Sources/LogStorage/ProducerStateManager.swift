@@ -66,9 +66,14 @@ public final class ProducerStateManager {
     @discardableResult
     func apply(_ batch: ProducerBatch) -> ProducerStateEntry? {
         let before = self.producers[batch.producerId]
-        self.producers[batch.producerId, default: ProducerStateEntry(
-            producerId: batch.producerId, producerEpoch: batch.producerEpoch, lastTimestamp: batch.maxTimestamp
-        )].apply(batch)
+        self.producers[
+            batch.producerId,
+            default: ProducerStateEntry(
+                producerId: batch.producerId,
+                producerEpoch: batch.producerEpoch,
+                lastTimestamp: batch.maxTimestamp
+            )
+        ].apply(batch)
         self.mapEndOffset = max(self.mapEndOffset, batch.lastOffset + 1)
         return before
     }
@@ -100,7 +105,8 @@ public final class ProducerStateManager {
         let offset = self.mapEndOffset
         var buffer = ByteBuffer()
         buffer.reserveCapacity(
-            Self.headerSize + self.producers.count * (Self.entryHeaderSize + 5 * Self.batchSize))
+            Self.headerSize + self.producers.count * (Self.entryHeaderSize + 5 * Self.batchSize)
+        )
         buffer.writeBytes(Self.magic)
         buffer.writeInteger(Self.version)
         buffer.writeInteger(UInt32(0))
@@ -167,10 +173,13 @@ public final class ProducerStateManager {
             for _ in 0..<batchCount {
                 entry.batches.append(
                     ProducerBatchMetadata(
-                        firstSequence: buffer.readInteger()!, lastSequence: buffer.readInteger()!,
-                        firstOffset: buffer.readInteger()!, lastOffset: buffer.readInteger()!,
+                        firstSequence: buffer.readInteger()!,
+                        lastSequence: buffer.readInteger()!,
+                        firstOffset: buffer.readInteger()!,
+                        lastOffset: buffer.readInteger()!,
                         timestamp: buffer.readInteger()!
-                    ))
+                    )
+                )
             }
             entries.append(entry)
         }
@@ -217,7 +226,9 @@ public final class ProducerStateManager {
                 return max(offset, logStartOffset)
             }
             self.logger.warning(
-                "Deleting a torn or corrupt producer snapshot", metadata: ["file": "\(self.snapshotPath(offset))"])
+                "Deleting a torn or corrupt producer snapshot",
+                metadata: ["file": "\(self.snapshotPath(offset))"]
+            )
             try self.deleteSnapshot(offset)
         }
         self.mapEndOffset = logStartOffset

@@ -25,8 +25,12 @@ struct StoredBatchHeader {
     var producerBatch: ProducerBatch? {
         guard self.producerId >= 0 else { return nil }
         return ProducerBatch(
-            producerId: self.producerId, producerEpoch: self.producerEpoch, baseSequence: self.baseSequence,
-            firstOffset: self.baseOffset, lastOffset: self.lastOffset, maxTimestamp: self.maxTimestamp,
+            producerId: self.producerId,
+            producerEpoch: self.producerEpoch,
+            baseSequence: self.baseSequence,
+            firstOffset: self.baseOffset,
+            lastOffset: self.lastOffset,
+            maxTimestamp: self.maxTimestamp,
             isControl: self.isControl
         )
     }
@@ -66,11 +70,13 @@ final class Segment {
         self.file = SegmentFile(descriptor: fd, path: logPath)
         self.size = try FileIO.size(fd, path: logPath)
         self.offsetIndex = try OffsetIndex(
-            path: directory.appending(Self.fileName(baseOffset, ".index")), baseOffset: baseOffset,
+            path: directory.appending(Self.fileName(baseOffset, ".index")),
+            baseOffset: baseOffset,
             maxIndexSize: indexCapacity
         )
         self.timeIndex = try TimeIndex(
-            path: directory.appending(Self.fileName(baseOffset, ".timeindex")), baseOffset: baseOffset,
+            path: directory.appending(Self.fileName(baseOffset, ".timeindex")),
+            baseOffset: baseOffset,
             maxIndexSize: indexCapacity
         )
         self.offsetOfMaxTimestampSoFar = baseOffset
@@ -159,7 +165,8 @@ final class Segment {
                 try FileIO.read(
                     self.file.descriptor,
                     into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<StoredBatchHeader.size]),
-                    at: position, path: self.logPath
+                    at: position,
+                    path: self.logPath
                 )
             }
         }.get()
@@ -230,8 +237,10 @@ final class Segment {
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.sizeInBytes) { raw in
             result = Result { () throws(StorageError) in
                 try FileIO.read(
-                    self.file.descriptor, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<header.sizeInBytes]),
-                    at: header.position, path: self.logPath
+                    self.file.descriptor,
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[..<header.sizeInBytes]),
+                    at: header.position,
+                    path: self.logPath
                 )
             }
             return (try? result.get()) ?? 0
@@ -255,7 +264,8 @@ final class Segment {
         var position = self.offsetIndex.lookup(max(fromIndex, startingOffset)).position
         let allocator = ByteBufferAllocator()
         var validator = RecordBatchValidator(
-            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
+            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false)
+        )
         while let header = try self.readHeader(at: position) {
             position = header.end
             guard header.maxTimestamp >= timestamp, header.lastOffset >= startingOffset else { continue }
@@ -266,7 +276,9 @@ final class Segment {
                     return (header.maxTimestamp, max(header.baseOffset, startingOffset))
                 }
                 var records = try batch.makeRecordIterator(
-                    compression: CompressionContext(), maxDecompressedBytes: Int(Int32.max))
+                    compression: CompressionContext(),
+                    maxDecompressedBytes: Int(Int32.max)
+                )
                 while let record = try records.next() {
                     if record.timestamp >= timestamp && record.offset >= startingOffset {
                         return (record.timestamp, record.offset)
@@ -309,7 +321,8 @@ final class Segment {
         self.rollingBasedTimestamp = nil
         let allocator = ByteBufferAllocator()
         var validator = RecordBatchValidator(
-            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false))
+            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false)
+        )
         var position: Int64 = 0
         var previousLastOffset = self.baseOffset - 1
         while position < self.size {

@@ -71,7 +71,8 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
         for number in 0..<5 {
             _ = try log.appendAsLeader(
                 producerBatch(producerId: 3, sequence: Int32(number * 2), timestamp: PartitionLog.nowMs()),
-                leaderEpoch: 1)
+                leaderEpoch: 1
+            )
         }
         let stateBefore = log.producerStates
         let bigBase = log.logEndOffset
@@ -107,7 +108,10 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
             try TestFiles.truncate(copy.appending(activeName), to: cut)
 
             let reopened = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: config, recoveryPoint: 0,
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: config,
+                recoveryPoint: 0,
                 hadCleanShutdown: false
             )
             #expect(reopened.logEndOffset == bigBase, "seed \(seed), cut at \(cut)")
@@ -118,8 +122,10 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
             try reopened.truncate(to: bigBase)
             try reopened.close()
             let expected = expectedIndexes(
-                logBytes: TestFiles.read(copy.appending(activeName))!, baseOffset: 0,
-                interval: config.indexIntervalBytes)
+                logBytes: TestFiles.read(copy.appending(activeName))!,
+                baseOffset: 0,
+                interval: config.indexIntervalBytes
+            )
             #expect(TestFiles.read(copy.appending(Segment.fileName(0, ".index"))) == expected.offsets, "cut \(cut)")
             #expect(TestFiles.read(copy.appending(Segment.fileName(0, ".timeindex"))) == expected.times, "cut \(cut)")
         }
@@ -135,7 +141,8 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
             for number in 0..<4 {
                 _ = try log.appendAsLeader(
                     Batches.make(count: 20, firstTimestamp: 1_000 * Int64(number + 1), valueSize: 30, codec: .gzip),
-                    leaderEpoch: 1)
+                    leaderEpoch: 1
+                )
             }
             // A second segment: the recovery point is its base, so an unclean start scans only it.
             try log.roll()
@@ -158,8 +165,12 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
 
             // An unclean start reads nothing below the recovery point, so it does not see the flipped byte.
             let reopened = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: config,
-                recoveryPoint: recoveryPoint, hadCleanShutdown: false)
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: config,
+                recoveryPoint: recoveryPoint,
+                hadCleanShutdown: false
+            )
             #expect(!reopened.isOffline)
             #expect(reopened.logEndOffset == end)
             // Look-ups that do not open the corrupt batch still work.
@@ -174,18 +185,22 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
             }
             #expect(reopened.isOffline)
             #expect(
-                storageErrorCode { _ = try reopened.read(from: 0, maxBytes: 100) } == .kafkaStorageError)
+                storageErrorCode { _ = try reopened.read(from: 0, maxBytes: 100) } == .kafkaStorageError
+            )
             #expect(
                 storageErrorCode { _ = try reopened.appendAsLeader(Batches.make(count: 1), leaderEpoch: 1) }
-                    == .kafkaStorageError)
+                    == .kafkaStorageError
+            )
             #expect(storageErrorCode { _ = try reopened.offset(for: .earliest) } == .kafkaStorageError)
             // Nothing was deleted or cut.
             #expect(TestFiles.read(logPath) == bytes)
 
             // The other partition in the same log directory is unaffected.
             #expect(try healthy.appendAsLeader(Batches.make(count: 2), leaderEpoch: 1).firstOffset == 3)
-            #expect(Batches.headers(ByteBuffer(bytes: try healthy.read(from: 0, maxBytes: 1 << 20).range!.readBytes()))
-                .count == 2)
+            #expect(
+                Batches.headers(ByteBuffer(bytes: try healthy.read(from: 0, maxBytes: 1 << 20).range!.readBytes()))
+                    .count == 2
+            )
             try healthy.close()
             try reopened.close()
         }
@@ -205,7 +220,10 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
         config.segmentIndexBytes = 4096
         let log = try PartitionLog(logDirectory: mountPoint.path, topicPartition: partition, config: config)
         let other = try PartitionLog(
-            logDirectory: mountPoint.path, topicPartition: TopicPartition("payments", 0), config: config)
+            logDirectory: mountPoint.path,
+            topicPartition: TopicPartition("payments", 0),
+            config: config
+        )
         _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 1)
         let logPath = mountPoint.appending("orders-0/" + Segment.fileName(0, ".log"))
         let sizeBefore = TestFiles.size(logPath)!
@@ -243,8 +261,12 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
         try other.close()
 
         let reopened = try PartitionLog(
-            logDirectory: mountPoint.path, topicPartition: partition, config: config, recoveryPoint: 0,
-            hadCleanShutdown: false)
+            logDirectory: mountPoint.path,
+            topicPartition: partition,
+            config: config,
+            recoveryPoint: 0,
+            hadCleanShutdown: false
+        )
         #expect(reopened.logEndOffset == 67)
         try reopened.close()
     }
@@ -265,8 +287,10 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
             #expect(sizeBefore < 1_000)
 
             let (fd, _) = try fillFileSystem(mountPoint.appending("filler"))
-            #expect(storageErrorCode { _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 1) }
-                == .kafkaStorageError)
+            #expect(
+                storageErrorCode { _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 1) }
+                    == .kafkaStorageError
+            )
             #expect(TestFiles.size(logPath) == sizeBefore)
             #expect(log.logEndOffset == 2)
             #expect(!log.isOffline)
@@ -277,7 +301,10 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
             #expect(try log.read(from: 2, maxBytes: 1).range?.position == Int64(sizeBefore))
             try log.close()
             let expected = expectedIndexes(
-                logBytes: TestFiles.read(logPath)!, baseOffset: 0, interval: config.indexIntervalBytes)
+                logBytes: TestFiles.read(logPath)!,
+                baseOffset: 0,
+                interval: config.indexIntervalBytes
+            )
             let indexPath = mountPoint.appending("orders-0/" + Segment.fileName(0, ".index"))
             #expect(TestFiles.read(indexPath) == expected.offsets)
         }

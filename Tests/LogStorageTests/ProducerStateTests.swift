@@ -36,8 +36,13 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
 @Suite struct ProducerStateCheckTests {
     static func batch(_ epoch: Int16, _ first: Int32, _ count: Int32 = 1, offset: Int64 = 100) -> ProducerBatch {
         ProducerBatch(
-            producerId: 7, producerEpoch: epoch, baseSequence: first, firstOffset: offset,
-            lastOffset: offset + Int64(count) - 1, maxTimestamp: 5)
+            producerId: 7,
+            producerEpoch: epoch,
+            baseSequence: first,
+            firstOffset: offset,
+            lastOffset: offset + Int64(count) - 1,
+            maxTimestamp: 5
+        )
     }
 
     /// An entry at `epoch` that has appended `batches` batches of two records from sequence 0, at offsets 0, 2, ...
@@ -81,9 +86,15 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
                     == .success(
                         .duplicate(
                             ProducerBatchMetadata(
-                                firstSequence: Int32(number * 2), lastSequence: Int32(number * 2 + 1),
-                                firstOffset: Int64(number * 2), lastOffset: Int64(number * 2 + 1), timestamp: 5)
-                        )))
+                                firstSequence: Int32(number * 2),
+                                lastSequence: Int32(number * 2 + 1),
+                                firstOffset: Int64(number * 2),
+                                lastOffset: Int64(number * 2 + 1),
+                                timestamp: 5
+                            )
+                        )
+                    )
+            )
         }
         // Older than the five retained: not recognised, so out of order (the client treats it as such).
         #expect(kind(checkProducerBatch(Self.batch(3, 2, 2), current: entry)) == .outOfOrderSequence)
@@ -136,8 +147,12 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
         -> PartitionLog
     {
         try PartitionLog(
-            logDirectory: directory.path, topicPartition: partition, config: Self.config, recoveryPoint: 0,
-            hadCleanShutdown: clean, nowMs: nowMs
+            logDirectory: directory.path,
+            topicPartition: partition,
+            config: Self.config,
+            recoveryPoint: 0,
+            hadCleanShutdown: clean,
+            nowMs: nowMs
         )
     }
 
@@ -150,14 +165,20 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             switch number % 3 {
             case 0, 1:
                 bytes = producerBatch(
-                    producerId: 1, sequence: Int32(number - number / 3) * 2, timestamp: Self.now + Int64(number))
+                    producerId: 1,
+                    sequence: Int32(number - number / 3) * 2,
+                    timestamp: Self.now + Int64(number)
+                )
             default:
                 bytes =
                     number % 2 == 0
                     ? Batches.make(count: 2, firstTimestamp: Self.now, valueSize: 20)
                     : producerBatch(
-                        producerId: 2, epoch: 5, sequence: Int32((number - 5) / 6) * 2,
-                        timestamp: Self.now + 100)
+                        producerId: 2,
+                        epoch: 5,
+                        sequence: Int32((number - 5) / 6) * 2,
+                        timestamp: Self.now + 100
+                    )
             }
             let info = try log.appendAsLeader(bytes, leaderEpoch: 1)
             #expect(!info.isDuplicate)
@@ -172,7 +193,9 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             var offsets: [Int64] = []
             for sequence in stride(from: Int32(0), to: 10, by: 2) {
                 let info = try log.appendAsLeader(
-                    producerBatch(producerId: 9, epoch: 1, sequence: sequence, timestamp: Self.now), leaderEpoch: 0)
+                    producerBatch(producerId: 9, epoch: 1, sequence: sequence, timestamp: Self.now),
+                    leaderEpoch: 0
+                )
                 offsets.append(info.firstOffset)
             }
             let end = log.logEndOffset
@@ -180,7 +203,9 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             // A retry of any of the last five: the original offsets, nothing written.
             for (number, sequence) in stride(from: Int32(0), to: 10, by: 2).enumerated() {
                 let retry = try log.appendAsLeader(
-                    producerBatch(producerId: 9, epoch: 1, sequence: sequence, timestamp: Self.now), leaderEpoch: 0)
+                    producerBatch(producerId: 9, epoch: 1, sequence: sequence, timestamp: Self.now),
+                    leaderEpoch: 0
+                )
                 #expect(retry.isDuplicate)
                 #expect(retry.firstOffset == offsets[number] && retry.lastOffset == offsets[number] + 1)
             }
@@ -190,18 +215,27 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             #expect(
                 storageErrorCode {
                     _ = try log.appendAsLeader(
-                        producerBatch(producerId: 9, epoch: 1, sequence: 12, timestamp: Self.now), leaderEpoch: 0)
-                } == .outOfOrderSequenceNumber)
+                        producerBatch(producerId: 9, epoch: 1, sequence: 12, timestamp: Self.now),
+                        leaderEpoch: 0
+                    )
+                } == .outOfOrderSequenceNumber
+            )
             #expect(
                 storageErrorCode {
                     _ = try log.appendAsLeader(
-                        producerBatch(producerId: 9, epoch: 0, sequence: 10, timestamp: Self.now), leaderEpoch: 0)
-                } == .invalidProducerEpoch)
+                        producerBatch(producerId: 9, epoch: 0, sequence: 10, timestamp: Self.now),
+                        leaderEpoch: 0
+                    )
+                } == .invalidProducerEpoch
+            )
             #expect(
                 storageErrorCode {
                     _ = try log.appendAsLeader(
-                        producerBatch(producerId: 9, epoch: 2, sequence: 10, timestamp: Self.now), leaderEpoch: 0)
-                } == .outOfOrderSequenceNumber)
+                        producerBatch(producerId: 9, epoch: 2, sequence: 10, timestamp: Self.now),
+                        leaderEpoch: 0
+                    )
+                } == .outOfOrderSequenceNumber
+            )
             #expect(log.logEndOffset == end && log.size == size)
             // Two batches in one append: the second must continue the first.
             #expect(
@@ -210,25 +244,37 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
                         Batches.concatenate([
                             producerBatch(producerId: 9, epoch: 1, sequence: 10, timestamp: Self.now),
                             producerBatch(producerId: 9, epoch: 1, sequence: 13, timestamp: Self.now),
-                        ]), leaderEpoch: 0)
-                } == .outOfOrderSequenceNumber)
+                        ]),
+                        leaderEpoch: 0
+                    )
+                } == .outOfOrderSequenceNumber
+            )
             #expect(log.logEndOffset == end)
 
             // The next sequence, then a new epoch from 0.
             #expect(
                 try log.appendAsLeader(
-                    producerBatch(producerId: 9, epoch: 1, sequence: 10, timestamp: Self.now + 1), leaderEpoch: 0
-                ).firstOffset == end)
+                    producerBatch(producerId: 9, epoch: 1, sequence: 10, timestamp: Self.now + 1),
+                    leaderEpoch: 0
+                ).firstOffset == end
+            )
             _ = try log.appendAsLeader(
-                producerBatch(producerId: 9, epoch: 2, sequence: 0, count: 3, timestamp: Self.now + 2), leaderEpoch: 0)
+                producerBatch(producerId: 9, epoch: 2, sequence: 0, count: 3, timestamp: Self.now + 2),
+                leaderEpoch: 0
+            )
             let entry = log.producerStates[9]!
             #expect(entry.producerEpoch == 2)
             #expect(
                 entry.batches == [
                     ProducerBatchMetadata(
-                        firstSequence: 0, lastSequence: 2, firstOffset: end + 2, lastOffset: end + 4,
-                        timestamp: Self.now + 4)
-                ])
+                        firstSequence: 0,
+                        lastSequence: 2,
+                        firstOffset: end + 2,
+                        lastOffset: end + 4,
+                        timestamp: Self.now + 4
+                    )
+                ]
+            )
             #expect(entry.lastTimestamp == Self.now + 4)
             try log.close()
         }
@@ -242,7 +288,8 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
                     producerBatch(producerId: 4, epoch: 3, sequence: 0, timestamp: Self.now, baseOffset: 0),
                     producerBatch(producerId: 4, epoch: 3, sequence: 7, timestamp: Self.now, baseOffset: 2),
                     producerBatch(producerId: 4, epoch: 2, sequence: 0, timestamp: Self.now, baseOffset: 4),
-                ]))
+                ])
+            )
             let entry = log.producerStates[4]!
             // Kafka's replication origin: no sequence check, an older epoch only logged, and the state follows it.
             #expect(entry.producerEpoch == 2)
@@ -264,14 +311,17 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             #expect(state[1]!.batches.count == 5 && state[2]!.batches.count == 2)
             try log.close()
             #expect(
-                TestFiles.exists(directory.appending("orders-0/" + Segment.fileName(log.logEndOffset, ".snapshot"))))
+                TestFiles.exists(directory.appending("orders-0/" + Segment.fileName(log.logEndOffset, ".snapshot")))
+            )
 
             let reopened = try Self.open(directory)
             #expect(reopened.producerStates == state)
             // After the restart a retry of each of the last five batches is still recognised.
             for batch in state[1]!.batches {
                 let retry = try reopened.appendAsLeader(
-                    producerBatch(producerId: 1, sequence: batch.firstSequence, timestamp: Self.now), leaderEpoch: 1)
+                    producerBatch(producerId: 1, sequence: batch.firstSequence, timestamp: Self.now),
+                    leaderEpoch: 1
+                )
                 #expect(retry.isDuplicate && retry.firstOffset == batch.firstOffset)
             }
             try reopened.close()
@@ -357,7 +407,9 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             // Appends continue from the rolled-back state: the retry of a truncated batch is a new batch again.
             let entry = log.producerStates[1]!
             let next = try log.appendAsLeader(
-                producerBatch(producerId: 1, sequence: entry.lastSequence + 1, timestamp: Self.now), leaderEpoch: 2)
+                producerBatch(producerId: 1, sequence: entry.lastSequence + 1, timestamp: Self.now),
+                leaderEpoch: 2
+            )
             #expect(!next.isDuplicate)
             states = [:]
             try log.truncateFullyAndStart(at: 500)
@@ -373,8 +425,11 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
     @Test func producersExpireAfterProducerIdExpirationMs() throws {
         try TemporaryDirectory.with { directory in
             let log = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: Self.config,
-                producerIdExpirationMs: 1_000, nowMs: 0
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: Self.config,
+                producerIdExpirationMs: 1_000,
+                nowMs: 0
             )
             _ = try log.appendAsLeader(producerBatch(producerId: 1, sequence: 0, timestamp: 10_000), leaderEpoch: 0)
             _ = try log.appendAsLeader(producerBatch(producerId: 2, sequence: 0, timestamp: 10_500), leaderEpoch: 0)
@@ -389,8 +444,11 @@ func storageErrorCode(_ body: () throws -> Void) -> ErrorCode? {
             try log.close()
             // Loading a snapshot skips producers already expired.
             let reopened = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: Self.config,
-                producerIdExpirationMs: 1_000, nowMs: 11_600
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: Self.config,
+                producerIdExpirationMs: 1_000,
+                nowMs: 11_600
             )
             #expect(reopened.producerStates.keys.sorted() == [1])
             try reopened.close()

@@ -20,15 +20,23 @@ import Testing
     /// is written under leader epoch n + 1. Segments are 6 offsets apart: bases 0, 6, 12, 18; log end 24.
     static func makeLog(_ directory: TemporaryDirectory, _ config: LogConfig) throws -> PartitionLog {
         let log = try PartitionLog(
-            logDirectory: directory.path, topicPartition: partition, config: config, nowMs: 0)
+            logDirectory: directory.path,
+            topicPartition: partition,
+            config: config,
+            nowMs: 0
+        )
         for segment in 0..<4 {
             let timestamp = Int64(segment + 1) * 1_000
             _ = try log.appendAsLeader(
                 producerBatch(producerId: 7, sequence: Int32(segment * 3), count: 3, timestamp: timestamp),
-                leaderEpoch: Int32(segment + 1), nowMs: timestamp)
+                leaderEpoch: Int32(segment + 1),
+                nowMs: timestamp
+            )
             _ = try log.appendAsLeader(
-                Batches.make(count: 3, firstTimestamp: timestamp, valueSize: 20), leaderEpoch: Int32(segment + 1),
-                nowMs: timestamp)
+                Batches.make(count: 3, firstTimestamp: timestamp, valueSize: 20),
+                leaderEpoch: Int32(segment + 1),
+                nowMs: timestamp
+            )
             if segment < 3 { try log.roll(nowMs: timestamp) }
         }
         #expect(log.segmentBaseOffsets == [0, 6, 12, 18])
@@ -101,13 +109,20 @@ import Testing
             // The empty active segment is never deleted; appends continue at the log end.
             #expect(try log.deleteOldSegments(nowMs: 2_000_000, highWatermark: 24).deletedSegments == [])
             let next = try log.appendAsLeader(
-                producerBatch(producerId: 7, sequence: 12, count: 1, timestamp: 5_000), leaderEpoch: 5, nowMs: 5_000)
+                producerBatch(producerId: 7, sequence: 12, count: 1, timestamp: 5_000),
+                leaderEpoch: 5,
+                nowMs: 5_000
+            )
             #expect(next.firstOffset == 24 && !next.isDuplicate)
             try log.close()
 
             let reopened = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: Self.config(retentionMs: 10),
-                logStartOffset: 24, nowMs: 5_000)
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: Self.config(retentionMs: 10),
+                logStartOffset: 24,
+                nowMs: 5_000
+            )
             #expect(reopened.logStartOffset == 24 && reopened.logEndOffset == 25)
             #expect(reopened.producerStates[7]?.lastSequence == 12)
             try reopened.close()
@@ -128,7 +143,11 @@ import Testing
             // One byte short of being able to drop segment 0: nothing goes.
             config.retentionBytes = total - sizes[0] + 1
             var log = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: config, nowMs: 0)
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: config,
+                nowMs: 0
+            )
             #expect(try log.deleteOldSegments(nowMs: 0, highWatermark: 24).deletedSegments == [])
             try log.close()
             // Exactly at the limit without segments 0 and 6: both go, the rest stays.
@@ -169,8 +188,12 @@ import Testing
             try log.close()
 
             let reopened = try PartitionLog(
-                logDirectory: directory.path, topicPartition: partition, config: Self.config(), logStartOffset: 14,
-                nowMs: 0)
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: Self.config(),
+                logStartOffset: 14,
+                nowMs: 0
+            )
             #expect(reopened.logStartOffset == 14)
             #expect(reopened.epochEntries.first == .init(epoch: 3, startOffset: 14))
             #expect(reopened.producerStates[7]?.lastSequence == 11)
