@@ -18,6 +18,7 @@ let package = Package(
     products: tools.map { .executable(name: $0, targets: [$0]) } + [
         .executable(name: "kafka-message-gen", targets: ["kafka-message-gen"]),
         .executable(name: "logbroker-microbench", targets: ["logbroker-microbench"]),
+        .executable(name: "logbroker-storagebench", targets: ["logbroker-storagebench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -107,6 +108,14 @@ let package = Package(
             name: "logbroker-microbench",
             dependencies: ["KafkaRecords", nioCore],
             path: "benchmarks/micro",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "logbroker-storagebench",
+            dependencies: [
+                "LogStorage", "KafkaRecords", nioCore, .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "benchmarks/storage",
             swiftSettings: swiftSettings
         ),
 

@@ -270,14 +270,16 @@ public final class ManagedLog: Sendable {
     /// `PartitionLog` inside `withLog` are seen here). Also unlinks `.deleted` files whose delay has passed.
     func periodicMaintenance(nowMs: Int64) {
         let (log, flushDue): (PartitionLog?, Bool) = self.state.withLock { state in
-            guard let log = state.log, !state.deleted else { return (nil, false) }
-            state.pins += 1
+            guard !state.deleted else { return (nil, false) }
             let due = state.unflushedMessages > 0 && nowMs - state.lastFlushMs >= self.effectiveFlushMs(state.config)
+            guard let log = state.log else { return (nil, due) }
+            state.pins += 1
             return (log, due)
         }
-        guard let log else { return }
-        log.deleteExpiredFiles(nowMs: nowMs)
-        self.unpin(log)
+        if let log {
+            log.deleteExpiredFiles(nowMs: nowMs)
+            self.unpin(log)
+        }
         if flushDue {
             do {
                 try self.flush(nowMs: nowMs)
