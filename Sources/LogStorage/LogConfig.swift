@@ -27,6 +27,8 @@ public struct LogConfig: Hashable, Sendable {
     public var flushMs: Int64
     /// `max.message.bytes`: the largest batch accepted.
     public var maxMessageBytes: Int
+    /// `cleanup.policy` includes `delete`: retention by time and size applies (compaction comes later).
+    public var deletesOldSegments: Bool
 
     public static let table = SettingsTable([
         SettingDefinition("segment.bytes", .int, default: .int(1 << 30), validator: .atLeast(14)),
@@ -74,5 +76,6 @@ public struct LogConfig: Hashable, Sendable {
         self.flushMessages = settings.long("flush.messages")
         self.flushMs = settings.long("flush.ms")
         self.maxMessageBytes = Int(settings.int("max.message.bytes"))
+        self.deletesOldSegments = settings.list("cleanup.policy").contains("delete")
     }
 }

@@ -21,6 +21,8 @@ public struct LogManagerConfig: Sendable {
     public var flushIntervalMs: Int64
     /// `log.flush.offset.checkpoint.interval.ms`: how often the three offset checkpoints are written.
     public var checkpointIntervalMs: Int64
+    /// `log.retention.check.interval.ms`: how often retention and producer-id expiry run over every log.
+    public var retentionCheckIntervalMs: Int64
     /// `num.recovery.threads.per.data.dir`: threads loading (and recovering) partitions at start-up, per directory.
     public var recoveryThreadsPerDirectory: Int
     /// The file descriptors open partition logs may hold (`FileHandleBudget`); default half of `ulimit -n`.
@@ -33,6 +35,7 @@ public struct LogManagerConfig: Sendable {
         flushIntervalMessages: Int64 = Int64.max,
         flushIntervalMs: Int64 = Int64.max,
         checkpointIntervalMs: Int64 = 60_000,
+        retentionCheckIntervalMs: Int64 = 300_000,
         recoveryThreadsPerDirectory: Int = 2,
         fileHandleLimit: Int = FileHandleBudget.defaultLimit()
     ) {
@@ -42,6 +45,7 @@ public struct LogManagerConfig: Sendable {
         self.flushIntervalMessages = flushIntervalMessages
         self.flushIntervalMs = flushIntervalMs
         self.checkpointIntervalMs = checkpointIntervalMs
+        self.retentionCheckIntervalMs = retentionCheckIntervalMs
         self.recoveryThreadsPerDirectory = recoveryThreadsPerDirectory
         self.fileHandleLimit = fileHandleLimit
     }
@@ -85,6 +89,8 @@ public final class LogManager: Sendable {
     private let state: Mutex<State>
     /// Serialises checkpoint writes; holds when they were last written.
     private let checkpointState = Mutex<Int64>(0)
+    /// When retention last ran; the first check runs one interval after start, as Kafka's scheduler does.
+    private let lastRetentionCheck = Mutex<Int64>(PartitionLog.nowMs())
     /// What start-up found, for operators and tests.
     public let startupReport: StartupReport
 
@@ -414,6 +420,14 @@ public final class LogManager: Sendable {
     /// of expired `.deleted` files; then the checkpoints if `checkpointIntervalMs` has passed since the last ones.
     public func runPeriodicTasks(nowMs: Int64 = PartitionLog.nowMs()) {
         for log in self.allLogs { log.periodicMaintenance(nowMs: nowMs) }
+        let retentionDue = self.lastRetentionCheck.withLock { last in
+            guard nowMs - last >= self.config.retentionCheckIntervalMs else { return false }
+            last = nowMs
+            return true
+        }
+        if retentionDue {
+            for log in self.allLogs { log.enforceRetention(nowMs: nowMs) }
+        }
         let due = self.checkpointState.withLock { nowMs - $0 >= self.config.checkpointIntervalMs }
         if due {
             do {

@@ -289,6 +289,29 @@ public final class ManagedLog: Sendable {
         }
     }
 
+    /// Kafka's retention check for this log: segments past `retention.ms` / `retention.bytes` (with
+    /// `cleanup.policy=delete`) or below the log start go, never at or above the high watermark; producer ids idle
+    /// for `producer.id.expiration.ms` are forgotten. A log closed by the budget is reopened for it.
+    func enforceRetention(nowMs: Int64) {
+        let highWatermark = self.highWatermark
+        let timeAndSize = self.config.deletesOldSegments
+        do {
+            try self.withLog { log throws(StorageError) in
+                log.removeExpiredProducers(nowMs: nowMs)
+                try log.deleteOldSegments(
+                    nowMs: nowMs,
+                    highWatermark: highWatermark,
+                    timeAndSize: timeAndSize
+                )
+            }
+        } catch {
+            self.logger.error(
+                "Retention check failed",
+                metadata: ["partition": "\(self.topicPartition)", "error": "\(error)"]
+            )
+        }
+    }
+
     // MARK: Closing
 
     /// Closes the files if no caller is using the log and it is online (the budget's eviction).

@@ -275,6 +275,38 @@ import Testing
         }
     }
 
+    @Test func periodicRetentionDeletesExpiredSegmentsOnlyBelowTheHighWatermark() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            let manager = try LogManager(
+                config: Self.managerConfig(directory) { $0.retentionCheckIntervalMs = 1_000 },
+                ioPool: pool
+            )
+            var config = Self.smallSegments()
+            config.retentionMs = 3_600_000
+            let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: config)
+            let now = PartitionLog.nowMs()
+            // Each batch fills a segment: two two-hour-old segments, then two fresh ones (the last is active).
+            for age in [7_200_000, 7_200_000, 0, 0] as [Int64] {
+                _ = try log.appendAsLeader(Batches.make(count: 3, firstTimestamp: now - age), leaderEpoch: 0)
+            }
+            #expect(try log.withLog { $0.segmentBaseOffsets } == [0, 3, 6, 9])
+
+            log.highWatermark = 0
+            manager.runPeriodicTasks(nowMs: now + 2_000)
+            #expect(log.logStartOffset == 0, "nothing at or above the high watermark may go")
+
+            log.highWatermark = log.logEndOffset
+            manager.runPeriodicTasks(nowMs: now + 2_500)
+            #expect(log.logStartOffset == 0, "the check runs once per log.retention.check.interval.ms")
+            manager.runPeriodicTasks(nowMs: now + 4_000)
+            #expect(log.logStartOffset == 6)
+            #expect(try log.withLog { $0.segmentBaseOffsets } == [6, 9])
+            try manager.shutdown()
+        }
+    }
+
     @Test func defaultPolicyFlushesOnlyRolledSegmentsInTheBackground() throws {
         try TemporaryDirectory.with { directory in
             let pool = DiskIOPool(threadCount: 1)
