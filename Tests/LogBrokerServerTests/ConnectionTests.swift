@@ -223,3 +223,44 @@ struct SlowHeartbeatHandler: KafkaHandler {
         #expect(closed)
     }
 }
+
+@Suite struct ListenerTests {
+    @Test func aPortInUseIsABindErrorNamingTheListener() async throws {
+        try await withServer { port in
+            let configuration = try testConfiguration([("listeners", "PLAINTEXT://127.0.0.1:\(port)")])
+            do {
+                let server = try await KafkaServer.bind(
+                    configuration: configuration,
+                    handlers: HandlerTable(),
+                    logger: CapturedLog().logger()
+                )
+                Issue.record("bound \(server.localAddresses) twice")
+            } catch let error as LogBrokerServerError {
+                #expect("\(error)".hasPrefix("Cannot listen on PLAINTEXT://127.0.0.1:\(port): "))
+            }
+        }
+    }
+
+    @Test func everyListenerIsServed() async throws {
+        let configuration = try testConfiguration([
+            ("listeners", "PLAINTEXT://127.0.0.1:0,SECOND://127.0.0.1:0"),
+            ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,SECOND:PLAINTEXT"),
+        ])
+        let server = try await KafkaServer.bind(
+            configuration: configuration,
+            handlers: HandlerTable(),
+            logger: CapturedLog().logger()
+        )
+        let ports = server.localAddresses.compactMap(\.port)
+        #expect(ports.count == 2)
+        let task = Task { try await server.run() }
+        for port in ports {
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                let response = try await connection.send(ApiVersionsRequest(), version: 2)
+                #expect(response.errorCode == 0)
+            }
+        }
+        task.cancel()
+        _ = await task.result
+    }
+}
