@@ -200,6 +200,13 @@ public struct KafkaServer: Service {
     }
 }
 
+extension KafkaServer: CustomStringConvertible {
+    /// The listeners, for ServiceLifecycle's logs (which would otherwise print the whole value).
+    public var description: String {
+        "KafkaServer(\(self.listeners.map { $0.listener.description }.joined(separator: ", ")))"
+    }
+}
+
 /// Whether a connection is waiting for a request, serving one, or told to shut down, so graceful shutdown can
 /// close idle connections at once and let busy ones finish their response first.
 ///
