@@ -1,0 +1,115 @@
+import Foundation
+import KafkaMessages
+import KafkaNIO
+import LogBrokerServer
+import Testing
+
+/// Answers Metadata v0–12 with an empty cluster, so mutated Metadata frames reach a generated body decoder.
+struct EmptyMetadataHandler: KafkaHandler {
+    typealias Request = MetadataRequest
+    var versions: ClosedRange<Int16> { 0...12 }
+    func handle(_ request: MetadataRequest, context: RequestContext) async -> MetadataResponse {
+        MetadataResponse()
+    }
+}
+
+/// A seeded mutation loop over the golden request frames captured from kcat, confluent-kafka and kafka-python:
+/// every mutated frame gets a response or a closed connection, never a crash or a hang, and a bystander connection
+/// is served throughout. A bounded number of iterations, so it runs in the normal test build.
+@Suite struct MutationTests {
+    static let goldenDirectory = packageRoot.appendingPathComponent("Tests/KafkaMessagesTests/Fixtures/golden")
+
+    static func goldenFrames() throws -> [[UInt8]] {
+        var frames: [[UInt8]] = []
+        for client in ["kcat", "confluent-kafka", "kafka-python"] {
+            let directory = Self.goldenDirectory.appendingPathComponent(client)
+            for name in try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+            where name.hasSuffix(".bin") {
+                frames.append(Array(try Data(contentsOf: directory.appendingPathComponent(name))))
+            }
+        }
+        return frames
+    }
+
+    /// One to four random edits: overwrite a byte, set a 16- or 32-bit field to an extreme, cut the tail, or
+    /// insert bytes.
+    static func mutate(_ frame: [UInt8], using random: inout SplitMix64) -> [UInt8] {
+        var bytes = frame
+        for _ in 0..<Int.random(in: 1...4, using: &random) where !bytes.isEmpty {
+            let at = Int.random(in: 0..<bytes.count, using: &random)
+            switch Int.random(in: 0..<5, using: &random) {
+            case 0:
+                bytes[at] = UInt8.random(in: 0...255, using: &random)
+            case 1:
+                let extreme: [UInt8] = [[0x7F, 0xFF], [0xFF, 0xFF], [0x80, 0x00], [0x00, 0x00]].randomElement(
+                    using: &random
+                )!
+                for (offset, byte) in extreme.enumerated() where at + offset < bytes.count { bytes[at + offset] = byte }
+            case 2:
+                let extreme: [UInt8] = [[0x7F, 0xFF, 0xFF, 0xFF], [0xFF, 0xFF, 0xFF, 0xFF], [0x80, 0, 0, 0]]
+                    .randomElement(using: &random)!
+                for (offset, byte) in extreme.enumerated() where at + offset < bytes.count { bytes[at + offset] = byte }
+            case 3:
+                bytes.removeSubrange(at...)
+            default:
+                bytes.insert(
+                    contentsOf: (0..<Int.random(in: 1...8, using: &random)).map { _ in
+                        UInt8.random(in: 0...255, using: &random)
+                    },
+                    at: at
+                )
+            }
+        }
+        return bytes
+    }
+
+    @Test(.timeLimit(.minutes(2)))
+    func mutatedGoldenFramesNeverHurtTheBroker() async throws {
+        let golden = try Self.goldenFrames()
+        try #require(golden.count >= 30, "golden frames missing under \(Self.goldenDirectory.path)")
+        // Frames of the APIs served (ApiVersions 18, Metadata 3) three times over, so most mutations reach a body
+        // decoder; the others exercise the header and the close path.
+        let served = golden.filter { $0.count >= 2 && $0[0] == 0 && ($0[1] == 18 || $0[1] == 3) }
+        let frames = golden + served + served + served
+        let table = {
+            var table = HandlerTable()
+            table.register(EmptyMetadataHandler())
+            return table
+        }()
+        let iterations = 600
+        let outcomes = try await withServer(handlers: table) { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                var random = SplitMix64(seed: 20_261_128)
+                var answered = 0
+                var closed = 0
+                var index = 0
+                var lastCheck = 0
+                while index < iterations {
+                    // One connection per run of frames; it ends when the broker closes it.
+                    try await RawConnection.withConnection(port: port) { connection in
+                        while index < iterations {
+                            let frame = Self.mutate(frames[index % frames.count], using: &random)
+                            index += 1
+                            try await connection.writeFrame(frame)
+                            guard await connection.readFrame() != nil else {
+                                closed += 1
+                                return
+                            }
+                            answered += 1
+                        }
+                    }
+                    if index - lastCheck >= 100 {
+                        lastCheck = index
+                        let response = try await bystander.send(ApiVersionsRequest(), version: 0)
+                        #expect(response.errorCode == 0)
+                    }
+                }
+                let response = try await bystander.send(ApiVersionsRequest(), version: 2)
+                #expect(response.apiKeys == table.advertised)
+                return (answered, closed)
+            }
+        }
+        #expect(outcomes.0 + outcomes.1 == iterations)
+        #expect(outcomes.0 > 0 && outcomes.1 > 0, "answered \(outcomes.0), closed \(outcomes.1)")
+    }
+}
