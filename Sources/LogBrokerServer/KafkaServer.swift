@@ -147,10 +147,15 @@ public struct KafkaServer: Service {
                 if state.shutDown() { channel.close(promise: nil) }
             }
         } catch {
+            let cause = Self.unwrap(error)
             if state.isShuttingDown {
-                logger.debug("connection ended during shutdown: \(error)")
+                logger.debug("connection ended during shutdown: \(cause)")
+            } else if cause is KafkaNIOError {
+                // Bytes that break Kafka's framing: worth an operator's attention.
+                logger.warning("closing connection: \(cause)")
             } else {
-                logger.warning("closing connection: \(Self.describe(error))")
+                // The network's doing (a reset, a write to a closed socket): routine for a broker.
+                logger.debug("connection ended: \(cause)")
             }
         }
     }
@@ -193,10 +198,10 @@ public struct KafkaServer: Service {
         "\(address.ipAddress ?? "?"):\(address.port.map(String.init) ?? "?")"
     }
 
-    /// A readable reason for a connection error (the frame decoder's errors arrive wrapped by NIO).
-    private static func describe(_ error: any Error) -> String {
-        if case ByteToMessageDecoderError.dataReceivedInErrorState(let inner, _) = error { return "\(inner)" }
-        return "\(error)"
+    /// The cause of a connection error (the frame decoder's errors can arrive wrapped by NIO).
+    private static func unwrap(_ error: any Error) -> any Error {
+        if case ByteToMessageDecoderError.dataReceivedInErrorState(let inner, _) = error { return inner }
+        return error
     }
 }
 
