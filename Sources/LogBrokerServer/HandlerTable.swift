@@ -11,6 +11,8 @@ public struct RequestContext: Sendable {
     public var clientID: String
     /// The peer, for logs.
     public var remoteAddress: SocketAddress?
+    /// The listener the request came in on (Metadata answers with the brokers' endpoints for that listener).
+    public var listenerName: String
     /// The APIs this broker advertises, exactly the handler table's (ApiVersions answers with it).
     public var advertisedAPIs: [ApiVersionsResponse.ApiVersion]
     /// A logger with the connection's metadata.

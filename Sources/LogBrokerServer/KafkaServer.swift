@@ -132,7 +132,12 @@ public struct KafkaServer: Service {
                             return
                         }
                         guard state.startRequest() else { return }
-                        let outcome = await self.handle(frame, remoteAddress: remoteAddress, logger: logger)
+                        let outcome = await self.handle(
+                            frame,
+                            remoteAddress: remoteAddress,
+                            listener: listener,
+                            logger: logger
+                        )
                         switch outcome {
                         case .respond(let response):
                             try await outbound.write(response)
@@ -161,9 +166,12 @@ public struct KafkaServer: Service {
     }
 
     /// Reads the request header of one frame and hands it to the handler table.
-    private func handle(_ frame: ByteBuffer, remoteAddress: SocketAddress?, logger: Logger) async
-        -> HandlerTable.Outcome
-    {
+    private func handle(
+        _ frame: ByteBuffer,
+        remoteAddress: SocketAddress?,
+        listener: String,
+        logger: Logger
+    ) async -> HandlerTable.Outcome {
         let envelope: KafkaRequestEnvelope
         do {
             envelope = try KafkaRequestEnvelope(parsing: frame)
@@ -178,6 +186,7 @@ public struct KafkaServer: Service {
             correlationID: envelope.correlationID,
             clientID: envelope.clientID,
             remoteAddress: remoteAddress,
+            listenerName: listener,
             advertisedAPIs: self.handlers.advertised,
             logger: logger
         )
