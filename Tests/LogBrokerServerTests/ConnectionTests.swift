@@ -151,9 +151,10 @@ struct StubMetadataHandler: KafkaHandler {
         #expect(log.all.contains { $0.contains("frame too large: 101 bytes declared, at most 100 allowed") })
     }
 
-    @Test func gracefulShutdownClosesIdleConnections() async throws {
-        let clock = ContinuousClock()
-        let start = clock.now
+    /// If shutdown waited for idle connections it would never end (the client here never closes): the time limit
+    /// catches that.
+    @Test(.timeLimit(.minutes(1)))
+    func gracefulShutdownClosesIdleConnections() async throws {
         let idle = try await withServer { port in
             // An idle connection outlives the body; the shutdown that follows must close it, not wait for it.
             let (served, servedContinuation) = AsyncStream.makeStream(of: Void.self)
@@ -168,7 +169,6 @@ struct StubMetadataHandler: KafkaHandler {
             return task
         }
         #expect(try await idle.value)
-        #expect(clock.now - start < .seconds(5))
     }
 }
 
