@@ -128,7 +128,7 @@ public struct KafkaServer: Service {
                     var frames = inbound.makeAsyncIterator()
                     while state.startWaiting() {
                         guard let frame = try await frames.next() else {
-                            logger.debug("connection closed by the peer")
+                            logger.debug(state.isShuttingDown ? "closed for shutdown" : "connection closed by the peer")
                             return
                         }
                         guard state.startRequest() else { return }
