@@ -76,11 +76,34 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Cluster metadata: a versioned key-value store with compare-and-set, and the controller over it.
+        .target(
+            name: "MetadataStore",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "ClusterControl",
+            dependencies: ["MetadataStore", "KafkaWire", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+
+        // Partitions this broker hosts: leaders, high watermarks, and the delayed-operation queue.
+        .target(
+            name: "Replication",
+            dependencies: [
+                "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore,
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
         // The broker: configuration, listeners, the connection loop and one handler per API.
         .target(
             name: "LogBrokerServer",
             dependencies: [
-                "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage", nioCore,
+                "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage",
+                "ClusterControl", "Replication", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -119,6 +142,17 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        .testTarget(name: "MetadataStoreTests", dependencies: ["MetadataStore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ClusterControlTests",
+            dependencies: ["ClusterControl", "MetadataStore", "KafkaWire"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "ReplicationTests",
+            dependencies: ["Replication", "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire", nioCore], swiftSettings: swiftSettings),
         .testTarget(
             name: "KafkaMessagesTests",
