@@ -1,0 +1,402 @@
+import KafkaRecords
+import KafkaWire
+import LogStorage
+import Logging
+import NIOCore
+import Synchronization
+
+/// Settings of the replica layer that are not per-topic `LogConfig`.
+public struct ReplicaManagerConfiguration: Sendable {
+    /// This broker's node id (the leader id in responses).
+    public var brokerID: Int32
+    /// log.message.timestamp.before.max.ms: how far in the past a CreateTime record may be (Kafka's default:
+    /// unbounded).
+    public var timestampBeforeMaxMs: Int64
+    /// log.message.timestamp.after.max.ms: how far in the future a CreateTime record may be (Kafka 4.0's default:
+    /// one hour).
+    public var timestampAfterMaxMs: Int64
+    /// The most bytes one compressed batch may inflate to while it is validated.
+    public var maxDecompressedBytes: Int
+
+    public init(
+        brokerID: Int32,
+        timestampBeforeMaxMs: Int64 = Int64.max,
+        timestampAfterMaxMs: Int64 = 3_600_000,
+        maxDecompressedBytes: Int = 64 * 1024 * 1024
+    ) {
+        self.brokerID = brokerID
+        self.timestampBeforeMaxMs = timestampBeforeMaxMs
+        self.timestampAfterMaxMs = timestampAfterMaxMs
+        self.maxDecompressedBytes = maxDecompressedBytes
+    }
+}
+
+/// Who sends an append, which decides the checks Kafka applies before it (`ProduceRequest.validateRecords`,
+/// `LogValidator` with `AppendOrigin`).
+public enum AppendOrigin: Sendable, Hashable {
+    /// A producer's Produce request at `produceVersion`, with its transactional id.
+    case client(produceVersion: Int16, transactionalID: String?)
+    /// The broker itself (the group coordinator's own records): control batches and several batches allowed.
+    case coordinator
+}
+
+/// One partition's answer to an append, in Produce's terms.
+public struct AppendResult: Sendable, Hashable {
+    public var error: ErrorCode
+    public var errorMessage: String?
+    /// The first offset assigned, -1 on error.
+    public var baseOffset: Int64 = -1
+    /// The LogAppendTime stamped on the batch, -1 for CreateTime topics and on error.
+    public var logAppendTime: Int64 = -1
+    /// The log start offset after the append, -1 on error.
+    public var logStartOffset: Int64 = -1
+
+    public init(error: ErrorCode, errorMessage: String? = nil) {
+        self.error = error
+        self.errorMessage = errorMessage
+    }
+}
+
+/// One partition of a read (a Fetch).
+public struct PartitionRead: Sendable, Hashable {
+    public var topicPartition: TopicPartition
+    public var fetchOffset: Int64
+    /// The partition's own limit (partition_max_bytes).
+    public var maxBytes: Int
+    /// The leader epoch the client believes current, -1 for none.
+    public var currentLeaderEpoch: Int32
+
+    public init(topicPartition: TopicPartition, fetchOffset: Int64, maxBytes: Int, currentLeaderEpoch: Int32 = -1) {
+        self.topicPartition = topicPartition
+        self.fetchOffset = fetchOffset
+        self.maxBytes = maxBytes
+        self.currentLeaderEpoch = currentLeaderEpoch
+    }
+}
+
+/// What a read of one partition found: whole batches as a file range (nil when there is nothing to send) and the
+/// partition's offsets at the time, or an error (offsets -1 unless the partition is hosted).
+public struct PartitionReadResult: Sendable {
+    public var error: ErrorCode
+    public var range: FileRange?
+    public var highWatermark: Int64 = -1
+    public var lastStableOffset: Int64 = -1
+    public var logStartOffset: Int64 = -1
+    /// `Partition.bytesAppended` when read, for a delayed fetch's condition.
+    public var bytesAppended: Int64 = 0
+
+    public init(error: ErrorCode) {
+        self.error = error
+    }
+
+    public var byteCount: Int { self.range?.length ?? 0 }
+}
+
+/// One partition's answer to a ListOffsets look-up: offset and timestamp -1 when nothing matched.
+public struct OffsetLookupResult: Sendable, Hashable {
+    public var error: ErrorCode
+    public var timestamp: Int64 = -1
+    public var offset: Int64 = -1
+    public var leaderEpoch: Int32 = -1
+
+    public init(error: ErrorCode) {
+        self.error = error
+    }
+}
+
+/// The partitions this broker hosts and the one place where Produce, Fetch and ListOffsets touch them: batches are
+/// split and checked as Kafka checks them (DESIGN.md principle 2: a walk over raw bytes, nothing per record), then
+/// appended as leader with the partition's leader epoch; reads return file ranges, bounded by the high watermark.
+///
+/// Disk work (appends, reads, look-ups, creating a log) runs on the `DiskIOPool`, never on an event loop or the
+/// cooperative pool; batch validation (CPU: CRC, decompression) runs on the caller's task. `delayedFetches` is
+/// notified after every append, so parked fetches wake.
+///
+/// Thread-safe: the partition map is behind a `Mutex`; `Partition` and `LogManager` are thread-safe.
+public final class ReplicaManager: Sendable {
+    public let logManager: LogManager
+    /// Where disk work runs; the Fetch handler also reads file ranges into memory here.
+    public let ioPool: DiskIOPool
+    public let configuration: ReplicaManagerConfiguration
+    /// Fetches waiting for min.bytes, keyed by partition, woken by appends.
+    public let delayedFetches = DelayedOperationQueue<TopicPartition>()
+    private let partitions = Mutex<[TopicPartition: Partition]>([:])
+    private let logger: Logger
+
+    public init(
+        logManager: LogManager,
+        ioPool: DiskIOPool,
+        configuration: ReplicaManagerConfiguration,
+        logger: Logger = Logger(label: "Replication.ReplicaManager")
+    ) {
+        self.logManager = logManager
+        self.ioPool = ioPool
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: Leadership
+
+    /// Makes this broker the partition's leader at `leaderEpoch`, creating its log (with the topic's config from
+    /// the log manager) if it has none. Called by the controller's image follower; idempotent for the same epoch.
+    /// Parked fetches on the partition are woken, so they re-check their leader epoch.
+    @discardableResult
+    public func becomeLeader(
+        topic: String,
+        partition: Int32,
+        topicID: KafkaUUID,
+        leaderEpoch: Int32
+    ) async throws -> Partition {
+        let topicPartition = TopicPartition(topic, partition)
+        if let existing = self.partition(topicPartition) {
+            existing.update(topicID: topicID, leaderEpoch: leaderEpoch)
+            self.delayedFetches.notify(topicPartition)
+            return existing
+        }
+        let logManager = self.logManager
+        let log = try await self.ioPool.run { () throws -> ManagedLog in
+            let config = logManager.config.topicConfig(topic)
+            return try logManager.getOrCreateLog(topic: topic, partition: partition, config: config)
+        }
+        let hosted = self.partitions.withLock { partitions in
+            if let raced = partitions[topicPartition] { return raced }
+            let created = Partition(
+                topicPartition: topicPartition,
+                log: log,
+                topicID: topicID,
+                leaderEpoch: leaderEpoch
+            )
+            partitions[topicPartition] = created
+            return created
+        }
+        hosted.update(topicID: topicID, leaderEpoch: leaderEpoch)
+        self.logger.info(
+            "became leader",
+            metadata: ["partition": "\(topicPartition)", "leaderEpoch": "\(leaderEpoch)"]
+        )
+        return hosted
+    }
+
+    /// The hosted partition, nil if this broker does not host it.
+    public func partition(_ topicPartition: TopicPartition) -> Partition? {
+        self.partitions.withLock { $0[topicPartition] }
+    }
+
+    // MARK: Produce
+
+    /// Checks `records` (one partition's Produce records field) and appends them as leader.
+    ///
+    /// The checks, in Kafka's order: acks in {0, 1, -1} (INVALID_REQUIRED_ACKS); the partition is hosted
+    /// (UNKNOWN_TOPIC_OR_PARTITION); from a client exactly one magic-2 batch (INVALID_RECORD), zstd only from
+    /// Produce v7 (UNSUPPORTED_COMPRESSION_TYPE), transactional batches refused until transactions exist
+    /// (TRANSACTIONAL_ID_AUTHORIZATION_FAILED without a transactional id, INVALID_TXN_STATE with one: no
+    /// transaction can have begun); each batch at most max.message.bytes (MESSAGE_TOO_LARGE); then the validator:
+    /// CRC (CORRUPT_MESSAGE), codec (UNSUPPORTED_COMPRESSION_TYPE), control batches and record structure
+    /// (INVALID_RECORD), CreateTime timestamps within log.message.timestamp.{before,after}.max.ms
+    /// (INVALID_TIMESTAMP). Nothing is written unless every batch passes.
+    ///
+    /// With the ISR being this broker alone, acks=-1 is satisfied as soon as the append returns.
+    public func append(
+        topic: String,
+        partition: Int32,
+        records: ByteBuffer?,
+        requiredAcks: Int16,
+        origin: AppendOrigin = .coordinator
+    ) async -> AppendResult {
+        guard requiredAcks == 0 || requiredAcks == 1 || requiredAcks == -1 else {
+            return AppendResult(error: .invalidRequiredAcks)
+        }
+        let topicPartition = TopicPartition(topic, partition)
+        guard let hosted = self.partition(topicPartition) else {
+            return AppendResult(error: .unknownTopicOrPartition)
+        }
+        let config = hosted.log.config
+        let records = records ?? ByteBuffer()
+        if let refusal = self.validate(records, config: config, origin: origin) { return refusal }
+        let leaderEpoch = hosted.leaderEpoch
+        let info: LogAppendInfo
+        do {
+            info = try await self.ioPool.run { try hosted.log.appendAsLeader(records, leaderEpoch: leaderEpoch) }
+        } catch let error as StorageError {
+            return AppendResult(error: error.kafkaErrorCode, errorMessage: "\(error)")
+        } catch {
+            return AppendResult(error: .unknownServerError, errorMessage: "\(error)")
+        }
+        hosted.recordAppend(bytes: records.readableBytes)
+        self.delayedFetches.notify(topicPartition)
+        var result = AppendResult(error: .none)
+        result.baseOffset = info.firstOffset
+        result.logAppendTime = info.logAppendTime
+        result.logStartOffset = hosted.logStartOffset
+        return result
+    }
+
+    /// The refusal of `records`, nil if they may be appended. Walks raw bytes: the batches are slices of `records`.
+    private func validate(_ records: ByteBuffer, config: LogConfig, origin: AppendOrigin) -> AppendResult? {
+        var options = RecordBatchValidationOptions(maxDecompressedBytes: self.configuration.maxDecompressedBytes)
+        if !config.logAppendTime {
+            options.timestampBounds = TimestampBounds(
+                now: PartitionLog.nowMs(),
+                maxBefore: self.configuration.timestampBeforeMaxMs,
+                maxAfter: self.configuration.timestampAfterMaxMs
+            )
+        }
+        if case .coordinator = origin { options.refuseControlBatches = false }
+        var validator = RecordBatchValidator(options: options)
+        var splitter = RecordBatchSplitter(records)
+        var count = 0
+        do {
+            while let batch = try splitter.next() {
+                count += 1
+                if case .client(let version, let transactionalID) = origin {
+                    guard count == 1, batch.magic == 2 else {
+                        return AppendResult(
+                            error: .invalidRecord,
+                            errorMessage: "Produce v3 and later must carry exactly one record batch of magic 2"
+                        )
+                    }
+                    if batch.attributes.compressionCodec == .zstd, version < 7 {
+                        return AppendResult(
+                            error: .unsupportedCompressionType,
+                            errorMessage: "zstd needs Produce v7 or later"
+                        )
+                    }
+                    if batch.attributes.isTransactional, !batch.attributes.isControl {
+                        return transactionalID == nil
+                            ? AppendResult(error: .transactionalIDAuthorizationFailed)
+                            : AppendResult(
+                                error: .invalidTxnState,
+                                errorMessage: "transactions are not supported yet: no transaction has begun"
+                            )
+                    }
+                }
+                guard batch.sizeInBytes <= config.maxMessageBytes else {
+                    return AppendResult(
+                        error: .messageTooLarge,
+                        errorMessage: "batch of \(batch.sizeInBytes) bytes exceeds max.message.bytes "
+                            + "\(config.maxMessageBytes)"
+                    )
+                }
+                _ = try validator.validate(batch)
+            }
+        } catch {
+            return AppendResult(error: error.kafkaErrorCode, errorMessage: "\(error)")
+        }
+        guard splitter.remainingBytes == 0 else {
+            return AppendResult(
+                error: .corruptMessage,
+                errorMessage: "\(splitter.remainingBytes) bytes after the last whole batch"
+            )
+        }
+        guard count > 0 else {
+            return AppendResult(error: .invalidRecord, errorMessage: "the records field holds no record batch")
+        }
+        return nil
+    }
+
+    // MARK: Fetch
+
+    /// Reads whole batches for each partition, as Kafka's `readFromLog`: each partition up to its own limit and
+    /// what is left of `maxBytes`; the first partition that has data returns at least one whole batch even past
+    /// the limits (so a batch larger than the limits cannot stall a consumer), later ones only what fits. Reads
+    /// stop at the high watermark. An offset equal to the high watermark is not an error: it reads nothing.
+    /// OFFSET_OUT_OF_RANGE is only for offsets below the log start or above the log end.
+    ///
+    /// Runs as one job on the disk pool (the index look-ups may fault pages in).
+    public func read(_ reads: [PartitionRead], maxBytes: Int) async -> [PartitionReadResult] {
+        let hosted = reads.map { self.partition($0.topicPartition) }
+        do {
+            return try await self.ioPool.run {
+                var remaining = max(0, maxBytes)
+                var minOneBatch = true
+                var results: [PartitionReadResult] = []
+                results.reserveCapacity(reads.count)
+                for (read, partition) in zip(reads, hosted) {
+                    let result = Self.read(read, from: partition, remaining: remaining, minOneBatch: minOneBatch)
+                    if result.byteCount > 0 {
+                        minOneBatch = false
+                        remaining = max(0, remaining - result.byteCount)
+                    }
+                    results.append(result)
+                }
+                return results
+            }
+        } catch {
+            return reads.map { _ in PartitionReadResult(error: .kafkaStorageError) }
+        }
+    }
+
+    private static func read(
+        _ read: PartitionRead,
+        from partition: Partition?,
+        remaining: Int,
+        minOneBatch: Bool
+    ) -> PartitionReadResult {
+        guard let partition else { return PartitionReadResult(error: .unknownTopicOrPartition) }
+        let epochError = partition.checkLeaderEpoch(read.currentLeaderEpoch)
+        var result = PartitionReadResult(error: epochError)
+        result.bytesAppended = partition.bytesAppended
+        let highWatermark = partition.highWatermark
+        result.highWatermark = highWatermark
+        result.lastStableOffset = partition.lastStableOffset
+        result.logStartOffset = partition.logStartOffset
+        guard epochError == .none else { return result }
+        let limit = min(max(0, read.maxBytes), remaining)
+        do {
+            let info = try partition.log.withLog { (log) throws(StorageError) in
+                try log.read(
+                    from: read.fetchOffset,
+                    maxBytes: limit,
+                    maxOffset: highWatermark,
+                    minOneBatch: minOneBatch
+                )
+            }
+            result.range = info.range
+            result.logStartOffset = info.logStartOffset
+        } catch {
+            result.error = error.kafkaErrorCode
+        }
+        return result
+    }
+
+    // MARK: ListOffsets
+
+    /// ListOffsets for one partition: earliest is the log start, latest the high watermark (= last stable offset
+    /// without transactions, so both isolation levels agree), max timestamp and by-timestamp only among offsets
+    /// below the high watermark. Nothing found gives offset and timestamp -1 with no error, as Kafka answers.
+    public func offset(
+        for spec: OffsetSpec,
+        topic: String,
+        partition: Int32,
+        currentLeaderEpoch: Int32 = -1
+    ) async -> OffsetLookupResult {
+        guard let hosted = self.partition(TopicPartition(topic, partition)) else {
+            return OffsetLookupResult(error: .unknownTopicOrPartition)
+        }
+        let epochError = hosted.checkLeaderEpoch(currentLeaderEpoch)
+        guard epochError == .none else { return OffsetLookupResult(error: epochError) }
+        let highWatermark = hosted.highWatermark
+        let found: TimestampAndOffset?
+        do {
+            found = try await self.ioPool.run {
+                try hosted.log.withLog { (log) throws(StorageError) in
+                    try log.offset(for: spec)
+                }
+            }
+        } catch let error as StorageError {
+            return OffsetLookupResult(error: error.kafkaErrorCode)
+        } catch {
+            return OffsetLookupResult(error: .unknownServerError)
+        }
+        var result = OffsetLookupResult(error: .none)
+        guard var found else { return result }
+        if case .latest = spec { found.offset = highWatermark }
+        guard found.offset <= highWatermark else { return result }
+        if case .timestamp = spec, found.offset == highWatermark { return result }
+        if case .maxTimestamp = spec, found.offset == highWatermark { return result }
+        result.timestamp = found.timestamp
+        result.offset = found.offset
+        result.leaderEpoch = found.leaderEpoch ?? -1
+        return result
+    }
+}
