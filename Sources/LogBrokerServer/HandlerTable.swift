@@ -27,14 +27,35 @@ public protocol KafkaHandler: Sendable {
     /// The versions advertised in ApiVersions; a subset of `Request.validVersions`.
     var versions: ClosedRange<Int16> { get }
     func handle(_ request: Request, context: RequestContext) async -> Request.Response
+    /// What to do with the request. The default answers with `handle`; a handler that may answer nothing (Produce
+    /// with acks=0) or must close the connection overrides it.
+    func respond(to request: Request, context: RequestContext) async -> HandlerResult<Request.Response>
+}
+
+extension KafkaHandler {
+    public func respond(to request: Request, context: RequestContext) async -> HandlerResult<Request.Response> {
+        .response(await self.handle(request, context: context))
+    }
+}
+
+/// A handler's decision for one request: a response, no response at all (acks=0 Produce: the client expects
+/// none, and the connection reads the next request), or closing the connection (the reason is for the log).
+public enum HandlerResult<Response: Sendable>: Sendable {
+    case response(Response)
+    case noResponse
+    case close(reason: String)
 }
 
 /// A handler with its request and response types erased, so one table can hold every API.
 protocol ErasedHandler: Sendable {
     var apiKey: APIKey { get }
     var versions: ClosedRange<Int16> { get }
-    /// Decodes the body, runs the handler and returns the response frame (header and body).
-    func respond(to envelope: KafkaRequestEnvelope, context: RequestContext) async throws(WireError) -> ByteBuffer
+    /// Decodes the body, runs the handler and returns what to do: the response frame (header and body), nothing,
+    /// or close.
+    func respond(
+        to envelope: KafkaRequestEnvelope,
+        context: RequestContext
+    ) async throws(WireError) -> HandlerTable.Outcome
 }
 
 struct TypedHandler<Handler: KafkaHandler>: ErasedHandler {
@@ -43,10 +64,21 @@ struct TypedHandler<Handler: KafkaHandler>: ErasedHandler {
     var apiKey: APIKey { Handler.Request.apiKey }
     var versions: ClosedRange<Int16> { self.handler.versions }
 
-    func respond(to envelope: KafkaRequestEnvelope, context: RequestContext) async throws(WireError) -> ByteBuffer {
+    func respond(
+        to envelope: KafkaRequestEnvelope,
+        context: RequestContext
+    ) async throws(WireError) -> HandlerTable.Outcome {
         let request = try envelope.decodeBody(as: Handler.Request.self)
-        let response = await self.handler.handle(request, context: context)
-        return KafkaFrame.response(response, version: envelope.apiVersion, correlationID: envelope.correlationID)
+        switch await self.handler.respond(to: request, context: context) {
+        case .response(let response):
+            return .respond(
+                KafkaFrame.response(response, version: envelope.apiVersion, correlationID: envelope.correlationID)
+            )
+        case .noResponse:
+            return .noResponse
+        case .close(let reason):
+            return .close(reason: reason)
+        }
     }
 }
 
@@ -101,6 +133,8 @@ public struct HandlerTable: Sendable {
     public enum Outcome: Sendable {
         /// Write this frame (header and body), then read the next request.
         case respond(ByteBuffer)
+        /// Write nothing (acks=0 Produce), then read the next request.
+        case noResponse
         /// Close the connection; the reason is for the log.
         case close(reason: String)
     }
@@ -118,7 +152,7 @@ public struct HandlerTable: Sendable {
             return .close(reason: "\(key) v\(envelope.apiVersion) is outside the supported versions \(versions)")
         }
         do {
-            return .respond(try await handler.respond(to: envelope, context: context))
+            return try await handler.respond(to: envelope, context: context)
         } catch {
             return .close(reason: "malformed \(key) v\(envelope.apiVersion) request body: \(error)")
         }

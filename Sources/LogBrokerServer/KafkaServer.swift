@@ -141,6 +141,8 @@ public struct KafkaServer: Service {
                         switch outcome {
                         case .respond(let response):
                             try await outbound.write(response)
+                        case .noResponse:
+                            break
                         case .close(let reason):
                             logger.warning("closing connection: \(reason)")
                             return
