@@ -22,8 +22,9 @@ public final class DelayedOperationQueue<Key: Hashable & Sendable>: Sendable {
         var nextID: UInt64 = 0
         var waiters: [UInt64: Waiter] = [:]
         var watchers: [Key: Set<UInt64>] = [:]
-        /// Operations whose task was cancelled before they parked: they end at once when they try to.
-        var cancelledBeforeParking: Set<UInt64> = []
+        /// Operations given an id but not parked yet, with whether their task was cancelled meanwhile (then they end
+        /// at once instead of parking).
+        var unparked: [UInt64: Bool] = [:]
     }
 
     private let state = Mutex(State())
@@ -44,12 +45,13 @@ public final class DelayedOperationQueue<Key: Hashable & Sendable>: Sendable {
         guard timeout > .zero, !Task.isCancelled else { return false }
         let id = self.state.withLock { state in
             state.nextID += 1
+            state.unparked[state.nextID] = false
             return state.nextID
         }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
                 let parked = self.state.withLock { state in
-                    if state.cancelledBeforeParking.remove(id) != nil { return false }
+                    if state.unparked.removeValue(forKey: id) == true { return false }
                     state.waiters[id] = Waiter(keys: keys, continuation: continuation, isComplete: isComplete)
                     for key in keys { state.watchers[key, default: []].insert(id) }
                     return true
@@ -96,7 +98,8 @@ public final class DelayedOperationQueue<Key: Hashable & Sendable>: Sendable {
     private func finish(_ id: UInt64, completed: Bool, fromCancellation: Bool = false) {
         let waiter: Waiter? = self.state.withLock { state in
             guard let waiter = state.waiters.removeValue(forKey: id) else {
-                if fromCancellation { state.cancelledBeforeParking.insert(id) }
+                // Cancelled before parking: remembered until it tries to park. Already finished: nothing to do.
+                if fromCancellation, state.unparked[id] != nil { state.unparked[id] = true }
                 return nil
             }
             for key in waiter.keys {

@@ -121,6 +121,8 @@ public final class ReplicaManager: Sendable {
     /// Fetches waiting for min.bytes, keyed by partition, woken by appends.
     public let delayedFetches = DelayedOperationQueue<TopicPartition>()
     private let partitions = Mutex<[TopicPartition: Partition]>([:])
+    /// Validators keep their decompression contexts and scratch buffer, so a produce does not build them anew.
+    private let validators = ValidatorPool()
     private let logger: Logger
 
     public init(
@@ -242,7 +244,10 @@ public final class ReplicaManager: Sendable {
             )
         }
         if case .coordinator = origin { options.refuseControlBatches = false }
-        var validator = RecordBatchValidator(options: options)
+        var validator = self.validators.take()
+        var largestInflated = 0
+        defer { self.validators.give(validator, largestInflated: largestInflated) }
+        validator.options = options
         var splitter = RecordBatchSplitter(records)
         var count = 0
         do {
@@ -277,7 +282,10 @@ public final class ReplicaManager: Sendable {
                             + "\(config.maxMessageBytes)"
                     )
                 }
-                _ = try validator.validate(batch)
+                let summary = try validator.validate(batch)
+                if batch.attributes.compressionCodec != CompressionCodec.none {
+                    largestInflated = max(largestInflated, summary.uncompressedRecordsSize)
+                }
             }
         } catch {
             return AppendResult(error: error.kafkaErrorCode, errorMessage: "\(error)")
@@ -398,5 +406,37 @@ public final class ReplicaManager: Sendable {
         result.offset = found.offset
         result.leaderEpoch = found.leaderEpoch ?? -1
         return result
+    }
+}
+
+/// Idle `RecordBatchValidator`s (each owns a `CompressionContext` and a scratch buffer, which are worth reusing),
+/// handed out to one append at a time. At most `limit` are kept; a validator whose scratch buffer inflated more
+/// than 1 MiB is dropped, so one huge batch does not pin memory.
+///
+/// Thread-safe: `@unchecked Sendable` because a validator is not Sendable, but each is used by one task between
+/// `take` and `give`, and the idle list is only touched under the `Mutex`.
+final class ValidatorPool: @unchecked Sendable {
+    private struct Idle: @unchecked Sendable {
+        var validators: [RecordBatchValidator] = []
+    }
+
+    private let idle = Mutex(Idle())
+    private let limit = 16
+
+    func take() -> RecordBatchValidator {
+        let reused: Idle = self.idle.withLock { idle in
+            guard let validator = idle.validators.popLast() else { return Idle() }
+            return Idle(validators: [validator])
+        }
+        return reused.validators.first ?? RecordBatchValidator()
+    }
+
+    /// Returns `validator` for reuse; `largestInflated` is the most bytes its scratch buffer held.
+    func give(_ validator: RecordBatchValidator, largestInflated: Int) {
+        guard largestInflated <= 1 << 20 else { return }
+        let box = Idle(validators: [validator])
+        self.idle.withLock { idle in
+            if idle.validators.count < self.limit { idle.validators.append(contentsOf: box.validators) }
+        }
     }
 }
