@@ -42,8 +42,15 @@ public final class Partition: Sendable {
         self.log.highWatermark = self.log.logEndOffset
     }
 
-    func update(topicID: KafkaUUID, leaderEpoch: Int32) {
-        self.leadership.withLock { $0 = (topicID, leaderEpoch) }
+    /// Takes the controller's newer leadership; an older epoch (a stale, reordered notice) is ignored, since leader
+    /// epochs never go backwards. Returns whether the epoch was applied.
+    @discardableResult
+    func update(topicID: KafkaUUID, leaderEpoch: Int32) -> Bool {
+        self.leadership.withLock { current in
+            guard leaderEpoch >= current.leaderEpoch else { return false }
+            current = (topicID, leaderEpoch)
+            return true
+        }
     }
 
     /// Kafka's check of a client's current leader epoch (KIP-320): -1 skips it; an older epoch is FENCED_LEADER_EPOCH

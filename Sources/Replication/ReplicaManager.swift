@@ -140,7 +140,8 @@ public final class ReplicaManager: Sendable {
     // MARK: Leadership
 
     /// Makes this broker the partition's leader at `leaderEpoch`, creating its log (with the topic's config from
-    /// the log manager) if it has none. Called by the controller's image follower; idempotent for the same epoch.
+    /// the log manager) if it has none. Called by the controller's image follower; idempotent for the same epoch, and
+    /// an epoch older than the partition's current one is ignored (epochs never go backwards).
     /// Parked fetches on the partition are woken, so they re-check their leader epoch.
     @discardableResult
     public func becomeLeader(
@@ -224,8 +225,10 @@ public final class ReplicaManager: Sendable {
         } catch {
             return AppendResult(error: .unknownServerError, errorMessage: "\(error)")
         }
-        hosted.recordAppend(bytes: records.readableBytes)
-        self.delayedFetches.notify(topicPartition)
+        if !info.isDuplicate {
+            hosted.recordAppend(bytes: records.readableBytes)
+            self.delayedFetches.notify(topicPartition)
+        }
         var result = AppendResult(error: .none)
         result.baseOffset = info.firstOffset
         result.logAppendTime = info.logAppendTime

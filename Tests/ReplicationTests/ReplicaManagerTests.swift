@@ -226,6 +226,14 @@ import Testing
         try await fixture.replicas.becomeLeader(topic: "t", partition: 0, topicID: .zero, leaderEpoch: 6)
         #expect(await readError(6) == .none)
         #expect(await readError(5) == .fencedLeaderEpoch)
+        // A stale notice with an older epoch does not move it back.
+        let partition = try await fixture.replicas.becomeLeader(
+            topic: "t",
+            partition: 0,
+            topicID: .zero,
+            leaderEpoch: 2
+        )
+        #expect(partition.leaderEpoch == 6)
     }
 
     @Test func listOffsetsEarliestLatestMaxTimestampAndByTimestamp() async throws {
