@@ -126,23 +126,21 @@ public final class LocalMetadataStore: MetadataStore {
     }
 
     private static func encode(_ state: State) -> [UInt8] {
-        var bytes = Self.magic
-        func append<T: FixedWidthInteger>(_ value: T) {
-            withUnsafeBytes(of: value.bigEndian) { bytes.append(contentsOf: $0) }
-        }
-        append(state.revision)
-        append(UInt32(state.entries.count))
+        var writer = ByteWriter(bytes: Self.magic)
+        writer.integer(state.revision)
+        writer.integer(UInt32(state.entries.count))
         for entry in state.entries.values.sorted(by: { $0.key < $1.key }) {
             let key = Array(entry.key.utf8)
-            append(UInt32(key.count))
-            bytes.append(contentsOf: key)
-            append(UInt32(entry.value.count))
-            bytes.append(contentsOf: entry.value)
-            append(entry.createRevision)
-            append(entry.modRevision)
+            writer.integer(UInt32(key.count))
+            writer.bytes.append(contentsOf: key)
+            writer.integer(UInt32(entry.value.count))
+            writer.bytes.append(contentsOf: entry.value)
+            writer.integer(entry.createRevision)
+            writer.integer(entry.modRevision)
         }
-        append(Self.checksum(bytes[...]))
-        return bytes
+        let sum = Self.checksum(writer.bytes[...])
+        writer.integer(sum)
+        return writer.bytes
     }
 
     private static func decode(_ bytes: [UInt8], path: String) throws(MetadataStoreError) -> State {
@@ -189,18 +187,21 @@ public final class LocalMetadataStore: MetadataStore {
         let bytes = Self.encode(state)
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw .io(path: temporary, operation: "open", errno: errno) }
-        var written = 0
-        while written < bytes.count {
-            let count = bytes.withUnsafeBytes { buffer in
-                Glibc.write(descriptor, buffer.baseAddress! + written, buffer.count - written)
+        let failure: Int32? = bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let count = Glibc.write(descriptor, buffer.baseAddress! + offset, buffer.count - offset)
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    return errno
+                }
+                offset += count
             }
-            if count < 0 {
-                if errno == EINTR { continue }
-                let error = errno
-                close(descriptor)
-                throw .io(path: temporary, operation: "write", errno: error)
-            }
-            written += count
+            return nil
+        }
+        if let failure {
+            close(descriptor)
+            throw .io(path: temporary, operation: "write", errno: failure)
         }
         guard fsync(descriptor) == 0 else {
             let error = errno
@@ -214,6 +215,17 @@ public final class LocalMetadataStore: MetadataStore {
         guard directoryDescriptor >= 0 else { throw .io(path: directory, operation: "open", errno: errno) }
         defer { close(directoryDescriptor) }
         guard fsync(directoryDescriptor) == 0 else { throw .io(path: directory, operation: "fsync", errno: errno) }
+    }
+}
+
+/// Appends big-endian integers. A value used by one encoder.
+private struct ByteWriter {
+    var bytes: [UInt8]
+
+    mutating func integer<T: FixedWidthInteger>(_ value: T) {
+        for shift in stride(from: (MemoryLayout<T>.size - 1) * 8, through: 0, by: -8) {
+            self.bytes.append(UInt8(truncatingIfNeeded: value >> shift))
+        }
     }
 }
 

@@ -1,0 +1,207 @@
+import KafkaWire
+
+/// One listener a broker advertises (`advertised.listeners`): Metadata answers with the one the request came in on.
+public struct BrokerEndpoint: Hashable, Sendable {
+    public var listener: String
+    public var host: String
+    public var port: Int32
+
+    public init(listener: String, host: String, port: Int32) {
+        self.listener = listener
+        self.host = host
+        self.port = port
+    }
+}
+
+/// A registered broker: its node id and endpoints. A plain value; thread-safe.
+public struct BrokerRegistration: Hashable, Sendable {
+    public var nodeID: Int32
+    public var endpoints: [BrokerEndpoint]
+    public var rack: String?
+
+    public init(nodeID: Int32, endpoints: [BrokerEndpoint], rack: String? = nil) {
+        self.nodeID = nodeID
+        self.endpoints = endpoints
+        self.rack = rack
+    }
+}
+
+/// Leader and ISR of one partition, as KRaft's `PartitionRegistration`. Transitions are pure: the controller
+/// commits them with compare-and-set. A plain value; thread-safe.
+public struct PartitionState: Hashable, Sendable {
+    /// In assignment order; the first is the preferred leader.
+    public var replicas: [Int32]
+    public var isr: [Int32]
+    /// nil while no replica can lead (Metadata answers LEADER_NOT_AVAILABLE, leader -1).
+    public var leader: Int32?
+    /// Bumped by every election, never decreased (clients and followers fence on it).
+    public var leaderEpoch: Int32
+    /// Bumped by every change of leader or ISR (AlterPartition compares it).
+    public var partitionEpoch: Int32
+
+    public init(replicas: [Int32], isr: [Int32], leader: Int32?, leaderEpoch: Int32, partitionEpoch: Int32) {
+        self.replicas = replicas
+        self.isr = isr
+        self.leader = leader
+        self.leaderEpoch = leaderEpoch
+        self.partitionEpoch = partitionEpoch
+    }
+
+    /// Replicas that are not live: Metadata's offline replicas.
+    public func offlineReplicas(live: Set<Int32>) -> [Int32] { self.replicas.filter { !live.contains($0) } }
+
+    /// An election among the live in-sync replicas, in assignment order. Every election bumps the leader epoch and
+    /// the partition epoch, even when the same broker wins again (a restarted single replica must fence clients
+    /// and fetchers that still hold the old epoch). With no live ISR member the leader becomes nil and the ISR is
+    /// kept, so a clean recovery stays possible (unclean election is not implemented).
+    public func electingLeader(live: Set<Int32>) -> PartitionState {
+        var next = self
+        let liveISR = self.replicas.filter { self.isr.contains($0) && live.contains($0) }
+        if let leader = liveISR.first {
+            next.leader = leader
+            next.isr = liveISR
+        } else {
+            next.leader = nil
+        }
+        next.leaderEpoch = self.leaderEpoch + 1
+        next.partitionEpoch = self.partitionEpoch + 1
+        return next
+    }
+}
+
+/// A topic: its id and partitions (index = partition number). A plain value; thread-safe.
+public struct TopicImage: Hashable, Sendable {
+    public var name: String
+    public var id: KafkaUUID
+    public var partitions: [PartitionState]
+
+    public init(name: String, id: KafkaUUID, partitions: [PartitionState]) {
+        self.name = name
+        self.id = id
+        self.partitions = partitions
+    }
+}
+
+/// What the replica manager is told about a partition this broker leads. A plain value; thread-safe.
+public struct PartitionLeadership: Hashable, Sendable {
+    public var topic: String
+    public var topicID: KafkaUUID
+    public var partition: Int32
+    public var leaderEpoch: Int32
+    public var isr: [Int32]
+
+    public init(topic: String, topicID: KafkaUUID, partition: Int32, leaderEpoch: Int32, isr: [Int32]) {
+        self.topic = topic
+        self.topicID = topicID
+        self.partition = partition
+        self.leaderEpoch = leaderEpoch
+        self.isr = isr
+    }
+}
+
+/// The cluster's metadata (DESIGN.md "Cluster"): cluster id, brokers, topics with ids and partitions. Its
+/// `revision` is the metadata store revision it was read or written at, as KRaft's metadata offset.
+///
+/// Every transition is a pure function returning a new value; the `Controller` persists it. A plain value;
+/// thread-safe.
+public struct ClusterImage: Hashable, Sendable {
+    public var clusterID: String
+    public var brokers: [Int32: BrokerRegistration]
+    public var topics: [String: TopicImage]
+    public var revision: Int64
+
+    public init(
+        clusterID: String,
+        brokers: [Int32: BrokerRegistration] = [:],
+        topics: [String: TopicImage] = [:],
+        revision: Int64 = 0
+    ) {
+        self.clusterID = clusterID
+        self.brokers = brokers
+        self.topics = topics
+        self.revision = revision
+    }
+
+    /// A new topic with `partitions` partitions of `replicationFactor` replicas each, placed round-robin on the
+    /// `live` brokers (partition p starts at the (p mod n)-th broker in id order, as Kafka's rack-unaware
+    /// assignment without its random start), every replica in the ISR, the first replica leading at epoch 0.
+    /// - Throws: `invalidTopic` for a name Kafka refuses, `topicAlreadyExists`, `invalidPartitions` below 1,
+    ///   `invalidReplicationFactor` below 1 or above the live broker count.
+    public func creatingTopic(
+        _ name: String,
+        id: KafkaUUID,
+        partitions: Int32,
+        replicationFactor: Int16,
+        live: Set<Int32>
+    ) throws(ClusterControlError) -> TopicImage {
+        try TopicName.validate(name)
+        guard self.topics[name] == nil else { throw .topicAlreadyExists(name) }
+        guard partitions >= 1 else { throw .invalidPartitions(partitions) }
+        guard replicationFactor >= 1, Int(replicationFactor) <= live.count else {
+            throw .invalidReplicationFactor(replicationFactor, liveBrokers: live.count)
+        }
+        let brokers = live.sorted()
+        let states = (0..<Int(partitions)).map { partition in
+            let replicas = (0..<Int(replicationFactor)).map { brokers[(partition + $0) % brokers.count] }
+            return PartitionState(
+                replicas: replicas,
+                isr: replicas,
+                leader: replicas.first,
+                leaderEpoch: 0,
+                partitionEpoch: 0
+            )
+        }
+        return TopicImage(name: name, id: id, partitions: states)
+    }
+
+    /// The topics in which `broker` is a replica, with every such partition re-elected among `live` (which
+    /// includes `broker`): what a (re)registering broker causes. Each election bumps the leader epoch.
+    public func reelecting(after broker: Int32, live: Set<Int32>) -> [TopicImage] {
+        self.topics.values.sorted { $0.name < $1.name }.compactMap { topic in
+            guard topic.partitions.contains(where: { $0.replicas.contains(broker) }) else { return nil }
+            var next = topic
+            next.partitions = topic.partitions.map { $0.replicas.contains(broker) ? $0.electingLeader(live: live) : $0 }
+            return next
+        }
+    }
+
+    /// The partitions `broker` leads, in topic and partition order.
+    public func leaderships(of broker: Int32) -> [PartitionLeadership] {
+        self.topics.values.sorted { $0.name < $1.name }.flatMap { topic in
+            topic.partitions.enumerated().compactMap { index, state in
+                state.leader == broker
+                    ? PartitionLeadership(
+                        topic: topic.name,
+                        topicID: topic.id,
+                        partition: Int32(index),
+                        leaderEpoch: state.leaderEpoch,
+                        isr: state.isr
+                    )
+                    : nil
+            }
+        }
+    }
+}
+
+/// Kafka's topic name rules (`Topic.validate`): 1 to 249 characters from `[a-zA-Z0-9._-]`, and not `.` or `..`.
+public enum TopicName {
+    public static let maxLength = 249
+
+    public static func validate(_ name: String) throws(ClusterControlError) {
+        let bytes = Array(name.utf8)
+        guard !bytes.isEmpty else { throw .invalidTopic(name, reason: "the name is empty") }
+        guard name != ".", name != ".." else { throw .invalidTopic(name, reason: "'.' and '..' are not allowed") }
+        guard bytes.count <= Self.maxLength else {
+            throw .invalidTopic(name, reason: "longer than \(Self.maxLength) characters")
+        }
+        let legal = bytes.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte)
+                || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".")
+                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+        }
+        guard legal else {
+            throw .invalidTopic(name, reason: "only ASCII letters, digits, '.', '_' and '-' are allowed")
+        }
+    }
+}

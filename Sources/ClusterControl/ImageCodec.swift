@@ -1,0 +1,146 @@
+import KafkaWire
+
+/// The bytes of the image's parts in the metadata store: big-endian integers, length-prefixed strings and arrays,
+/// each value starting with a format version byte (1). Hand-written because ClusterControl does not import NIO
+/// or Foundation. Stateless; thread-safe.
+enum ImageCodec {
+    static let formatVersion: UInt8 = 1
+
+    static func encode(_ broker: BrokerRegistration) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.integer(Self.formatVersion)
+        writer.integer(broker.nodeID)
+        writer.integer(UInt32(broker.endpoints.count))
+        for endpoint in broker.endpoints {
+            writer.string(endpoint.listener)
+            writer.string(endpoint.host)
+            writer.integer(endpoint.port)
+        }
+        writer.integer(UInt8(broker.rack == nil ? 0 : 1))
+        if let rack = broker.rack { writer.string(rack) }
+        return writer.bytes
+    }
+
+    static func decodeBroker(_ bytes: [UInt8], key: String) throws(ClusterControlError) -> BrokerRegistration {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.integer(as: UInt8.self) == Self.formatVersion, let nodeID = reader.integer(as: Int32.self),
+            let count = reader.integer(as: UInt32.self), count <= bytes.count
+        else { throw .corruptImage(key: key, reason: "bad broker header") }
+        var endpoints: [BrokerEndpoint] = []
+        for _ in 0..<count {
+            guard let listener = reader.string(), let host = reader.string(), let port = reader.integer(as: Int32.self)
+            else { throw .corruptImage(key: key, reason: "truncated endpoint") }
+            endpoints.append(BrokerEndpoint(listener: listener, host: host, port: port))
+        }
+        guard let hasRack = reader.integer(as: UInt8.self) else { throw .corruptImage(key: key, reason: "truncated") }
+        let rack = hasRack == 1 ? reader.string() : nil
+        guard reader.isAtEnd else { throw .corruptImage(key: key, reason: "trailing bytes") }
+        return BrokerRegistration(nodeID: nodeID, endpoints: endpoints, rack: rack)
+    }
+
+    static func encode(_ topic: TopicImage) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.integer(Self.formatVersion)
+        writer.string(topic.name)
+        writer.integer(topic.id.mostSignificantBits)
+        writer.integer(topic.id.leastSignificantBits)
+        writer.integer(UInt32(topic.partitions.count))
+        for partition in topic.partitions {
+            writer.nodes(partition.replicas)
+            writer.nodes(partition.isr)
+            writer.integer(partition.leader ?? -1)
+            writer.integer(partition.leaderEpoch)
+            writer.integer(partition.partitionEpoch)
+        }
+        return writer.bytes
+    }
+
+    static func decodeTopic(_ bytes: [UInt8], key: String) throws(ClusterControlError) -> TopicImage {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.integer(as: UInt8.self) == Self.formatVersion, let name = reader.string(),
+            let most = reader.integer(as: UInt64.self), let least = reader.integer(as: UInt64.self),
+            let count = reader.integer(as: UInt32.self), count <= bytes.count
+        else { throw .corruptImage(key: key, reason: "bad topic header") }
+        var partitions: [PartitionState] = []
+        for _ in 0..<count {
+            guard let replicas = reader.nodes(), let isr = reader.nodes(), let leader = reader.integer(as: Int32.self),
+                let leaderEpoch = reader.integer(as: Int32.self), let partitionEpoch = reader.integer(as: Int32.self)
+            else { throw .corruptImage(key: key, reason: "truncated partition") }
+            partitions.append(
+                PartitionState(
+                    replicas: replicas,
+                    isr: isr,
+                    leader: leader < 0 ? nil : leader,
+                    leaderEpoch: leaderEpoch,
+                    partitionEpoch: partitionEpoch
+                )
+            )
+        }
+        guard reader.isAtEnd else { throw .corruptImage(key: key, reason: "trailing bytes") }
+        return TopicImage(
+            name: name,
+            id: KafkaUUID(mostSignificantBits: most, leastSignificantBits: least),
+            partitions: partitions
+        )
+    }
+}
+
+/// Appends big-endian values. A value used by one encoder.
+private struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    mutating func integer<T: FixedWidthInteger>(_ value: T) {
+        for shift in stride(from: (MemoryLayout<T>.size - 1) * 8, through: 0, by: -8) {
+            self.bytes.append(UInt8(truncatingIfNeeded: value >> shift))
+        }
+    }
+
+    mutating func string(_ value: String) {
+        self.integer(UInt32(value.utf8.count))
+        self.bytes.append(contentsOf: value.utf8)
+    }
+
+    mutating func nodes(_ value: [Int32]) {
+        self.integer(UInt32(value.count))
+        for node in value { self.integer(node) }
+    }
+}
+
+/// Bounds-checked big-endian reads; nil when the bytes run out. A value used by one decoder.
+private struct ByteReader {
+    let bytes: [UInt8]
+    var position = 0
+
+    var isAtEnd: Bool { self.position == self.bytes.count }
+
+    mutating func integer<T: FixedWidthInteger>(as: T.Type) -> T? {
+        let size = MemoryLayout<T>.size
+        guard self.bytes.count - self.position >= size else { return nil }
+        var value = T.zero
+        for byte in self.bytes[self.position..<(self.position + size)] {
+            value = (size == 1 ? 0 : value << 8) | T(truncatingIfNeeded: byte)
+        }
+        self.position += size
+        return value
+    }
+
+    mutating func string() -> String? {
+        guard let length = self.integer(as: UInt32.self), self.bytes.count - self.position >= Int(length) else {
+            return nil
+        }
+        defer { self.position += Int(length) }
+        return String(decoding: self.bytes[self.position..<(self.position + Int(length))], as: UTF8.self)
+    }
+
+    mutating func nodes() -> [Int32]? {
+        guard let count = self.integer(as: UInt32.self), Int(count) * 4 <= self.bytes.count - self.position else {
+            return nil
+        }
+        var nodes: [Int32] = []
+        for _ in 0..<count {
+            guard let node = self.integer(as: Int32.self) else { return nil }
+            nodes.append(node)
+        }
+        return nodes
+    }
+}

@@ -1,0 +1,183 @@
+import ClusterControl
+import Foundation
+import KafkaWire
+import Logging
+import MetadataStore
+import Synchronization
+import Testing
+
+@Suite struct ClusterImageTests {
+    static let id = KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 2)
+
+    @Test func aTopicIsPlacedRoundRobinOnTheLiveBrokers() throws {
+        let image = ClusterImage(clusterID: "c")
+        let topic = try image.creatingTopic("t", id: Self.id, partitions: 4, replicationFactor: 2, live: [3, 1, 2])
+        #expect(topic.partitions.map(\.replicas) == [[1, 2], [2, 3], [3, 1], [1, 2]])
+        #expect(topic.partitions.allSatisfy { $0.isr == $0.replicas && $0.leader == $0.replicas.first })
+        #expect(topic.partitions.allSatisfy { $0.leaderEpoch == 0 && $0.partitionEpoch == 0 })
+    }
+
+    @Test func refusalsCarryKafkasErrorCodes() throws {
+        var image = ClusterImage(clusterID: "c")
+        #expect(throws: ClusterControlError.invalidReplicationFactor(2, liveBrokers: 1)) {
+            try image.creatingTopic("t", id: Self.id, partitions: 1, replicationFactor: 2, live: [1])
+        }
+        #expect(
+            ClusterControlError.invalidReplicationFactor(2, liveBrokers: 1).kafkaErrorCode == .invalidReplicationFactor
+        )
+        image.topics["t"] = try image.creatingTopic("t", id: Self.id, partitions: 1, replicationFactor: 1, live: [1])
+        #expect(throws: ClusterControlError.topicAlreadyExists("t")) {
+            try image.creatingTopic("t", id: Self.id, partitions: 1, replicationFactor: 1, live: [1])
+        }
+        #expect(throws: ClusterControlError.invalidPartitions(0)) {
+            try image.creatingTopic("u", id: Self.id, partitions: 0, replicationFactor: 1, live: [1])
+        }
+    }
+
+    @Test(arguments: ["", ".", "..", "a b", "tópico", "a/b", String(repeating: "x", count: 250)])
+    func invalidTopicNames(name: String) {
+        #expect {
+            try TopicName.validate(name)
+        } throws: { error in
+            (error as? ClusterControlError)?.kafkaErrorCode == .invalidTopicException
+        }
+    }
+
+    @Test(arguments: ["a", "A.b_c-9", "...", String(repeating: "x", count: 249)])
+    func validTopicNames(name: String) throws {
+        try TopicName.validate(name)
+    }
+
+    @Test func everyElectionBumpsTheEpochsEvenForTheSameLeader() {
+        let state = PartitionState(replicas: [1], isr: [1], leader: 1, leaderEpoch: 4, partitionEpoch: 7)
+        let again = state.electingLeader(live: [1])
+        #expect(again.leader == 1 && again.leaderEpoch == 5 && again.partitionEpoch == 8)
+        let none = state.electingLeader(live: [])
+        #expect(none.leader == nil && none.isr == [1] && none.leaderEpoch == 5)
+        let other = PartitionState(replicas: [1, 2], isr: [1, 2], leader: 1, leaderEpoch: 0, partitionEpoch: 0)
+            .electingLeader(live: [2])
+        #expect(other.leader == 2 && other.isr == [2] && other.leaderEpoch == 1)
+        #expect(other.offlineReplicas(live: [2]) == [1])
+    }
+
+    @Test func reelectionTouchesOnlyThePartitionsOfTheBroker() throws {
+        var image = ClusterImage(clusterID: "c")
+        image.topics["a"] = try image.creatingTopic(
+            "a",
+            id: Self.id,
+            partitions: 2,
+            replicationFactor: 1,
+            live: [1, 2]
+        )
+        let next = image.reelecting(after: 2, live: [1, 2])
+        #expect(next.count == 1)
+        #expect(next[0].partitions.map(\.leaderEpoch) == [0, 1])
+    }
+}
+
+/// A fresh directory for one test's store file.
+func temporaryStorePath() throws -> (directory: String, path: String) {
+    let directory = FileManager.default.temporaryDirectory
+        .appendingPathComponent("cluster-control-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return (directory, directory + "/metadata")
+}
+
+let registration = BrokerRegistration(
+    nodeID: 1,
+    endpoints: [BrokerEndpoint(listener: "PLAINTEXT", host: "127.0.0.1", port: 9092)]
+)
+
+@Suite struct ControllerTests {
+    let logger = Logger(label: "test")
+
+    @Test func aRestartKeepsTopicIdsAndGrowsLeaderEpochs() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let first = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+        let started = try await first.start(registration: registration)
+        #expect(started.brokers[1] == registration && !started.clusterID.isEmpty)
+        let topic = try await first.createTopic("orders", partitions: 3, replicationFactor: 1)
+        #expect(topic.partitions.map(\.leaderEpoch) == [0, 0, 0])
+        #expect(topic.id != .zero)
+
+        var previous = topic
+        for restart in 1...3 {
+            let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+            let image = try await controller.start(registration: registration)
+            #expect(image.clusterID == started.clusterID)
+            let reloaded = try #require(image.topics["orders"])
+            #expect(reloaded.id == topic.id)
+            #expect(reloaded.partitions.map(\.leaderEpoch) == [Int32](repeating: Int32(restart), count: 3))
+            #expect(zip(reloaded.partitions, previous.partitions).allSatisfy { $0.leaderEpoch > $1.leaderEpoch })
+            #expect(reloaded.partitions.allSatisfy { $0.leader == 1 })
+            previous = reloaded
+        }
+    }
+
+    @Test func concurrentCreatesOfOneTopicGiveOneTopic() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try LocalMetadataStore(path: path)
+        // Two controllers on one store: neither knows of the other's writes; compare-and-set decides.
+        let first = Controller(store: store, nodeID: 1, logger: self.logger)
+        let second = Controller(store: store, nodeID: 1, logger: self.logger)
+        try await first.start(registration: registration)
+        try await second.start(registration: registration)
+        let ids = try await withThrowingTaskGroup(of: KafkaUUID?.self) { group in
+            for index in 0..<20 {
+                let controller = index.isMultiple(of: 2) ? first : second
+                group.addTask {
+                    do {
+                        return try await controller.createTopic("t", partitions: 2, replicationFactor: 1).id
+                    } catch let error as ClusterControlError where error == .topicAlreadyExists("t") {
+                        return nil
+                    }
+                }
+            }
+            return try await group.reduce(into: [KafkaUUID]()) { if let id = $1 { $0.append(id) } }
+        }
+        #expect(ids.count == 1)
+        #expect(try await first.image().topics["t"]?.id == ids.first)
+        #expect(try await second.image().topics["t"]?.id == ids.first)
+        #expect(try await store.range(prefix: "topics/").entries.count == 1)
+    }
+
+    @Test func listenersLearnOfLeadershipsWithTheirEpochs() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let seen = Mutex<[PartitionLeadership]>([])
+        do {
+            let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+            await controller.addLeadershipListener { leadership in seen.withLock { $0.append(leadership) } }
+            try await controller.start(registration: registration)
+            let topic = try await controller.createTopic("t", partitions: 2, replicationFactor: 1)
+            #expect(seen.withLock { $0 }.map(\.partition) == [0, 1])
+            #expect(
+                seen.withLock { $0 }.allSatisfy { $0.topicID == topic.id && $0.leaderEpoch == 0 && $0.topic == "t" }
+            )
+        }
+        seen.withLock { $0 = [] }
+        let restarted = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+        try await restarted.start(registration: registration)
+        await restarted.addLeadershipListener { leadership in seen.withLock { $0.append(leadership) } }
+        #expect(seen.withLock { $0 }.map(\.leaderEpoch) == [1, 1])
+    }
+
+    @Test func aReplicationFactorAboveTheBrokerCountIsRefused() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+        await #expect(throws: ClusterControlError.notStarted) {
+            try await controller.createTopic("t", partitions: 1, replicationFactor: 1)
+        }
+        try await controller.start(registration: registration)
+        await #expect(throws: ClusterControlError.invalidReplicationFactor(3, liveBrokers: 1)) {
+            try await controller.createTopic("t", partitions: 1, replicationFactor: 3)
+        }
+        await #expect(throws: ClusterControlError.self) {
+            try await controller.createTopic("bad name", partitions: 1, replicationFactor: 1)
+        }
+        #expect(try await controller.image().topics.isEmpty)
+    }
+}
