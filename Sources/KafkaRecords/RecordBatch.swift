@@ -87,6 +87,19 @@ public struct RecordBatch: Hashable, Sendable {
         set { self.setField(Field.partitionLeaderEpoch, newValue) }
     }
 
+    /// Stamps the base offset and leader epoch of the batch that starts at `index` in `buffer`, in place: how a
+    /// leader assigns offsets to batches still inside their request buffer, without first taking each batch out
+    /// (which would copy it). Neither field is covered by the CRC.
+    public static func stamp(
+        baseOffset: Int64,
+        partitionLeaderEpoch: Int32,
+        ofBatchAt index: Int,
+        in buffer: inout ByteBuffer
+    ) {
+        buffer.setInteger(baseOffset, at: index &+ Field.baseOffset)
+        buffer.setInteger(partitionLeaderEpoch, at: index &+ Field.partitionLeaderEpoch)
+    }
+
     public var magic: Int8 { self.field(Field.magic) }
 
     /// The stored CRC-32C of bytes [21, end).

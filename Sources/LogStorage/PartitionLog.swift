@@ -268,11 +268,21 @@ public final class PartitionLog: Sendable {
                         ].apply(producerBatch)
                     }
                 }
-                var stamped = batch
-                stamped.baseOffset = offset
-                stamped.partitionLeaderEpoch = leaderEpoch
-                if logAppendTime { stamped.setLogAppendTime(nowMs) }
-                bytes.setBuffer(stamped.buffer, at: position)
+                if logAppendTime {
+                    var stamped = batch
+                    stamped.baseOffset = offset
+                    stamped.partitionLeaderEpoch = leaderEpoch
+                    stamped.setLogAppendTime(nowMs)
+                    bytes.setBuffer(stamped.buffer, at: position)
+                } else {
+                    // In place: at most one copy of the request's bytes (copy-on-write while the caller holds them).
+                    RecordBatch.stamp(
+                        baseOffset: offset,
+                        partitionLeaderEpoch: leaderEpoch,
+                        ofBatchAt: position,
+                        in: &bytes
+                    )
+                }
                 offset += Int64(batch.lastOffsetDelta) + 1
                 position += batch.sizeInBytes
             }
