@@ -21,10 +21,8 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             status 1); an Apache Kafka setting that LogBroker does not implement is logged as a warning and \
             ignored.
 
-            WHAT WORKS SO FAR: the network edge only. The broker answers ApiVersions (v0-4) and advertises \
-            nothing else, so clients connect and negotiate versions and then fail at Metadata, which, like \
-            Produce and Fetch, comes with the storage and replica manager. log.dirs is validated but not yet \
-            opened; no data is stored.
+            WHAT WORKS SO FAR: ApiVersions (v0-4) and Metadata (v0-12, with auto topic creation); the cluster \
+            metadata is kept in log.dirs' first directory. Produce and Fetch are not wired in yet.
 
             Logs go to stderr; LOGBROKER_LOG_LEVEL (trace, debug, info, notice, warning, error) sets the level \
             (default info).
@@ -74,13 +72,18 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
 
         let server: KafkaServer
         do {
-            server = try await KafkaServer.bind(configuration: configuration, handlers: HandlerTable(), logger: logger)
+            // The in-process controller and its local metadata store, registered once the listeners are bound.
+            let controller = try MetadataHandler.makeController(configuration: configuration, logger: logger)
+            var handlers = HandlerTable()
+            handlers.register(MetadataHandler(controller: controller, configuration: configuration))
+            server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
+            try await MetadataHandler.startController(controller, configuration: configuration, server: server)
         } catch {
             Self.fail("\(error)")
         }
         logger.info(
             "LogBroker started",
-            metadata: ["node.id": "\(configuration.nodeID)", "serving": "ApiVersions only (no storage yet)"]
+            metadata: ["node.id": "\(configuration.nodeID)", "serving": "ApiVersions, Metadata"]
         )
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
