@@ -103,7 +103,7 @@ let package = Package(
             name: "LogBrokerServer",
             dependencies: [
                 "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage",
-                "ClusterControl", "Replication", nioCore,
+                "MetadataStore", "ClusterControl", "Replication", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

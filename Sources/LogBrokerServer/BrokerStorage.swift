@@ -1,6 +1,7 @@
+import ClusterControl
 import KafkaProperties
-import Logging
 import LogStorage
+import Logging
 import Replication
 import ServiceLifecycle
 import SystemPackage
@@ -69,6 +70,39 @@ public final class BrokerStorage: Service, Sendable {
         handlers.register(ListOffsetsHandler(replicas: self.replicas))
     }
 
+    /// Follows the controller's elections: every partition this broker is elected to lead gets its log and its new
+    /// leader epoch. Call before `Controller.start`, then `becomeLeaderOfCurrentPartitions` once it has started.
+    public func follow(_ controller: Controller) async {
+        await controller.addLeadershipListener { [replicas, logger] leadership in
+            // The listener runs on the controller actor and must return at once; the log is opened off it.
+            Task { await Self.becomeLeader(leadership, replicas: replicas, logger: logger) }
+        }
+    }
+
+    /// Opens every partition the started controller says this broker leads, before clients are told about them.
+    public func becomeLeaderOfCurrentPartitions(_ controller: Controller, nodeID: Int32) async throws {
+        for leadership in try await controller.image().leaderships(of: nodeID) {
+            await Self.becomeLeader(leadership, replicas: self.replicas, logger: self.logger)
+        }
+    }
+
+    private static func becomeLeader(_ leadership: PartitionLeadership, replicas: ReplicaManager, logger: Logger) async
+    {
+        do {
+            try await replicas.becomeLeader(
+                topic: leadership.topic,
+                partition: leadership.partition,
+                topicID: leadership.topicID,
+                leaderEpoch: leadership.leaderEpoch
+            )
+        } catch {
+            logger.error(
+                "Cannot open the log of a partition this broker leads",
+                metadata: ["partition": "\(leadership.topic)-\(leadership.partition)", "error": "\(error)"]
+            )
+        }
+    }
+
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await self.logManager.run()
@@ -76,7 +110,6 @@ public final class BrokerStorage: Service, Sendable {
         self.replicas.delayedFetches.expireAll()
         do {
             try await self.ioPool.run { [logManager] in try logManager.shutdown() }
-            self.logger.info("Logs closed cleanly")
         } catch {
             self.logger.error("Clean stop of the logs failed; the next start recovers", metadata: ["error": "\(error)"])
         }

@@ -71,23 +71,27 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
         }
 
         let server: KafkaServer
+        let storage: BrokerStorage
         do {
-            // The in-process controller and its local metadata store, registered once the listeners are bound.
+            // The logs first (recovered if the last stop was unclean), then the in-process controller and its local
+            // metadata store, registered once the listeners are bound; its elections open the partitions' logs.
+            storage = try BrokerStorage(configuration: configuration, logger: logger)
             let controller = try MetadataHandler.makeController(configuration: configuration, logger: logger)
+            await storage.follow(controller)
             var handlers = HandlerTable()
             handlers.register(MetadataHandler(controller: controller, configuration: configuration))
+            storage.register(in: &handlers)
             server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
+            try await storage.becomeLeaderOfCurrentPartitions(controller, nodeID: configuration.nodeID)
         } catch {
             Self.fail("\(error)")
         }
-        logger.info(
-            "LogBroker started",
-            metadata: ["node.id": "\(configuration.nodeID)", "serving": "ApiVersions, Metadata"]
-        )
+        logger.info("LogBroker started", metadata: ["node.id": "\(configuration.nodeID)"])
+        // Services stop in reverse order: the server finishes in-flight requests before the logs close.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: server)],
+                services: [.init(service: storage), .init(service: server)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
