@@ -16,7 +16,7 @@ import MetadataStore
 ///
 /// Thread safety: an actor. Leadership listeners are called on it and must return quickly.
 public actor Controller {
-    public typealias LeadershipListener = @Sendable (PartitionLeadership) -> Void
+    public typealias LeadershipListener = @Sendable (PartitionLeadership) async -> Void
 
     private let store: any MetadataStore
     private let nodeID: Int32
@@ -48,9 +48,9 @@ public actor Controller {
 
     /// Calls `listener` now for every partition this broker leads, then for every later election or new partition
     /// it wins (with the new leader epoch).
-    public func addLeadershipListener(_ listener: @escaping LeadershipListener) {
+    public func addLeadershipListener(_ listener: @escaping LeadershipListener) async {
         self.listeners.append(listener)
-        for leadership in self.current?.leaderships(of: self.nodeID) ?? [] { listener(leadership) }
+        for leadership in self.current?.leaderships(of: self.nodeID) ?? [] { await listener(leadership) }
     }
 
     /// Loads the image, creates the cluster id on first start, registers `registration` and re-elects its
@@ -98,7 +98,7 @@ public actor Controller {
                     "registered broker and re-elected its partitions",
                     metadata: ["node.id": "\(self.nodeID)", "topics": "\(topics.count)", "revision": "\(revision)"]
                 )
-                self.notify(next.leaderships(of: self.nodeID))
+                await self.notify(next.leaderships(of: self.nodeID))
                 return next
             case .conflict:
                 try await self.reload()
@@ -136,7 +136,7 @@ public actor Controller {
                 "created topic",
                 metadata: ["topic": "\(name)", "id": "\(topic.id)", "partitions": "\(partitions)"]
             )
-            self.notify(
+            await self.notify(
                 ClusterImage(clusterID: image.clusterID, topics: [name: topic]).leaderships(of: self.nodeID)
             )
             return topic
@@ -150,9 +150,11 @@ public actor Controller {
         }
     }
 
-    private func notify(_ leaderships: [PartitionLeadership]) {
+    /// Awaits every listener, so a topic's partitions are ready on this broker before `createTopic` returns (and a
+    /// Metadata answer naming the leader is true when a client acts on it).
+    private func notify(_ leaderships: [PartitionLeadership]) async {
         for leadership in leaderships {
-            for listener in self.listeners { listener(leadership) }
+            for listener in self.listeners { await listener(leadership) }
         }
     }
 

@@ -71,18 +71,10 @@ public final class BrokerStorage: Service, Sendable {
     }
 
     /// Follows the controller's elections: every partition this broker is elected to lead gets its log and its new
-    /// leader epoch. Call before `Controller.start`, then `becomeLeaderOfCurrentPartitions` once it has started.
+    /// leader epoch, before the controller reports the election (and Metadata names this broker the leader).
     public func follow(_ controller: Controller) async {
         await controller.addLeadershipListener { [replicas, logger] leadership in
-            // The listener runs on the controller actor and must return at once; the log is opened off it.
-            Task { await Self.becomeLeader(leadership, replicas: replicas, logger: logger) }
-        }
-    }
-
-    /// Opens every partition the started controller says this broker leads, before clients are told about them.
-    public func becomeLeaderOfCurrentPartitions(_ controller: Controller, nodeID: Int32) async throws {
-        for leadership in try await controller.image().leaderships(of: nodeID) {
-            await Self.becomeLeader(leadership, replicas: self.replicas, logger: self.logger)
+            await Self.becomeLeader(leadership, replicas: replicas, logger: logger)
         }
     }
 

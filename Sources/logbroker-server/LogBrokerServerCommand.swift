@@ -83,7 +83,6 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             storage.register(in: &handlers)
             server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
-            try await storage.becomeLeaderOfCurrentPartitions(controller, nodeID: configuration.nodeID)
         } catch {
             Self.fail("\(error)")
         }
