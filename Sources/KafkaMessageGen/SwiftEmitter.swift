@@ -341,6 +341,23 @@ struct SwiftEmitter {
     }
 
     /// Emits the statements that read `field` into `self.<name>` at versions in `presence`.
+    /// Emits `body` for the versions of `valid` that carry `field`, inside `if <condition> {` unless that is all of
+    /// them; nothing if none does.
+    private mutating func emitPresent(
+        _ field: FieldSchema,
+        within valid: VersionRange,
+        _ body: (inout Self, VersionRange) -> Void
+    ) {
+        let presence = field.regularVersions.intersection(valid)
+        guard !presence.isEmpty else { return }
+        guard let condition = Self.condition(presence, within: valid) else { return body(&self, presence) }
+        self.line("if \(condition) {")
+        self.depth += 1
+        body(&self, presence)
+        self.depth -= 1
+        self.line("}")
+    }
+
     private mutating func emitRead(_ field: FieldSchema, presence: VersionRange, reader: String) {
         let target = "self." + Naming.escaped(Naming.fieldName(field.name))
         let compact = self.compactExpression(field, within: presence)
@@ -498,17 +515,7 @@ struct SwiftEmitter {
                 emitter.line("let flexible = \(Self.condition(emitter.schema.flexibleVersions, within: valid)!)")
             }
             for field in fields {
-                let presence = field.regularVersions.intersection(valid)
-                guard !presence.isEmpty else { continue }
-                if let condition = Self.condition(presence, within: valid) {
-                    emitter.line("if \(condition) {")
-                    emitter.depth += 1
-                    emitter.emitRead(field, presence: presence, reader: "reader")
-                    emitter.depth -= 1
-                    emitter.line("}")
-                } else {
-                    emitter.emitRead(field, presence: presence, reader: "reader")
-                }
+                emitter.emitPresent(field, within: valid) { $0.emitRead(field, presence: $1, reader: "reader") }
             }
             emitter.emitTaggedRead(tagged)
         }
@@ -527,17 +534,7 @@ struct SwiftEmitter {
             self.line("let flexible = \(Self.condition(self.schema.flexibleVersions, within: valid)!)")
         }
         for field in fields {
-            let presence = field.regularVersions.intersection(valid)
-            guard !presence.isEmpty else { continue }
-            if let condition = Self.condition(presence, within: valid) {
-                self.line("if \(condition) {")
-                self.depth += 1
-                self.emitWrite(field, presence: presence, writer: "writer")
-                self.depth -= 1
-                self.line("}")
-            } else {
-                self.emitWrite(field, presence: presence, writer: "writer")
-            }
+            self.emitPresent(field, within: valid) { $0.emitWrite(field, presence: $1, writer: "writer") }
         }
         try self.emitTaggedWrite(tagged)
         self.depth -= 1
