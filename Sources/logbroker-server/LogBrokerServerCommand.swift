@@ -80,6 +80,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             await storage.follow(controller)
             var handlers = HandlerTable()
             handlers.register(MetadataHandler(controller: controller, configuration: configuration))
+            handlers.register(FindCoordinatorHandler())
             storage.register(in: &handlers)
             server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)

@@ -87,6 +87,10 @@ import Testing
                 let consume = try await Self.shell("kcat -b \(broker.bootstrap) -C -t rt-\(codec) -e -q")
                 #expect(consume.status == 0)
                 #expect(consume.output == expected, "-z \(codec): \(consume.output.count) bytes back")
+                // kcat drops a codec silently when the broker's versions disable it: check the stored batches.
+                let segment = directory.appendingPathComponent("logs/rt-\(codec)-0/00000000000000000000.log")
+                let stored = try Data(contentsOf: segment)
+                #expect(stored.count > 61 && Int(stored[22] & 0x07) == codecs.firstIndex(of: codec), "-z \(codec)")
             }
 
             let keyed = try await Self.shell(
