@@ -341,6 +341,25 @@ struct SwiftEmitter {
     }
 
     /// Emits the statements that read `field` into `self.<name>` at versions in `presence`.
+    /// Emits `emitOne(nullable:)` for a field that is nullable at every version (`nil`), at none (`"false"`), or only
+    /// where `condition` holds (both forms, behind an `if`).
+    private mutating func emitNullable(_ condition: String?, _ emitOne: (inout Self, Bool) -> Void) {
+        switch condition {
+        case nil: emitOne(&self, true)
+        case "false": emitOne(&self, false)
+        case let condition?:
+            self.line("if \(condition) {")
+            self.depth += 1
+            emitOne(&self, true)
+            self.depth -= 1
+            self.line("} else {")
+            self.depth += 1
+            emitOne(&self, false)
+            self.depth -= 1
+            self.line("}")
+        }
+    }
+
     /// Emits `body` for the versions of `valid` that carry `field`, inside `if <condition> {` unless that is all of
     /// them; nothing if none does.
     private mutating func emitPresent(
@@ -381,20 +400,7 @@ struct SwiftEmitter {
                 emitter.call("\(target) = \(head)", arguments)
             }
         }
-        switch nullableCondition {
-        case nil: emitOne(&self, true)
-        case "false": emitOne(&self, false)
-        case let condition?:
-            self.line("if \(condition) {")
-            self.depth += 1
-            emitOne(&self, true)
-            self.depth -= 1
-            self.line("} else {")
-            self.depth += 1
-            emitOne(&self, false)
-            self.depth -= 1
-            self.line("}")
-        }
+        self.emitNullable(nullableCondition, emitOne)
     }
 
     /// Emits the statements that write `self.<name>` at versions in `presence`.
@@ -442,20 +448,7 @@ struct SwiftEmitter {
                 )
             }
         }
-        switch nullableCondition {
-        case nil: emitOne(&self, true)
-        case "false": emitOne(&self, false)
-        case let condition?:
-            self.line("if \(condition) {")
-            self.depth += 1
-            emitOne(&self, true)
-            self.depth -= 1
-            self.line("} else {")
-            self.depth += 1
-            emitOne(&self, false)
-            self.depth -= 1
-            self.line("}")
-        }
+        self.emitNullable(nullableCondition, emitOne)
     }
 
     // MARK: Structures
