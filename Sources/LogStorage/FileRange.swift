@@ -1,3 +1,4 @@
+import NIOCore
 import SystemPackage
 
 /// An open segment file shared by its `Segment` and every `FileRange` handed to readers. The descriptor is closed
@@ -6,10 +7,10 @@ import SystemPackage
 ///
 /// Thread-safe: immutable; the descriptor is only used with positional calls (pread, sendfile).
 public final class SegmentFile: Sendable {
-    public let descriptor: FileDescriptor
+    public let descriptor: SystemPackage.FileDescriptor
     public let path: FilePath
 
-    init(descriptor: FileDescriptor, path: FilePath) {
+    init(descriptor: SystemPackage.FileDescriptor, path: FilePath) {
         self.descriptor = descriptor
         self.path = path
     }
@@ -19,7 +20,7 @@ public final class SegmentFile: Sendable {
     }
 
     /// A new descriptor for the same open file, owned by the caller (NIO's `NIOFileHandle` closes what it holds).
-    public func duplicateDescriptor() throws(StorageError) -> FileDescriptor {
+    public func duplicateDescriptor() throws(StorageError) -> SystemPackage.FileDescriptor {
         do {
             return try self.descriptor.duplicate()
         } catch {
@@ -38,13 +39,30 @@ public struct FileRange: Sendable {
     public let length: Int
 
     /// Reads the bytes (for TLS listeners and tests, where sendfile cannot be used).
-    public func readBytes() throws(StorageError) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: self.length)
-        let count = try bytes.withUnsafeMutableBytes { buffer in
-            Result { () throws(StorageError) in
-                try FileIO.read(self.file.descriptor, into: buffer, at: self.position, path: self.file.path)
+    /// The range's bytes in a new buffer: one pread straight into its storage, for paths that cannot send the
+    /// file itself. Shorter than `length` only if the file was cut meanwhile.
+    public func readBuffer(allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(StorageError) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: self.length)
+        var failure: StorageError?
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: self.length) { destination in
+            do throws(StorageError) {
+                return try FileIO.read(
+                    self.file.descriptor,
+                    into: UnsafeMutableRawBufferPointer(rebasing: destination[..<self.length]),
+                    at: self.position,
+                    path: self.file.path
+                )
+            } catch {
+                failure = error
+                return 0
             }
-        }.get()
-        return Array(bytes.prefix(count))
+        }
+        if let failure { throw failure }
+        return buffer
+    }
+
+    /// The range's bytes as an array (tests and tools).
+    public func readBytes() throws(StorageError) -> [UInt8] {
+        Array(try self.readBuffer().readableBytesView)
     }
 }

@@ -119,7 +119,7 @@ public struct FetchHandler: KafkaHandler {
             return try await self.replicas.ioPool.run {
                 ranges.map { range in
                     guard let range else { return nil }
-                    return (try? range.readBytes()).map { ByteBuffer(bytes: $0) }
+                    return try? range.readBuffer()
                 }
             }
         } catch {
