@@ -61,6 +61,12 @@ public struct BrokerConfiguration: Sendable {
         public var cleanupPolicy: [String]
         /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
         public var messageTimestampType: String
+        /// `log.message.timestamp.before.max.ms` (KIP-937): how far behind the broker's clock a CreateTime record
+        /// may be. Default Long.MAX_VALUE (no bound), as in Kafka.
+        public var messageTimestampBeforeMaxMs: Int64
+        /// `log.message.timestamp.after.max.ms` (KIP-937): how far ahead of the broker's clock a CreateTime record
+        /// may be. Default one hour, Kafka 4.0's (it was unbounded before).
+        public var messageTimestampAfterMaxMs: Int64
         /// `log.preallocate`.
         public var preallocate: Bool
     }
@@ -160,6 +166,18 @@ public struct BrokerConfiguration: Sendable {
             .string,
             default: .string("CreateTime"),
             validator: .oneOf(["CreateTime", "LogAppendTime"])
+        ),
+        SettingDefinition(
+            "log.message.timestamp.before.max.ms",
+            .long,
+            default: .long(Int64.max),
+            validator: .atLeast(0)
+        ),
+        SettingDefinition(
+            "log.message.timestamp.after.max.ms",
+            .long,
+            default: .long(3_600_000),
+            validator: .atLeast(0)
         ),
         SettingDefinition("log.preallocate", .boolean, default: .boolean(false)),
         SettingDefinition("offsets.topic.replication.factor", .int, default: .int(3), validator: .between(1, 32767)),
@@ -311,6 +329,8 @@ public struct BrokerConfiguration: Sendable {
             flushIntervalMs: settings.long("log.flush.interval.ms"),
             cleanupPolicy: settings.list("log.cleanup.policy"),
             messageTimestampType: settings.string("log.message.timestamp.type"),
+            messageTimestampBeforeMaxMs: settings.long("log.message.timestamp.before.max.ms"),
+            messageTimestampAfterMaxMs: settings.long("log.message.timestamp.after.max.ms"),
             preallocate: settings.bool("log.preallocate")
         )
     }

@@ -41,7 +41,11 @@ public final class BrokerStorage: Service, Sendable {
         self.replicas = ReplicaManager(
             logManager: self.logManager,
             ioPool: ioPool,
-            configuration: ReplicaManagerConfiguration(brokerID: configuration.nodeID),
+            configuration: ReplicaManagerConfiguration(
+                brokerID: configuration.nodeID,
+                timestampBeforeMaxMs: configuration.log.messageTimestampBeforeMaxMs,
+                timestampAfterMaxMs: configuration.log.messageTimestampAfterMaxMs
+            ),
             logger: logger
         )
         self.logger = logger
@@ -68,6 +72,7 @@ public final class BrokerStorage: Service, Sendable {
         handlers.register(ProduceHandler(replicas: self.replicas))
         handlers.register(FetchHandler(replicas: self.replicas))
         handlers.register(ListOffsetsHandler(replicas: self.replicas))
+        handlers.register(OffsetForLeaderEpochHandler(replicas: self.replicas))
     }
 
     /// Follows the controller's elections: every partition this broker is elected to lead gets its log and its new

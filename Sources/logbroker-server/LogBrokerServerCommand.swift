@@ -81,6 +81,8 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             var handlers = HandlerTable()
             handlers.register(MetadataHandler(controller: controller, configuration: configuration))
             handlers.register(FindCoordinatorHandler())
+            handlers.register(SaslHandshakeHandler())
+            handlers.register(SaslAuthenticateHandler())
             storage.register(in: &handlers)
             server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
