@@ -103,6 +103,15 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
         Self(.compressionFailed(codec: codec, what: what))
     }
 
+    /// The index inside its batch of the record that failed a per-record check (a null key, a timestamp out of
+    /// bounds), which Kafka reports as a Produce `record_errors` entry; nil for failures of the batch as a whole.
+    public var recordIndex: Int? {
+        switch self.code {
+        case .missingKey(let index), .timestampOutOfBounds(let index, _, _): index
+        default: nil
+        }
+    }
+
     /// The error code a Produce response (or a storage error) carries for this failure.
     public var kafkaErrorCode: ErrorCode {
         switch self.code {

@@ -40,10 +40,24 @@ public enum AppendOrigin: Sendable, Hashable {
     case coordinator
 }
 
+/// One record Kafka refused inside a batch (Produce v8+ `record_errors`): its index in the batch and why.
+public struct RecordError: Sendable, Hashable {
+    public var batchIndex: Int32
+    public var message: String?
+
+    public init(batchIndex: Int32, message: String?) {
+        self.batchIndex = batchIndex
+        self.message = message
+    }
+}
+
 /// One partition's answer to an append, in Produce's terms.
 public struct AppendResult: Sendable, Hashable {
     public var error: ErrorCode
     public var errorMessage: String?
+    /// The records that failed a per-record check (INVALID_TIMESTAMP, or INVALID_RECORD for a missing key), as
+    /// Kafka's `RecordValidationException` reports them; empty for batch-level refusals.
+    public var recordErrors: [RecordError] = []
     /// The first offset assigned, -1 on error.
     public var baseOffset: Int64 = -1
     /// The LogAppendTime stamped on the batch, -1 for CreateTime topics and on error.
@@ -291,7 +305,7 @@ public final class ReplicaManager: Sendable {
                 }
             }
         } catch {
-            return AppendResult(error: error.kafkaErrorCode, errorMessage: "\(error)")
+            return Self.refusal(error)
         }
         guard splitter.remainingBytes == 0 else {
             return AppendResult(
@@ -303,6 +317,25 @@ public final class ReplicaManager: Sendable {
             return AppendResult(error: .invalidRecord, errorMessage: "the records field holds no record batch")
         }
         return nil
+    }
+
+    /// The answer to a batch the validator refused. A per-record failure is reported as Kafka's `LogValidator`
+    /// does: the record's index and reason in `record_errors`, and Kafka's summary as the error message
+    /// (`processRecordErrors`). Kafka lists every failing record of the batch; the validator stops at the first, so
+    /// there is one entry.
+    static func refusal(_ error: RecordBatchError) -> AppendResult {
+        guard let index = error.recordIndex else {
+            return AppendResult(error: error.kafkaErrorCode, errorMessage: "\(error)")
+        }
+        let code = error.kafkaErrorCode
+        let summary =
+            code == .invalidTimestamp
+            ? "One or more records have been rejected due to invalid timestamp"
+            : "One or more records have been rejected due to 1 record errors in total, and only showing the first "
+                + "three errors at most: [\(error)]"
+        var result = AppendResult(error: code, errorMessage: summary)
+        result.recordErrors = [RecordError(batchIndex: Int32(index), message: "\(error)")]
+        return result
     }
 
     // MARK: Fetch

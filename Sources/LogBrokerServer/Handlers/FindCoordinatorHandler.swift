@@ -1,8 +1,16 @@
 import KafkaMessages
 import KafkaWire
 
-/// FindCoordinator (key 10), v0–4, before group and transaction coordinators exist: every key, group or
-/// transactional id, gets COORDINATOR_NOT_AVAILABLE (a retriable error) with node -1.
+/// FindCoordinator (key 10), v0–4, before group and transaction coordinators exist.
+///
+/// - A group key (key_type 0, and every v0 request) gets COORDINATOR_NOT_AVAILABLE (15, retriable) with node -1,
+///   what Kafka answers while `__consumer_offsets` is being created, until the groups issue.
+/// - A transactional id (key_type 1) gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53): transactions are refused
+///   cleanly, and this is the one FindCoordinator error Kafka gives a transactional id that is fatal to the client
+///   (a producer's `init_transactions` fails at once with the message, instead of retrying
+///   COORDINATOR_NOT_AVAILABLE until `max.block.ms`). Produce refuses transactional batches with the same code.
+/// - A share group (key_type 2, KIP-932) gets COORDINATOR_NOT_AVAILABLE, as Kafka does without share groups.
+/// - Any other key type gets INVALID_REQUEST (42), as Kafka's `CoordinatorType.forId` refuses it.
 ///
 /// Advertised anyway because librdkafka up to 2.11 decides features from exact versions: without FindCoordinator 0
 /// it turns lz4 off (and kcat 2.0.2 then silently produces uncompressed batches); confluent-kafka consumers also
@@ -16,9 +24,18 @@ public struct FindCoordinatorHandler: KafkaHandler {
 
     public var versions: ClosedRange<Int16> { 0...4 }
 
+    /// The refusal for a key of `keyType`.
+    static func refusal(keyType: Int8) -> (error: ErrorCode, message: String) {
+        switch keyType {
+        case 0: (.coordinatorNotAvailable, "LogBroker has no group coordinator yet")
+        case 1: (.transactionalIDAuthorizationFailed, "LogBroker does not support transactions yet")
+        case 2: (.coordinatorNotAvailable, "LogBroker has no share group coordinator")
+        default: (.invalidRequest, "Unknown coordinator type \(keyType) in FindCoordinator request")
+        }
+    }
+
     public func handle(_ request: FindCoordinatorRequest, context: RequestContext) async -> FindCoordinatorResponse {
-        let error = ErrorCode.coordinatorNotAvailable
-        let message = "LogBroker has no group or transaction coordinator yet"
+        let (error, message) = Self.refusal(keyType: context.apiVersion >= 1 ? request.keyType : 0)
         guard context.apiVersion >= 4 else {
             return FindCoordinatorResponse(
                 errorCode: error.rawValue,

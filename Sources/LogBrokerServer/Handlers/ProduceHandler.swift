@@ -61,6 +61,9 @@ public struct ProduceHandler: KafkaHandler {
                         baseOffset: result.baseOffset,
                         logAppendTimeMs: result.logAppendTime,
                         logStartOffset: result.logStartOffset,
+                        recordErrors: result.recordErrors.map {
+                            .init(batchIndex: $0.batchIndex, batchIndexErrorMessage: $0.message)
+                        },
                         errorMessage: result.error == .none ? nil : result.errorMessage
                     )
                 )
