@@ -2,7 +2,6 @@ import Foundation
 import KafkaMessages
 import KafkaNIO
 import LogBrokerServer
-import Synchronization
 import Testing
 
 /// Real clients and the real binary. These fail, never skip, when kcat or kafka-python is missing: the project's
@@ -83,79 +82,46 @@ import Testing
         }
     }
 
-    /// The stderr of a child process, collected as it arrives. Thread-safe (a Mutex).
-    final class Output: Sendable {
-        private let text = Mutex("")
-        func append(_ data: Data) { self.text.withLock { $0 += String(decoding: data, as: UTF8.self) } }
-        var all: String { self.text.withLock { $0 } }
-    }
-
     @Test(.timeLimit(.minutes(1)))
     func theBinaryAnswersKcatAndStopsOnSIGTERM() async throws {
-        let binary = buildDirectory.appendingPathComponent("logbroker-server")
-        try #require(FileManager.default.isExecutableFile(atPath: binary.path), "\(binary.path) is not built")
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("logbroker-server-test-\(ProcessInfo.processInfo.processIdentifier)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let config = directory.appendingPathComponent("server.properties")
-        try """
-        node.id=1
-        process.roles=broker,controller
-        listeners=PLAINTEXT://127.0.0.1:0
-        log.dirs=\(directory.path)/logs
-        # A Kafka setting LogBroker does not implement: a warning, not an error.
-        num.io.threads=8
-        """.write(to: config, atomically: true, encoding: .utf8)
+        try await BrokerProcess.withBroker(
+            // A Kafka setting LogBroker does not implement: a warning, not an error.
+            [("num.io.threads", "8")],
+            overrides: ["num.partitions=2"],
+            environment: ["LOGBROKER_LOG_LEVEL": "debug"]
+        ) { broker in
+            #expect(
+                broker.stderr.contains(
+                    "num.io.threads is an Apache Kafka broker setting that LogBroker does not implement"
+                )
+            )
 
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = [config.path, "--override", "num.partitions=2"]
-        process.environment = ["LOGBROKER_LOG_LEVEL": "debug"]
-        let stderr = Pipe()
-        process.standardError = stderr
-        process.standardOutput = FileHandle.nullDevice
-        let output = Output()
-        stderr.fileHandleForReading.readabilityHandler = { handle in output.append(handle.availableData) }
-        try process.run()
-        defer { if process.isRunning { process.interrupt() } }
+            // librdkafka (kcat) negotiates with ApiVersions, then lists the cluster with Metadata.
+            let kcat = try await Self.run(["kcat", "-b", broker.bootstrap, "-L", "-m", "3"])
+            #expect(kcat.status == 0, "\(kcat.output)")
+            #expect(kcat.output.contains("broker 1 at \(broker.bootstrap)"), "\(kcat.output)")
+            // It used ApiVersions v3, its newest, with no fallback to v0 (which an error or a misread answer causes).
+            let log = broker.stderr
+            let usedV3 = log.contains(#/api=ApiVersions\(18\) client=rdkafka correlation=1 .* version=3 /#)
+            let fellBack = log.contains(#/client=rdkafka .* version=0 /#)
+            #expect(usedV3 && !fellBack, "\(log)")
+            // The override reached the broker: an auto-created topic has two partitions.
+            let topic = try await Self.run(["kcat", "-b", broker.bootstrap, "-L", "-t", "two"])
+            #expect(topic.output.contains("topic \"two\" with 2 partitions:"), "\(topic.output)")
 
-        // The listener logs its real port (port 0 binds an ephemeral one).
-        var port: Int?
-        for _ in 0..<200 where port == nil {
-            try await Task.sleep(for: .milliseconds(50))
-            if let match = output.all.firstMatch(of: /listener=PLAINTEXT port=(\d+)/) { port = Int(match.1) }
-        }
-        let boundPort = try #require(port, "no listening line in:\n\(output.all)")
-        #expect(
-            output.all.contains("num.io.threads is an Apache Kafka broker setting that LogBroker does not implement")
-        )
-
-        // librdkafka (kcat) negotiates with ApiVersions, then lists the cluster with Metadata.
-        let kcat = try await Self.run(["kcat", "-b", "127.0.0.1:\(boundPort)", "-L", "-m", "3"])
-        #expect(kcat.status == 0, "\(kcat.output)")
-        #expect(kcat.output.contains("broker 1 at 127.0.0.1:\(boundPort)"), "\(kcat.output)")
-        // It used ApiVersions v3, its newest, with no fallback to v0 (which an error or a misread answer causes).
-        let usedV3 = output.all.contains(#/api=ApiVersions\(18\) client=rdkafka correlation=1 .* version=3 /#)
-        let fellBack = output.all.contains(#/client=rdkafka .* version=0 /#)
-        #expect(usedV3 && !fellBack, "\(output.all)")
-
-        // SIGTERM; the exit is timed on a Dispatch thread, so a busy test process does not inflate the figure.
-        let stopped = try await Self.offPool { [process] in
+            // SIGTERM; the wait polls without blocking a thread, so a busy test process adds little to the figure.
             let clock = ContinuousClock()
             let start = clock.now
-            process.terminate()
-            process.waitUntilExit()
-            return clock.now - start
+            let stop = try await broker.terminate()
+            let stopped = clock.now - start
+            #expect(stop.status == 0, "\(stop.stderr)")
+            #expect(stopped < .seconds(3), "stopping took \(stopped)")
+            #expect(stop.stderr.contains("LogBroker stopped"))
         }
-        #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(output.all)")
-        #expect(stopped < .seconds(3), "stopping took \(stopped)")
-        stderr.fileHandleForReading.readabilityHandler = nil
-        #expect(output.all.contains("LogBroker stopped"))
     }
 
     @Test func theBinaryRefusesABadConfigurationWithStatus1() async throws {
-        let binary = buildDirectory.appendingPathComponent("logbroker-server")
+        let binary = BrokerProcess.binary
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("logbroker-bad-config-\(ProcessInfo.processInfo.processIdentifier)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -1,71 +1,18 @@
 import Foundation
 import Testing
 
-/// Debian's kcat (librdkafka 2.0.2) against the real `logbroker-server` binary: what a user does first. Lines
-/// produced with each codec come back byte-identical, keys and headers round-trip, and everything acknowledged
-/// survives a SIGKILL and restart.
+/// Debian's kcat (librdkafka 2.0.2) against the real `logbroker-server` binary: what a user does first. 100,000
+/// lines produced with each codec come back byte-identical, keys and headers round-trip, `-L` lists the cluster
+/// and `-Q` finds offsets by timestamp. (Surviving SIGTERM and SIGKILL is `RestartTests`.)
 @Suite(.serialized) struct KcatRoundTripTests {
-    /// A `logbroker-server` child process on an ephemeral port, logging to a file in its directory.
-    final class Broker {
-        let directory: URL
-        let process = Process()
-        private(set) var port = 0
-
-        init(directory: URL) throws {
-            self.directory = directory
-            let config = directory.appendingPathComponent("server.properties")
-            try """
-            node.id=1
-            process.roles=broker,controller
-            listeners=PLAINTEXT://127.0.0.1:0
-            log.dirs=\(directory.path)/logs
-            """.write(to: config, atomically: true, encoding: .utf8)
-            let log = directory.appendingPathComponent("server-\(UUID().uuidString).log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
-            self.process.executableURL = buildDirectory.appendingPathComponent("logbroker-server")
-            self.process.arguments = [config.path]
-            self.process.standardOutput = FileHandle.nullDevice
-            self.process.standardError = try FileHandle(forWritingTo: log)
-            try self.process.run()
-            for _ in 0..<200 {
-                let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-                if let match = text.firstMatch(of: /listener=PLAINTEXT port=(\d+)/), text.contains("LogBroker started")
-                {
-                    self.port = Int(match.1)!
-                    return
-                }
-                Thread.sleep(forTimeInterval: 0.05)
-            }
-            self.process.terminate()
-            throw BrokerDidNotStart(log: (try? String(contentsOf: log, encoding: .utf8)) ?? "")
-        }
-
-        var bootstrap: String { "127.0.0.1:\(self.port)" }
-
-        func stop(signal: Int32) async throws {
-            let process = self.process
-            try await ExternalClientTests.offPool {
-                kill(process.processIdentifier, signal)
-                process.waitUntilExit()
-            }
-        }
-    }
-
-    struct BrokerDidNotStart: Error, CustomStringConvertible {
-        let log: String
-        var description: String { "logbroker-server did not start:\n\(self.log)" }
-    }
-
-    /// Runs a shell pipeline (for kcat's stdin and stdout) and returns its status and stdout.
+    /// Runs a shell pipeline (for kcat's stdin and stdout) and returns its status and combined output.
     static func shell(_ command: String) async throws -> (status: Int32, output: String) {
         try await ExternalClientTests.run(["sh", "-c", command])
     }
 
-    static func withDirectory(_ body: (URL) async throws -> Void) async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("logbroker-kcat-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try await body(directory)
+    /// `count` distinct lines with some repetition, so every codec has work to do, newline-terminated.
+    static func lines(_ count: Int, prefix: String = "line") -> String {
+        (0..<count).map { "\(prefix) \($0) " + String(repeating: "payload-\($0 % 97) ", count: 3) + "\n" }.joined()
     }
 
     /// The codec id (attributes & 7) of every whole batch in a `.log` file.
@@ -81,49 +28,124 @@ import Testing
         return ids
     }
 
-    @Test(.timeLimit(.minutes(3)))
-    func linesRoundTripWithEveryCodecAndSurviveSIGKILL() async throws {
-        try await Self.withDirectory { directory in
-            let input = directory.appendingPathComponent("lines.txt")
-            // 20,000 distinct lines with some repetition, so every codec has work to do.
-            let lines = (0..<20_000).map { "line \($0) " + String(repeating: "payload-\($0 % 97) ", count: 3) }
-            try (lines.joined(separator: "\n") + "\n").write(to: input, atomically: true, encoding: .utf8)
-            let expected = lines.joined(separator: "\n") + "\n"
+    @Test(.timeLimit(.minutes(5)))
+    func hundredThousandLinesRoundTripWithEveryCodec() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let input = broker.directory.appendingPathComponent("lines.txt")
+            let expected = Self.lines(100_000)
+            try expected.write(to: input, atomically: true, encoding: .utf8)
 
-            var broker = try Broker(directory: directory)
             let codecs = ["none", "gzip", "snappy", "lz4", "zstd"]
             for codec in codecs {
+                let topic = "rt-\(codec)"
                 let produce = try await Self.shell(
-                    "kcat -b \(broker.bootstrap) -P -t rt-\(codec) -z \(codec) -X linger.ms=5 < \(input.path)"
+                    "kcat -b \(broker.bootstrap) -P -t \(topic) -z \(codec) -X linger.ms=5 < \(input.path)"
                 )
                 #expect(produce.status == 0, "kcat -P -z \(codec): \(produce.output)")
-                let consume = try await Self.shell("kcat -b \(broker.bootstrap) -C -t rt-\(codec) -e -q")
-                #expect(consume.status == 0)
-                #expect(consume.output == expected, "-z \(codec): \(consume.output.count) bytes back")
+                // -e stops at the end; -q keeps kcat's own messages out; output goes to a file, not a pipe, so a
+                // mismatch can be reported by size without holding two copies in the test's output.
+                let output = broker.directory.appendingPathComponent("\(topic).out")
+                let consume = try await Self.shell(
+                    "kcat -b \(broker.bootstrap) -C -t \(topic) -e -q > \(output.path)"
+                )
+                #expect(consume.status == 0, "kcat -C \(topic): \(consume.output)")
+                let back = try String(contentsOf: output, encoding: .utf8)
+                #expect(back == expected, "-z \(codec): \(back.utf8.count) of \(expected.utf8.count) bytes back")
                 // kcat drops a codec silently when the broker's versions disable it, so look at the stored batches.
                 // librdkafka also sends a batch uncompressed when compressing does not shrink it (a tiny first
                 // batch), so the codec must appear, not be on every batch.
-                let segment = directory.appendingPathComponent("logs/rt-\(codec)-0/00000000000000000000.log")
+                let segment = broker.logDirectory.appendingPathComponent("\(topic)-0/00000000000000000000.log")
                 let stored = Self.codecIDs(ofBatchesIn: try Data(contentsOf: segment))
                 #expect(stored.contains(codecs.firstIndex(of: codec)!), "-z \(codec): codec ids \(Set(stored))")
             }
+        }
+    }
 
+    @Test(.timeLimit(.minutes(1)))
+    func keysAndHeadersRoundTrip() async throws {
+        try await BrokerProcess.withBroker { broker in
             let keyed = try await Self.shell(
-                "printf 'k1:v1\\nk2:v2\\n' | kcat -b \(broker.bootstrap) -P -t keyed -K: -H source=test -H n=1"
+                "printf 'k1:v1\\nk2:v2\\n:no key\\nk4:\\n' | "
+                    + "kcat -b \(broker.bootstrap) -P -t keyed -K: -H source=test -H n=1 -H empty="
             )
             #expect(keyed.status == 0, "\(keyed.output)")
-            let keys = try await Self.shell("kcat -b \(broker.bootstrap) -C -t keyed -e -q -f '%k=%s %h\\n'")
-            #expect(keys.output == "k1=v1 source=test,n=1\nk2=v2 source=test,n=1\n")
+            let plain = try await Self.shell("printf 'no key at all\\n' | kcat -b \(broker.bootstrap) -P -t keyed")
+            #expect(plain.status == 0, "\(plain.output)")
+            // %k key, %s value, %h headers, %K / %S their lengths (-1 for null).
+            let back = try await Self.shell(
+                "kcat -b \(broker.bootstrap) -C -t keyed -e -q -f '%k=%s %K %S %h\\n'"
+            )
+            #expect(back.status == 0, "\(back.output)")
+            // kcat -K sends an empty key for ":no key" and an empty value for "k4:"; without -K the key is null
+            // (length -1) and there are no headers.
+            #expect(
+                back.output
+                    == [
+                        "k1=v1 2 2 source=test,n=1,empty=",
+                        "k2=v2 2 2 source=test,n=1,empty=",
+                        "=no key 0 6 source=test,n=1,empty=",
+                        "k4= 2 0 source=test,n=1,empty=",
+                        "=no key at all -1 13 ",
+                    ].map { $0 + "\n" }.joined()
+            )
+        }
+    }
 
-            // Everything acknowledged is there after a SIGKILL (no clean shutdown) and a restart.
-            try await broker.stop(signal: SIGKILL)
-            broker = try Broker(directory: directory)
-            for codec in codecs {
-                let consume = try await Self.shell("kcat -b \(broker.bootstrap) -C -t rt-\(codec) -e -q")
-                #expect(consume.output == expected, "-z \(codec) after SIGKILL: \(consume.output.count) bytes back")
+    @Test(.timeLimit(.minutes(1)))
+    func listShowsTheBrokerTopicsAndPartitions() async throws {
+        try await BrokerProcess.withBroker([("num.partitions", "3")]) { broker in
+            let produce = try await Self.shell("printf 'a\\nb\\n' | kcat -b \(broker.bootstrap) -P -t listed")
+            #expect(produce.status == 0, "\(produce.output)")
+            let list = try await Self.shell("kcat -b \(broker.bootstrap) -L")
+            #expect(list.status == 0, "\(list.output)")
+            #expect(list.output.contains("broker 1 at \(broker.bootstrap) (controller)"), "\(list.output)")
+            #expect(list.output.contains("topic \"listed\" with 3 partitions:"), "\(list.output)")
+            for partition in 0..<3 {
+                #expect(
+                    list.output.contains("partition \(partition), leader 1, replicas: 1, isrs: 1"),
+                    "\(list.output)"
+                )
             }
-            try await broker.stop(signal: SIGTERM)
-            #expect(broker.process.terminationStatus == 0)
+            // One topic asked for by name: only it (auto-created on the way, as Kafka does by default).
+            let one = try await Self.shell("kcat -b \(broker.bootstrap) -L -t fresh")
+            #expect(one.status == 0, "\(one.output)")
+            #expect(one.output.contains(" 1 topics:\n  topic \"fresh\" with 3 partitions:"), "\(one.output)")
+            #expect(!one.output.contains("\"listed\""), "\(one.output)")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func queryFindsTheOffsetForATimestamp() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let first = try await Self.shell(
+                "seq 1 1000 | kcat -b \(broker.bootstrap) -P -t stamped -X linger.ms=5"
+            )
+            #expect(first.status == 0, "\(first.output)")
+            // librdkafka stamps each record with the wall clock when it is produced (CreateTime), so a moment
+            // strictly between the two runs separates them.
+            try await Task.sleep(for: .milliseconds(20))
+            let between = Int64(Date().timeIntervalSince1970 * 1000)
+            try await Task.sleep(for: .milliseconds(20))
+            let second = try await Self.shell(
+                "seq 1001 1500 | kcat -b \(broker.bootstrap) -P -t stamped -X linger.ms=5"
+            )
+            #expect(second.status == 0, "\(second.output)")
+
+            let cases: [(timestamp: Int64, offset: Int64)] = [
+                (between, 1000),  // the first record of the second run
+                (1, 0),  // before everything: the first offset
+                (between + 3_600_000, -1),  // after everything: none (Kafka answers offset -1)
+                (-1, 1500),  // kcat passes the special timestamps through: latest
+                (-2, 0),  // earliest
+            ]
+            for (timestamp, offset) in cases {
+                let query = try await Self.shell("kcat -b \(broker.bootstrap) -Q -t stamped:0:\(timestamp)")
+                #expect(query.status == 0, "\(query.output)")
+                #expect(query.output == "stamped [0] offset \(offset)\n", "-Q at \(timestamp)")
+            }
+            // And the record at the answered offset is the first of the second run.
+            let record = try await Self.shell("kcat -b \(broker.bootstrap) -C -t stamped -o 1000 -c 1 -e -q")
+            #expect(record.output == "1001\n")
         }
     }
 }
