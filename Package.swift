@@ -141,6 +141,13 @@ let package = Package(
             path: "benchmarks/storage",
             swiftSettings: swiftSettings
         ),
+        // libFuzzer target over the request decoder (fuzz/README.md); a normal build replays files instead.
+        .executableTarget(
+            name: "logbroker-fuzz-requests",
+            dependencies: ["KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", nioCore],
+            path: "fuzz/requests",
+            swiftSettings: swiftSettings
+        ),
 
         .testTarget(name: "MetadataStoreTests", dependencies: ["MetadataStore"], swiftSettings: swiftSettings),
         .testTarget(

@@ -17,8 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def server_binary():
+    # LOGBROKER_SCRATCH_PATH: a build made with `swift build --scratch-path` instead of the default .build.
+    scratch = os.environ.get("LOGBROKER_SCRATCH_PATH")
     path = subprocess.run(
-        ["swift", "build", "--show-bin-path"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["swift", "build", "--show-bin-path"] + (["--scratch-path", scratch] if scratch else []),
+        cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
     binary = os.path.join(path, "logbroker-server")
     if not os.access(binary, os.X_OK):
