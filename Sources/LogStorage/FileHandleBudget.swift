@@ -6,33 +6,59 @@ import Synchronization
     import Musl
 #endif
 
-/// A cap on the file descriptors that open partition logs may hold, so that thousands of partitions with several
+/// A cap on the file descriptors that partition logs may hold, so that thousands of partitions with several
 /// segments each never exhaust `ulimit -n` (DESIGN.md, "Thousands of partitions per broker").
 ///
-/// Each open `ManagedLog` is charged three descriptors per segment (the `.log` and the two mapped index files).
-/// When an open pushes the total over `limit`, the least recently used idle logs are closed until the total is
-/// back under `lowWater`; a closed log is reopened by its next use, from its files, without a recovery scan.
-/// Logs in use (pinned by `ManagedLog.withLog`) and offline logs are never closed.
+/// Every open segment is charged `Segment.descriptorsPerSegment` (its `.log` and two mapped index files). When the
+/// total passes `limit`, descriptors are given back in two steps until it is at or below `lowWater`:
 ///
-/// Thread-safe: the charges are behind one `Mutex`. Lock order: a `ManagedLog`'s lock may be held while taking the
-/// budget's, never the reverse; eviction takes each victim's lock only after releasing the budget's.
+/// 1. cold segments (any segment but a log's active one), least recently used first: their files close and reopen
+///    on the next read or look-up that needs them;
+/// 2. only if that is not enough (the active segments alone exceed the budget, e.g. 10,000 partitions under
+///    `ulimit -n` 20,000), whole idle `ManagedLog`s, least recently used first; such a log is reopened by its next
+///    use, from its files, without a recovery scan.
+///
+/// Logs in use (pinned by `ManagedLog.withLog`), busy logs (their lock held) and offline logs are never closed.
+///
+/// Thread-safe: the charges are behind one `Mutex`. Lock order: a `PartitionLog`'s or `ManagedLog`'s lock may be
+/// held while taking the budget's, never the reverse. Step 1 only try-locks other logs, so it may run under a
+/// log's lock; step 2 takes logs' locks and runs only where the caller holds none (`enforce`).
 public final class FileHandleBudget: Sendable {
-    /// The descriptors that open logs may hold in all.
+    /// The descriptors open segments may hold in all.
     public let limit: Int
-    /// Eviction closes logs until the total is at or below this (80% of `limit`), so that it runs in batches.
+    /// Closing stops once the total is at or below this (80% of `limit`), so that it runs in batches.
     public let lowWater: Int
     private let state = Mutex(State())
-    /// A logical clock for least-recently-used order; logs stamp themselves without taking the budget's lock.
+    /// A logical clock for least-recently-used order.
     private let clock = Atomic<UInt64>(0)
 
-    private struct State {
-        var charges: [ObjectIdentifier: (log: ManagedLog, descriptors: Int)] = [:]
-        var total = 0
-        var evictions = 0
+    struct SegmentKey: Hashable {
+        var log: ObjectIdentifier
+        var baseOffset: Int64
     }
 
-    /// Descriptors charged per segment of an open log.
-    public static let descriptorsPerSegment = 3
+    /// Entries hold their logs weakly: a log dropped without `close` (a test standing in for a kill) gives its
+    /// charges back in its `deinit` instead of being kept alive by the budget.
+    private struct Charge {
+        weak var log: PartitionLog?
+        var lastUse: UInt64
+        var active: Bool
+    }
+
+    private struct WeakLog {
+        weak var log: ManagedLog?
+    }
+
+    private struct State {
+        var segments: [SegmentKey: Charge] = [:]
+        var logs: [ObjectIdentifier: WeakLog] = [:]
+        var total = 0
+        var logEvictions = 0
+        var segmentEvictions = 0
+    }
+
+    /// Descriptors charged per open segment.
+    public static let descriptorsPerSegment = Segment.descriptorsPerSegment
 
     /// A budget of `limit` descriptors.
     public init(limit: Int) {
@@ -59,52 +85,112 @@ public final class FileHandleBudget: Sendable {
         return max(64, processLimit / 2)
     }
 
-    /// Descriptors charged to open logs now.
+    /// Descriptors charged to open segments now.
     public var charged: Int { self.state.withLock { $0.total } }
-    /// Logs open now.
-    public var openLogs: Int { self.state.withLock { $0.charges.count } }
-    /// How many times a log was closed to make room, since the budget was made.
-    public var evictions: Int { self.state.withLock { $0.evictions } }
+    /// Segments open now.
+    public var openSegments: Int { self.state.withLock { $0.segments.count } }
+    /// Managed logs open now.
+    public var openLogs: Int { self.state.withLock { $0.logs.count } }
+    /// How many times a whole log was closed to make room (step 2), since the budget was made.
+    public var evictions: Int { self.state.withLock { $0.logEvictions } }
+    /// How many times a cold segment was closed to make room (step 1), since the budget was made.
+    public var segmentEvictions: Int { self.state.withLock { $0.segmentEvictions } }
 
     /// A new least-recently-used stamp.
     func tick() -> UInt64 {
         self.clock.add(1, ordering: .relaxed).newValue
     }
 
-    /// Records that `log` is open with `segments` segments (or changed its segment count).
-    func charge(_ log: ManagedLog, segments: Int) {
-        self.state.withLock { state in
-            let descriptors = segments * Self.descriptorsPerSegment
-            let previous = state.charges.updateValue((log, descriptors), forKey: ObjectIdentifier(log))
-            state.total += descriptors - (previous?.descriptors ?? 0)
-        }
-    }
+    // MARK: Segments
 
-    /// Records that `log` closed its files.
-    func release(_ log: ManagedLog, evicted: Bool) {
+    /// Records that `log`'s segment at `baseOffset` has its files open (or, if already charged, whether it is now
+    /// the active one); a use stamps it as most recently used.
+    func chargeSegment(_ log: PartitionLog, baseOffset: Int64, active: Bool) {
+        let stamp = self.tick()
         self.state.withLock { state in
-            if let previous = state.charges.removeValue(forKey: ObjectIdentifier(log)) {
-                state.total -= previous.descriptors
-                if evicted { state.evictions += 1 }
+            let key = SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset)
+            if state.segments.updateValue(Charge(log: log, lastUse: stamp, active: active), forKey: key) == nil {
+                state.total += Self.descriptorsPerSegment
             }
         }
     }
 
-    /// Closes idle logs, least recently used first, until the total is at or below `lowWater`, if it is above
-    /// `limit`. `sparing` (the log that just opened) is not closed. Call with no `ManagedLog` lock held.
-    func enforce(sparing: ManagedLog? = nil) {
-        let victims: [ManagedLog] = self.state.withLock { state in
+    /// Marks a cold segment as just used (least-recently-used order).
+    func touchSegment(_ log: PartitionLog, baseOffset: Int64) {
+        let stamp = self.tick()
+        self.state.withLock { state in
+            state.segments[SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset)]?.lastUse = stamp
+        }
+    }
+
+    /// Records that the segment's files closed.
+    func releaseSegment(_ log: PartitionLog, baseOffset: Int64, evicted: Bool = false) {
+        self.state.withLock { state in
+            if state.segments.removeValue(forKey: SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset))
+                != nil
+            {
+                state.total -= Self.descriptorsPerSegment
+                if evicted { state.segmentEvictions += 1 }
+            }
+        }
+    }
+
+    /// Gives back every charge of a log that is going away.
+    func releaseAll(_ log: ObjectIdentifier) {
+        self.state.withLock { state in
+            let keys = state.segments.keys.filter { $0.log == log }
+            for key in keys { state.segments.removeValue(forKey: key) }
+            state.total -= keys.count * Self.descriptorsPerSegment
+        }
+    }
+
+    var isOverLimit: Bool { self.state.withLock { $0.total > self.limit } }
+
+    /// Step 1, if the total is above `limit`: the least recently used cold segments to close to reach `lowWater`,
+    /// never `sparing` (a segment the caller is about to use). The caller closes its own log's victims itself
+    /// (under its lock) and the others with `PartitionLog.closeColdSegmentIfIdle`.
+    func coldSegmentVictims(sparing: SegmentKey? = nil) -> [(log: PartitionLog, baseOffset: Int64)] {
+        self.state.withLock { state in
             guard state.total > self.limit else { return [] }
             var excess = state.total - self.lowWater
-            var chosen: [ManagedLog] = []
-            let byAge = state.charges.values.sorted { $0.log.lastUse < $1.log.lastUse }
-            for (log, descriptors) in byAge where excess > 0 && log !== sparing {
-                chosen.append(log)
-                excess -= descriptors
+            var chosen: [(log: PartitionLog, baseOffset: Int64)] = []
+            let cold = state.segments.filter { !$0.value.active && $0.key != sparing }
+            for (key, entry) in cold.sorted(by: { $0.value.lastUse < $1.value.lastUse }) where excess > 0 {
+                guard let log = entry.log else { continue }
+                chosen.append((log, key.baseOffset))
+                excess -= Self.descriptorsPerSegment
             }
             return chosen
         }
-        for log in victims where self.state.withLock({ $0.total }) > self.lowWater {
+    }
+
+    // MARK: Logs
+
+    /// Records that `log` is open (a candidate for step 2).
+    func registerLog(_ log: ManagedLog) {
+        self.state.withLock { $0.logs[ObjectIdentifier(log)] = WeakLog(log: log) }
+    }
+
+    /// Records that `log` closed its files (its segments release their own charges).
+    func unregisterLog(_ log: ObjectIdentifier, evicted: Bool) {
+        self.state.withLock { state in
+            if state.logs.removeValue(forKey: log) != nil, evicted { state.logEvictions += 1 }
+        }
+    }
+
+    /// Both steps, if the total is above `limit`: cold segments first, then whole idle logs, least recently used
+    /// first, until the total is at or below `lowWater`. `sparing` (the log just opened or used) is not closed.
+    /// Call with no `PartitionLog` or `ManagedLog` lock held.
+    func enforce(sparing: ManagedLog? = nil) {
+        for (log, baseOffset) in self.coldSegmentVictims() {
+            log.closeColdSegmentIfIdle(baseOffset: baseOffset)
+        }
+        let victims: [ManagedLog] = self.state.withLock { state in
+            guard state.total > self.limit else { return [] }
+            return state.logs.values.compactMap(\.log).filter { $0 !== sparing }.sorted { $0.lastUse < $1.lastUse }
+        }
+        for log in victims {
+            guard self.state.withLock({ $0.total }) > self.lowWater else { break }
             log.closeIfIdle()
         }
     }

@@ -9,7 +9,9 @@ import SystemPackage
 ///    naming the file, the position and the offsets dropped;
 /// 3. below the recovery point nothing is read, except a segment whose index is missing or fails its sanity
 ///    check, which is rebuilt; corruption found there takes the partition offline and deletes nothing;
-/// 4. the epoch cache is cut to the resulting log end and log start.
+/// 4. the epoch cache is cut to the resulting log end and log start;
+/// 5. every segment but the last closes its files again (`Segment.closeFiles`), so a partition holds one segment's
+///    descriptors until a read needs an older one.
 ///
 /// A value used once by `PartitionLog.init`; not thread-safe.
 struct Loader {
@@ -147,6 +149,8 @@ struct Loader {
         if offlineReason == nil {
             try segments.last!.onBecomeActive(indexCapacity: self.config.segmentIndexBytes)
         }
+        // Only the active segment keeps its files open; the others reopen when a read needs them.
+        for segment in segments.dropLast() { try segment.closeFiles() }
         let start = max(logStartOffset, segments[0].baseOffset)
         try self.epochCache.truncate(fromEnd: nextOffset)
         try self.epochCache.truncate(fromStart: start)

@@ -25,7 +25,7 @@ public struct LogManagerConfig: Sendable {
     public var retentionCheckIntervalMs: Int64
     /// `num.recovery.threads.per.data.dir`: threads loading (and recovering) partitions at start-up, per directory.
     public var recoveryThreadsPerDirectory: Int
-    /// The file descriptors open partition logs may hold (`FileHandleBudget`); default half of `ulimit -n`.
+    /// The file descriptors open segments may hold (`FileHandleBudget`); default half of `ulimit -n`.
     public var fileHandleLimit: Int
 
     public init(
@@ -260,6 +260,7 @@ public final class LogManager: Sendable {
                         recoveryPoint: checkpoints.recoveryPoints[partition] ?? 0,
                         logStartOffset: checkpoints.logStartOffsets[partition] ?? 0,
                         hadCleanShutdown: hadCleanShutdown,
+                        budget: budget,
                         logger: logger
                     )
                     let managed = ManagedLog(
@@ -318,6 +319,7 @@ public final class LogManager: Sendable {
                 logDirectory: directory,
                 topicPartition: topicPartition,
                 config: config,
+                budget: self.budget,
                 logger: self.logger
             )
             try FileIO.syncDirectory(directory)

@@ -6,10 +6,11 @@ import SystemPackage
 /// One partition as `LogManager` hands it out: its `PartitionLog` when open, and what the manager must know about it
 /// while its files are closed (bounds, recovery point, high watermark, the flush policy's counters).
 ///
-/// The `FileHandleBudget` may close an idle log's files at any time; `withLog` reopens it (a clean open: no
-/// recovery scan, since closing wrote the indexes and the producer snapshot) and pins it while `body` runs, so a
+/// The `PartitionLog` closes its cold segments' files itself when the `FileHandleBudget` asks. Only when that is not
+/// enough does the budget close an idle log's files altogether; `withLog` reopens it (a clean open: no recovery
+/// scan, since closing wrote the indexes and the producer snapshot) and pins it while `body` runs, so a
 /// `PartitionLog` must not be kept past `withLog`. `appendAsLeader` / `appendAsFollower` apply the durability
-/// policy (`flush.messages`, and a background fsync of a segment that just rolled).
+/// policy (`flush.messages`, and a background fsync of the segments below a newly rolled one).
 ///
 /// Thread-safe: state behind one `Mutex`, held while the log is opened or closed, not while `body` runs. Every
 /// method may make blocking disk calls: call them from a `DiskIOPool` thread.
@@ -45,6 +46,8 @@ public final class ManagedLog: Sendable {
         var unflushedMessages: Int64 = 0
         var lastFlushMs: Int64
         var backgroundFlushQueued = false
+        /// The base offset of the newest rolled-to segment: the queued background flush syncs up to it.
+        var backgroundFlushTarget: Int64 = 0
     }
 
     init(
@@ -77,7 +80,11 @@ public final class ManagedLog: Sendable {
             )
         )
         self.lastUseStamp.store(budget.tick(), ordering: .relaxed)
-        budget.charge(self, segments: bases.count)
+        budget.registerLog(self)
+    }
+
+    deinit {
+        self.budget.unregisterLog(ObjectIdentifier(self), evicted: false)
     }
 
     var lastUse: UInt64 { self.lastUseStamp.load(ordering: .relaxed) }
@@ -124,11 +131,12 @@ public final class ManagedLog: Sendable {
                     recoveryPoint: state.recoveryPoint,
                     logStartOffset: state.logStartOffset,
                     hadCleanShutdown: true,
+                    budget: self.budget,
                     logger: self.logger
                 )
                 state.log = log
                 state.segmentCount = log.segmentBaseOffsets.count
-                self.budget.charge(self, segments: state.segmentCount)
+                self.budget.registerLog(self)
                 return (log, true)
             } catch {
                 state.pins -= 1
@@ -139,23 +147,19 @@ public final class ManagedLog: Sendable {
 
     private func unpin(_ log: PartitionLog) {
         let bases = log.segmentBaseOffsets
-        let (rolled, grew): (Bool, Bool) = self.state.withLock { state in
+        let rolled: Bool = self.state.withLock { state in
             state.pins -= 1
-            let rolled = (bases.last ?? 0) != state.lastSegmentBaseOffset && bases.count > 1
-            let grew = bases.count > state.segmentCount
-            if bases.count != state.segmentCount {
-                state.segmentCount = bases.count
-                if state.log != nil { self.budget.charge(self, segments: bases.count) }
-            }
+            let rolled = (bases.last ?? 0) > state.lastSegmentBaseOffset && bases.count > 1
+            state.segmentCount = bases.count
             state.lastSegmentBaseOffset = bases.last ?? 0
             if state.deleted && state.pins == 0, let open = state.log {
                 try? open.close()
                 state.log = nil
             }
-            return (rolled, grew)
+            return rolled
         }
-        if grew { self.budget.enforce(sparing: self) }
-        if rolled { self.scheduleBackgroundFlush() }
+        if self.budget.isOverLimit { self.budget.enforce(sparing: self) }
+        if rolled, let newActive = bases.last { self.scheduleBackgroundFlush(upTo: newActive) }
     }
 
     /// Appends as leader (`PartitionLog.appendAsLeader`), then applies the flush policy: an fsync once
@@ -204,39 +208,53 @@ public final class ManagedLog: Sendable {
     /// fsyncs the log from its recovery point and moves the recovery point to the log end. A closed log's
     /// files are synced without reopening it.
     public func flush(nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError) {
+        try self.flush(upTo: nil, nowMs: nowMs)
+    }
+
+    /// fsyncs the segments holding offsets from the recovery point up to `offset` (exclusive; nil: the log end)
+    /// and moves the recovery point there (`PartitionLog.flush(upTo:)`). Only a flush to the log end counts for
+    /// `flush.messages` / `flush.ms`.
+    public func flush(upTo offset: Int64?, nowMs: Int64 = PartitionLog.nowMs()) throws(StorageError) {
         let log: PartitionLog? = try self.state.withLock { state throws(StorageError) in
             guard !state.deleted else { return nil }
             if let log = state.log {
                 state.pins += 1
                 return log
             }
-            if state.recoveryPoint < state.logEndOffset {
-                try Self.syncFiles(in: self.directory, from: state.recoveryPoint)
-                state.recoveryPoint = state.logEndOffset
+            let end = min(offset ?? state.logEndOffset, state.logEndOffset)
+            if state.recoveryPoint < end {
+                try Self.syncFiles(in: self.directory, from: state.recoveryPoint, upTo: end)
+                state.recoveryPoint = end
             }
-            state.unflushedMessages = 0
-            state.lastFlushMs = nowMs
+            if offset == nil {
+                state.unflushedMessages = 0
+                state.lastFlushMs = nowMs
+            }
             return nil
         }
         guard let log else { return }
         defer { self.unpin(log) }
-        try log.flush()
+        try log.flush(upTo: offset)
+        let recoveryPoint = log.recoveryPoint
         self.state.withLock { state in
-            state.unflushedMessages = 0
-            state.lastFlushMs = nowMs
-            state.recoveryPoint = log.recoveryPoint
+            if offset == nil {
+                state.unflushedMessages = 0
+                state.lastFlushMs = nowMs
+            }
+            state.recoveryPoint = recoveryPoint
         }
     }
 
-    /// fsyncs a closed log's segment files from the one holding `offset` on, without opening a `PartitionLog`.
-    private static func syncFiles(in directory: FilePath, from offset: Int64) throws(StorageError) {
+    /// fsyncs a closed log's segment files holding offsets from `offset` up to `end` (exclusive), without opening
+    /// a `PartitionLog`.
+    private static func syncFiles(in directory: FilePath, from offset: Int64, upTo end: Int64) throws(StorageError) {
         var logs: [Int64] = []
         for name in try FileIO.listDirectory(directory) {
             if let base = Loader.baseOffset(of: name, suffix: ".log") { logs.append(base) }
         }
         logs.sort()
         let first = logs.lastIndex { $0 <= offset } ?? 0
-        for base in logs[first...] {
+        for base in logs[first...] where base < end {
             for suffix in [".log", ".index", ".timeindex"] {
                 let path = directory.appending(Segment.fileName(base, suffix))
                 guard FileIO.exists(path) else { continue }
@@ -247,18 +265,25 @@ public final class ManagedLog: Sendable {
         }
     }
 
-    /// Queues one fsync of the log on the background pool (after a roll), unless one is already queued.
-    private func scheduleBackgroundFlush() {
+    /// Queues an fsync of the segments below `offset` (the new active segment's base) on the background pool after
+    /// a roll, as Kafka's roll schedules `flushUptoOffsetExclusive`; one queued job covers every roll before it
+    /// runs. The active segment is not synced: the recovery point moves to `offset`.
+    private func scheduleBackgroundFlush(upTo offset: Int64) {
         let queue = self.state.withLock { state in
-            guard !state.backgroundFlushQueued, !state.deleted else { return false }
+            guard !state.deleted else { return false }
+            state.backgroundFlushTarget = max(state.backgroundFlushTarget, offset)
+            guard !state.backgroundFlushQueued else { return false }
             state.backgroundFlushQueued = true
             return true
         }
         guard queue else { return }
         self.policy.background { [self] in
-            self.state.withLock { $0.backgroundFlushQueued = false }
+            let target = self.state.withLock { state in
+                state.backgroundFlushQueued = false
+                return state.backgroundFlushTarget
+            }
             do {
-                try self.flush()
+                try self.flush(upTo: target)
             } catch {
                 self.logger.error("Background flush of a rolled segment failed", metadata: ["error": "\(error)"])
             }
@@ -325,7 +350,7 @@ public final class ManagedLog: Sendable {
                 self.logger.warning("Closing a cold log failed", metadata: ["error": "\(error)"])
             }
             state.log = nil
-            self.budget.release(self, evicted: true)
+            self.budget.unregisterLog(ObjectIdentifier(self), evicted: true)
         }
     }
 
@@ -349,7 +374,7 @@ public final class ManagedLog: Sendable {
             guard let log = state.log else { return }
             Self.remember(log, in: &state)
             state.log = nil
-            self.budget.release(self, evicted: false)
+            self.budget.unregisterLog(ObjectIdentifier(self), evicted: false)
             try log.close()
         }
     }
@@ -362,7 +387,7 @@ public final class ManagedLog: Sendable {
                 try? log.close()
                 state.log = nil
             }
-            self.budget.release(self, evicted: false)
+            self.budget.unregisterLog(ObjectIdentifier(self), evicted: false)
         }
     }
 }

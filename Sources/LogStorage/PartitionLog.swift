@@ -58,6 +58,8 @@ public final class PartitionLog: Sendable {
     /// Internal (not private) so the retention extension in PartitionLog+Retention.swift can use it.
     let state: Mutex<State>
     let logger: Logger
+    /// The descriptor budget the segments' files are charged to; nil: cold segments stay open once opened.
+    let budget: FileHandleBudget?
 
     struct State: ~Copyable {
         var config: LogConfig
@@ -69,6 +71,9 @@ public final class PartitionLog: Sendable {
         var offlineReason: String?
         var producers: ProducerStateManager
         var pendingDeletes: [(deadlineMs: Int64, paths: [FilePath])] = []
+        /// Counts truncations, so a flush that ran without the lock does not move the recovery point over bytes
+        /// that were cut and written again meanwhile.
+        var truncations: UInt64 = 0
     }
 
     /// The wall clock in milliseconds, as Kafka's `time.milliseconds()`.
@@ -82,6 +87,8 @@ public final class PartitionLog: Sendable {
     /// (`hadCleanShutdown` false) the segments from `recoveryPoint` on are checked batch by batch and the log is
     /// cut at the first torn or corrupt batch; any segment whose index is missing or fails its sanity check is
     /// rebuilt. Corruption found while rebuilding below the recovery point takes the partition offline instead.
+    /// Only the active segment's files stay open; the others reopen when a read or look-up needs them, charged to
+    /// `budget`.
     public init(
         logDirectory: FilePath,
         topicPartition: TopicPartition,
@@ -91,6 +98,7 @@ public final class PartitionLog: Sendable {
         hadCleanShutdown: Bool = true,
         producerIdExpirationMs: Int64 = 86_400_000,
         nowMs: Int64 = PartitionLog.nowMs(),
+        budget: FileHandleBudget? = nil,
         logger: Logger = Logger(label: "LogStorage")
     ) throws(StorageError) {
         let directory = logDirectory.appending(topicPartition.directoryName)
@@ -99,6 +107,7 @@ public final class PartitionLog: Sendable {
         self.topicPartition = topicPartition
         self.directory = directory
         self.logger = logger
+        self.budget = budget
         try FileIO.makeDirectory(directory)
         let epochCache = try LeaderEpochCache(path: directory.appending(LeaderEpochCache.fileName))
         var loader = Loader(
@@ -140,6 +149,21 @@ public final class PartitionLog: Sendable {
                 producers: producers
             )
         )
+        if let budget {
+            self.state.withLock { state in
+                for segment in state.segments {
+                    segment.account = Segment.Account(owner: self, budget: budget)
+                    if segment.isOpen {
+                        let active = segment === state.segments.last
+                        budget.chargeSegment(self, baseOffset: segment.baseOffset, active: active)
+                    }
+                }
+            }
+        }
+    }
+
+    deinit {
+        self.budget?.releaseAll(ObjectIdentifier(self))
     }
 
     /// Reloads the newest snapshot at or below `logEndOffset` and replays the batch headers after it (Kafka's
@@ -158,9 +182,12 @@ public final class PartitionLog: Sendable {
         )
         if from < logEndOffset {
             for segment in segments[Self.segmentIndex(segments, containing: from)...] {
+                let wasOpen = segment.isOpen
                 try segment.forEachBatchHeader(from: from) { (header) throws(StorageError) in
                     if header.lastOffset < logEndOffset, let batch = header.producerBatch { producers.apply(batch) }
                 }
+                // A cold segment opened only for this replay closes again, so it holds no descriptor.
+                if !wasOpen && segment !== segments.last { try segment.closeFiles() }
             }
         }
         producers.updateMapEndOffset(logEndOffset)
@@ -497,7 +524,69 @@ public final class PartitionLog: Sendable {
             throw error
         }
         state.segments.append(segment)
+        // The old active segment is now cold: it stays open (the background flush and consumers near the end use
+        // it) until the budget needs its descriptors.
+        self.budget?.chargeSegment(self, baseOffset: active.baseOffset, active: false)
+        self.makeActive(segment)
+        self.makeRoom(&state, sparing: nil)
         self.logger.debug("Rolled segment", metadata: ["baseOffset": "\(baseOffset)"])
+    }
+
+    // MARK: Segment files
+
+    /// Charges `segment`, the new last one, as the active segment (never closed by the budget).
+    private func makeActive(_ segment: Segment) {
+        guard let budget = self.budget else { return }
+        segment.account = Segment.Account(owner: self, budget: budget)
+        if segment.isOpen { budget.chargeSegment(self, baseOffset: segment.baseOffset, active: true) }
+    }
+
+    /// Makes `segment`'s files usable: a cold segment closed by the budget is reopened (and charged, possibly
+    /// closing other cold segments), an open one is stamped as just used.
+    func use(_ state: inout State, _ segment: Segment) throws(StorageError) {
+        guard segment !== state.segments.last else { return }
+        if try segment.open() {
+            self.makeRoom(&state, sparing: segment.baseOffset)
+        } else {
+            self.budget?.touchSegment(self, baseOffset: segment.baseOffset)
+        }
+    }
+
+    /// The budget's step 1 from under this log's lock: its own victims are closed here, other logs' only if their
+    /// lock is free (so two logs making room never wait on each other).
+    private func makeRoom(_ state: inout State, sparing baseOffset: Int64?) {
+        guard let budget = self.budget else { return }
+        let spared = baseOffset.map { FileHandleBudget.SegmentKey(log: ObjectIdentifier(self), baseOffset: $0) }
+        for (log, victim) in budget.coldSegmentVictims(sparing: spared) {
+            if log === self {
+                self.closeColdSegment(&state, baseOffset: victim)
+            } else {
+                log.closeColdSegmentIfIdle(baseOffset: victim)
+            }
+        }
+    }
+
+    /// Closes the files of the cold segment at `baseOffset` if nobody holds this log's lock (the budget's step 1).
+    func closeColdSegmentIfIdle(baseOffset: Int64) {
+        _ = self.state.withLockIfAvailable { state in self.closeColdSegment(&state, baseOffset: baseOffset) }
+    }
+
+    private func closeColdSegment(_ state: inout State, baseOffset: Int64) {
+        let index = Self.segmentIndex(state.segments, containing: baseOffset)
+        let segment = state.segments[index]
+        guard segment.baseOffset == baseOffset else {
+            self.budget?.releaseSegment(self, baseOffset: baseOffset)  // a stale charge: the segment is gone
+            return
+        }
+        guard index < state.segments.count - 1 else {
+            self.budget?.chargeSegment(self, baseOffset: baseOffset, active: true)
+            return
+        }
+        do {
+            try segment.closeFiles(evicted: true)
+        } catch {
+            self.logger.warning("Closing a cold segment failed", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Writes a producer snapshot at the state's map end offset. A failure (a full disk) is logged, not thrown:
@@ -536,6 +625,7 @@ public final class PartitionLog: Sendable {
             var info = LogReadInfo(range: nil, logStartOffset: state.logStartOffset, logEndOffset: state.nextOffset)
             var index = Self.segmentIndex(state.segments, containing: offset)
             while index < state.segments.count {
+                try self.use(&state, state.segments[index])
                 if let range = try state.segments[index].read(
                     from: offset,
                     maxBytes: maxBytes,
@@ -599,6 +689,7 @@ public final class PartitionLog: Sendable {
     {
         for segment in segments where segment.maxTimestampSoFar >= timestamp {
             do throws(StorageError) {
+                try self.use(&state, segment)
                 if let (found, offset) = try segment.findOffset(
                     byTimestamp: timestamp,
                     startingOffset: state.logStartOffset
@@ -637,11 +728,13 @@ public final class PartitionLog: Sendable {
             let segment = state.segments.removeLast()
             self.scheduleDeletion(&state, segment)
         }
+        state.truncations &+= 1
         let active = state.segments.last!
         if let batch = try active.findBatch(containing: offset) {
             try active.truncate(toPosition: batch.position, offset: batch.baseOffset)
         }
         try active.onBecomeActive(indexCapacity: state.config.segmentIndexBytes)
+        self.makeActive(active)
         state.nextOffset = try active.nextOffset()
         state.recoveryPoint = min(state.recoveryPoint, state.nextOffset)
         try state.epochCache.truncate(fromEnd: state.nextOffset)
@@ -664,14 +757,15 @@ public final class PartitionLog: Sendable {
         try self.state.withLock { state throws(StorageError) in
             try self.checkOnline(state)
             for segment in state.segments { self.scheduleDeletion(&state, segment) }
-            state.segments = [
-                try Segment(
-                    directory: self.directory,
-                    baseOffset: offset,
-                    indexCapacity: state.config.segmentIndexBytes,
-                    nowMs: nowMs
-                )
-            ]
+            state.truncations &+= 1
+            let segment = try Segment(
+                directory: self.directory,
+                baseOffset: offset,
+                indexCapacity: state.config.segmentIndexBytes,
+                nowMs: nowMs
+            )
+            state.segments = [segment]
+            self.makeActive(segment)
             state.nextOffset = offset
             state.logStartOffset = offset
             state.recoveryPoint = offset
@@ -704,17 +798,38 @@ public final class PartitionLog: Sendable {
 
     // MARK: Durability
 
-    /// fsyncs every segment from the recovery point and moves the recovery point to the log end.
-    public func flush() throws(StorageError) {
-        try self.state.withLock { state throws(StorageError) in
+    /// fsyncs the segments holding offsets from the recovery point up to `offset` (exclusive; nil: the log end),
+    /// then moves the recovery point to `offset` (Kafka's `flushUptoOffsetExclusive`). After a roll the caller
+    /// passes the new active segment's base offset, so only the rolled segments are synced, not the active tail.
+    /// The fsyncs run without the log's lock, so appends and reads go on meanwhile: the bytes they cover were
+    /// written before they start. A failed fsync takes the partition offline.
+    public func flush(upTo offset: Int64? = nil) throws(StorageError) {
+        let plan = try self.state.withLock { state throws(StorageError) -> ([Segment.SyncTarget], Int64, UInt64)? in
             try self.checkOnline(state)
-            let start = Self.segmentIndex(state.segments, containing: state.recoveryPoint)
+            let end = min(offset ?? state.nextOffset, state.nextOffset)
+            guard end > state.recoveryPoint else { return nil }
+            var targets: [Segment.SyncTarget] = []
             do throws(StorageError) {
-                for segment in state.segments[start...] { try segment.flush() }
+                var index = Self.segmentIndex(state.segments, containing: state.recoveryPoint)
+                while index < state.segments.count, state.segments[index].baseOffset < end {
+                    try self.use(&state, state.segments[index])
+                    targets.append(try state.segments[index].syncTarget())
+                    index += 1
+                }
             } catch {
                 throw self.takeOffline(&state, error)
             }
-            state.recoveryPoint = state.nextOffset
+            return (targets, end, state.truncations)
+        }
+        guard let (targets, end, truncations) = plan else { return }
+        do throws(StorageError) {
+            for target in targets { try target.sync() }
+        } catch {
+            self.state.withLock { state in _ = self.takeOffline(&state, error) }
+            throw error
+        }
+        self.state.withLock { state in
+            if state.truncations == truncations && end > state.recoveryPoint { state.recoveryPoint = end }
         }
     }
 
@@ -728,6 +843,7 @@ public final class PartitionLog: Sendable {
                 self.snapshotProducerState(state.producers)
             }
             for segment in state.segments { try segment.close() }
+            self.budget?.releaseAll(ObjectIdentifier(self))
             for (_, paths) in state.pendingDeletes {
                 for path in paths { try? FileIO.unlink(path) }
             }

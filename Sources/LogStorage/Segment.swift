@@ -38,13 +38,20 @@ struct StoredBatchHeader {
 
 /// One `.log` file with its `.index` and `.timeindex`: the batches from `baseOffset` on, as appended.
 ///
-/// Not thread-safe: `PartitionLog` calls it while holding its lock (reads of `file` through a `FileRange` need no
-/// lock, since they only touch bytes that were written before the range was handed out).
+/// A segment that no longer takes appends may have its files closed (`closeFiles`) to stay within the
+/// `FileHandleBudget`: what it knows about itself (size, largest timestamp) stays in memory, and any call that
+/// needs the bytes reopens them first (`open`). A `FileRange` handed out earlier keeps its own `SegmentFile`, so a
+/// read in flight is not cut short by a close.
+///
+/// Not thread-safe: `PartitionLog` calls it while holding its lock (reads of a `SegmentFile` through a `FileRange`
+/// need no lock, since they only touch bytes that were written before the range was handed out).
 final class Segment {
     let baseOffset: Int64
-    private(set) var file: SegmentFile
-    let offsetIndex: OffsetIndex
-    let timeIndex: TimeIndex
+    let directory: FilePath
+    /// The open `.log` and indexes; nil while the files are closed.
+    private var files: Files?
+    /// Where opening and closing the files is charged: the log's descriptor budget (nil: no budget).
+    var account: Account?
     /// Bytes in the `.log`.
     private(set) var size: Int64
     private var bytesSinceLastIndexEntry = 0
@@ -56,6 +63,21 @@ final class Segment {
     /// When the segment was made or opened, for `segment.ms` while it has no timestamped batch.
     let createdMs: Int64
 
+    /// The budget a segment charges, and the log it belongs to (unowned: the log owns its segments).
+    struct Account {
+        unowned let owner: PartitionLog
+        let budget: FileHandleBudget
+    }
+
+    private struct Files {
+        var log: SegmentFile
+        var offsetIndex: OffsetIndex
+        var timeIndex: TimeIndex
+    }
+
+    /// Descriptors an open segment holds: the `.log` and the two index files.
+    static let descriptorsPerSegment = 3
+
     static func fileName(_ offset: Int64, _ suffix: String) -> String {
         let digits = String(offset)
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + suffix
@@ -65,28 +87,68 @@ final class Segment {
     /// preallocated index size for an active segment, 0 for one that only takes reads.
     init(directory: FilePath, baseOffset: Int64, indexCapacity: Int, nowMs: Int64) throws(StorageError) {
         self.baseOffset = baseOffset
-        let logPath = directory.appending(Self.fileName(baseOffset, ".log"))
-        let fd = try FileIO.open(logPath, .readWrite, options: .create)
-        self.file = SegmentFile(descriptor: fd, path: logPath)
-        self.size = try FileIO.size(fd, path: logPath)
-        self.offsetIndex = try OffsetIndex(
-            path: directory.appending(Self.fileName(baseOffset, ".index")),
-            baseOffset: baseOffset,
-            maxIndexSize: indexCapacity
-        )
-        self.timeIndex = try TimeIndex(
-            path: directory.appending(Self.fileName(baseOffset, ".timeindex")),
-            baseOffset: baseOffset,
-            maxIndexSize: indexCapacity
-        )
+        self.directory = directory
+        let files = try Self.openFiles(directory: directory, baseOffset: baseOffset, indexCapacity: indexCapacity)
+        self.files = files
+        self.size = try FileIO.size(files.log.descriptor, path: files.log.path)
         self.offsetOfMaxTimestampSoFar = baseOffset
-        if let last = self.timeIndex.lastEntry {
+        if let last = files.timeIndex.lastEntry {
             (self.maxTimestampSoFar, self.offsetOfMaxTimestampSoFar) = (last.timestamp, last.offset)
         }
         self.createdMs = nowMs
     }
 
-    var logPath: FilePath { self.file.path }
+    private static func openFiles(directory: FilePath, baseOffset: Int64, indexCapacity: Int) throws(StorageError)
+        -> Files
+    {
+        let logPath = directory.appending(Self.fileName(baseOffset, ".log"))
+        let log = SegmentFile(descriptor: try FileIO.open(logPath, .readWrite, options: .create), path: logPath)
+        let offsetIndex = try OffsetIndex(
+            path: directory.appending(Self.fileName(baseOffset, ".index")),
+            baseOffset: baseOffset,
+            maxIndexSize: indexCapacity
+        )
+        let timeIndex = try TimeIndex(
+            path: directory.appending(Self.fileName(baseOffset, ".timeindex")),
+            baseOffset: baseOffset,
+            maxIndexSize: indexCapacity
+        )
+        return Files(log: log, offsetIndex: offsetIndex, timeIndex: timeIndex)
+    }
+
+    var logPath: FilePath { self.directory.appending(Self.fileName(self.baseOffset, ".log")) }
+    var isOpen: Bool { self.files != nil }
+    /// The open `.log`; only after `open`.
+    var file: SegmentFile { self.files!.log }
+    /// The indexes; only after `open`.
+    var offsetIndex: OffsetIndex { self.files!.offsetIndex }
+    var timeIndex: TimeIndex { self.files!.timeIndex }
+
+    /// Reopens the files of a closed segment (its indexes at their trimmed size); returns whether it had to.
+    @discardableResult
+    func open() throws(StorageError) -> Bool {
+        guard self.files == nil else { return false }
+        self.files = try Self.openFiles(directory: self.directory, baseOffset: self.baseOffset, indexCapacity: 0)
+        if let account = self.account {
+            account.budget.chargeSegment(account.owner, baseOffset: self.baseOffset, active: false)
+        }
+        return true
+    }
+
+    /// Closes the files of a segment that takes no appends (indexes already trimmed by `onBecomeInactive`);
+    /// returns whether they were open. The `.log` descriptor stays open while a `FileRange` still holds it.
+    @discardableResult
+    func closeFiles(evicted: Bool = false) throws(StorageError) -> Bool {
+        guard let files = self.files else { return false }
+        self.files = nil
+        if let account = self.account {
+            account.budget.releaseSegment(account.owner, baseOffset: self.baseOffset, evicted: evicted)
+        }
+        defer { try? files.timeIndex.file.close(trim: false) }
+        try files.offsetIndex.file.close(trim: true)
+        try files.timeIndex.file.close(trim: true)
+        return true
+    }
 
     // MARK: Appending
 
@@ -105,6 +167,7 @@ final class Segment {
     /// write the file is cut back to where it was, so no partial batch stays behind; if even that cut fails, its
     /// error is thrown instead of the write's (the caller must then take the partition offline).
     func append(_ bytes: ByteBuffer, batches: [StoredBatchHeader], indexIntervalBytes: Int) throws(StorageError) {
+        try self.open()
         let start = self.size
         do {
             try bytes.withUnsafeReadableBytes { raw in
@@ -159,6 +222,7 @@ final class Segment {
 
     private func readRawHeader(at position: Int64) throws(StorageError) -> StoredBatchHeader? {
         guard position + Int64(StoredBatchHeader.size) <= self.size else { return nil }
+        try self.open()
         var raw = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         let count = try withUnsafeMutableBytes(of: &raw) { buffer in
             Result { () throws(StorageError) in
@@ -193,6 +257,7 @@ final class Segment {
 
     /// The first batch whose last offset is >= `offset`, searching from the index's position for it.
     func findBatch(containing offset: Int64) throws(StorageError) -> StoredBatchHeader? {
+        try self.open()
         var position = self.offsetIndex.lookup(offset).position
         while let header = try self.readHeader(at: position) {
             if header.lastOffset >= offset { return header }
@@ -232,6 +297,7 @@ final class Segment {
 
     /// The whole batch at `header`, read into memory (for look-ups inside it and recovery).
     func readBatch(_ header: StoredBatchHeader, allocator: ByteBufferAllocator) throws(StorageError) -> RecordBatch {
+        try self.open()
         var buffer = allocator.buffer(capacity: header.sizeInBytes)
         var result: Result<Int, StorageError> = .success(0)
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: header.sizeInBytes) { raw in
@@ -260,6 +326,7 @@ final class Segment {
     /// Batches are checked (CRC and record walk) before their records are read, so a corrupt batch is reported
     /// as `corruptBatch` naming this file rather than giving a wrong answer.
     func findOffset(byTimestamp timestamp: Int64, startingOffset: Int64) throws(StorageError) -> (Int64, Int64)? {
+        try self.open()
         let fromIndex = self.timeIndex.lastEntry(before: timestamp)?.offset ?? self.baseOffset
         var position = self.offsetIndex.lookup(max(fromIndex, startingOffset)).position
         let allocator = ByteBufferAllocator()
@@ -310,6 +377,7 @@ final class Segment {
         config: LogConfig,
         onBatch: (StoredBatchHeader) throws(StorageError) -> Void
     ) throws(StorageError) -> (position: Int64, reason: String)? {
+        try self.open()
         self.offsetIndex.reset()
         self.timeIndex.reset()
         // A segment opened for reads has its index trimmed to what it held; rebuilding may need the full size.
@@ -356,6 +424,7 @@ final class Segment {
 
     /// Cuts the `.log` at `position` (a batch boundary) and drops index entries at or after `offset`.
     func truncate(toPosition position: Int64, offset: Int64) throws(StorageError) {
+        try self.open()
         try FileIO.truncate(self.file.descriptor, to: position, path: self.logPath)
         self.size = position
         self.offsetIndex.truncate(fromOffset: offset)
@@ -373,6 +442,7 @@ final class Segment {
 
     /// The offset after the last batch (the base offset when empty), scanning from the last index entry.
     func nextOffset() throws(StorageError) -> Int64 {
+        try self.open()
         var position = self.offsetIndex.lookup(Int64.max).position
         var next = self.baseOffset
         while let header = try self.readHeader(at: position), header.end <= self.size {
@@ -386,6 +456,7 @@ final class Segment {
 
     /// The segment stops taking appends: the final time index entry, indexes trimmed.
     func onBecomeInactive() throws(StorageError) {
+        try self.open()
         if self.maxTimestampSoFar >= 0 {
             try self.timeIndex.maybeAppend(timestamp: self.maxTimestampSoFar, offset: self.offsetOfMaxTimestampSoFar)
         }
@@ -395,29 +466,61 @@ final class Segment {
 
     /// The segment takes appends again (it became the last one after a truncation or reopen).
     func onBecomeActive(indexCapacity: Int) throws(StorageError) {
+        try self.open()
         try self.offsetIndex.file.resize(capacityBytes: indexCapacity)
         try self.timeIndex.file.resize(capacityBytes: indexCapacity)
     }
 
-    func flush() throws(StorageError) {
-        try FileIO.sync(self.file.descriptor, path: self.logPath)
-        try self.offsetIndex.file.flush()
-        try self.timeIndex.file.flush()
+    /// What an fsync of this segment needs, taken under the log's lock and used without it: the open `.log` (kept
+    /// open by the reference) and the index files' paths (their mapped pages are in the same page cache).
+    func syncTarget() throws(StorageError) -> SyncTarget {
+        try self.open()
+        return SyncTarget(log: self.file, indexes: [self.offsetIndex.path, self.timeIndex.path])
     }
 
-    /// Closes the indexes (trimmed); the `.log` descriptor closes when the last reader lets go of it.
+    struct SyncTarget {
+        var log: SegmentFile
+        var indexes: [FilePath]
+
+        /// fsyncs the three files; an index renamed away meanwhile (its segment deleted) is skipped.
+        func sync() throws(StorageError) {
+            try FileIO.sync(self.log.descriptor, path: self.log.path)
+            for path in self.indexes {
+                let fd: SystemPackage.FileDescriptor
+                do {
+                    fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)
+                } catch let error as Errno where error == .noSuchFileOrDirectory {
+                    continue
+                } catch {
+                    throw .io("open", path, error as? Errno ?? .ioError)
+                }
+                defer { FileIO.close(fd) }
+                try FileIO.sync(fd, path: path)
+            }
+        }
+    }
+
+    /// Closes the indexes (trimmed, with the final time index entry); the `.log` descriptor closes when the last
+    /// reader lets go of it. Nothing to do for a segment whose files are closed already.
     func close() throws(StorageError) {
+        guard self.isOpen else { return }
         try self.onBecomeInactive()
-        try self.offsetIndex.file.close(trim: true)
-        try self.timeIndex.file.close(trim: true)
+        try self.closeFiles()
     }
 
     /// Renames the three files `<name>.deleted`; returns the new paths, to unlink after `file.delete.delay.ms`.
     func renameForDeletion() throws(StorageError) -> [FilePath] {
-        try? self.offsetIndex.file.close(trim: false)
-        try? self.timeIndex.file.close(trim: false)
+        if let files = self.files {
+            try? files.offsetIndex.file.close(trim: false)
+            try? files.timeIndex.file.close(trim: false)
+            self.files = nil
+            if let account = self.account {
+                account.budget.releaseSegment(account.owner, baseOffset: self.baseOffset)
+            }
+        }
         var renamed: [FilePath] = []
-        for path in [self.logPath, self.offsetIndex.path, self.timeIndex.path] where FileIO.exists(path) {
+        let paths = [".log", ".index", ".timeindex"].map { self.directory.appending(Self.fileName(self.baseOffset, $0)) }
+        for path in paths where FileIO.exists(path) {
             let deleted = FilePath(path.string + ".deleted")
             try FileIO.rename(path, to: deleted)
             renamed.append(deleted)
