@@ -1,8 +1,12 @@
+import Foundation
 import KafkaMessages
 import KafkaNIO
+import KafkaRecords
 import KafkaWire
 import LogBrokerServer
+import LogStorage
 import NIOCore
+import Replication
 import Testing
 
 /// A Metadata handler that advertises only v1–4 and answers with no brokers, to test version checks on an API
@@ -262,5 +266,180 @@ struct SlowHeartbeatHandler: KafkaHandler {
         }
         task.cancel()
         _ = await task.result
+    }
+}
+
+/// The hostile-input checklist of the broker issue against the real data path (Produce, Fetch over a log on disk):
+/// each hostile request gets Kafka's error or a closed connection, and a bystander client keeps producing and
+/// consuming on its own connection before and after each one.
+@Suite struct HostileDataPathTests {
+    static let topic = "hostile"
+
+    /// Runs `body` with a server over a `BrokerStorage` in a temporary directory, `hostile-0` led at epoch 1.
+    static func withDataPath(
+        log: CapturedLog = CapturedLog(),
+        _ body: @Sendable (Int) async throws -> Void
+    ) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hostile-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let configuration = try testConfiguration([("log.dirs", directory)])
+        let storage = try BrokerStorage(configuration: configuration, logger: log.logger())
+        defer {
+            try? storage.logManager.shutdown()
+            storage.ioPool.shutdown()
+        }
+        try await storage.replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 1)
+        var handlers = HandlerTable()
+        storage.register(in: &handlers)
+        try await withServer(handlers: handlers, configuration: configuration, log: log, body)
+    }
+
+    static func batch(_ values: [String]) throws -> ByteBuffer {
+        var builder = RecordBatchBuilder(codec: .none)
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        for value in values { builder.append(timestamp: now, key: nil, value: ByteBuffer(string: value)) }
+        return try builder.build().buffer
+    }
+
+    static func produce(_ records: ByteBuffer) -> ProduceRequest {
+        ProduceRequest(
+            acks: 1,
+            timeoutMs: 10_000,
+            topicData: [.init(name: Self.topic, partitionData: [.init(index: 0, records: records)])]
+        )
+    }
+
+    /// Recomputes a v2 batch's CRC-32C (over attributes to the end), so a lie elsewhere is not caught as corruption.
+    static func fixCRC(_ batch: inout ByteBuffer) {
+        let start = batch.readerIndex
+        let covered = batch.getSlice(at: start + 21, length: batch.readableBytes - 21)!
+        batch.setInteger(CRC32C.checksum(covered), at: start + 17)
+    }
+
+    /// The bystander's round: produce one record, then fetch from its offset and find it.
+    static func produceAndConsume(_ connection: KafkaClientConnection, _ value: String) async throws {
+        let produced = try await connection.send(Self.produce(try Self.batch([value])), version: 9)
+        let partition = try #require(produced.responses.first?.partitionResponses.first)
+        #expect(partition.errorCode == 0)
+        let fetch = FetchRequest(
+            maxWaitMs: 0,
+            minBytes: 1,
+            maxBytes: 1 << 20,
+            topics: [
+                .init(
+                    topic: Self.topic,
+                    partitions: [.init(partition: 0, fetchOffset: partition.baseOffset, partitionMaxBytes: 1 << 20)]
+                )
+            ]
+        )
+        let fetched = try await connection.send(fetch, version: 12)
+        var records = try #require(fetched.responses.first?.partitions.first?.records)
+        var splitter = RecordBatchSplitter(records)
+        let batch = try #require(try splitter.next())
+        #expect(batch.baseOffset == partition.baseOffset)
+        let bytes = records.readBytes(length: records.readableBytes) ?? []
+        #expect(String(decoding: bytes, as: UTF8.self).contains(value))
+    }
+
+    /// A Produce v3 frame of exactly 40 bytes whose topic array claims `count` entries.
+    static func produceWithArrayCount(_ count: UInt32) -> [UInt8] {
+        var body = ByteBuffer()
+        body.writeInteger(Int16(-1))  // transactional_id: null
+        body.writeInteger(Int16(1))  // acks
+        body.writeInteger(Int32(1000))  // timeout_ms
+        body.writeInteger(count)  // topic_data count
+        var frame = requestFrame(
+            apiKey: 0,
+            version: 3,
+            correlationID: 9,
+            flexibleHeader: false,
+            body: Array(body.readableBytesView)
+        )
+        frame += [UInt8](repeating: 0, count: 40 - frame.count)
+        return frame
+    }
+
+    @Test(arguments: [UInt32(1) << 31, UInt32(Int32.max), UInt32(0xFFFF_FFFE)])
+    func anArrayCountFarAboveTheBytesClosesOnlyItsConnection(count: UInt32) async throws {
+        let log = CapturedLog()
+        try await Self.withDataPath(log: log) { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await Self.produceAndConsume(bystander, "before-\(count)")
+                try await RawConnection.withConnection(port: port) { connection in
+                    let frame = Self.produceWithArrayCount(count)
+                    #expect(frame.count == 40)
+                    try await connection.writeFrame(frame)
+                    #expect(await connection.isClosedByServer())
+                }
+                try await Self.produceAndConsume(bystander, "after-\(count)")
+            }
+        }
+        #expect(log.all.contains { $0.contains("malformed Produce(0) v3 request body") }, "\(log.all)")
+    }
+
+    /// Byte streams that must close their own connection, sent while the bystander produces and consumes.
+    @Test(arguments: 0..<ConnectionTests.hostileInputs.count)
+    func hostileBytesCloseOnlyTheirConnectionWhileDataFlows(index: Int) async throws {
+        let input = ConnectionTests.hostileInputs[index]
+        try await Self.withDataPath { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await Self.produceAndConsume(bystander, "before-\(index)")
+                try await RawConnection.withConnection(port: port) { connection in
+                    try await connection.write(input.bytes)
+                    if input.finish { connection.finishWriting() }
+                    #expect(await connection.isClosedByServer(), "\(input.name)")
+                }
+                try await Self.produceAndConsume(bystander, "after-\(index)")
+            }
+        }
+    }
+
+    @Test func lyingBatchesGetKafkasErrorsAndTheConnectionStays() async throws {
+        try await Self.withDataPath { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                    let good = try Self.batch(["a", "b", "c"])
+                    var cases: [(name: String, records: ByteBuffer, error: Int16)] = []
+                    var crc = good
+                    crc.setInteger(UInt8(0x42), at: crc.writerIndex - 1)
+                    cases.append(("a wrong CRC", crc, 2))  // CORRUPT_MESSAGE
+                    var count = good
+                    count.setInteger(Int32(4), at: count.readerIndex + 57)
+                    Self.fixCRC(&count)
+                    cases.append(("a record count that disagrees with lastOffsetDelta", count, 87))
+                    var both = good
+                    both.setInteger(Int32(4), at: both.readerIndex + 57)
+                    both.setInteger(Int32(3), at: both.readerIndex + 23)
+                    Self.fixCRC(&both)
+                    cases.append(("a record count and lastOffsetDelta above the records present", both, 87))
+                    var fewer = good
+                    fewer.setInteger(Int32(2), at: fewer.readerIndex + 57)
+                    fewer.setInteger(Int32(1), at: fewer.readerIndex + 23)
+                    Self.fixCRC(&fewer)
+                    cases.append(("a record count below the records present", fewer, 87))
+                    var zero = good
+                    zero.setInteger(Int32(0), at: zero.readerIndex + 57)
+                    Self.fixCRC(&zero)
+                    cases.append(("a record count of zero", zero, 87))
+                    for (number, hostile) in cases.enumerated() {
+                        try await Self.produceAndConsume(bystander, "bystander-\(number)")
+                        let response = try await connection.send(Self.produce(hostile.records), version: 9)
+                        let partition = try #require(response.responses.first?.partitionResponses.first)
+                        #expect(partition.errorCode == hostile.error, "\(hostile.name)")
+                        #expect(partition.baseOffset == -1, "\(hostile.name)")
+                    }
+                    // Nothing of the refused batches was written: the log holds only the bystander's records.
+                    try await Self.produceAndConsume(bystander, "last")
+                    let latest = try await connection.send(
+                        ListOffsetsRequest(
+                            replicaID: -1,
+                            topics: [.init(name: Self.topic, partitions: [.init(partitionIndex: 0, timestamp: -1)])]
+                        ),
+                        version: 7
+                    )
+                    #expect(latest.topics.first?.partitions.first?.offset == Int64(cases.count + 1))
+                }
+            }
+        }
     }
 }
