@@ -275,7 +275,8 @@ struct SlowHeartbeatHandler: KafkaHandler {
 @Suite struct HostileDataPathTests {
     static let topic = "hostile"
 
-    /// Runs `body` with a server over a `BrokerStorage` in a temporary directory, `hostile-0` led at epoch 1.
+    /// Runs `body` with a server over a `BrokerStorage` in a temporary directory, `hostile-0` and `golden-0` (the
+    /// golden frames' topic) led at epoch 1.
     static func withDataPath(
         log: CapturedLog = CapturedLog(),
         _ body: @Sendable (Int) async throws -> Void
@@ -288,7 +289,9 @@ struct SlowHeartbeatHandler: KafkaHandler {
             try? storage.logManager.shutdown()
             storage.ioPool.shutdown()
         }
-        try await storage.replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 1)
+        for topic in [Self.topic, "golden"] {
+            try await storage.replicas.becomeLeader(topic: topic, partition: 0, topicID: .zero, leaderEpoch: 1)
+        }
         var handlers = HandlerTable()
         storage.register(in: &handlers)
         try await withServer(handlers: handlers, configuration: configuration, log: log, body)

@@ -112,4 +112,56 @@ struct EmptyMetadataHandler: KafkaHandler {
         #expect(outcomes.0 + outcomes.1 == iterations)
         #expect(outcomes.0 > 0 && outcomes.1 > 0, "answered \(outcomes.0), closed \(outcomes.1)")
     }
+
+    /// The same loop against the data path (Produce, Fetch, ListOffsets over a log on disk, the golden frames'
+    /// topic led), so mutated produce frames reach the batch checks; a bystander produces and consumes every 50
+    /// frames and at the end.
+    @Test(.timeLimit(.minutes(2)))
+    func mutatedGoldenFramesNeverHurtTheDataPath() async throws {
+        let golden = try Self.goldenFrames()
+        try #require(golden.count >= 30, "golden frames missing under \(Self.goldenDirectory.path)")
+        // Produce (0), Fetch (1) and ListOffsets (2) frames twice more, so most mutations reach a served decoder.
+        let served = golden.filter { $0.count >= 2 && $0[0] == 0 && $0[1] <= 2 }
+        try #require(!served.isEmpty)
+        let frames = golden + served + served
+        let iterations = 400
+        let probe = requestFrame(apiKey: 18, version: 0, correlationID: 0x7EAD_BEEF, flexibleHeader: false)
+        let probeID: [UInt8] = [0x7E, 0xAD, 0xBE, 0xEF]
+        try await HostileDataPathTests.withDataPath { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                var random = SplitMix64(seed: 0x00DA_7A9A)
+                var answered = 0
+                var closed = 0
+                var index = 0
+                var lastCheck = 0
+                while index < iterations {
+                    try await RawConnection.withConnection(port: port) { connection in
+                        while index < iterations {
+                            let frame = Self.mutate(frames[index % frames.count], using: &random)
+                            index += 1
+                            // A mutated Produce may have become acks=0, which gets no answer: an ApiVersions probe
+                            // behind each frame shows the broker has moved on either way.
+                            try await connection.writeFrame(frame)
+                            try await connection.writeFrame(probe)
+                            while true {
+                                guard let response = await connection.readFrame() else {
+                                    closed += 1
+                                    return
+                                }
+                                if Array(response[4..<8]) == probeID { break }
+                            }
+                            answered += 1
+                        }
+                    }
+                    if index - lastCheck >= 50 {
+                        lastCheck = index
+                        try await HostileDataPathTests.produceAndConsume(bystander, "bystander-\(index)")
+                    }
+                }
+                try await HostileDataPathTests.produceAndConsume(bystander, "last")
+                #expect(answered + closed == iterations)
+                #expect(answered > 0 && closed > 0, "answered \(answered), closed \(closed)")
+            }
+        }
+    }
 }

@@ -58,13 +58,21 @@ public func fuzzRequest(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
     return 0
 }
 
-// Built without libFuzzer (the normal `swift build`), this replays the files named on the command line, so a
-// crash input can be re-run under a debugger; with `-sanitize=fuzzer` libFuzzer's own main runs instead.
-for path in CommandLine.arguments.dropFirst() {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        FileHandle.standardError.write(Data("cannot read \(path)\n".utf8))
-        exit(66)
+#if !LOGBROKER_FUZZING
+/// Built without libFuzzer (the normal `swift build`), this replays the files named on the command line, so a
+/// crash input can be re-run under a debugger. `fuzz/run` defines LOGBROKER_FUZZING: with `-sanitize=fuzzer`
+/// libFuzzer brings its own `main`, and SwiftPM then compiles the target as a library, so a second one would clash.
+@main
+enum ReplayFiles {
+    static func main() {
+        for path in CommandLine.arguments.dropFirst() {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                FileHandle.standardError.write(Data("cannot read \(path)\n".utf8))
+                exit(66)
+            }
+            data.withUnsafeBytes { RequestFuzzer.run($0) }
+            print("\(path): ok")
+        }
     }
-    data.withUnsafeBytes { RequestFuzzer.run($0) }
-    print("\(path): ok")
 }
+#endif
