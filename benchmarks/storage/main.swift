@@ -1,12 +1,16 @@
 // logbroker-storagebench: one phase of the storage benchmark per run, so that each phase's resident memory and
 // start-up are measured in a fresh process. benchmarks/storage.sh runs the phases and prints the table.
 //
-//   append DIR MEGABYTES     appends ~1 MiB batches of 100-byte records to one partition (no fsync), reads the log
-//                            back, then exits without a clean stop, so the whole log is an unrecovered tail
-//   recover DIR              opens DIR after that unclean exit: recovery scans (CRC, record walk) the whole tail
+//   append DIR MEGABYTES [leader|follower]
+//                            appends ~1 MiB batches of 100-byte records to one partition as leader (default) or
+//                            follower (no fsync), then exits without a clean stop: the log is an unrecovered tail
+//   recover DIR              opens DIR after that unclean exit: recovery scans (CRC, record walk) the whole tail,
+//                            then stops cleanly
+//   read DIR                 opens DIR (clean) and reads the partition from its start as a fetch would
 //   create DIR PARTITIONS    creates PARTITIONS partitions of three segments each, then stops cleanly
 //   open DIR                 opens DIR (clean) and reports time, VmRSS and open descriptors, then reads every
 //                            partition once (reopening closed ones under the descriptor budget)
+//   crash DIR stop|hold      the child process of a LogStorageTests SIGKILL test (see the phase)
 //
 // Output: `key value` lines on stdout.
 
@@ -95,38 +99,47 @@ let clock = ContinuousClock()
 
 switch arguments[1] {
 case "append":
+    // One timed phase per process, so the script can settle the page cache between it and dd.
     let megabytes = Int(arguments.count > 3 ? arguments[3] : "1024") ?? 1024
+    let asFollower = arguments.count > 4 && arguments[4] == "follower"
     let batch = oneMegabyteBatch()
     let manager = makeManager(directory, pool: pool)
     let log = try manager.getOrCreateLog(topic: "bench", partition: 0, config: LogConfig())
     var appended = 0
-    let appendTime = try clock.measure {
-        for _ in 0..<megabytes {
-            _ = try log.appendAsLeader(batch, leaderEpoch: 0)
-            appended += batch.readableBytes
+    let appendTime: Duration
+    if asFollower {
+        // Follower appends keep the batch's offsets: the caller's buffer is written as is.
+        var followerBatch = batch
+        var nextOffset: Int64 = 0
+        appendTime = try clock.measure {
+            for _ in 0..<megabytes {
+                followerBatch.setInteger(nextOffset, at: followerBatch.readerIndex)
+                let info = try log.appendAsFollower(followerBatch)
+                nextOffset = info.lastOffset + 1
+                appended += followerBatch.readableBytes
+            }
+        }
+    } else {
+        appendTime = try clock.measure {
+            for _ in 0..<megabytes {
+                _ = try log.appendAsLeader(batch, leaderEpoch: 0)
+                appended += batch.readableBytes
+            }
         }
     }
     report("batch_bytes", batch.readableBytes)
     report("append_bytes", appended)
     report("append_seconds", seconds(appendTime))
-    // Follower appends keep the batch's offsets, so the caller's buffer is written as is (a leader append
-    // rewrites the base offset and epoch in a copy of the caller's buffer).
-    let follower = try manager.getOrCreateLog(topic: "bench", partition: 1, config: LogConfig())
-    var followerBatch = batch
-    var followerAppended = 0
-    var nextOffset: Int64 = 0
-    let followerTime = try clock.measure {
-        for _ in 0..<megabytes {
-            followerBatch.setInteger(nextOffset, at: followerBatch.readerIndex)
-            let info = try follower.appendAsFollower(followerBatch)
-            nextOffset = info.lastOffset + 1
-            followerAppended += followerBatch.readableBytes
-        }
-    }
-    report("follower_append_bytes", followerAppended)
-    report("follower_append_seconds", seconds(followerTime))
+    report("log_end_offset", log.logEndOffset)
+    // No clean stop: the next start finds no marker and recovers the whole log (its recovery point is 0, unless a
+    // roll's background flush moved it; the recover phase reports what it scanned).
+    exit(0)
+
+case "read":
     // Reads as a fetch would: find the file range, then copy it out (pread into one reused buffer; the broker
     // sends it with sendfile instead). The next offset comes from the batch headers in the range.
+    let manager = makeManager(directory, pool: pool)
+    guard let log = manager.log(for: TopicPartition("bench", 0)) else { fail("no partition bench-0 in \(directory)") }
     var read = 0
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 << 20, alignment: 4096)
     defer { buffer.deallocate() }
@@ -159,9 +172,8 @@ case "append":
     }
     report("read_bytes", read)
     report("read_seconds", seconds(readTime))
-    report("log_end_offset", log.logEndOffset)
-    // No clean stop: the next start finds no marker and recovers the whole log (its recovery point is 0).
-    exit(0)
+    report("read_segments", try log.withLog { (log) throws(StorageError) in log.segmentBaseOffsets.count })
+    try manager.shutdown()
 
 case "recover":
     let before = clock.now
@@ -169,10 +181,14 @@ case "recover":
     let elapsed = clock.now - before
     var bytes: Int64 = 0
     var endOffsets: Int64 = 0
+    var recoveryPoints: Int64 = 0
     for log in manager.allLogs {
         bytes += try log.withLog { (log) throws(StorageError) in log.size }
         endOffsets += log.logEndOffset
     }
+    // What start-up was given: the checkpointed recovery points (all 0 unless a checkpoint ran before the exit).
+    for log in manager.allLogs { recoveryPoints += min(log.recoveryPoint, log.logEndOffset) }
+    report("recover_recovery_points", recoveryPoints)
     report("recover_seconds", seconds(elapsed))
     report("recover_bytes", bytes)
     report("recovered_log_end_offsets", endOffsets)
@@ -215,6 +231,7 @@ case "open":
     report("open_descriptors", openDescriptors())
     report("open_budget", manager.budget.limit)
     report("open_logs_open", manager.budget.openLogs)
+    report("open_segments_open", manager.budget.openSegments)
     var segments = 0
     let touchTime = try clock.measure {
         for log in manager.allLogs {
@@ -229,7 +246,30 @@ case "open":
     report("touch_rss_after_kb", residentKB())
     report("touch_descriptors", openDescriptors())
     report("touch_evictions", manager.budget.evictions)
+    report("touch_segment_evictions", manager.budget.segmentEvictions)
+    report("touch_logs_open", manager.budget.openLogs)
     try manager.shutdown()
+
+case "crash":
+    // Not a measurement: the child process of LogStorageTests' SIGKILL test. `crash DIR stop` appends three
+    // batches of two records to t-0 and stops cleanly; `crash DIR hold` starts (a clean start, which removes the
+    // marker), appends one more batch, prints `appended <log end offset>` and waits to be killed.
+    let manager = makeManager(directory, pool: pool)
+    let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
+    var builder = RecordBatchBuilder(codec: .none)
+    for index in 0..<2 {
+        builder.append(timestamp: 1_000 + Int64(index), key: nil, value: ByteBuffer(repeating: 0x63, count: 10))
+    }
+    let batch = try builder.build(baseOffset: 0, partitionLeaderEpoch: -1, compression: CompressionContext()).buffer
+    if arguments.count > 3 && arguments[3] == "hold" {
+        _ = try log.appendAsLeader(batch, leaderEpoch: 0)
+        // Straight to the descriptor: print's buffer would never be flushed before the kill.
+        _ = try FileDescriptor.standardOutput.writeAll(Array("appended \(log.logEndOffset)\n".utf8))
+        while true { pause() }
+    }
+    for _ in 0..<3 { _ = try log.appendAsLeader(batch, leaderEpoch: 0) }
+    try manager.shutdown()
+    report("stopped", log.logEndOffset)
 
 default:
     fail("unknown phase \(arguments[1])")
