@@ -42,13 +42,24 @@ extension ReplicaManager {
                     return (log.epochEntries, logEndOffset)
                 }
             }
-            let found = Self.epochEndOffset(requested, entries: entries, logEndOffset: logEndOffset)
+            let cache = Self.leaderView(entries, leaderEpoch: hosted.leaderEpoch, logEndOffset: logEndOffset)
+            let found = Self.epochEndOffset(requested, entries: cache, logEndOffset: logEndOffset)
             return EpochEndOffsetResult(error: .none, leaderEpoch: found.epoch, endOffset: found.endOffset)
         } catch let error as StorageError {
             return EpochEndOffsetResult(error: error.kafkaErrorCode)
         } catch {
             return EpochEndOffsetResult(error: .unknownServerError)
         }
+    }
+
+    /// The epoch cache as Kafka's leader holds it: `Partition.makeLeader` assigns the new leader epoch at the log
+    /// end offset at once, while the log here records an epoch with its first append. So a leader epoch newer than
+    /// every cached one is added at the log end (dropping entries that start there, as `assign` does), and a new
+    /// leader answers for its own epoch before it has appended anything.
+    public static func leaderView(_ entries: [EpochEntry], leaderEpoch: Int32, logEndOffset: Int64) -> [EpochEntry] {
+        guard leaderEpoch >= 0, leaderEpoch > (entries.last?.epoch ?? -1) else { return entries }
+        return entries.filter { $0.startOffset < logEndOffset }
+            + [EpochEntry(epoch: leaderEpoch, startOffset: logEndOffset)]
     }
 
     /// Kafka's `LeaderEpochFileCache.endOffsetFor` over the cache's entries (ascending epochs and start offsets):

@@ -144,17 +144,47 @@ import Testing
         #expect(ReplicaManager.epochEndOffset(4, entries: entries, logEndOffset: 30) == (4, 30))
         #expect(ReplicaManager.epochEndOffset(9, entries: entries, logEndOffset: 30) == (-1, -1))
         #expect(ReplicaManager.epochEndOffset(0, entries: [], logEndOffset: 0) == (-1, -1))
+        #expect(ReplicaManager.leaderView(entries, leaderEpoch: 4, logEndOffset: 30) == entries)
+        #expect(
+            ReplicaManager.leaderView(entries, leaderEpoch: 6, logEndOffset: 30)
+                == entries + [EpochEntry(epoch: 6, startOffset: 30)]
+        )
+        let empty = ReplicaManager.leaderView([], leaderEpoch: 0, logEndOffset: 0)
+        #expect(empty == [EpochEntry(epoch: 0, startOffset: 0)])
     }
 
-    @Test func offsetForLeaderEpochOnAnEmptyNewLeaderAnswersItsEpochAtTheLogEnd() async throws {
+    @Test func aNewLeaderAnswersForItsEpochBeforeItAppends() async throws {
         try await Self.withBroker { port, storage in
-            try await storage.replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 7)
+            let replicas = storage.replicas
+            try await replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 7)
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
-                // Nothing appended yet: the cache is empty, so even the current epoch is undefined, as in Kafka.
-                let response = try await connection.send(Self.epochRequest(7), version: 4)
-                let partition = try #require(response.topics.first?.partitions.first)
-                #expect(partition.errorCode == 0)
-                #expect(partition.leaderEpoch == -1 && partition.endOffset == -1)
+                // Kafka's new leader records its epoch at the log end when it is elected, not at its first append.
+                let expectations: [(requested: Int32, epoch: Int32, endOffset: Int64)] = [
+                    (7, 7, 0), (3, 3, 0), (8, -1, -1),
+                ]
+                for expected in expectations {
+                    let response = try await connection.send(Self.epochRequest(expected.requested), version: 4)
+                    let partition = try #require(response.topics.first?.partitions.first)
+                    #expect(partition.errorCode == 0)
+                    #expect(
+                        partition.leaderEpoch == expected.epoch && partition.endOffset == expected.endOffset,
+                        "empty log, epoch \(expected.requested): \(partition)"
+                    )
+                }
+                // Records at epoch 7, then a re-election at 9 with nothing appended since: 7 ends where 9 begins.
+                _ = try await connection.send(Self.produce(try Self.batch(4)), version: 9)
+                try await replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 9)
+                let after: [(requested: Int32, epoch: Int32, endOffset: Int64)] = [
+                    (7, 7, 4), (8, 7, 4), (9, 9, 4), (10, -1, -1),
+                ]
+                for expected in after {
+                    let response = try await connection.send(Self.epochRequest(expected.requested), version: 4)
+                    let partition = try #require(response.topics.first?.partitions.first)
+                    #expect(
+                        partition.leaderEpoch == expected.epoch && partition.endOffset == expected.endOffset,
+                        "re-elected, epoch \(expected.requested): \(partition)"
+                    )
+                }
             }
         }
     }
