@@ -380,6 +380,42 @@ struct SlowHeartbeatHandler: KafkaHandler {
         #expect(log.all.contains { $0.contains("malformed Produce(0) v3 request body") }, "\(log.all)")
     }
 
+    /// Unknown keys and versions outside the advertised ranges (Produce 0-11, Fetch 4-12, ListOffsets 1-7,
+    /// OffsetForLeaderEpoch 2-4) close their connection, as Kafka's failed parse does; the bystander is unaffected.
+    @Test(arguments: [
+        (Int16(0), Int16(12)), (1, 3), (1, 13), (2, 0), (2, 8), (23, 1), (23, 5), (27, 0), (1000, 0), (-1, 0),
+    ])
+    func anUnknownKeyOrUnsupportedVersionClosesOnlyItsConnection(key: Int16, version: Int16) async throws {
+        try await Self.withDataPath { port in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
+                try await Self.produceAndConsume(bystander, "before")
+                try await RawConnection.withConnection(port: port) { connection in
+                    let firstFlexible: [Int16: Int16] = [0: 9, 1: 12, 2: 6, 23: 4]
+                    let flexible = firstFlexible[key].map { version >= $0 } ?? false
+                    try await connection.writeFrame(
+                        requestFrame(apiKey: key, version: version, correlationID: 5, flexibleHeader: flexible)
+                    )
+                    #expect(await connection.isClosedByServer(), "key \(key) v\(version)")
+                }
+                try await Self.produceAndConsume(bystander, "after")
+            }
+        }
+    }
+
+    @Test func anApiVersionsAtAnUnknownVersionGetsTheV0ErrorBody() async throws {
+        try await Self.withDataPath { port in
+            try await RawConnection.withConnection(port: port) { connection in
+                let frame = requestFrame(apiKey: 18, version: 9, correlationID: 77, flexibleHeader: true)
+                try await connection.writeFrame(frame)
+                let response = try #require(await connection.readFrame())
+                var buffer = ByteBuffer(bytes: response)
+                buffer.moveReaderIndex(forwardBy: 4)
+                #expect(buffer.readInteger(as: Int32.self) == 77)
+                #expect(buffer.readInteger(as: Int16.self) == 35)  // UNSUPPORTED_VERSION, then the v0 api_keys
+            }
+        }
+    }
+
     /// Byte streams that must close their own connection, sent while the bystander produces and consumes.
     @Test(arguments: 0..<ConnectionTests.hostileInputs.count)
     func hostileBytesCloseOnlyTheirConnectionWhileDataFlows(index: Int) async throws {
