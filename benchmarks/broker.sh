@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Builds logbroker-server in release mode, starts a fresh broker (temporary log dir, an ephemeral port of 127.0.0.1)
+# and measures produce and consume throughput with kcat (librdkafka) for 100-byte and 1 KiB records, acks=1 and
+# acks=all, codecs none and lz4: one topic of one partition per combination. Prints one table (progress goes to
+# stderr): records/s and MiB/s of record values each way, and the broker's peak resident memory (VmHWM) during each
+# produce and consume (reset between rows through /proc/PID/clear_refs, so each row shows its own peak).
+#
+# Produce: `kcat -P -l FILE` (one record per line) with `-X acks=...`, `linger.ms=5` and `batch.size=1000000`
+# (librdkafka's defaults, spelled out). Consume: `kcat -C -e -o beginning -q` into `wc -l`, which must count every
+# record, with a prefetch queue large enough for the whole topic (queued.min.messages, queued.max.messages.kbytes):
+# at librdkafka 2.0.2's defaults (100,000 messages, 64 MiB) kcat's own output falls behind the fetches, the queue
+# fills, and librdkafka stops fetching for up to a second at a time (seen with `-d fetch`), which measures that
+# pause rather than the broker; BROKERBENCH_CONSUME_OPTS="" measures with the defaults. kcat runs on the same
+# machine, so the figures are of the pair, not of the broker alone.
+#
+# Environment: BROKERBENCH_DIR (default: a new temporary directory; the file system to measure),
+# BROKERBENCH_SMALL (records of 100 B, default 1000000), BROKERBENCH_LARGE (records of 1 KiB, default 500000),
+# BROKERBENCH_CONSUME_OPTS (kcat -X options for consuming, see above), LOGBROKER_SCRATCH_PATH (passed to swift as
+# --scratch-path).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+command -v kcat >/dev/null || { echo "kcat is missing (bin/setup installs it)" >&2; exit 1; }
+
+swift_opts=(-c release)
+if [ -n "${LOGBROKER_SCRATCH_PATH:-}" ]; then
+    swift_opts+=(--scratch-path "$LOGBROKER_SCRATCH_PATH")
+fi
+swift build "${swift_opts[@]}" --product logbroker-server >&2
+server="$(swift build "${swift_opts[@]}" --show-bin-path)/logbroker-server"
+
+small="${BROKERBENCH_SMALL:-1000000}"
+large="${BROKERBENCH_LARGE:-500000}"
+consume_opts="${BROKERBENCH_CONSUME_OPTS--X queued.min.messages=10000000 -X queued.max.messages.kbytes=2097151}"
+if [ -n "${BROKERBENCH_DIR:-}" ]; then
+    dir="$BROKERBENCH_DIR"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+else
+    dir="$(mktemp -d -t logbroker-brokerbench.XXXXXX)"
+fi
+pid=""
+cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        wait "$pid" || true
+    fi
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# Input files, generated once: each line is a sequence number and words drawn from a small vocabulary at a random
+# place in a shared text, padded to the record size, so lz4 finds some redundancy (about 2:1), as in log lines.
+echo "generating $small records of 100 B and $large of 1 KiB" >&2
+python3 - "$dir" "$small" "$large" <<'EOF'
+import random, sys
+directory, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(42)
+letters = "abcdefghijklmnopqrstuvwxyz"
+words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(512)]
+text = " ".join(rng.choices(words, k=1 << 20))
+for name, count, size in (("records-100.txt", small, 100), ("records-1024.txt", large, 1024)):
+    with open(f"{directory}/{name}", "w") as out:
+        lines = []
+        for number in range(count):
+            head = f"{number:010d} "
+            start = rng.randrange(len(text) - size)
+            lines.append(head + text[start:start + size - len(head)] + "\n")
+            if len(lines) == 10000:
+                out.write("".join(lines))
+                lines = []
+        out.write("".join(lines))
+EOF
+
+cat >"$dir/server.properties" <<EOF
+node.id=1
+process.roles=broker,controller
+listeners=PLAINTEXT://127.0.0.1:0
+log.dirs=$dir/logs
+EOF
+"$server" "$dir/server.properties" 2>"$dir/server.log" &
+pid=$!
+port=""
+for _ in $(seq 1 400); do
+    if grep -q "LogBroker started" "$dir/server.log"; then
+        port="$(sed -n 's/.*listener=PLAINTEXT port=\([0-9]*\).*/\1/p' "$dir/server.log" | head -1)"
+        [ -n "$port" ] && break
+    fi
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; echo "logbroker-server exited" >&2; exit 1; }
+    sleep 0.05
+done
+[ -n "$port" ] || { cat "$dir/server.log" >&2; echo "logbroker-server did not start" >&2; exit 1; }
+broker="127.0.0.1:$port"
+echo "broker pid $pid on $broker" >&2
+
+now() { date +%s.%N; }
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+per_second() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
+mib_per_second() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / s / 1048576 }'; }
+# The broker's peak resident set since the last reset, in MiB; then resets it (5 > clear_refs) for the next phase.
+peak() {
+    local kb
+    kb="$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$pid/status")"
+    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
+    echo $((kb / 1024))
+}
+
+peak >/dev/null
+echo "| records | size | codec | acks | produce rec/s | produce MiB/s | consume rec/s | consume MiB/s | broker VmHWM produce / consume |"
+echo "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+for size in 100 1024; do
+    if [ "$size" = 100 ]; then count="$small"; else count="$large"; fi
+    input="$dir/records-$size.txt"
+    bytes=$((count * size))
+    for codec in none lz4; do
+        for acks in 1 all; do
+            topic="bench-$size-$codec-acks-$acks"
+            echo "produce $topic" >&2
+            start=$(now)
+            kcat -b "$broker" -P -t "$topic" -z "$codec" -X acks="$acks" -X linger.ms=5 -X batch.size=1000000 \
+                -l "$input"
+            end=$(now)
+            produce_seconds=$(seconds "$start" "$end")
+            produce_peak=$(peak)
+            echo "consume $topic" >&2
+            start=$(now)
+            # shellcheck disable=SC2086 # the options are words on purpose
+            consumed=$(kcat -b "$broker" -C -t "$topic" -e -o beginning -q $consume_opts | wc -l)
+            end=$(now)
+            consume_seconds=$(seconds "$start" "$end")
+            consume_peak=$(peak)
+            if [ "$consumed" != "$count" ]; then
+                echo "$topic: produced $count records, consumed $consumed" >&2
+                exit 1
+            fi
+            printf '| %s | %s B | %s | %s | %s | %s | %s | %s | %s / %s MiB |\n' "$count" "$size" "$codec" "$acks" \
+                "$(per_second "$count" "$produce_seconds")" "$(mib_per_second "$bytes" "$produce_seconds")" \
+                "$(per_second "$count" "$consume_seconds")" "$(mib_per_second "$bytes" "$consume_seconds")" \
+                "$produce_peak" "$consume_peak"
+        done
+    done
+done
+echo "broker log dir: $(du -sh "$dir/logs" | cut -f1) stored" >&2
