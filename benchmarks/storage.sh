@@ -7,13 +7,13 @@
 #
 # Method for the append comparison: both sides are timed around their write loop only (dd's own summary line; the
 # appends inside the process), since starting a process costs as much as writing 100 MiB here. Page-cache writes
-# are only comparable when each run starts from the same state,
-# so before every timed run the previous files are removed, `sync` runs, and the script waits until Dirty +
-# Writeback in /proc/meminfo fall below 64 MiB (at most 60 s). dd and the two append modes run in every round, in
-# an order that rotates per round; the table gives each one's median over ROUNDS rounds and the ratio of medians
-# (every round's figures go to stderr). The default size (1 GiB) stays far below dirty_background_ratio on a
-# machine with a few GiB of RAM, so neither side is throttled by writeback during its run; check that it does on
-# yours (the script prints the dirty limits it found).
+# are only comparable when each run starts from the same state, so before every timed run the previous files are
+# removed, `sync` runs, the script waits until Dirty + Writeback in /proc/meminfo fall below 64 MiB (at most 60 s),
+# and a scratch file of the same size is written and deleted (`warm`, below). dd and the two append modes run in
+# every round, in an order that rotates per round; the table gives each one's median over ROUNDS rounds and the
+# ratio of medians (every round's figures go to stderr). The default size (1 GiB) stays far below
+# dirty_background_ratio on a machine with a few GiB of RAM, so neither side is throttled by writeback during its
+# run; check that it does on yours (the script prints the dirty limits it found).
 #
 # Environment: STORAGEBENCH_DIR (default /tmp/logbroker-storagebench; must be on the file system to measure),
 # STORAGEBENCH_MB (default 1024), STORAGEBENCH_PARTITIONS (default 10000), STORAGEBENCH_ROUNDS (default 5),
@@ -42,9 +42,20 @@ now() { date +%s.%N; }
 # value KEY FILE: the value of a `key value` line.
 value() { awk -v k="$1" '$1 == k { print $2 }' "$2"; }
 rate() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / s / 1048576 }'; }
-median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median() {
+    printf '%s\n' "$@" | sort -n |
+        awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", 100 * a / b }'; }
 dirty_kb() { awk '$1 == "Dirty:" || $1 == "Writeback:" { sum += $2 } END { print sum }' /proc/meminfo; }
+
+# warm: writes and deletes a scratch file of the run's size, so the timed run gets page-cache memory that was
+# just in use. Without it the same dd swung between 0.4 and 6 GB/s on a VM whose freshly freed memory costs the
+# host a fault on first touch again; with it, both sides start from recently used pages.
+warm() {
+    dd if=/dev/zero of="$dir/warm.out" bs=1M count="$mb" status=none
+    rm -f "$dir/warm.out"
+}
 
 # settle: flush dirty pages and wait until what is left is small, so the next timed run starts from a quiet cache.
 settle() {
@@ -66,6 +77,7 @@ follower_rates=()
 run_dd() {
     rm -f "$dir/dd.out"
     settle
+    warm
     # dd's own timing of its copy loop (its summary line), like the in-process timing of the appends: neither
     # counts starting the process.
     local seconds_taken
@@ -77,6 +89,7 @@ run_dd() {
 run_append() { # role
     rm -rf "$dir/$1"
     settle
+    warm
     "$bench" append "$dir/$1" "$mb" "$1" >"$dir/$1.txt"
     local rate_now
     rate_now=$(rate "$(value append_bytes "$dir/$1.txt")" "$(value append_seconds "$dir/$1.txt")")

@@ -519,7 +519,9 @@ final class Segment {
             }
         }
         var renamed: [FilePath] = []
-        let paths = [".log", ".index", ".timeindex"].map { self.directory.appending(Self.fileName(self.baseOffset, $0)) }
+        let paths = [".log", ".index", ".timeindex"].map {
+            self.directory.appending(Self.fileName(self.baseOffset, $0))
+        }
         for path in paths where FileIO.exists(path) {
             let deleted = FilePath(path.string + ".deleted")
             try FileIO.rename(path, to: deleted)
