@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds logbroker-server in release mode, starts a fresh broker (temporary log dir, an ephemeral port of 127.0.0.1)
 # and measures produce and consume throughput with kcat (librdkafka) for 100-byte and 1 KiB records, acks=1 and
-# acks=all, codecs none and lz4: one topic of one partition per combination. Prints one table (progress goes to
+# acks=all, codecs none and lz4: each run into a new topic of one partition. Prints one table (progress goes to
 # stderr): records/s and MiB/s of record values each way, and the broker's peak resident memory (VmHWM) during each
-# produce and consume (reset between rows through /proc/PID/clear_refs, so each row shows its own peak).
+# produce and consume (reset between phases through /proc/PID/clear_refs, so each row shows its own peak).
 #
 # Produce: `kcat -P -l FILE` (one record per line) with `-X acks=...`, `linger.ms=5` and `batch.size=1000000`
 # (librdkafka's defaults, spelled out). Consume: `kcat -C -e -o beginning -q` into `wc -l`, which must count every
@@ -15,8 +15,9 @@
 #
 # Environment: BROKERBENCH_DIR (default: a new temporary directory; the file system to measure),
 # BROKERBENCH_SMALL (records of 100 B, default 1000000), BROKERBENCH_LARGE (records of 1 KiB, default 500000),
-# BROKERBENCH_CONSUME_OPTS (kcat -X options for consuming, see above), LOGBROKER_SCRATCH_PATH (passed to swift as
-# --scratch-path).
+# BROKERBENCH_ROUNDS (default 3: each row is the median time of that many runs, each into a new topic, and the
+# largest peak), BROKERBENCH_CONSUME_OPTS (kcat -X options for consuming, see above), LOGBROKER_SCRATCH_PATH (passed
+# to swift as --scratch-path).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,7 @@ server="$(swift build "${swift_opts[@]}" --show-bin-path)/logbroker-server"
 
 small="${BROKERBENCH_SMALL:-1000000}"
 large="${BROKERBENCH_LARGE:-500000}"
+rounds="${BROKERBENCH_ROUNDS:-3}"
 consume_opts="${BROKERBENCH_CONSUME_OPTS--X queued.min.messages=10000000 -X queued.max.messages.kbytes=2097151}"
 if [ -n "${BROKERBENCH_DIR:-}" ]; then
     dir="$BROKERBENCH_DIR"
@@ -107,8 +109,13 @@ peak() {
     echo $((kb / 1024))
 }
 
+# median VALUES...: the middle value (the upper middle of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }'; }
+larger() { if [ "$1" -gt "$2" ]; then echo "$1"; else echo "$2"; fi; }
+
 peak >/dev/null
-echo "| records | size | codec | acks | produce rec/s | produce MiB/s | consume rec/s | consume MiB/s | broker VmHWM produce / consume |"
+echo "| records | size | codec | acks | produce rec/s | produce MiB/s | consume rec/s | consume MiB/s" \
+    "| broker VmHWM produce / consume |"
 echo "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"
 for size in 100 1024; do
     if [ "$size" = 100 ]; then count="$small"; else count="$large"; fi
@@ -116,25 +123,33 @@ for size in 100 1024; do
     bytes=$((count * size))
     for codec in none lz4; do
         for acks in 1 all; do
-            topic="bench-$size-$codec-acks-$acks"
-            echo "produce $topic" >&2
-            start=$(now)
-            kcat -b "$broker" -P -t "$topic" -z "$codec" -X acks="$acks" -X linger.ms=5 -X batch.size=1000000 \
-                -l "$input"
-            end=$(now)
-            produce_seconds=$(seconds "$start" "$end")
-            produce_peak=$(peak)
-            echo "consume $topic" >&2
-            start=$(now)
-            # shellcheck disable=SC2086 # the options are words on purpose
-            consumed=$(kcat -b "$broker" -C -t "$topic" -e -o beginning -q $consume_opts | wc -l)
-            end=$(now)
-            consume_seconds=$(seconds "$start" "$end")
-            consume_peak=$(peak)
-            if [ "$consumed" != "$count" ]; then
-                echo "$topic: produced $count records, consumed $consumed" >&2
-                exit 1
-            fi
+            produce_times=()
+            consume_times=()
+            produce_peak=0
+            consume_peak=0
+            for round in $(seq 1 "$rounds"); do
+                topic="bench-$size-$codec-acks-$acks-$round"
+                echo "produce $topic" >&2
+                start=$(now)
+                kcat -b "$broker" -P -t "$topic" -z "$codec" -X acks="$acks" -X linger.ms=5 -X batch.size=1000000 \
+                    -l "$input"
+                end=$(now)
+                produce_times+=("$(seconds "$start" "$end")")
+                produce_peak=$(larger "$produce_peak" "$(peak)")
+                echo "consume $topic" >&2
+                start=$(now)
+                # shellcheck disable=SC2086 # the options are words on purpose
+                consumed=$(kcat -b "$broker" -C -t "$topic" -e -o beginning -q $consume_opts | wc -l)
+                end=$(now)
+                consume_times+=("$(seconds "$start" "$end")")
+                consume_peak=$(larger "$consume_peak" "$(peak)")
+                if [ "$consumed" != "$count" ]; then
+                    echo "$topic: produced $count records, consumed $consumed" >&2
+                    exit 1
+                fi
+            done
+            produce_seconds=$(median "${produce_times[@]}")
+            consume_seconds=$(median "${consume_times[@]}")
             printf '| %s | %s B | %s | %s | %s | %s | %s | %s | %s / %s MiB |\n' "$count" "$size" "$codec" "$acks" \
                 "$(per_second "$count" "$produce_seconds")" "$(mib_per_second "$bytes" "$produce_seconds")" \
                 "$(per_second "$count" "$consume_seconds")" "$(mib_per_second "$bytes" "$consume_seconds")" \

@@ -161,8 +161,10 @@ final class BrokerProcess {
             guard ContinuousClock.now < deadline else {
                 Glibc.kill(process.processIdentifier, SIGKILL)
                 process.waitUntilExit()
-                throw BrokerProcessError("logbroker-server did not exit within \(timeout) of signal \(signal)",
-                    stderr: self.stderr)
+                throw BrokerProcessError(
+                    "logbroker-server did not exit within \(timeout) of signal \(signal)",
+                    stderr: self.stderr
+                )
             }
             try await Task.sleep(for: .milliseconds(10))
         }

@@ -127,7 +127,10 @@ import Testing
                     version: version
                 )
                 #expect(ahead.responses.first?.partitions.first?.errorCode == unknown, "Fetch v\(version) ahead")
-                let new = try await connection.send(Self.fetch(offset: 0, currentLeaderEpoch: current), version: version)
+                let new = try await connection.send(
+                    Self.fetch(offset: 0, currentLeaderEpoch: current),
+                    version: version
+                )
                 let partition = try #require(new.responses.first?.partitions.first)
                 #expect(partition.errorCode == 0, "Fetch v\(version) with the current epoch \(current)")
                 #expect(partition.highWatermark == Int64(acknowledged.values.count))
