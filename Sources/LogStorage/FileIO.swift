@@ -37,6 +37,42 @@ enum FileIO {
         }
     }
 
+    /// Linux's IOV_MAX (UIO_MAXIOV), which the C headers define where Swift cannot see it.
+    static let maxPieces = 1024
+
+    /// Writes all the bytes `pieces` point to, in order, at `position` with pwritev (at most IOV_MAX pieces per
+    /// call), retrying short writes and EINTR. The pieces must stay valid during the call.
+    static func writeAll(
+        _ fd: FileDescriptor,
+        pieces: inout [iovec],
+        at position: Int64,
+        path: FilePath
+    ) throws(StorageError) {
+        var first = 0
+        var offset = position
+        while first < pieces.count {
+            let count = min(pieces.count - first, Self.maxPieces)
+            let written = pieces.withUnsafeBufferPointer { buffer in
+                pwritev(fd.rawValue, buffer.baseAddress! + first, Int32(count), off_t(offset))
+            }
+            if written < 0 {
+                let error = Errno(rawValue: Glibc.errno)
+                if error == .interrupted { continue }
+                throw .io("write", path, error)
+            }
+            offset += Int64(written)
+            var remaining = written
+            while first < pieces.count, remaining >= pieces[first].iov_len {
+                remaining -= pieces[first].iov_len
+                first += 1
+            }
+            if remaining > 0 {
+                pieces[first].iov_base += remaining
+                pieces[first].iov_len -= remaining
+            }
+        }
+    }
+
     /// Reads up to `buffer.count` bytes at `position`; fewer only at the end of the file.
     static func read(
         _ fd: FileDescriptor,

@@ -301,15 +301,9 @@ public final class PartitionLog: Sendable {
                     stamped.partitionLeaderEpoch = leaderEpoch
                     stamped.setLogAppendTime(nowMs)
                     bytes.setBuffer(stamped.buffer, at: position)
-                } else {
-                    // In place: at most one copy of the request's bytes (copy-on-write while the caller holds them).
-                    RecordBatch.stamp(
-                        baseOffset: offset,
-                        partitionLeaderEpoch: leaderEpoch,
-                        ofBatchAt: position,
-                        in: &bytes
-                    )
                 }
+                // Otherwise the caller's bytes stay as they are: `write` assigns the offsets and the segment writes
+                // each batch's stamped head from a scratch buffer (no copy of the request's bytes).
                 offset += Int64(batch.lastOffsetDelta) + 1
                 position += batch.sizeInBytes
             }
@@ -352,7 +346,8 @@ public final class PartitionLog: Sendable {
     }
 
     /// Splits `bytes` into batches, rolls where needed and writes each run of batches for one segment with one
-    /// pwrite. A failure writing leaves the log as it was before this append.
+    /// pwrite (pwritev for a leader, which stamps offsets and `leaderEpoch` on the way). A failure writing leaves
+    /// the log as it was before this append.
     private func write(
         _ bytes: ByteBuffer,
         state: inout State,
@@ -378,7 +373,10 @@ public final class PartitionLog: Sendable {
         let mapEndBefore = state.producers.mapEndOffset
         do throws(StorageError) {
             while let batch = try Self.nextBatch(&splitter, partition: partition) {
-                guard batch.baseOffset >= expectedNext, batch.lastOffsetDelta >= 0 else {
+                // A leader append assigns offsets from the log end (Segment.append stamps them); a follower's keep
+                // the leader's.
+                let baseOffset = leaderEpoch == nil ? batch.baseOffset : expectedNext
+                guard baseOffset >= expectedNext, batch.lastOffsetDelta >= 0 else {
                     throw .invalidAppend(
                         partition,
                         "batch at offset \(batch.baseOffset) is not after the log end \(expectedNext)"
@@ -389,9 +387,9 @@ public final class PartitionLog: Sendable {
                 }
                 let header = StoredBatchHeader(
                     position: Int64(runLength),
-                    baseOffset: batch.baseOffset,
+                    baseOffset: baseOffset,
                     sizeInBytes: batch.sizeInBytes,
-                    partitionLeaderEpoch: batch.partitionLeaderEpoch,
+                    partitionLeaderEpoch: leaderEpoch ?? batch.partitionLeaderEpoch,
                     lastOffsetDelta: batch.lastOffsetDelta,
                     maxTimestamp: batch.maxTimestamp,
                     isLogAppendTime: batch.attributes.timestampType == .logAppendTime,
@@ -417,25 +415,26 @@ public final class PartitionLog: Sendable {
                         try active.append(
                             bytes.getSlice(at: runStart, length: runLength)!,
                             batches: run,
+                            stampEpoch: leaderEpoch,
                             indexIntervalBytes: state.config.indexIntervalBytes
                         )
                     }
                     runStart += runLength
                     runLength = 0
                     run = []
-                    try self.roll(&state, baseOffset: batch.baseOffset, nowMs: nowMs)
+                    try self.roll(&state, baseOffset: baseOffset, nowMs: nowMs)
                 }
                 var positioned = header
                 positioned.position = Int64(runLength)
                 run.append(positioned)
                 runLength += batch.sizeInBytes
-                if info.firstOffset < 0 { info.firstOffset = batch.baseOffset }
-                info.lastOffset = batch.lastOffset
+                if info.firstOffset < 0 { info.firstOffset = baseOffset }
+                info.lastOffset = header.lastOffset
                 info.maxTimestamp = max(info.maxTimestamp, batch.maxTimestamp)
                 info.batchCount += 1
-                expectedNext = batch.lastOffset + 1
-                let epoch = leaderEpoch ?? batch.partitionLeaderEpoch
-                if epoch >= 0 { try state.epochCache.assign(epoch: epoch, startOffset: batch.baseOffset) }
+                expectedNext = header.lastOffset + 1
+                let epoch = header.partitionLeaderEpoch
+                if epoch >= 0 { try state.epochCache.assign(epoch: epoch, startOffset: baseOffset) }
                 if let producerBatch = header.producerBatch {
                     let previous = state.producers.apply(producerBatch)
                     if producersBefore.index(forKey: producerBatch.producerId) == nil {
@@ -450,6 +449,7 @@ public final class PartitionLog: Sendable {
                 try state.segments.last!.append(
                     bytes.getSlice(at: runStart, length: runLength)!,
                     batches: run,
+                    stampEpoch: leaderEpoch,
                     indexIntervalBytes: state.config.indexIntervalBytes
                 )
             }
@@ -809,15 +809,10 @@ public final class PartitionLog: Sendable {
             let end = min(offset ?? state.nextOffset, state.nextOffset)
             guard end > state.recoveryPoint else { return nil }
             var targets: [Segment.SyncTarget] = []
-            do throws(StorageError) {
-                var index = Self.segmentIndex(state.segments, containing: state.recoveryPoint)
-                while index < state.segments.count, state.segments[index].baseOffset < end {
-                    try self.use(&state, state.segments[index])
-                    targets.append(try state.segments[index].syncTarget())
-                    index += 1
-                }
-            } catch {
-                throw self.takeOffline(&state, error)
+            var index = Self.segmentIndex(state.segments, containing: state.recoveryPoint)
+            while index < state.segments.count, state.segments[index].baseOffset < end {
+                targets.append(state.segments[index].syncTarget())
+                index += 1
             }
             return (targets, end, state.truncations)
         }

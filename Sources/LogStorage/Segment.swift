@@ -3,6 +3,12 @@ import Logging
 import NIOCore
 import SystemPackage
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+
 /// The fixed header fields of a batch stored in a segment, read from disk without its records.
 struct StoredBatchHeader {
     static let size = 61
@@ -163,18 +169,30 @@ final class Segment {
         return waited > config.segmentMs
     }
 
-    /// Writes `bytes` (whole batches with offsets assigned) at the end of the `.log` and indexes them. On a failed
-    /// write the file is cut back to where it was, so no partial batch stays behind; if even that cut fails, its
-    /// error is thrown instead of the write's (the caller must then take the partition offline).
-    func append(_ bytes: ByteBuffer, batches: [StoredBatchHeader], indexIntervalBytes: Int) throws(StorageError) {
+    /// Writes `bytes` (whole batches) at the end of the `.log` and indexes them. With `stampEpoch` (a leader append)
+    /// each batch's base offset and partition leader epoch are written from `batches` and that epoch instead of
+    /// from `bytes`: one pwritev of a 16-byte stamped head plus the caller's remaining bytes per batch, so the
+    /// caller's buffer is neither changed nor copied. On a failed write the file is cut back to where it was, so no
+    /// partial batch stays behind; if even that cut fails, its error is thrown instead of the write's (the caller
+    /// must then take the partition offline).
+    func append(
+        _ bytes: ByteBuffer,
+        batches: [StoredBatchHeader],
+        stampEpoch: Int32? = nil,
+        indexIntervalBytes: Int
+    ) throws(StorageError) {
         try self.open()
         let start = self.size
         do {
-            try bytes.withUnsafeReadableBytes { raw in
-                Result { () throws(StorageError) in
-                    try FileIO.writeAll(self.file.descriptor, raw, at: start, path: self.logPath)
-                }
-            }.get()
+            if let epoch = stampEpoch {
+                try Self.writeStamped(bytes, batches: batches, epoch: epoch, to: self.file, at: start)
+            } else {
+                try bytes.withUnsafeReadableBytes { raw in
+                    Result { () throws(StorageError) in
+                        try FileIO.writeAll(self.file.descriptor, raw, at: start, path: self.logPath)
+                    }
+                }.get()
+            }
         } catch {
             try FileIO.truncate(self.file.descriptor, to: start, path: self.logPath)
             throw error
@@ -191,6 +209,45 @@ final class Segment {
             throw error
         }
         self.size = start + Int64(bytes.readableBytes)
+    }
+
+    /// Bytes at the head of a batch that a leader append rewrites: base offset (0-7), length (8-11, copied as is)
+    /// and partition leader epoch (12-15); none of them is covered by the CRC.
+    static let stampedHeadSize = 16
+
+    private static func writeStamped(
+        _ bytes: ByteBuffer,
+        batches: [StoredBatchHeader],
+        epoch: Int32,
+        to file: SegmentFile,
+        at start: Int64
+    ) throws(StorageError) {
+        var heads = [UInt8](repeating: 0, count: batches.count * Self.stampedHeadSize)
+        let result: Result<Void, StorageError> = bytes.withUnsafeReadableBytes { raw in
+            heads.withUnsafeMutableBytes { headBytes in
+                var pieces: [iovec] = []
+                pieces.reserveCapacity(batches.count * 2)
+                for (number, batch) in batches.enumerated() {
+                    let position = Int(batch.position)
+                    let head = headBytes.baseAddress! + number * Self.stampedHeadSize
+                    head.storeBytes(of: batch.baseOffset.bigEndian, toByteOffset: 0, as: Int64.self)
+                    (head + 8).copyMemory(from: raw.baseAddress! + position + 8, byteCount: 4)
+                    head.storeBytes(of: epoch.bigEndian, toByteOffset: 12, as: Int32.self)
+                    pieces.append(iovec(iov_base: head, iov_len: Self.stampedHeadSize))
+                    let rest = batch.sizeInBytes - Self.stampedHeadSize
+                    pieces.append(
+                        iovec(
+                            iov_base: UnsafeMutableRawPointer(mutating: raw.baseAddress! + position + 16),
+                            iov_len: rest
+                        )
+                    )
+                }
+                return Result { () throws(StorageError) in
+                    try FileIO.writeAll(file.descriptor, pieces: &pieces, at: start, path: file.path)
+                }
+            }
+        }
+        try result.get()
     }
 
     /// Kafka's rule, shared by appends and recovery so both give the same index: an entry for a batch once more
@@ -472,20 +529,25 @@ final class Segment {
     }
 
     /// What an fsync of this segment needs, taken under the log's lock and used without it: the open `.log` (kept
-    /// open by the reference) and the index files' paths (their mapped pages are in the same page cache).
-    func syncTarget() throws(StorageError) -> SyncTarget {
-        try self.open()
-        return SyncTarget(log: self.file, indexes: [self.offsetIndex.path, self.timeIndex.path])
+    /// open by the reference) and the index files' paths (their mapped pages are in the same page cache). A segment
+    /// whose files the budget closed is synced by path too, with descriptors open only for the fsync, rather than
+    /// reopened and charged.
+    func syncTarget() -> SyncTarget {
+        let paths = [".log", ".index", ".timeindex"].map {
+            self.directory.appending(Self.fileName(self.baseOffset, $0))
+        }
+        guard let files = self.files else { return SyncTarget(log: nil, paths: paths) }
+        return SyncTarget(log: files.log, paths: Array(paths.dropFirst()))
     }
 
     struct SyncTarget {
-        var log: SegmentFile
-        var indexes: [FilePath]
+        var log: SegmentFile?
+        var paths: [FilePath]
 
-        /// fsyncs the three files; an index renamed away meanwhile (its segment deleted) is skipped.
+        /// fsyncs the three files; a file renamed away meanwhile (its segment deleted) is skipped.
         func sync() throws(StorageError) {
-            try FileIO.sync(self.log.descriptor, path: self.log.path)
-            for path in self.indexes {
+            if let log = self.log { try FileIO.sync(log.descriptor, path: log.path) }
+            for path in self.paths {
                 let fd: SystemPackage.FileDescriptor
                 do {
                     fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec)

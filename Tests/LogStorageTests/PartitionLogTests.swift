@@ -59,6 +59,33 @@ let partition = TopicPartition("orders", 0)
         }
     }
 
+    /// A leader append writes each batch's stamped head from a scratch buffer and the rest from the caller's bytes
+    /// (pwritev, at most 1,024 pieces per call): 700 batches in one append (1,400 pieces) land whole, with their
+    /// offsets and epoch, valid CRCs, and the caller's buffer unchanged.
+    @Test func oneLeaderAppendOfSevenHundredBatchesIsStampedOnDiskAndLeavesTheCallersBytesAlone() throws {
+        try TemporaryDirectory.with { directory in
+            let log = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 1 << 20))
+            _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 3)
+            let request = Batches.concatenate((0..<700).map { Batches.make(count: 1 + $0 % 3, baseOffset: 5) })
+            let before = Array(request.readableBytesView)
+            let info = try log.appendAsLeader(request, leaderEpoch: 4)
+            #expect(Array(request.readableBytesView) == before)
+            #expect(info.firstOffset == 2)
+            #expect(info.batchCount == 700)
+            let stored = Batches.headers(ByteBuffer(bytes: try log.read(from: 2, maxBytes: 1 << 30).range!.readBytes()))
+            #expect(stored.count == 700)
+            var next: Int64 = 2
+            for (number, batch) in stored.enumerated() {
+                #expect(batch.base == next && batch.last == next + Int64(number % 3) && batch.epoch == 4)
+                next = batch.last + 1
+            }
+            #expect(log.logEndOffset == next)
+            #expect(log.epochEntries == [.init(epoch: 3, startOffset: 0), .init(epoch: 4, startOffset: 2)])
+            try log.close()
+        }
+    }
+
     @Test func rollsAtSegmentBytesAndReadsAcrossSegments() throws {
         try TemporaryDirectory.with { directory in
             let log = try PartitionLog(
