@@ -1,7 +1,8 @@
-"""confluent-kafka 2.16.1 validates its position with OffsetForLeaderEpoch after a leader change (KIP-320).
+"""confluent-kafka 2.16.1 and kafka-python 3.0.12 validate their position with OffsetForLeaderEpoch after a leader
+change (KIP-320).
 
 The broker restarts on the same port between two halves of a consumption; every restart re-elects the partition
-with a larger leader epoch, which the consumer learns from Metadata. librdkafka then asks OffsetForLeaderEpoch for
+with a larger leader epoch, which the consumer learns from Metadata. Each client then asks OffsetForLeaderEpoch for
 the epoch of the last record it consumed, checks the answer against its position, and goes on reading: every record
 arrives once, in order, with no offset reset. The client's own protocol debug log shows the request was made."""
 import logging
@@ -123,4 +124,54 @@ def test_consumer_validates_its_position_after_a_leader_change(tmp_path):
         finally:
             consumer.close()
     finally:
+        broker.stop()
+
+
+def test_kafka_python_validates_its_position_after_a_leader_change(tmp_path):
+    import kafka
+    from kafka.structs import TopicPartition
+
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker = Broker(tmp_path, port)
+    broker.start()
+    handler = CapturingHandler()
+    fetcher_log = logging.getLogger("kafka.consumer.fetcher")
+    fetcher_log.addHandler(handler)
+    fetcher_log.setLevel(logging.DEBUG)
+    try:
+        produce(bootstrap, 0, 100)
+        consumer = kafka.KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, metadata_max_age_ms=1000,
+            reconnect_backoff_ms=100, request_timeout_ms=10_000,
+        )
+        try:
+            partition = TopicPartition(TOPIC, 0)
+            consumer.assign([partition])
+            consumer.seek(partition, 0)
+
+            def take(count):
+                received = []
+                deadline = time.time() + 60
+                while len(received) < count and time.time() < deadline:
+                    for records in consumer.poll(timeout_ms=500).values():
+                        received += [(record.offset, record.value.decode(), record.leader_epoch) for record in records]
+                return received
+
+            first = take(100)
+            assert [offset for offset, _, _ in first] == list(range(100))
+            broker.stop()
+            broker.start()
+            produce(bootstrap, 100, 100)
+            second = take(100)
+            assert [offset for offset, _, _ in second] == list(range(100, 200))
+            assert second[-1][2] > first[-1][2], "the restart should have raised the leader epoch"
+            sent = [line for line in handler.lines if "Sending OffsetForLeaderEpochRequest" in line]
+            print("\n".join(line for line in handler.lines if "alidat" in line or "LeaderEpoch" in line))
+            assert sent, "\n".join(handler.lines[-30:])
+            assert not [line for line in handler.lines if "Truncation detected" in line]
+        finally:
+            consumer.close()
+    finally:
+        fetcher_log.removeHandler(handler)
         broker.stop()
