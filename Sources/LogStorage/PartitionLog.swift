@@ -814,11 +814,16 @@ public final class PartitionLog: Sendable {
                 targets.append(state.segments[index].syncTarget())
                 index += 1
             }
+            // The producer snapshot a roll wrote at `end` (Kafka flushes it with the rolled segments), if any.
+            let snapshot = self.directory.appending(Segment.fileName(end, ".snapshot"))
+            targets.append(Segment.SyncTarget(log: nil, paths: [snapshot]))
             return (targets, end, state.truncations)
         }
         guard let (targets, end, truncations) = plan else { return }
         do throws(StorageError) {
             for target in targets { try target.sync() }
+            // New segment and snapshot files are entries of the directory: sync it too, as Kafka's LocalLog.flush.
+            try FileIO.syncDirectory(self.directory)
         } catch {
             self.state.withLock { state in _ = self.takeOffline(&state, error) }
             throw error
