@@ -44,7 +44,8 @@ public final class BrokerStorage: Service, Sendable {
             configuration: ReplicaManagerConfiguration(
                 brokerID: configuration.nodeID,
                 timestampBeforeMaxMs: configuration.log.messageTimestampBeforeMaxMs,
-                timestampAfterMaxMs: configuration.log.messageTimestampAfterMaxMs
+                timestampAfterMaxMs: configuration.log.messageTimestampAfterMaxMs,
+                compactedTopics: configuration.log.cleanupPolicy.contains("compact")
             ),
             logger: logger
         )

@@ -17,17 +17,22 @@ public struct ReplicaManagerConfiguration: Sendable {
     public var timestampAfterMaxMs: Int64
     /// The most bytes one compressed batch may inflate to while it is validated.
     public var maxDecompressedBytes: Int
+    /// Topics are compacted (`log.cleanup.policy` includes `compact`), so every record needs a key, as Kafka's
+    /// `LogValidator` requires. Broker-wide until topic configs carry their own cleanup policy.
+    public var compactedTopics: Bool
 
     public init(
         brokerID: Int32,
         timestampBeforeMaxMs: Int64 = Int64.max,
         timestampAfterMaxMs: Int64 = 3_600_000,
-        maxDecompressedBytes: Int = 64 * 1024 * 1024
+        maxDecompressedBytes: Int = 64 * 1024 * 1024,
+        compactedTopics: Bool = false
     ) {
         self.brokerID = brokerID
         self.timestampBeforeMaxMs = timestampBeforeMaxMs
         self.timestampAfterMaxMs = timestampAfterMaxMs
         self.maxDecompressedBytes = maxDecompressedBytes
+        self.compactedTopics = compactedTopics
     }
 }
 
@@ -261,6 +266,7 @@ public final class ReplicaManager: Sendable {
             )
         }
         if case .coordinator = origin { options.refuseControlBatches = false }
+        options.requireKeys = self.configuration.compactedTopics
         var validator = self.validators.take()
         var largestInflated = 0
         defer { self.validators.give(validator, largestInflated: largestInflated) }

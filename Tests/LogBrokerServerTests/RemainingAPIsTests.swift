@@ -297,6 +297,32 @@ import Testing
         }
     }
 
+    @Test func aCompactedTopicRefusesARecordWithoutAKeyWithItsIndex() async throws {
+        try await Self.withBroker([("log.cleanup.policy", "compact")]) { port, storage in
+            try await storage.replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 1)
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                var builder = RecordBatchBuilder(codec: .lz4)
+                for index in 0..<3 {
+                    let key = index == 2 ? nil : ByteBuffer(string: "key-\(index)")
+                    builder.append(timestamp: now, key: key, value: ByteBuffer(string: "value-\(index)"))
+                }
+                let response = try await connection.send(Self.produce(try builder.build().buffer), version: 10)
+                let partition = try #require(response.responses.first?.partitionResponses.first)
+                #expect(partition.errorCode == 87)
+                #expect(partition.recordErrors.map(\.batchIndex) == [2])
+                #expect(partition.recordErrors.first?.batchIndexErrorMessage?.contains("key") == true)
+                let summary = "One or more records have been rejected due to 1 record errors"
+                #expect(partition.errorMessage?.hasPrefix(summary) == true)
+                // With every key present the batch is appended.
+                var keyed = RecordBatchBuilder(codec: .lz4)
+                keyed.append(timestamp: now, key: ByteBuffer(string: "k"), value: ByteBuffer(string: "v"))
+                let accepted = try await connection.send(Self.produce(try keyed.build().buffer), version: 10)
+                #expect(accepted.responses.first?.partitionResponses.first?.errorCode == 0)
+            }
+        }
+    }
+
     @Test func batchLevelRefusalsCarryNoRecordErrors() async throws {
         try await Self.withBroker { port, storage in
             try await storage.replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 1)
