@@ -107,6 +107,68 @@ import Testing
         }
     }
 
+    /// Readers on four threads and a writer that keeps rolling segments, over eight partitions under a budget that
+    /// holds the active segments and a few cold ones: every read returns the batch it asked for while segments are
+    /// closed and reopened underneath, and once all is quiet the charge is back within the budget (each thread may
+    /// overshoot by one segment while its victims' logs are busy).
+    @Test func concurrentReadsAndRollsStayCorrectUnderEviction() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            let segmentConfig = LogManagerTests.smallSegments(150)
+            let config = LogManagerTests.managerConfig(directory) {
+                $0.fileHandleLimit = 45
+                $0.topicConfig = { _ in segmentConfig }
+            }
+            let manager = try LogManager(config: config, ioPool: pool)
+            let logs = try (0..<8).map { number in
+                let log = try manager.getOrCreateLog(topic: "busy", partition: Int32(number), config: segmentConfig)
+                for _ in 0..<6 { _ = try log.appendAsLeader(Batches.make(count: 2, valueSize: 30), leaderEpoch: 0) }
+                return log
+            }
+            let failures = Mutex<[String]>([])
+            DispatchQueue.concurrentPerform(iterations: 5) { worker in
+                var generator = SystemRandomNumberGenerator()
+                for _ in 0..<300 {
+                    let log = logs[Int.random(in: 0..<logs.count, using: &generator)]
+                    do {
+                        if worker == 0 {
+                            _ = try log.appendAsLeader(Batches.make(count: 2, valueSize: 30), leaderEpoch: 0)
+                            continue
+                        }
+                        let offset = 2 * Int64.random(in: 0..<6, using: &generator)
+                        let bytes = try log.withLog { (log) throws(StorageError) in
+                            try log.read(from: offset, maxBytes: 1).range!.readBytes()
+                        }
+                        let bases = Batches.headers(ByteBuffer(bytes: bytes)).map(\.base)
+                        if bases != [offset] { failures.withLock { $0.append("read \(offset) gave \(bases)") } }
+                    } catch {
+                        failures.withLock { $0.append("\(error)") }
+                    }
+                }
+            }
+            LogManagerTests.drain(pool)
+            #expect(failures.withLock { $0 }.isEmpty, "\(failures.withLock { $0.prefix(5) })")
+            #expect(manager.budget.charged <= 45 + 5 * FileHandleBudget.descriptorsPerSegment)
+            #expect(manager.budget.segmentEvictions > 0)
+            #expect(logs.reduce(0) { $0 + $1.logEndOffset } == 8 * 12 + 300 * 2)
+            // Every partition still reads back whole, in order.
+            for log in logs {
+                let end = log.logEndOffset
+                var offset: Int64 = 0
+                while offset < end {
+                    let bytes = try log.withLog { (log) throws(StorageError) in
+                        try log.read(from: offset, maxBytes: 1).range!.readBytes()
+                    }
+                    let headers = Batches.headers(ByteBuffer(bytes: bytes))
+                    #expect(headers.first?.base == offset)
+                    offset = (headers.first?.last ?? end) + 1
+                }
+            }
+            try manager.shutdown()
+        }
+    }
+
     /// A PartitionLog without a budget closes its cold segments at open too, and reopens them for reads,
     /// look-ups, truncation into them and retention.
     @Test func aLogReopensItsColdSegmentsForEveryPathThatReadsThem() throws {
