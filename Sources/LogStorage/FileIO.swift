@@ -60,6 +60,8 @@ enum FileIO {
                 if error == .interrupted { continue }
                 throw .io("write", path, error)
             }
+            // No progress on a regular file should not happen; fail rather than spin.
+            guard written > 0 else { throw .io("write (no progress)", path, .ioError) }
             offset += Int64(written)
             var remaining = written
             while first < pieces.count, remaining >= pieces[first].iov_len {
