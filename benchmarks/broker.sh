@@ -2,22 +2,27 @@
 # Builds logbroker-server in release mode, starts a fresh broker (temporary log dir, an ephemeral port of 127.0.0.1)
 # and measures produce and consume throughput with kcat (librdkafka) for 100-byte and 1 KiB records, acks=1 and
 # acks=all, codecs none and lz4: each run into a new topic of one partition. Prints one table (progress goes to
-# stderr): records/s and MiB/s of record values each way, and the broker's peak resident memory (VmHWM) during each
-# produce and consume (reset between phases through /proc/PID/clear_refs, so each row shows its own peak).
+# stderr): records/s and MiB/s of record values each way, the broker's CPU time (user + system, /proc/PID/stat) for
+# each, and its peak resident memory (VmHWM) during each produce and consume (reset between phases through
+# /proc/PID/clear_refs, so each row shows its own peak). The CPU time says whether the broker or the client limits
+# a rate: on a shared machine it varies less than the wall-clock rates do.
 #
 # Produce: `kcat -P -l FILE` (one record per line) with `-X acks=...`, `linger.ms=5` and `batch.size=1000000`
-# (librdkafka's defaults, spelled out). Consume: `kcat -C -e -o beginning -q` into `wc -l`, which must count every
-# record, with a prefetch queue large enough for the whole topic (queued.min.messages, queued.max.messages.kbytes):
-# at librdkafka 2.0.2's defaults (100,000 messages, 64 MiB) kcat's own output falls behind the fetches, the queue
-# fills, and librdkafka stops fetching for up to a second at a time (seen with `-d fetch`), which measures that
-# pause rather than the broker; BROKERBENCH_CONSUME_OPTS="" measures with the defaults. kcat runs on the same
-# machine, so the figures are of the pair, not of the broker alone.
+# (librdkafka's defaults, spelled out). Consume: `kcat -C -o beginning -c COUNT -e -q` into `wc -l`, which must count
+# every record. `-c` ends it at the last record: with `-e` alone kcat waits for the end-of-partition signal, a fetch
+# at the high watermark that the broker holds for fetch.wait.max.ms (500 ms), as Kafka does, which would add half a
+# second to every consume. The consumer gets a prefetch queue large enough for the whole topic
+# (queued.min.messages, queued.max.messages.kbytes): at librdkafka 2.0.2's defaults (100,000 messages, 64 MiB)
+# kcat's own output falls behind the fetches, the queue fills, and librdkafka stops fetching for up to a second at a
+# time (seen with `-d fetch`), which measures that pause rather than the broker; BROKERBENCH_CONSUME_OPTS="" measures
+# with the defaults. kcat runs on the same machine, so the rates are of the pair, not of the broker alone.
 #
 # Environment: BROKERBENCH_DIR (default: a new temporary directory; the file system to measure),
 # BROKERBENCH_SMALL (records of 100 B, default 1000000), BROKERBENCH_LARGE (records of 1 KiB, default 500000),
 # BROKERBENCH_ROUNDS (default 3: each row is the median time of that many runs, each into a new topic, and the
-# largest peak), BROKERBENCH_CONSUME_OPTS (kcat -X options for consuming, see above), LOGBROKER_SCRATCH_PATH (passed
-# to swift as --scratch-path).
+# largest peak), BROKERBENCH_CONSUME_OPTS (kcat -X options for consuming, see above), BROKERBENCH_TIMEOUT (seconds
+# each kcat may take, default 300: a broker that stops serving fails the run instead of hanging it),
+# LOGBROKER_SCRATCH_PATH (passed to swift as --scratch-path).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,6 +40,7 @@ server="$(swift build "${swift_opts[@]}" --show-bin-path)/logbroker-server"
 small="${BROKERBENCH_SMALL:-1000000}"
 large="${BROKERBENCH_LARGE:-500000}"
 rounds="${BROKERBENCH_ROUNDS:-3}"
+limit="${BROKERBENCH_TIMEOUT:-300}"
 consume_opts="${BROKERBENCH_CONSUME_OPTS--X queued.min.messages=10000000 -X queued.max.messages.kbytes=2097151}"
 if [ -n "${BROKERBENCH_DIR:-}" ]; then
     dir="$BROKERBENCH_DIR"
@@ -111,12 +117,15 @@ peak() {
 
 # median VALUES...: the middle value (the upper middle of an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(NR / 2) + 1] }'; }
+# The broker's user + system CPU time so far, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+cpu_seconds() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
 larger() { if [ "$1" -gt "$2" ]; then echo "$1"; else echo "$2"; fi; }
 
 peak >/dev/null
 echo "| records | size | codec | acks | produce rec/s | produce MiB/s | consume rec/s | consume MiB/s" \
-    "| broker VmHWM produce / consume |"
-echo "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    "| broker CPU produce / consume | broker VmHWM produce / consume |"
+echo "| ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for size in 100 1024; do
     if [ "$size" = 100 ]; then count="$small"; else count="$large"; fi
     input="$dir/records-$size.txt"
@@ -125,23 +134,30 @@ for size in 100 1024; do
         for acks in 1 all; do
             produce_times=()
             consume_times=()
+            produce_ticks=()
+            consume_ticks=()
             produce_peak=0
             consume_peak=0
             for round in $(seq 1 "$rounds"); do
                 topic="bench-$size-$codec-acks-$acks-$round"
                 echo "produce $topic" >&2
+                cpu=$(ticks)
                 start=$(now)
-                kcat -b "$broker" -P -t "$topic" -z "$codec" -X acks="$acks" -X linger.ms=5 -X batch.size=1000000 \
-                    -l "$input"
+                timeout "$limit" kcat -b "$broker" -P -t "$topic" -z "$codec" -X acks="$acks" -X linger.ms=5 \
+                    -X batch.size=1000000 -l "$input" || { echo "$topic: kcat -P failed or timed out" >&2; exit 1; }
                 end=$(now)
                 produce_times+=("$(seconds "$start" "$end")")
+                produce_ticks+=($(($(ticks) - cpu)))
                 produce_peak=$(larger "$produce_peak" "$(peak)")
                 echo "consume $topic" >&2
+                cpu=$(ticks)
                 start=$(now)
                 # shellcheck disable=SC2086 # the options are words on purpose
-                consumed=$(kcat -b "$broker" -C -t "$topic" -e -o beginning -q $consume_opts | wc -l)
+                consumed=$(timeout "$limit" kcat -b "$broker" -C -t "$topic" -o beginning -c "$count" -e -q \
+                    $consume_opts | wc -l) || true
                 end=$(now)
                 consume_times+=("$(seconds "$start" "$end")")
+                consume_ticks+=($(($(ticks) - cpu)))
                 consume_peak=$(larger "$consume_peak" "$(peak)")
                 if [ "$consumed" != "$count" ]; then
                     echo "$topic: produced $count records, consumed $consumed" >&2
@@ -150,9 +166,11 @@ for size in 100 1024; do
             done
             produce_seconds=$(median "${produce_times[@]}")
             consume_seconds=$(median "${consume_times[@]}")
-            printf '| %s | %s B | %s | %s | %s | %s | %s | %s | %s / %s MiB |\n' "$count" "$size" "$codec" "$acks" \
+            printf '| %s | %s B | %s | %s | %s | %s | %s | %s | %s / %s s | %s / %s MiB |\n' \
+                "$count" "$size" "$codec" "$acks" \
                 "$(per_second "$count" "$produce_seconds")" "$(mib_per_second "$bytes" "$produce_seconds")" \
                 "$(per_second "$count" "$consume_seconds")" "$(mib_per_second "$bytes" "$consume_seconds")" \
+                "$(cpu_seconds "$(median "${produce_ticks[@]}")")" "$(cpu_seconds "$(median "${consume_ticks[@]}")")" \
                 "$produce_peak" "$consume_peak"
         done
     done
