@@ -82,13 +82,21 @@ public final class LeaderEpochCache {
         self.entries.last { $0.startOffset <= offset }?.epoch
     }
 
-    /// OffsetForLeaderEpoch's answer (KIP-101, KIP-279): the largest epoch <= `requested` and the offset where the
-    /// next epoch starts (the log end offset if it is the latest). Unknown (`-1`, `-1`) when every epoch is above
-    /// `requested` or the cache is empty.
+    /// OffsetForLeaderEpoch's answer (KIP-101, KIP-279), as Kafka's `LeaderEpochFileCache.endOffsetFor` gives it:
+    /// - `requested` is -1, above every epoch, or the cache is empty: (-1, -1), unknown;
+    /// - it is the latest epoch: (it, `logEndOffset`), since it is still being written;
+    /// - it is below every epoch: (`requested`, the first entry's start offset): that history was deleted, and the
+    ///   caller should go on from where the log starts;
+    /// - otherwise the largest epoch at or below it and the start offset of the first epoch above it.
     public func endOffset(for requested: Int32, logEndOffset: Int64) -> (epoch: Int32, endOffset: Int64) {
-        guard let index = self.entries.lastIndex(where: { $0.epoch <= requested }) else { return (-1, -1) }
-        let next = index + 1 < self.entries.count ? self.entries[index + 1].startOffset : logEndOffset
-        return (self.entries[index].epoch, next)
+        let unknown: (epoch: Int32, endOffset: Int64) = (-1, -1)
+        guard requested >= 0, let latest = self.entries.last else { return unknown }
+        if requested == latest.epoch { return (requested, logEndOffset) }
+        guard let higher = self.entries.first(where: { $0.epoch > requested }) else { return unknown }
+        guard let floor = self.entries.last(where: { $0.epoch <= requested }) else {
+            return (requested, higher.startOffset)
+        }
+        return (floor.epoch, higher.startOffset)
     }
 
     public func flush() throws(StorageError) {

@@ -237,6 +237,16 @@ public final class PartitionLog: Sendable {
         return error
     }
 
+    /// Records that `leaderEpoch` starts at the log end, as Kafka's new leader does on election
+    /// (`maybeAssignEpochStartOffset`), so OffsetForLeaderEpoch and ListOffsets answer for the new epoch before
+    /// anything is appended in it. An epoch at or below the latest cached one changes nothing.
+    public func assignLeaderEpoch(_ leaderEpoch: Int32) throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            try state.epochCache.assign(epoch: leaderEpoch, startOffset: state.nextOffset)
+        }
+    }
+
     // MARK: Appending
 
     /// Appends validated batches as the leader: offsets assigned from the log end (base offset rewritten in

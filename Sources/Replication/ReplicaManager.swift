@@ -171,7 +171,9 @@ public final class ReplicaManager: Sendable {
     ) async throws -> Partition {
         let topicPartition = TopicPartition(topic, partition)
         if let existing = self.partition(topicPartition) {
-            existing.update(topicID: topicID, leaderEpoch: leaderEpoch)
+            if existing.update(topicID: topicID, leaderEpoch: leaderEpoch) {
+                try await self.assignEpochStart(leaderEpoch, in: existing.log)
+            }
             self.delayedFetches.notify(topicPartition)
             return existing
         }
@@ -191,12 +193,21 @@ public final class ReplicaManager: Sendable {
             partitions[topicPartition] = created
             return created
         }
-        hosted.update(topicID: topicID, leaderEpoch: leaderEpoch)
+        if hosted.update(topicID: topicID, leaderEpoch: leaderEpoch) {
+            try await self.assignEpochStart(leaderEpoch, in: hosted.log)
+        }
         self.logger.info(
             "became leader",
             metadata: ["partition": "\(topicPartition)", "leaderEpoch": "\(leaderEpoch)"]
         )
         return hosted
+    }
+
+    /// Writes the new leader epoch's start (the log end) into the partition's epoch cache, on the disk pool.
+    private func assignEpochStart(_ leaderEpoch: Int32, in log: ManagedLog) async throws {
+        try await self.ioPool.run {
+            try log.withLog { (log) throws(StorageError) in try log.assignLeaderEpoch(leaderEpoch) }
+        }
     }
 
     /// The hosted partition, nil if this broker does not host it.

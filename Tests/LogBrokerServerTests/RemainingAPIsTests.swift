@@ -135,24 +135,6 @@ import Testing
         }
     }
 
-    @Test func epochEndOffsetMatchesKafkasCacheLookUp() {
-        let entries = [EpochEntry(epoch: 2, startOffset: 10), EpochEntry(epoch: 4, startOffset: 20)]
-        #expect(ReplicaManager.epochEndOffset(-1, entries: entries, logEndOffset: 30) == (-1, -1))
-        #expect(ReplicaManager.epochEndOffset(0, entries: entries, logEndOffset: 30) == (0, 10))
-        #expect(ReplicaManager.epochEndOffset(2, entries: entries, logEndOffset: 30) == (2, 20))
-        #expect(ReplicaManager.epochEndOffset(3, entries: entries, logEndOffset: 30) == (2, 20))
-        #expect(ReplicaManager.epochEndOffset(4, entries: entries, logEndOffset: 30) == (4, 30))
-        #expect(ReplicaManager.epochEndOffset(9, entries: entries, logEndOffset: 30) == (-1, -1))
-        #expect(ReplicaManager.epochEndOffset(0, entries: [], logEndOffset: 0) == (-1, -1))
-        #expect(ReplicaManager.leaderView(entries, leaderEpoch: 4, logEndOffset: 30) == entries)
-        #expect(
-            ReplicaManager.leaderView(entries, leaderEpoch: 6, logEndOffset: 30)
-                == entries + [EpochEntry(epoch: 6, startOffset: 30)]
-        )
-        let empty = ReplicaManager.leaderView([], leaderEpoch: 0, logEndOffset: 0)
-        #expect(empty == [EpochEntry(epoch: 0, startOffset: 0)])
-    }
-
     @Test func aNewLeaderAnswersForItsEpochBeforeItAppends() async throws {
         try await Self.withBroker { port, storage in
             let replicas = storage.replicas

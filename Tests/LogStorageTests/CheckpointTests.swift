@@ -56,10 +56,13 @@ import Testing
                 ])
             #expect(TestFiles.text(path) == "0\n3\n1 0\n3 10\n5 20\n")
 
-            #expect(cache.endOffset(for: 0, logEndOffset: 30) == (-1, -1))
+            #expect(cache.endOffset(for: -1, logEndOffset: 30) == (-1, -1))
+            #expect(cache.endOffset(for: 0, logEndOffset: 30) == (0, 0))  // below every epoch: where the log starts
             #expect(cache.endOffset(for: 1, logEndOffset: 30) == (1, 10))
             #expect(cache.endOffset(for: 2, logEndOffset: 30) == (1, 10))  // KIP-279: largest epoch <= 2
+            #expect(cache.endOffset(for: 3, logEndOffset: 30) == (3, 20))
             #expect(cache.endOffset(for: 5, logEndOffset: 30) == (5, 30))
+            #expect(cache.endOffset(for: 6, logEndOffset: 30) == (-1, -1))  // above every epoch: unknown
             #expect(cache.epoch(forOffset: 15) == 3)
 
             try cache.truncate(fromEnd: 20)
