@@ -635,15 +635,19 @@ public final class PartitionLog: Sendable {
             var info = LogReadInfo(range: nil, logStartOffset: state.logStartOffset, logEndOffset: state.nextOffset)
             var index = Self.segmentIndex(state.segments, containing: offset)
             while index < state.segments.count {
-                try self.use(&state, state.segments[index])
-                if let range = try state.segments[index].read(
-                    from: offset,
-                    maxBytes: maxBytes,
-                    maxOffset: bound,
-                    minOneBatch: minOneBatch
-                ) {
-                    info.range = range
-                    break
+                do throws(StorageError) {
+                    try self.use(&state, state.segments[index])
+                    if let range = try state.segments[index].read(
+                        from: offset,
+                        maxBytes: maxBytes,
+                        maxOffset: bound,
+                        minOneBatch: minOneBatch
+                    ) {
+                        info.range = range
+                        break
+                    }
+                } catch {
+                    throw self.takeOffline(&state, error)
                 }
                 index += 1
             }

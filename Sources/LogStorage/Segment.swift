@@ -312,13 +312,19 @@ final class Segment {
         }
     }
 
-    /// The first batch whose last offset is >= `offset`, searching from the index's position for it.
+    /// The first batch whose last offset is >= `offset`, searching from the index's position for it; nil if the
+    /// segment ends first.
+    /// - Throws: `corruptBatch` at a header that cannot be read before the end of the file: appends and recovery
+    ///   leave only whole batches, so the bytes changed underneath (a reader must not skip them silently).
     func findBatch(containing offset: Int64) throws(StorageError) -> StoredBatchHeader? {
         try self.open()
         var position = self.offsetIndex.lookup(offset).position
         while let header = try self.readHeader(at: position) {
             if header.lastOffset >= offset { return header }
             position = header.end
+        }
+        guard position >= self.size else {
+            throw .corruptBatch(self.logPath, at: position, "no valid batch header before the end of the file")
         }
         return nil
     }

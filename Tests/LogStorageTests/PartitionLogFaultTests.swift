@@ -206,6 +206,49 @@ func fillFileSystem(_ path: FilePath) throws -> (SystemPackage.FileDescriptor, I
         }
     }
 
+    /// A batch header zeroed in a rolled segment (its length field 0): a clean start does not read it, and a fetch
+    /// that walks over it must neither skip to the next segment (silently losing offsets 10-29) nor answer "no
+    /// data" forever. It names the file and position and takes the partition offline (KAFKA_STORAGE_ERROR from
+    /// then on); nothing is cut.
+    @Test func aFetchOverAZeroedBatchHeaderTakesThePartitionOffline() throws {
+        try TemporaryDirectory.with { directory in
+            let config = smallConfig(segmentBytes: 1 << 20, indexInterval: 1 << 20)
+            let log = try PartitionLog(logDirectory: directory.path, topicPartition: partition, config: config)
+            for _ in 0..<3 { _ = try log.appendAsLeader(Batches.make(count: 10), leaderEpoch: 1) }
+            try log.roll()
+            _ = try log.appendAsLeader(Batches.make(count: 10), leaderEpoch: 1)
+            try log.close()
+
+            let logPath = directory.appending("orders-0/" + Segment.fileName(0, ".log"))
+            var bytes = TestFiles.read(logPath)!
+            let secondStart = Batches.headers(ByteBuffer(bytes: bytes))[0].size
+            for index in secondStart..<(secondStart + RecordBatch.headerSize) { bytes[index] = 0 }
+            try TestFiles.write(logPath, bytes)
+
+            let reopened = try PartitionLog(
+                logDirectory: directory.path,
+                topicPartition: partition,
+                config: config,
+                recoveryPoint: 40,
+                hadCleanShutdown: true
+            )
+            #expect(reopened.logEndOffset == 40)
+            // The first batch is still served; the next read starts past it and meets the zeroed header.
+            #expect(try reopened.read(from: 0, maxBytes: 1 << 20).range?.length == secondStart)
+            do throws(StorageError) {
+                _ = try reopened.read(from: 25, maxBytes: 1 << 20)
+                Issue.record("a read over a zeroed batch header succeeded")
+            } catch {
+                #expect(error.kafkaErrorCode == .corruptMessage)
+                #expect(error.description.contains(logPath.string))
+                #expect(error.description.contains("position \(secondStart)"))
+            }
+            #expect(reopened.isOffline)
+            #expect(storageErrorCode { _ = try reopened.read(from: 0, maxBytes: 100) } == .kafkaStorageError)
+            #expect(TestFiles.read(logPath) == bytes)
+        }
+    }
+
     /// ENOSPC on a 2 MB tmpfs (needs root to mount). Decision, documented on `PartitionLog.write`: a full disk
     /// fails the append with KAFKA_STORAGE_ERROR after cutting the partial batch back, and the partition stays
     /// online (Kafka would take the whole log dir offline), so appends succeed once space is freed. This test keeps
