@@ -73,6 +73,7 @@ struct Loader {
         var segments: [Segment] = []
         var nextOffset: Int64 = logOffsets[0]
         var offlineReason: String?
+        var scanned = (segments: 0, bytes: Int64(0))
         for (number, baseOffset) in logOffsets.enumerated() {
             let indexMissing =
                 !FileIO.exists(self.directory.appending(Segment.fileName(baseOffset, ".index")))
@@ -100,6 +101,7 @@ struct Loader {
                 nextOffset = isLast ? try segment.nextOffset() : logOffsets[number + 1]
                 continue
             }
+            if unflushed { scanned = (scanned.segments + 1, scanned.bytes + segment.size) }
             let cache = self.epochCache
             let failure = try segment.recover(config: self.config) { (batch) throws(StorageError) in
                 if batch.partitionLeaderEpoch >= 0 {
@@ -150,6 +152,16 @@ struct Loader {
         }
         if offlineReason == nil {
             try segments.last!.onBecomeActive(indexCapacity: self.config.segmentIndexBytes)
+        }
+        if scanned.segments > 0 {
+            self.logger.info(
+                "Recovered the unflushed tail after an unclean stop",
+                metadata: [
+                    "recoveryPoint": "\(recoveryPoint)",
+                    "segmentsScanned": "\(scanned.segments)", "bytesScanned": "\(scanned.bytes)",
+                    "logEndOffset": "\(nextOffset)",
+                ]
+            )
         }
         // Only the active segment keeps its files open; the others reopen when a read needs them.
         for segment in segments.dropLast() { try segment.closeFiles() }

@@ -220,6 +220,10 @@ import Testing
                 // No marker, so every log was recovered from its recovery point; round 1 also truncated the tear.
                 let loaded = try Self.loadedLogsLine(broker.stderr)
                 #expect(loaded.contains("cleanShutdown=[]"), "\(loaded)")
+                let recovered = broker.stderr.split(separator: "\n").contains {
+                    $0.contains("Recovered the unflushed") && $0.contains("partition=\(Self.kcatTopic)-0")
+                }
+                #expect(recovered, "no recovery logged:\n\(broker.stderr)")
                 if tornBytes > 0 {
                     let truncated = broker.stderr.split(separator: "\n").first { $0.contains("Truncated a torn") }
                     let line = try #require(truncated, "no truncation logged:\n\(broker.stderr)")
