@@ -17,6 +17,8 @@ public final class BrokerStorage: Service, Sendable {
     public let ioPool: DiskIOPool
     public let logManager: LogManager
     public let replicas: ReplicaManager
+    /// Incremental fetch sessions, capped at `max.incremental.fetch.session.cache.slots`.
+    public let fetchSessions: FetchSessionCache
     private let logger: Logger
 
     /// Opens (and after an unclean stop recovers) every partition in `log.dirs`.
@@ -49,6 +51,7 @@ public final class BrokerStorage: Service, Sendable {
             ),
             logger: logger
         )
+        self.fetchSessions = FetchSessionCache(capacity: Int(configuration.maxIncrementalFetchSessionCacheSlots))
         self.logger = logger
     }
 
@@ -71,7 +74,7 @@ public final class BrokerStorage: Service, Sendable {
     /// Adds the data-path APIs to `handlers`.
     public func register(in handlers: inout HandlerTable) {
         handlers.register(ProduceHandler(replicas: self.replicas))
-        handlers.register(FetchHandler(replicas: self.replicas))
+        handlers.register(FetchHandler(replicas: self.replicas, sessions: self.fetchSessions))
         handlers.register(ListOffsetsHandler(replicas: self.replicas))
         handlers.register(OffsetForLeaderEpochHandler(replicas: self.replicas))
     }

@@ -61,5 +61,9 @@ def test_kafka_python_round_trip_with_fetch_sessions(broker):
     consumer.seek_to_beginning(partition)
     received = [message.value for message in consumer]
     assert received == values("kp")
+    # kafka-python keeps a KIP-227 session per broker (a private attribute, the only place it shows): after the reads
+    # it must be in an incremental session the broker accepted, not back on full fetches after an error.
+    sessions = [handler.next_metadata for handler in consumer._fetcher._session_handlers.values()]
+    assert sessions and all(meta.session_id != 0 and meta.epoch > 1 for meta in sessions), sessions
     assert consumer.end_offsets([partition])[partition] == COUNT
     consumer.close()

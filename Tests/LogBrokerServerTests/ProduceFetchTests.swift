@@ -17,7 +17,9 @@ import Testing
     static let leaderEpoch: Int32 = 3
 
     /// Runs `body` with the server's port and the replica manager, then stops both and removes the log directory.
+    /// The fetch session cache holds `sessionSlots` sessions (`max.incremental.fetch.session.cache.slots`).
     static func withBroker<Result: Sendable>(
+        sessionSlots: Int = 1000,
         _ body: @Sendable (Int, ReplicaManager) async throws -> Result
     ) async throws -> Result {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("produce-fetch-\(UUID())").path
@@ -37,7 +39,7 @@ import Testing
         try await replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: Self.leaderEpoch)
         var handlers = HandlerTable()
         handlers.register(ProduceHandler(replicas: replicas))
-        handlers.register(FetchHandler(replicas: replicas))
+        handlers.register(FetchHandler(replicas: replicas, sessions: FetchSessionCache(capacity: sessionSlots)))
         handlers.register(ListOffsetsHandler(replicas: replicas))
         return try await withServer(handlers: handlers) { port in try await body(port, replicas) }
     }

@@ -14,10 +14,9 @@ import Replication
 /// An error on any partition answers at once. Partitions carry the log start offset, high watermark and last stable
 /// offset (= high watermark without transactions); on error those are -1, as Kafka sends them.
 ///
-/// Fetch sessions (KIP-227) are not kept yet: every full request (session epoch 0 or -1) is answered with session
-/// id 0, which tells the client that no session was created, and it goes on sending full requests (legal, and what
-/// Kafka does when its session cache is full). An incremental request (epoch > 0) cannot name a session this
-/// broker created: FETCH_SESSION_ID_NOT_FOUND, as Kafka answers for an unknown session.
+/// From v7 fetches may use incremental sessions (KIP-227, `FetchSessionCache`): a full fetch with epoch 0 is
+/// answered with a new session id (or 0 when the cache has no room), and an incremental fetch reads the session's
+/// partitions and answers only those with something new.
 ///
 /// Records are read into memory (pread on the disk pool) so the generated encoder can write them; sending the file
 /// ranges with sendfile (NIO `FileRegion`) comes later.
@@ -27,69 +26,80 @@ public struct FetchHandler: KafkaHandler {
     public typealias Request = FetchRequest
 
     let replicas: ReplicaManager
+    let sessions: FetchSessionCache
 
-    public init(replicas: ReplicaManager) {
+    public init(replicas: ReplicaManager, sessions: FetchSessionCache) {
         self.replicas = replicas
+        self.sessions = sessions
     }
 
     public var versions: ClosedRange<Int16> { 4...12 }
 
     public func handle(_ request: FetchRequest, context: RequestContext) async -> FetchResponse {
-        if context.apiVersion >= 7, request.sessionEpoch != 0, request.sessionEpoch != -1 {
-            return FetchResponse(errorCode: ErrorCode.fetchSessionIDNotFound.rawValue, sessionID: 0)
+        let session = self.sessions.context(for: request, version: context.apiVersion)
+        let reads: [PartitionRead]
+        switch session {
+        case .error(let error):
+            return FetchResponse(errorCode: error.rawValue, sessionID: 0)
+        case .full:
+            reads = FetchSessionCache.reads(of: request, version: context.apiVersion)
+        case .incremental(_, let sessionReads):
+            reads = sessionReads
         }
-        var reads: [PartitionRead] = []
-        for topic in request.topics {
-            for partition in topic.partitions {
-                reads.append(
-                    PartitionRead(
-                        topicPartition: TopicPartition(topic.topic, partition.partition),
-                        fetchOffset: partition.fetchOffset,
-                        maxBytes: Int(max(0, partition.partitionMaxBytes)),
-                        currentLeaderEpoch: context.apiVersion >= 9 ? partition.currentLeaderEpoch : -1
-                    )
-                )
-            }
-        }
-        let maxBytes = Int(max(0, request.maxBytes))
-        var results = await self.replicas.read(reads, maxBytes: maxBytes)
-        let available = results.reduce(0) { $0 + $1.byteCount }
-        let minBytes = Int(request.minBytes)
-        if request.maxWaitMs > 0, !reads.isEmpty, available < minBytes, results.allSatisfy({ $0.error == .none }) {
-            await self.park(reads, results: results, needed: Int64(minBytes - available), maxWaitMs: request.maxWaitMs)
-            results = await self.replicas.read(reads, maxBytes: maxBytes)
-        }
+        let results = await self.read(reads, request: request)
         let records = await self.load(results)
 
-        var index = 0
-        var topics: [FetchResponse.FetchableTopicResponse] = []
-        topics.reserveCapacity(request.topics.count)
-        for topic in request.topics {
-            var partitions: [FetchResponse.PartitionData] = []
-            partitions.reserveCapacity(topic.partitions.count)
-            for partition in topic.partitions {
-                let result = results[index]
-                var error = result.error
-                var bytes = records[index]
-                if error == .none, bytes == nil, result.range != nil { error = .kafkaStorageError }
-                if error != .none { bytes = nil }
-                let failed = error != .none
-                partitions.append(
-                    .init(
-                        partitionIndex: partition.partition,
-                        errorCode: error.rawValue,
-                        highWatermark: failed ? -1 : result.highWatermark,
-                        lastStableOffset: failed ? -1 : result.lastStableOffset,
-                        logStartOffset: failed ? -1 : result.logStartOffset,
-                        abortedTransactions: request.isolationLevel == 1 ? [] : nil,
-                        records: bytes ?? ByteBuffer()
-                    )
-                )
-                index += 1
-            }
-            topics.append(.init(topic: topic.topic, partitions: partitions))
+        var sessionID: Int32 = 0
+        var included = [Bool](repeating: true, count: reads.count)
+        switch session {
+        case .full(createSession: true):
+            sessionID = self.sessions.createSession(reads, results: results)
+        case .incremental(let id, _):
+            sessionID = id
+            included = self.sessions.complete(sessionID: id, reads: reads, results: results)
+        case .full, .error:
+            break
         }
-        return FetchResponse(errorCode: 0, sessionID: 0, responses: topics)
+
+        // One entry per run of partitions of the same topic, in read order, as Kafka groups them.
+        var topics: [FetchResponse.FetchableTopicResponse] = []
+        for index in reads.indices where included[index] {
+            let read = reads[index]
+            let result = results[index]
+            var error = result.error
+            var bytes = records[index]
+            if error == .none, bytes == nil, result.range != nil { error = .kafkaStorageError }
+            if error != .none { bytes = nil }
+            let failed = error != .none
+            let partition = FetchResponse.PartitionData(
+                partitionIndex: read.topicPartition.partition,
+                errorCode: error.rawValue,
+                highWatermark: failed ? -1 : result.highWatermark,
+                lastStableOffset: failed ? -1 : result.lastStableOffset,
+                logStartOffset: failed ? -1 : result.logStartOffset,
+                abortedTransactions: request.isolationLevel == 1 ? [] : nil,
+                records: bytes ?? ByteBuffer()
+            )
+            if topics.last?.topic == read.topicPartition.topic {
+                topics[topics.count - 1].partitions.append(partition)
+            } else {
+                topics.append(.init(topic: read.topicPartition.topic, partitions: [partition]))
+            }
+        }
+        return FetchResponse(errorCode: 0, sessionID: sessionID, responses: topics)
+    }
+
+    /// Reads `reads`, and if fewer than min.bytes are there and max.wait.ms > 0, parks until appends bring them or
+    /// the wait ends, then reads again.
+    private func read(_ reads: [PartitionRead], request: FetchRequest) async -> [PartitionReadResult] {
+        let maxBytes = Int(max(0, request.maxBytes))
+        let results = await self.replicas.read(reads, maxBytes: maxBytes)
+        let available = results.reduce(0) { $0 + $1.byteCount }
+        let minBytes = Int(request.minBytes)
+        guard request.maxWaitMs > 0, !reads.isEmpty, available < minBytes, results.allSatisfy({ $0.error == .none })
+        else { return results }
+        await self.park(reads, results: results, needed: Int64(minBytes - available), maxWaitMs: request.maxWaitMs)
+        return await self.replicas.read(reads, maxBytes: maxBytes)
     }
 
     /// Waits until `needed` more bytes were appended to the fetched partitions, or `maxWaitMs`. The condition reads
