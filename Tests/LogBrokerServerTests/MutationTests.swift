@@ -63,6 +63,52 @@ struct EmptyMetadataHandler: KafkaHandler {
         return bytes
     }
 
+    /// Sends `iterations` mutated `frames` (seeded), each followed by an ApiVersions probe, over as many connections
+    /// as the broker closes; `check` runs every `checkEvery` frames and at the end. A mutated Produce may have become
+    /// acks=0, which gets no answer: the probe shows the broker moved on either way. Returns how many frames were
+    /// answered and how many closed their connection.
+    static func mutationLoop(
+        port: Int,
+        frames: [[UInt8]],
+        iterations: Int,
+        seed: UInt64,
+        checkEvery: Int,
+        check: (Int) async throws -> Void
+    ) async throws -> (answered: Int, closed: Int) {
+        let probe = requestFrame(apiKey: 18, version: 0, correlationID: 0x7EAD_BEEF, flexibleHeader: false)
+        let probeID: [UInt8] = [0x7E, 0xAD, 0xBE, 0xEF]
+        var random = SplitMix64(seed: seed)
+        var answered = 0
+        var closed = 0
+        var index = 0
+        var lastCheck = 0
+        while index < iterations {
+            // One connection per run of frames; it ends when the broker closes it.
+            try await RawConnection.withConnection(port: port) { connection in
+                while index < iterations {
+                    let frame = Self.mutate(frames[index % frames.count], using: &random)
+                    index += 1
+                    try await connection.writeFrame(frame)
+                    try await connection.writeFrame(probe)
+                    while true {
+                        guard let response = await connection.readFrame() else {
+                            closed += 1
+                            return
+                        }
+                        if Array(response[4..<8]) == probeID { break }
+                    }
+                    answered += 1
+                }
+            }
+            if index - lastCheck >= checkEvery {
+                lastCheck = index
+                try await check(index)
+            }
+        }
+        try await check(index)
+        return (answered, closed)
+    }
+
     @Test(.timeLimit(.minutes(2)))
     func mutatedGoldenFramesNeverHurtTheBroker() async throws {
         let golden = try Self.goldenFrames()
@@ -79,38 +125,16 @@ struct EmptyMetadataHandler: KafkaHandler {
         let iterations = 600
         let outcomes = try await withServer(handlers: table) { port in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
-                var random = SplitMix64(seed: 20_261_128)
-                var answered = 0
-                var closed = 0
-                var index = 0
-                var lastCheck = 0
-                while index < iterations {
-                    // One connection per run of frames; it ends when the broker closes it.
-                    try await RawConnection.withConnection(port: port) { connection in
-                        while index < iterations {
-                            let frame = Self.mutate(frames[index % frames.count], using: &random)
-                            index += 1
-                            try await connection.writeFrame(frame)
-                            guard await connection.readFrame() != nil else {
-                                closed += 1
-                                return
-                            }
-                            answered += 1
-                        }
-                    }
-                    if index - lastCheck >= 100 {
-                        lastCheck = index
-                        let response = try await bystander.send(ApiVersionsRequest(), version: 0)
-                        #expect(response.errorCode == 0)
-                    }
+                try await Self.mutationLoop(
+                    port: port, frames: frames, iterations: iterations, seed: 20_261_128, checkEvery: 100
+                ) { _ in
+                    let response = try await bystander.send(ApiVersionsRequest(), version: 2)
+                    #expect(response.apiKeys == table.advertised)
                 }
-                let response = try await bystander.send(ApiVersionsRequest(), version: 2)
-                #expect(response.apiKeys == table.advertised)
-                return (answered, closed)
             }
         }
-        #expect(outcomes.0 + outcomes.1 == iterations)
-        #expect(outcomes.0 > 0 && outcomes.1 > 0, "answered \(outcomes.0), closed \(outcomes.1)")
+        #expect(outcomes.answered + outcomes.closed == iterations)
+        #expect(outcomes.answered > 0 && outcomes.closed > 0, "\(outcomes)")
     }
 
     /// The same loop against the data path (Produce, Fetch, ListOffsets over a log on disk, the golden frames'
@@ -125,42 +149,15 @@ struct EmptyMetadataHandler: KafkaHandler {
         try #require(!served.isEmpty)
         let frames = golden + served + served
         let iterations = 400
-        let probe = requestFrame(apiKey: 18, version: 0, correlationID: 0x7EAD_BEEF, flexibleHeader: false)
-        let probeID: [UInt8] = [0x7E, 0xAD, 0xBE, 0xEF]
         try await HostileDataPathTests.withDataPath { port in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { bystander in
-                var random = SplitMix64(seed: 0x00DA_7A9A)
-                var answered = 0
-                var closed = 0
-                var index = 0
-                var lastCheck = 0
-                while index < iterations {
-                    try await RawConnection.withConnection(port: port) { connection in
-                        while index < iterations {
-                            let frame = Self.mutate(frames[index % frames.count], using: &random)
-                            index += 1
-                            // A mutated Produce may have become acks=0, which gets no answer: an ApiVersions probe
-                            // behind each frame shows the broker has moved on either way.
-                            try await connection.writeFrame(frame)
-                            try await connection.writeFrame(probe)
-                            while true {
-                                guard let response = await connection.readFrame() else {
-                                    closed += 1
-                                    return
-                                }
-                                if Array(response[4..<8]) == probeID { break }
-                            }
-                            answered += 1
-                        }
-                    }
-                    if index - lastCheck >= 50 {
-                        lastCheck = index
-                        try await HostileDataPathTests.produceAndConsume(bystander, "bystander-\(index)")
-                    }
+                let outcomes = try await Self.mutationLoop(
+                    port: port, frames: frames, iterations: iterations, seed: 0x00DA_7A9A, checkEvery: 50
+                ) { index in
+                    try await HostileDataPathTests.produceAndConsume(bystander, "bystander-\(index)")
                 }
-                try await HostileDataPathTests.produceAndConsume(bystander, "last")
-                #expect(answered + closed == iterations)
-                #expect(answered > 0 && closed > 0, "answered \(answered), closed \(closed)")
+                #expect(outcomes.answered + outcomes.closed == iterations)
+                #expect(outcomes.answered > 0 && outcomes.closed > 0, "\(outcomes)")
             }
         }
     }
