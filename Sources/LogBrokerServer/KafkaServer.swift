@@ -121,6 +121,9 @@ public struct KafkaServer: Service {
         logger[metadataKey: "listener"] = "\(listener)"
         let state = ConnectionState()
         let channel = connection.channel
+        // A peer that closes while its request is parked (a long-poll Fetch) is not read from until the handler
+        // returns: cancel the handler, so the parked operation leaves the queue at once instead of at its timeout.
+        channel.closeFuture.whenComplete { _ in state.closed() }
         logger.debug("connection opened")
         do {
             try await withGracefulShutdownHandler {
@@ -132,12 +135,16 @@ public struct KafkaServer: Service {
                             return
                         }
                         guard state.startRequest() else { return }
-                        let outcome = await self.handle(
-                            frame,
-                            remoteAddress: remoteAddress,
-                            listener: listener,
-                            logger: logger
-                        )
+                        let request = Task { [logger] in
+                            await self.handle(frame, remoteAddress: remoteAddress, listener: listener, logger: logger)
+                        }
+                        state.serving(request)
+                        let outcome = await withTaskCancellationHandler {
+                            await request.value
+                        } onCancel: {
+                            request.cancel()
+                        }
+                        if state.isClosed { return }
                         switch outcome {
                         case .respond(let response):
                             try await outbound.write(response)
@@ -224,13 +231,17 @@ extension KafkaServer: CustomStringConvertible {
 }
 
 /// Whether a connection is waiting for a request, serving one, or told to shut down, so graceful shutdown can
-/// close idle connections at once and let busy ones finish their response first.
+/// close idle connections at once and let busy ones finish their response first; and the request being served, so
+/// that the channel closing cancels it.
 ///
-/// Thread-safe: its state is guarded by a `Mutex`; graceful shutdown calls it from another task.
+/// Thread-safe: its state is guarded by a `Mutex`; graceful shutdown and the channel's close call it from other
+/// tasks.
 final class ConnectionState: Sendable {
     private struct State {
         var busy = false
         var shuttingDown = false
+        var closed = false
+        var request: Task<HandlerTable.Outcome, Never>?
     }
 
     private let state = Mutex(State())
@@ -260,4 +271,24 @@ final class ConnectionState: Sendable {
     }
 
     var isShuttingDown: Bool { self.state.withLock { $0.shuttingDown } }
+
+    /// Records the request being served; cancels it at once if the channel already closed.
+    func serving(_ request: Task<HandlerTable.Outcome, Never>) {
+        let closed = self.state.withLock { state in
+            state.request = request
+            return state.closed
+        }
+        if closed { request.cancel() }
+    }
+
+    /// The channel closed: cancels the request being served, if any.
+    func closed() {
+        let request = self.state.withLock { state in
+            state.closed = true
+            return state.request
+        }
+        request?.cancel()
+    }
+
+    var isClosed: Bool { self.state.withLock { $0.closed } }
 }
