@@ -31,4 +31,23 @@ public enum KafkaChannelSetup {
             configuration: .init(backPressureStrategy: Self.inboundBackPressure)
         )
     }
+
+    /// The broker's side: `KafkaFrameDecoder` inbound; outbound, whole frames as `IOData` parts written in order
+    /// (the caller writes the size), so responses can send log segment bytes as `FileRegion`s (sendfile), each
+    /// owning its descriptor (`FileRegionOwner`).
+    ///
+    /// Must run on `channel`'s event loop, before any read.
+    public static func makeServerAsyncChannel(
+        _ channel: any Channel,
+        maxFrameSize: Int
+    ) throws -> NIOAsyncChannel<ByteBuffer, IOData> {
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrameSize))
+        )
+        try channel.pipeline.syncOperations.addHandler(FileRegionOwner())
+        return try NIOAsyncChannel(
+            wrappingChannelSynchronously: channel,
+            configuration: .init(backPressureStrategy: Self.inboundBackPressure)
+        )
+    }
 }

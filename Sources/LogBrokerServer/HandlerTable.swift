@@ -42,6 +42,9 @@ extension KafkaHandler {
 /// none, and the connection reads the next request), or closing the connection (the reason is for the log).
 public enum HandlerResult<Response: Sendable>: Sendable {
     case response(Response)
+    /// The response frame's contents (header and body, no size) as parts written in order, some of them file
+    /// regions the kernel sends with sendfile (Fetch).
+    case responseParts([IOData])
     case noResponse
     case close(reason: String)
 }
@@ -74,6 +77,8 @@ struct TypedHandler<Handler: KafkaHandler>: ErasedHandler {
             return .respond(
                 KafkaFrame.response(response, version: envelope.apiVersion, correlationID: envelope.correlationID)
             )
+        case .responseParts(let parts):
+            return .respondParts(parts)
         case .noResponse:
             return .noResponse
         case .close(let reason):
@@ -133,6 +138,8 @@ public struct HandlerTable: Sendable {
     public enum Outcome: Sendable {
         /// Write this frame (header and body), then read the next request.
         case respond(ByteBuffer)
+        /// Write this frame's contents (header and body) from these parts in order, then read the next request.
+        case respondParts([IOData])
         /// Write nothing (acks=0 Produce), then read the next request.
         case noResponse
         /// Close the connection; the reason is for the log.

@@ -25,7 +25,7 @@ public struct KafkaServer: Service {
     /// One bound listener: its configuration, its address, and the stream of accepted connections.
     struct BoundListener: Sendable {
         let listener: BrokerConfiguration.Listener
-        let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
+        let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, IOData>, Never>
     }
 
     private let listeners: [BoundListener]
@@ -63,7 +63,7 @@ public struct KafkaServer: Service {
                     .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .bind(host: host, port: listener.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try KafkaChannelSetup.makeAsyncChannel(channel, maxFrameSize: maxFrameSize)
+                            try KafkaChannelSetup.makeServerAsyncChannel(channel, maxFrameSize: maxFrameSize)
                         }
                     }
                 bound.append(BoundListener(listener: listener, channel: channel))
@@ -114,7 +114,7 @@ public struct KafkaServer: Service {
 
     /// Serves one connection until the peer closes it, a request closes it, or graceful shutdown. Never throws:
     /// whatever goes wrong ends this connection only, with a log line.
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, ByteBuffer>, listener: String) async {
+    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>, listener: String) async {
         var logger = self.logger
         let remoteAddress = connection.channel.remoteAddress
         logger[metadataKey: "peer"] = "\(remoteAddress.map(Self.describe) ?? "?")"
@@ -147,7 +147,9 @@ public struct KafkaServer: Service {
                         if state.isClosed { return }
                         switch outcome {
                         case .respond(let response):
-                            try await outbound.write(response)
+                            try await outbound.write(contentsOf: Self.frame([.byteBuffer(response)]))
+                        case .respondParts(let parts):
+                            try await outbound.write(contentsOf: Self.frame(parts))
                         case .noResponse:
                             break
                         case .close(let reason):
@@ -172,6 +174,13 @@ public struct KafkaServer: Service {
                 logger.debug("connection ended: \(cause)")
             }
         }
+    }
+
+    /// A frame: its size, then `parts`.
+    private static func frame(_ parts: [IOData]) -> [IOData] {
+        var size = ByteBuffer()
+        size.writeInteger(Int32(truncatingIfNeeded: parts.reduce(0) { $0 + $1.readableBytes }))
+        return [.byteBuffer(size)] + parts
     }
 
     /// Reads the request header of one frame and hands it to the handler table.

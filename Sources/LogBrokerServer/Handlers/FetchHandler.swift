@@ -18,8 +18,9 @@ import Replication
 /// answered with a new session id (or 0 when the cache has no room), and an incremental fetch reads the session's
 /// partitions and answers only those with something new.
 ///
-/// Records are read into memory (pread on the disk pool) so the generated encoder can write them; sending the file
-/// ranges with sendfile (NIO `FileRegion`) comes later.
+/// On a connection the records are not read: `respond` answers with frame parts in which each partition's records
+/// are a `FileRegion` of its segment file, sent by the kernel with sendfile (`FetchResponseWriter`). `handle` (the
+/// generated response, for tests and in-process callers) reads them into memory with pread on the disk pool.
 ///
 /// A `Sendable` value shared by every connection; thread-safe.
 public struct FetchHandler: KafkaHandler {
@@ -36,18 +37,41 @@ public struct FetchHandler: KafkaHandler {
     public var versions: ClosedRange<Int16> { 4...12 }
 
     public func handle(_ request: FetchRequest, context: RequestContext) async -> FetchResponse {
+        let (response, ranges) = await self.answer(request, context: context)
+        return await self.loaded(response, ranges: ranges)
+    }
+
+    public func respond(to request: FetchRequest, context: RequestContext) async -> HandlerResult<FetchResponse> {
+        let (response, ranges) = await self.answer(request, context: context)
+        do {
+            return .responseParts(
+                try FetchResponseWriter.parts(
+                    response,
+                    ranges: ranges,
+                    version: context.apiVersion,
+                    correlationID: context.correlationID
+                )
+            )
+        } catch {
+            // No descriptor to spare: read the records instead.
+            return .response(await self.loaded(response, ranges: ranges))
+        }
+    }
+
+    /// The response with each partition's records left out where the matching entry of the returned ranges (one per
+    /// partition, in encoding order) holds them.
+    private func answer(_ request: FetchRequest, context: RequestContext) async -> (FetchResponse, [FileRange?]) {
         let session = self.sessions.context(for: request, version: context.apiVersion)
         let reads: [PartitionRead]
         switch session {
         case .error(let error):
-            return FetchResponse(errorCode: error.rawValue, sessionID: 0)
+            return (FetchResponse(errorCode: error.rawValue, sessionID: 0), [])
         case .full:
             reads = FetchSessionCache.reads(of: request, version: context.apiVersion)
         case .incremental(_, let sessionReads):
             reads = sessionReads
         }
         let results = await self.read(reads, request: request)
-        let records = await self.load(results)
 
         var sessionID: Int32 = 0
         var included = [Bool](repeating: true, count: reads.count)
@@ -63,14 +87,13 @@ public struct FetchHandler: KafkaHandler {
 
         // One entry per run of partitions of the same topic, in read order, as Kafka groups them.
         var topics: [FetchResponse.FetchableTopicResponse] = []
+        var ranges: [FileRange?] = []
         for index in reads.indices where included[index] {
             let read = reads[index]
             let result = results[index]
-            var error = result.error
-            var bytes = records[index]
-            if error == .none, bytes == nil, result.range != nil { error = .kafkaStorageError }
-            if error != .none { bytes = nil }
+            let error = result.error
             let failed = error != .none
+            ranges.append(failed ? nil : result.range)
             let partition = FetchResponse.PartitionData(
                 partitionIndex: read.topicPartition.partition,
                 errorCode: error.rawValue,
@@ -78,7 +101,7 @@ public struct FetchHandler: KafkaHandler {
                 lastStableOffset: failed ? -1 : result.lastStableOffset,
                 logStartOffset: failed ? -1 : result.logStartOffset,
                 abortedTransactions: request.isolationLevel == 1 ? [] : nil,
-                records: bytes ?? ByteBuffer()
+                records: ByteBuffer()
             )
             if topics.last?.topic == read.topicPartition.topic {
                 topics[topics.count - 1].partitions.append(partition)
@@ -86,7 +109,30 @@ public struct FetchHandler: KafkaHandler {
                 topics.append(.init(topic: read.topicPartition.topic, partitions: [partition]))
             }
         }
-        return FetchResponse(errorCode: 0, sessionID: sessionID, responses: topics)
+        return (FetchResponse(errorCode: 0, sessionID: sessionID, responses: topics), ranges)
+    }
+
+    /// `response` with the records of `ranges` read in; a partition whose range cannot be read answers
+    /// KAFKA_STORAGE_ERROR.
+    func loaded(_ response: FetchResponse, ranges: [FileRange?]) async -> FetchResponse {
+        let records = await self.load(ranges)
+        var response = response
+        var slot = 0
+        for topic in response.responses.indices {
+            for partition in response.responses[topic].partitions.indices {
+                defer { slot += 1 }
+                guard slot < ranges.count, ranges[slot] != nil else { continue }
+                if let bytes = records[slot] {
+                    response.responses[topic].partitions[partition].records = bytes
+                } else {
+                    response.responses[topic].partitions[partition].errorCode = ErrorCode.kafkaStorageError.rawValue
+                    response.responses[topic].partitions[partition].highWatermark = -1
+                    response.responses[topic].partitions[partition].lastStableOffset = -1
+                    response.responses[topic].partitions[partition].logStartOffset = -1
+                }
+            }
+        }
+        return response
     }
 
     /// Reads `reads`, and if fewer than min.bytes are there and max.wait.ms > 0, parks until appends bring them or
@@ -121,9 +167,8 @@ public struct FetchHandler: KafkaHandler {
         }
     }
 
-    /// The bytes of each result's file range, read on the disk pool; nil where there is no range or reading failed.
-    private func load(_ results: [PartitionReadResult]) async -> [ByteBuffer?] {
-        let ranges = results.map(\.range)
+    /// The bytes of each file range, read on the disk pool; nil where there is no range or reading failed.
+    private func load(_ ranges: [FileRange?]) async -> [ByteBuffer?] {
         guard ranges.contains(where: { $0 != nil }) else { return ranges.map { _ in nil } }
         do {
             return try await self.replicas.ioPool.run {

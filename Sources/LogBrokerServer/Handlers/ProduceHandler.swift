@@ -29,7 +29,7 @@ public struct ProduceHandler: KafkaHandler {
     public func handle(_ request: ProduceRequest, context: RequestContext) async -> ProduceResponse {
         switch await self.respond(to: request, context: context) {
         case .response(let response): response
-        case .noResponse, .close: ProduceResponse()
+        case .noResponse, .close, .responseParts: ProduceResponse()
         }
     }
 
