@@ -105,4 +105,52 @@ import Testing
             }
         }
     }
+
+    /// Bytes returned by each traced system call in an strace output file (`name(...) = N` lines).
+    static func bytesBySyscall(_ trace: String) -> [String: Int] {
+        var totals: [String: Int] = [:]
+        for line in trace.split(separator: "\n") {
+            guard let match = line.firstMatch(of: /(sendfile|writev|write)\(.*\)\s+=\s+(\d+)/) else { continue }
+            totals[String(match.1), default: 0] += Int(match.2)!
+        }
+        return totals
+    }
+
+    /// The real binary under strace while kcat consumes 200 MiB: sendfile moves the records, write/writev only
+    /// the headers.
+    @Test(.timeLimit(.minutes(5)))
+    func sendfileMovesTheRecordsToKcat() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let input = broker.directory.appendingPathComponent("lines.txt")
+            let line = String(repeating: "0123456789abcdef", count: 64) + "\n"
+            let count = 200_000
+            try String(repeating: line, count: count).write(to: input, atomically: true, encoding: .utf8)
+            let produce = try await KcatRoundTripTests.shell(
+                "kcat -b \(broker.bootstrap) -P -t big -X linger.ms=20 -X batch.size=1000000 < \(input.path)"
+            )
+            #expect(produce.status == 0, "\(produce.output)")
+            try FileManager.default.removeItem(at: input)
+
+            let pid = try requireNonNilValue(broker.processIdentifier)
+            let trace = broker.directory.appendingPathComponent("strace.txt")
+            let output = broker.directory.appendingPathComponent("consumed.txt")
+            // strace attaches to every thread of the running broker. It does not detach on a signal while the
+            // broker idles (seen: SIGINT and SIGTERM both blocked), so the broker is stopped (SIGTERM, a graceful
+            // shutdown) and strace ends with it.
+            let consume = try await KcatRoundTripTests.shell(
+                "strace -f -qq -e trace=sendfile,write,writev -o \(trace.path) -p \(pid) & tracer=$!; sleep 2; "
+                    + "kcat -b \(broker.bootstrap) -C -t big -e -q -c \(count) > \(output.path); status=$?; "
+                    + "kill -TERM \(pid); wait $tracer; exit $status"
+            )
+            #expect(consume.status == 0, "\(consume.output)")
+            let consumed = try FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int ?? 0
+            #expect(consumed == line.utf8.count * count)
+            let totals = Self.bytesBySyscall(try String(contentsOf: trace, encoding: .utf8))
+            let sent = totals["sendfile", default: 0]
+            let written = totals["write", default: 0] + totals["writev", default: 0]
+            print("strace during the consume: sendfile \(sent) bytes, write/writev \(written) bytes")
+            #expect(sent >= consumed, "sendfile moved \(sent) bytes for \(consumed) consumed")
+            #expect(written * 100 < sent, "write/writev moved \(written) bytes, sendfile \(sent)")
+        }
+    }
 }
