@@ -5,7 +5,9 @@ import KafkaRecords
 import KafkaWire
 import LogStorage
 import NIOCore
+import NIOPosix
 import Replication
+import SystemPackage
 import Testing
 
 @testable import LogBrokerServer
@@ -151,6 +153,70 @@ import Testing
             print("strace during the consume: sendfile \(sent) bytes, write/writev \(written) bytes")
             #expect(sent >= consumed, "sendfile moved \(sent) bytes for \(consumed) consumed")
             #expect(written * 100 < sent, "write/writev moved \(written) bytes, sendfile \(sent)")
+        }
+    }
+
+    /// The segment file cut to nothing while a 40 MB fetch is being sent to a reader that does not read: the
+    /// transfer cannot finish (sendfile would return 0 forever), so that connection is closed, and the broker keeps
+    /// answering others.
+    @Test(.timeLimit(.minutes(2)))
+    func truncatingTheSegmentUnderATransferClosesThatConnection() async throws {
+        try await ProduceFetchTests.withBroker { port, replicas in
+            // 50 batches of 100 x 8,000 B (under message.max.bytes).
+            let values = (0..<100).map { "\($0) " + String(repeating: "t", count: 8_000) }
+            for _ in 0..<50 {
+                let appended = await replicas.append(
+                    topic: ProduceFetchTests.topic,
+                    partition: 0,
+                    records: try ProduceFetchTests.batch(values),
+                    requiredAcks: 1
+                )
+                #expect(appended.error == .none)
+            }
+            let read = await replicas.read(
+                [
+                    PartitionRead(
+                        topicPartition: TopicPartition(ProduceFetchTests.topic, 0),
+                        fetchOffset: 0,
+                        maxBytes: 1
+                    )
+                ],
+                maxBytes: 1
+            )
+            let segment = try #require(read.first?.range?.file.path).string
+
+            let contents = KafkaFrame.request(
+                ProduceFetchTests.fetchRequest(offset: 0, partitionMaxBytes: 50 << 20),
+                version: 12,
+                correlationID: 1,
+                clientID: "slow"
+            )
+            var frame = ByteBuffer()
+            frame.writeInteger(Int32(contents.readableBytes))
+            frame.writeImmutableBuffer(contents)
+            // A reader that reads nothing until told: the response stalls once the socket buffers are full.
+            let slow = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.autoRead, value: false)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4096)
+                .connect(host: "127.0.0.1", port: port).get()
+            try await slow.writeAndFlush(frame).get()
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(truncate(segment, 0) == 0)
+            // Drain from now on, so the broker's sendfile reaches the cut end.
+            try await slow.setOption(.autoRead, value: true).get()
+            slow.read()
+
+            let clock = ContinuousClock()
+            let start = clock.now
+            let closed = try await ParkedFetchTests.eventually(within: .seconds(5)) { !slow.isActive }
+            #expect(closed, "the connection still open 5 s after the segment was cut")
+            print("connection closed \(clock.now - start) after the segment was cut")
+            slow.close(promise: nil)
+
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                let versions = try await connection.send(ApiVersionsRequest(), version: 0)
+                #expect(versions.errorCode == 0)
+            }
         }
     }
 }
