@@ -38,9 +38,9 @@ public struct FileRange: Sendable {
     public let position: Int64
     public let length: Int
 
-    /// Reads the bytes (for TLS listeners and tests, where sendfile cannot be used).
     /// The range's bytes in a new buffer: one pread straight into its storage, for paths that cannot send the
-    /// file itself. Shorter than `length` only if the file was cut meanwhile.
+    /// file itself (tests, in-process callers of `FetchHandler.handle`, a fetch with no descriptor to spare).
+    /// Shorter than `length` only if the file was cut meanwhile.
     public func readBuffer(allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(StorageError) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: self.length)
         var failure: StorageError?
