@@ -1,8 +1,9 @@
 import NIOCore
 
 /// Installs Kafka framing on a freshly created channel and wraps it for async use: inbound, the contents of each
-/// frame (size removed, bounded by `maxFrameSize`); outbound, frame contents to which the size is added. Shared by
-/// the broker's accepted connections and `KafkaClientConnection`. Stateless.
+/// frame (size removed, bounded by `maxFrameSize`); outbound, frame contents to which the size is added
+/// (`makeAsyncChannel`, for `KafkaClientConnection`) or whole frames in parts (`makeServerAsyncChannel`, for the
+/// broker's accepted connections). Stateless.
 public enum KafkaChannelSetup {
     /// How many decoded frames may wait for the connection's task before NIO stops reading the socket. Kafka's
     /// broker reads one request and mutes the socket until it has answered; a frame can be as large as
