@@ -1,5 +1,6 @@
 import KafkaMessages
 import KafkaNIO
+import KafkaWire
 import LogStorage
 import NIOCore
 import SystemPackage
@@ -49,13 +50,13 @@ enum FetchResponseWriter {
         var copied = template.readerIndex
         do throws(StorageError) {
             for (position, range) in zip(positions, files) {
-                var head = template.getSlice(at: copied, length: position - copied) ?? ByteBuffer()
+                var head = WireWriter(buffer: template.getSlice(at: copied, length: position - copied) ?? ByteBuffer())
                 if version >= 12 {
-                    Self.writeUnsignedVarint(UInt32(range.length + 1), to: &head)
+                    head.writeUnsignedVarint(UInt32(range.length + 1))
                 } else {
-                    head.writeInteger(Int32(range.length))
+                    head.writeInt32(Int32(range.length))
                 }
-                parts.append(.byteBuffer(head))
+                parts.append(.byteBuffer(head.buffer))
                 copied = position + width
                 guard range.length > 0 else { continue }
                 let handle = NIOFileHandle(
@@ -95,14 +96,5 @@ enum FetchResponseWriter {
             }
         }
         return positions
-    }
-
-    private static func writeUnsignedVarint(_ value: UInt32, to buffer: inout ByteBuffer) {
-        var value = value
-        while value >= 0x80 {
-            buffer.writeInteger(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        buffer.writeInteger(UInt8(value))
     }
 }

@@ -120,24 +120,23 @@ public final class FetchSessionCache: Sendable {
     /// answer carries. The session remembers what it sent, so an unchanged partition is left out next time too.
     public func complete(sessionID: Int32, reads: [PartitionRead], results: [PartitionReadResult]) -> [Bool] {
         self.state.withLock { state in
-            var session = state.sessions[sessionID]
-            var include: [Bool] = []
-            include.reserveCapacity(results.count)
-            for (read, result) in zip(reads, results) {
-                let index = session?.partitions.firstIndex { $0.read.topicPartition == read.topicPartition }
-                guard let index else {
-                    include.append(true)
-                    continue
-                }
-                let cached = session!.partitions[index]
-                let changed =
-                    result.error != .none || result.range != nil || result.highWatermark != cached.highWatermark
+            guard var session = state.sessions[sessionID] else { return results.map { _ in true } }
+            let include = zip(reads.indices, zip(reads, results)).map { position, pair in
+                let (read, result) = pair
+                // The reads came from this session in its order; search only if it changed meanwhile.
+                let index =
+                    position < session.partitions.count
+                        && session.partitions[position].read.topicPartition == read.topicPartition
+                    ? position
+                    : session.partitions.firstIndex { $0.read.topicPartition == read.topicPartition }
+                guard let index else { return true }
+                let cached = session.partitions[index]
+                Self.remember(result, in: &session.partitions[index])
+                return result.error != .none || result.range != nil || result.highWatermark != cached.highWatermark
                     || result.lastStableOffset != cached.lastStableOffset
                     || result.logStartOffset != cached.logStartOffset
-                include.append(changed)
-                Self.remember(result, in: &session!.partitions[index])
             }
-            if let session { state.sessions[sessionID] = session }
+            state.sessions[sessionID] = session
             return include
         }
     }

@@ -211,6 +211,23 @@ import Testing
         }
     }
 
+    /// A full cache gives a new session the slot of one idle longer than the eviction time (Kafka: 120 s, here 0),
+    /// whatever their sizes.
+    @Test func aStaleSessionGivesWayToANewOneOfAnySize() {
+        let cache = FetchSessionCache(capacity: 1, evictionAfter: .zero)
+        let read = PartitionRead(topicPartition: TopicPartition(Self.topic, 0), fetchOffset: 0, maxBytes: 1 << 20)
+        let results = [PartitionReadResult(error: .none)]
+        let first = cache.createSession([read], results: results)
+        let second = cache.createSession([read], results: results)
+        #expect(first != 0 && second != 0 && first != second)
+        #expect(cache.count == 1)
+
+        let fresh = FetchSessionCache(capacity: 1)
+        #expect(fresh.createSession([read], results: results) != 0)
+        #expect(fresh.createSession([read], results: results) == 0, "not stale, not smaller: no eviction")
+        #expect(fresh.count == 1)
+    }
+
     @Test func epochsWrapToOneNeverToZeroOrMinusOne() {
         #expect(FetchSessionCache.nextEpoch(1) == 2)
         #expect(FetchSessionCache.nextEpoch(Int32.max) == 1)

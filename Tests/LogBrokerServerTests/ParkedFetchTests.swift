@@ -30,16 +30,11 @@ import Testing
         let connections = 1_000
         try await ProduceFetchTests.withBroker { port, replicas in
             // One long-poll fetch at the log end (nothing to return), as a consumer with fetch.wait.max.ms 30 s.
-            let contents = KafkaFrame.request(
+            let sendFrame = sizedRequestFrame(
                 ProduceFetchTests.fetchRequest(offset: 0, maxWaitMs: 30_000),
                 version: 12,
-                correlationID: 1,
                 clientID: "parked"
             )
-            var frame = ByteBuffer()
-            frame.writeInteger(Int32(contents.readableBytes))
-            frame.writeImmutableBuffer(contents)
-            let sendFrame = frame
 
             let threadsBefore = try Self.threadCount()
             var channels: [any Channel] = []

@@ -1,4 +1,5 @@
 import Foundation
+import KafkaMessages
 import KafkaNIO
 import KafkaProperties
 import LogBrokerServer
@@ -180,3 +181,12 @@ let buildDirectory: URL = {
 /// The package root, from this file's path (Tests/LogBrokerServerTests/TestSupport.swift).
 let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
+
+/// A whole request frame, size prefix included, for writing straight to a raw NIO channel.
+func sizedRequestFrame<Request: KafkaRequest>(_ request: Request, version: Int16, clientID: String) -> ByteBuffer {
+    let contents = KafkaFrame.request(request, version: version, correlationID: 1, clientID: clientID)
+    var frame = ByteBuffer()
+    frame.writeInteger(Int32(contents.readableBytes))
+    frame.writeImmutableBuffer(contents)
+    return frame
+}

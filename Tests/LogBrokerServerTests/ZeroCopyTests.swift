@@ -185,15 +185,11 @@ import Testing
             )
             let segment = try #require(read.first?.range?.file.path).string
 
-            let contents = KafkaFrame.request(
+            let frame = sizedRequestFrame(
                 ProduceFetchTests.fetchRequest(offset: 0, partitionMaxBytes: 50 << 20),
                 version: 12,
-                correlationID: 1,
                 clientID: "slow"
             )
-            var frame = ByteBuffer()
-            frame.writeInteger(Int32(contents.readableBytes))
-            frame.writeImmutableBuffer(contents)
             // A reader that reads nothing until told: the response stalls once the socket buffers are full.
             let slow = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.autoRead, value: false)
