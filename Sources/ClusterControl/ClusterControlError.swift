@@ -7,8 +7,16 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
     private enum Code: Hashable, Sendable {
         case invalidTopic(String, reason: String)
         case topicAlreadyExists(String)
-        case invalidPartitions(Int32)
+        case invalidPartitions(Int32, reason: String)
         case invalidReplicationFactor(Int16, liveBrokers: Int)
+        case invalidReplicaAssignment(String)
+        case unknownTopic(String, partition: Int32?)
+        case unknownTopicID(KafkaUUID)
+        case invalidConfig(String)
+        case invalidRequest(String)
+        case electionNotNeeded
+        case eligibleLeadersNotAvailable
+        case preferredLeaderNotAvailable(String, partition: Int32)
         case store(MetadataStoreError)
         case corruptImage(key: String, reason: String)
         case notStarted
@@ -22,7 +30,27 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         Self(.invalidTopic(name, reason: reason))
     }
     public static func topicAlreadyExists(_ name: String) -> Self { Self(.topicAlreadyExists(name)) }
-    public static func invalidPartitions(_ count: Int32) -> Self { Self(.invalidPartitions(count)) }
+    public static func invalidPartitions(_ count: Int32) -> Self {
+        Self(.invalidPartitions(count, reason: "at least 1 is needed"))
+    }
+    public static func invalidPartitions(_ count: Int32, reason: String) -> Self {
+        Self(.invalidPartitions(count, reason: reason))
+    }
+    public static func invalidReplicaAssignment(_ reason: String) -> Self { Self(.invalidReplicaAssignment(reason)) }
+    public static func unknownTopic(_ name: String, partition: Int32? = nil) -> Self {
+        Self(.unknownTopic(name, partition: partition))
+    }
+    public static func unknownTopicID(_ id: KafkaUUID) -> Self { Self(.unknownTopicID(id)) }
+    /// A config the broker refused; `reason` names the key.
+    public static func invalidConfig(_ reason: String) -> Self { Self(.invalidConfig(reason)) }
+    public static func invalidRequest(_ reason: String) -> Self { Self(.invalidRequest(reason)) }
+    /// The preferred replica already leads (ElectLeaders reports it per partition, as Kafka does).
+    public static let electionNotNeeded = Self(.electionNotNeeded)
+    /// No replica may lead (unclean election is not implemented).
+    public static let eligibleLeadersNotAvailable = Self(.eligibleLeadersNotAvailable)
+    public static func preferredLeaderNotAvailable(_ name: String, partition: Int32) -> Self {
+        Self(.preferredLeaderNotAvailable(name, partition: partition))
+    }
     public static func invalidReplicationFactor(_ factor: Int16, liveBrokers: Int) -> Self {
         Self(.invalidReplicationFactor(factor, liveBrokers: liveBrokers))
     }
@@ -38,8 +66,16 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         switch self.code {
         case .invalidTopic: return .invalidTopicException
         case .topicAlreadyExists: return .topicAlreadyExists
-        case .invalidPartitions: return ErrorCode(37)  // INVALID_PARTITIONS
+        case .invalidPartitions: return .invalidPartitions
         case .invalidReplicationFactor: return .invalidReplicationFactor
+        case .invalidReplicaAssignment: return .invalidReplicaAssignment
+        case .unknownTopic: return .unknownTopicOrPartition
+        case .unknownTopicID: return .unknownTopicID
+        case .invalidConfig: return .invalidConfig
+        case .invalidRequest: return .invalidRequest
+        case .electionNotNeeded: return .electionNotNeeded
+        case .eligibleLeadersNotAvailable: return .eligibleLeadersNotAvailable
+        case .preferredLeaderNotAvailable: return .preferredLeaderNotAvailable
         case .store, .corruptImage, .notStarted: return .unknownServerError
         }
     }
@@ -48,9 +84,18 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         switch self.code {
         case .invalidTopic(let name, let reason): return "invalid topic name '\(name)': \(reason)"
         case .topicAlreadyExists(let name): return "topic '\(name)' already exists"
-        case .invalidPartitions(let count): return "\(count) partitions: at least 1 is needed"
+        case .invalidPartitions(let count, let reason): return "\(count) partitions: \(reason)"
         case .invalidReplicationFactor(let factor, let live):
             return "replication factor \(factor) is not between 1 and the \(live) live broker(s)"
+        case .invalidReplicaAssignment(let reason): return "invalid replica assignment: \(reason)"
+        case .unknownTopic(let name, nil): return "topic '\(name)' does not exist"
+        case .unknownTopic(let name, let partition?): return "partition \(partition) of topic '\(name)' does not exist"
+        case .unknownTopicID(let id): return "no topic has id \(id)"
+        case .invalidConfig(let reason), .invalidRequest(let reason): return reason
+        case .electionNotNeeded: return "the preferred replica already leads"
+        case .eligibleLeadersNotAvailable: return "no replica can lead: unclean leader election is not implemented"
+        case .preferredLeaderNotAvailable(let name, let partition):
+            return "the preferred replica of \(name)-\(partition) is not live or not in the ISR"
         case .store(let error): return "\(error)"
         case .corruptImage(let key, let reason): return "metadata key \(key) does not decode: \(reason)"
         case .notStarted: return "the controller is not started"

@@ -50,6 +50,11 @@ public struct PartitionState: Hashable, Sendable {
     /// Replicas that are not live: Metadata's offline replicas.
     public func offlineReplicas(live: Set<Int32>) -> [Int32] { self.replicas.filter { !live.contains($0) } }
 
+    /// A new partition on `replicas`: all in the ISR, the first leading at epoch 0.
+    init(newReplicas replicas: [Int32]) {
+        self.init(replicas: replicas, isr: replicas, leader: replicas.first, leaderEpoch: 0, partitionEpoch: 0)
+    }
+
     /// An election among the live in-sync replicas, in assignment order. Every election bumps the leader epoch and
     /// the partition epoch, even when the same broker wins again (a restarted single replica must fence clients
     /// and fetchers that still hold the old epoch). With no live ISR member the leader becomes nil and the ISR is
@@ -69,17 +74,24 @@ public struct PartitionState: Hashable, Sendable {
     }
 }
 
-/// A topic: its id and partitions (index = partition number). A plain value; thread-safe.
+/// A topic: its id, partitions (index = partition number) and dynamic configs. A plain value; thread-safe.
 public struct TopicImage: Hashable, Sendable {
     public var name: String
     public var id: KafkaUUID
     public var partitions: [PartitionState]
+    /// The topic's config overrides (Kafka's dynamic topic configs), by Kafka's topic-level names. The controller
+    /// stores them as given; the broker validated them against its topic config definitions.
+    public var configs: [String: String]
 
-    public init(name: String, id: KafkaUUID, partitions: [PartitionState]) {
+    public init(name: String, id: KafkaUUID, partitions: [PartitionState], configs: [String: String] = [:]) {
         self.name = name
         self.id = id
         self.partitions = partitions
+        self.configs = configs
     }
+
+    /// Kafka's internal topics (`Topic.isInternal`): clients may not delete them.
+    public var isInternal: Bool { TopicName.internalTopics.contains(self.name) }
 }
 
 /// What the replica manager is told about a partition this broker leads. A plain value; thread-safe.
@@ -99,7 +111,8 @@ public struct PartitionLeadership: Hashable, Sendable {
     }
 }
 
-/// The cluster's metadata (DESIGN.md "Cluster"): cluster id, brokers, topics with ids and partitions. Its
+/// The cluster's metadata (DESIGN.md "Cluster"): cluster id, brokers, topics with ids, partitions and configs, and
+/// dynamic broker configs. Its
 /// `revision` is the metadata store revision it was read or written at, as KRaft's metadata offset.
 ///
 /// Every transition is a pure function returning a new value; the `Controller` persists it. A plain value;
@@ -108,50 +121,156 @@ public struct ClusterImage: Hashable, Sendable {
     public var clusterID: String
     public var brokers: [Int32: BrokerRegistration]
     public var topics: [String: TopicImage]
+    /// Dynamic broker configs by resource name: a node id ("1") for one broker, "" for the cluster-wide default,
+    /// as Kafka's BROKER config resources.
+    public var brokerConfigs: [String: [String: String]]
     public var revision: Int64
 
     public init(
         clusterID: String,
         brokers: [Int32: BrokerRegistration] = [:],
         topics: [String: TopicImage] = [:],
+        brokerConfigs: [String: [String: String]] = [:],
         revision: Int64 = 0
     ) {
         self.clusterID = clusterID
         self.brokers = brokers
         self.topics = topics
+        self.brokerConfigs = brokerConfigs
         self.revision = revision
     }
 
     /// A new topic with `partitions` partitions of `replicationFactor` replicas each, placed round-robin on the
     /// `live` brokers (partition p starts at the (p mod n)-th broker in id order, as Kafka's rack-unaware
-    /// assignment without its random start), every replica in the ISR, the first replica leading at epoch 0.
-    /// - Throws: `invalidTopic` for a name Kafka refuses, `topicAlreadyExists`, `invalidPartitions` below 1,
-    ///   `invalidReplicationFactor` below 1 or above the live broker count.
+    /// assignment without its random start), or on `assignment` (one replica list per partition) when given; every
+    /// replica in the ISR, the first replica leading at epoch 0.
+    /// - Throws: `invalidTopic` for a name Kafka refuses or one that collides with an existing topic once '.' and
+    ///   '_' are treated alike, `topicAlreadyExists`, `invalidPartitions` below 1, `invalidReplicationFactor` below
+    ///   1 or above the live broker count, `invalidReplicaAssignment`.
     public func creatingTopic(
         _ name: String,
         id: KafkaUUID,
         partitions: Int32,
         replicationFactor: Int16,
+        assignment: [[Int32]]? = nil,
+        configs: [String: String] = [:],
         live: Set<Int32>
     ) throws(ClusterControlError) -> TopicImage {
         try TopicName.validate(name)
         guard self.topics[name] == nil else { throw .topicAlreadyExists(name) }
-        guard partitions >= 1 else { throw .invalidPartitions(partitions) }
-        guard replicationFactor >= 1, Int(replicationFactor) <= live.count else {
-            throw .invalidReplicationFactor(replicationFactor, liveBrokers: live.count)
+        if let existing = self.topics.keys.first(where: { TopicName.collide($0, name) }) {
+            throw .invalidTopic(name, reason: "it collides with the existing topic '\(existing)' ('.' and '_' "
+                + "are alike in metric names)")
         }
+        let placement: [[Int32]]
+        if let assignment {
+            placement = try Self.checked(assignment, live: live)
+        } else {
+            guard partitions >= 1 else { throw .invalidPartitions(partitions) }
+            guard replicationFactor >= 1, Int(replicationFactor) <= live.count else {
+                throw .invalidReplicationFactor(replicationFactor, liveBrokers: live.count)
+            }
+            placement = Self.roundRobin(count: Int(partitions), from: 0, replicationFactor: Int(replicationFactor),
+                                        live: live)
+        }
+        return TopicImage(name: name, id: id, partitions: placement.map(PartitionState.init(newReplicas:)),
+                          configs: configs)
+    }
+
+    /// `name` grown to `count` partitions, the new ones placed on `assignment` (one replica list per new partition)
+    /// or round-robin with the topic's replication factor.
+    /// - Throws: `unknownTopic`, `invalidPartitions` unless `count` is above the current count,
+    ///   `invalidReplicaAssignment`, `invalidReplicationFactor` when the live brokers are too few.
+    public func addingPartitions(
+        to name: String,
+        count: Int32,
+        assignment: [[Int32]]?,
+        live: Set<Int32>
+    ) throws(ClusterControlError) -> TopicImage {
+        guard var topic = self.topics[name] else { throw .unknownTopic(name) }
+        let current = topic.partitions.count
+        guard Int(count) > current else {
+            throw .invalidPartitions(count, reason: "the topic has \(current) partitions; the count can only grow")
+        }
+        let replicationFactor = topic.partitions.first?.replicas.count ?? 1
+        let placement: [[Int32]]
+        if let assignment {
+            guard assignment.count == Int(count) - current else {
+                throw .invalidReplicaAssignment(
+                    "\(assignment.count) assignments for \(Int(count) - current) new partitions")
+            }
+            placement = try Self.checked(assignment, live: live)
+        } else {
+            guard replicationFactor <= live.count else {
+                throw .invalidReplicationFactor(Int16(replicationFactor), liveBrokers: live.count)
+            }
+            placement = Self.roundRobin(count: Int(count) - current, from: current,
+                                        replicationFactor: replicationFactor, live: live)
+        }
+        topic.partitions += placement.map(PartitionState.init(newReplicas:))
+        return topic
+    }
+
+    /// Partitions `first` ..< `first + count` with `replicationFactor` replicas, partition p starting at the
+    /// (p mod n)-th live broker in id order.
+    private static func roundRobin(count: Int, from first: Int, replicationFactor: Int, live: Set<Int32>)
+        -> [[Int32]]
+    {
         let brokers = live.sorted()
-        let states = (0..<Int(partitions)).map { partition in
-            let replicas = (0..<Int(replicationFactor)).map { brokers[(partition + $0) % brokers.count] }
-            return PartitionState(
-                replicas: replicas,
-                isr: replicas,
-                leader: replicas.first,
-                leaderEpoch: 0,
-                partitionEpoch: 0
-            )
+        return (first..<(first + count)).map { partition in
+            (0..<replicationFactor).map { brokers[(partition + $0) % brokers.count] }
         }
-        return TopicImage(name: name, id: id, partitions: states)
+    }
+
+    /// A manual assignment as Kafka checks it: at least one partition, every one with the same number of
+    /// distinct replicas, all on live brokers.
+    private static func checked(_ assignment: [[Int32]], live: Set<Int32>) throws(ClusterControlError) -> [[Int32]] {
+        guard let first = assignment.first, !first.isEmpty else {
+            throw .invalidReplicaAssignment("an assignment needs at least one partition with one replica")
+        }
+        for (index, replicas) in assignment.enumerated() {
+            guard replicas.count == first.count else {
+                throw .invalidReplicaAssignment("partition \(index) has \(replicas.count) replicas, not \(first.count)")
+            }
+            guard Set(replicas).count == replicas.count else {
+                throw .invalidReplicaAssignment("partition \(index) names a broker twice: \(replicas)")
+            }
+            if let missing = replicas.first(where: { !live.contains($0) }) {
+                throw .invalidReplicaAssignment("partition \(index) names broker \(missing), which is not live")
+            }
+        }
+        return assignment
+    }
+
+    /// The preferred replica (the first assigned) of each listed partition made leader where it is live, in the
+    /// ISR and not leading already: Kafka's preferred election.
+    /// - Returns: the topic after the elections, and per partition in request order the refusal, nil where the
+    ///   preferred replica was elected (`electionNotNeeded` where it already leads, as Kafka reports it).
+    /// - Throws: `unknownTopic`.
+    public func electingPreferredLeaders(
+        of name: String,
+        partitions: [Int32],
+        live: Set<Int32>
+    ) throws(ClusterControlError) -> (topic: TopicImage, results: [(partition: Int32, error: ClusterControlError?)]) {
+        guard var topic = self.topics[name] else { throw .unknownTopic(name) }
+        let results = partitions.map { partition -> (partition: Int32, error: ClusterControlError?) in
+            guard partition >= 0, Int(partition) < topic.partitions.count else {
+                return (partition, .unknownTopic(name, partition: partition))
+            }
+            var state = topic.partitions[Int(partition)]
+            guard let preferred = state.replicas.first, state.leader != preferred else {
+                return (partition, .electionNotNeeded)
+            }
+            guard live.contains(preferred), state.isr.contains(preferred) else {
+                return (partition, .preferredLeaderNotAvailable(name, partition: partition))
+            }
+            state.leader = preferred
+            state.leaderEpoch += 1
+            state.partitionEpoch += 1
+            topic.partitions[Int(partition)] = state
+            return (partition, nil)
+        }
+        return (topic, results)
     }
 
     /// The topics in which `broker` is a replica, with every such partition re-elected among `live` (which
@@ -186,6 +305,13 @@ public struct ClusterImage: Hashable, Sendable {
 /// Kafka's topic name rules (`Topic.validate`): 1 to 249 characters from `[a-zA-Z0-9._-]`, and not `.` or `..`.
 public enum TopicName {
     public static let maxLength = 249
+    /// Kafka's internal topics (`Topic.INTERNAL_TOPICS`).
+    public static let internalTopics: Set<String> = ["__consumer_offsets", "__transaction_state"]
+
+    /// Whether two names would share metric names (`Topic.hasCollision`): equal once '.' is read as '_'.
+    public static func collide(_ first: String, _ second: String) -> Bool {
+        first != second && first.replacingDots() == second.replacingDots()
+    }
 
     public static func validate(_ name: String) throws(ClusterControlError) {
         let bytes = Array(name.utf8)
@@ -204,4 +330,8 @@ public enum TopicName {
             throw .invalidTopic(name, reason: "only ASCII letters, digits, '.', '_' and '-' are allowed")
         }
     }
+}
+
+extension String {
+    fileprivate func replacingDots() -> String { String(self.map { $0 == "." ? "_" : $0 }) }
 }

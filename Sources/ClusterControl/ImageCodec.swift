@@ -1,10 +1,11 @@
 import KafkaWire
 
 /// The bytes of the image's parts in the metadata store: big-endian integers, length-prefixed strings and arrays,
-/// each value starting with a format version byte (1). Hand-written because ClusterControl does not import NIO
-/// or Foundation. Stateless; thread-safe.
+/// each value starting with a format version byte. Topics are at version 2 (version 1, still read, had no configs).
+/// Hand-written because ClusterControl does not import NIO or Foundation. Stateless; thread-safe.
 enum ImageCodec {
     static let formatVersion: UInt8 = 1
+    static let topicFormatVersion: UInt8 = 2
 
     static func encode(_ broker: BrokerRegistration) -> [UInt8] {
         var writer = ByteWriter()
@@ -40,7 +41,7 @@ enum ImageCodec {
 
     static func encode(_ topic: TopicImage) -> [UInt8] {
         var writer = ByteWriter()
-        writer.integer(Self.formatVersion)
+        writer.integer(Self.topicFormatVersion)
         writer.string(topic.name)
         writer.integer(topic.id.mostSignificantBits)
         writer.integer(topic.id.leastSignificantBits)
@@ -52,12 +53,29 @@ enum ImageCodec {
             writer.integer(partition.leaderEpoch)
             writer.integer(partition.partitionEpoch)
         }
+        writer.configs(topic.configs)
         return writer.bytes
+    }
+
+    /// A dynamic broker config set (a `configs/broker/<resource>` value).
+    static func encode(configs: [String: String]) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.integer(Self.formatVersion)
+        writer.configs(configs)
+        return writer.bytes
+    }
+
+    static func decodeConfigs(_ bytes: [UInt8], key: String) throws(ClusterControlError) -> [String: String] {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.integer(as: UInt8.self) == Self.formatVersion, let configs = reader.configs(), reader.isAtEnd
+        else { throw .corruptImage(key: key, reason: "bad config set") }
+        return configs
     }
 
     static func decodeTopic(_ bytes: [UInt8], key: String) throws(ClusterControlError) -> TopicImage {
         var reader = ByteReader(bytes: bytes)
-        guard reader.integer(as: UInt8.self) == Self.formatVersion, let name = reader.string(),
+        let version = reader.integer(as: UInt8.self)
+        guard version == 1 || version == Self.topicFormatVersion, let name = reader.string(),
             let most = reader.integer(as: UInt64.self), let least = reader.integer(as: UInt64.self),
             let count = reader.integer(as: UInt32.self), count <= bytes.count
         else { throw .corruptImage(key: key, reason: "bad topic header") }
@@ -76,11 +94,17 @@ enum ImageCodec {
                 )
             )
         }
+        var configs: [String: String] = [:]
+        if version == Self.topicFormatVersion {
+            guard let decoded = reader.configs() else { throw .corruptImage(key: key, reason: "truncated configs") }
+            configs = decoded
+        }
         guard reader.isAtEnd else { throw .corruptImage(key: key, reason: "trailing bytes") }
         return TopicImage(
             name: name,
             id: KafkaUUID(mostSignificantBits: most, leastSignificantBits: least),
-            partitions: partitions
+            partitions: partitions,
+            configs: configs
         )
     }
 }
@@ -103,6 +127,15 @@ private struct ByteWriter {
     mutating func nodes(_ value: [Int32]) {
         self.integer(UInt32(value.count))
         for node in value { self.integer(node) }
+    }
+
+    /// Sorted by key, so equal sets encode to equal bytes.
+    mutating func configs(_ value: [String: String]) {
+        self.integer(UInt32(value.count))
+        for (key, entry) in value.sorted(by: { $0.key < $1.key }) {
+            self.string(key)
+            self.string(entry)
+        }
     }
 }
 
@@ -142,5 +175,17 @@ private struct ByteReader {
             nodes.append(node)
         }
         return nodes
+    }
+
+    mutating func configs() -> [String: String]? {
+        guard let count = self.integer(as: UInt32.self), Int(count) * 8 <= self.bytes.count - self.position else {
+            return nil
+        }
+        var configs: [String: String] = [:]
+        for _ in 0..<count {
+            guard let key = self.string(), let value = self.string() else { return nil }
+            configs[key] = value
+        }
+        return configs
     }
 }

@@ -45,4 +45,21 @@ public struct KafkaUUID: Hashable, Sendable, CustomStringConvertible {
         }
         return String(decoding: output, as: UTF8.self)
     }
+
+    /// Parses `description`'s form (22 URL-safe base64 characters, no padding); nil for anything else.
+    public init?(_ text: String) {
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+        let characters = Array(text.utf8)
+        guard characters.count == 22 else { return nil }
+        var bits: [UInt8] = []
+        bits.reserveCapacity(132)
+        for character in characters {
+            guard let value = alphabet.firstIndex(of: character) else { return nil }
+            for shift in stride(from: 5, through: 0, by: -1) { bits.append(UInt8((value >> shift) & 1)) }
+        }
+        // 22 characters carry 132 bits: the last 4 are padding and must be zero, as a canonical encoding has them.
+        guard bits[128...].allSatisfy({ $0 == 0 }) else { return nil }
+        let word = { (range: Range<Int>) in bits[range].reduce(UInt64(0)) { $0 << 1 | UInt64($1) } }
+        self.init(mostSignificantBits: word(0..<64), leastSignificantBits: word(64..<128))
+    }
 }

@@ -35,40 +35,15 @@ public struct BrokerConfiguration: Sendable {
         }
     }
 
-    /// Defaults for every topic's log (`log.*`, the broker-wide forms of the topic-level settings).
-    public struct LogDefaults: Hashable, Sendable {
-        /// `log.segment.bytes`.
-        public var segmentBytes: Int32
-        /// `log.roll.ms`, else `log.roll.hours` × 3,600,000.
-        public var rollMs: Int64
-        /// `log.retention.ms`, else `.minutes`, else `.hours` (168); -1 keeps data forever.
-        public var retentionMs: Int64
-        /// `log.retention.bytes`; -1 means no size limit.
-        public var retentionBytes: Int64
+    /// The log manager's broker-wide schedule. The `log.*` settings that are topic defaults reach the logs through
+    /// `ConfigLayers` and `LogConfig`, not through here.
+    public struct LogSchedule: Hashable, Sendable {
         /// `log.retention.check.interval.ms`.
         public var retentionCheckIntervalMs: Int64
-        /// `log.index.interval.bytes`.
-        public var indexIntervalBytes: Int32
-        /// `log.index.size.max.bytes`.
-        public var indexSizeMaxBytes: Int32
-        /// `log.segment.delete.delay.ms`.
-        public var segmentDeleteDelayMs: Int64
         /// `log.flush.interval.messages`; Long.MAX_VALUE (the default) never fsyncs by count.
         public var flushIntervalMessages: Int64
         /// `log.flush.interval.ms`; Long.MAX_VALUE (the default) never fsyncs by time.
         public var flushIntervalMs: Int64
-        /// `log.cleanup.policy`.
-        public var cleanupPolicy: [String]
-        /// `log.message.timestamp.type`: `CreateTime` or `LogAppendTime`.
-        public var messageTimestampType: String
-        /// `log.message.timestamp.before.max.ms` (KIP-937): how far behind the broker's clock a CreateTime record
-        /// may be. Default Long.MAX_VALUE (no bound), as in Kafka.
-        public var messageTimestampBeforeMaxMs: Int64
-        /// `log.message.timestamp.after.max.ms` (KIP-937): how far ahead of the broker's clock a CreateTime record
-        /// may be. Default one hour, Kafka 4.0's (it was unbounded before).
-        public var messageTimestampAfterMaxMs: Int64
-        /// `log.preallocate`.
-        public var preallocate: Bool
     }
 
     /// `listeners`: where clients connect. Default `PLAINTEXT://127.0.0.1:9092`.
@@ -87,14 +62,12 @@ public struct BrokerConfiguration: Sendable {
     public var defaultReplicationFactor: Int16
     /// `auto.create.topics.enable`. Default true.
     public var autoCreateTopicsEnable: Bool
-    /// `message.max.bytes`: the largest record batch accepted. Default 1,048,588.
-    public var messageMaxBytes: Int32
     /// `socket.request.max.bytes`: the largest request frame read from a socket. Default 104,857,600.
     public var socketRequestMaxBytes: Int32
     /// `max.incremental.fetch.session.cache.slots`. Default 1000.
     public var maxIncrementalFetchSessionCacheSlots: Int32
-    /// The `log.*` defaults for topics.
-    public var log: LogDefaults
+    /// The log manager's schedule.
+    public var log: LogSchedule
     /// Every setting of `table`, resolved (for the group coordinator's `offsets.*` and `group.*`, and for
     /// DescribeConfigs).
     public let settings: Settings
@@ -180,6 +153,24 @@ public struct BrokerConfiguration: Sendable {
             validator: .atLeast(0)
         ),
         SettingDefinition("log.preallocate", .boolean, default: .boolean(false)),
+        SettingDefinition("log.cleaner.delete.retention.ms", .long, default: .long(86_400_000), validator: .atLeast(0)),
+        SettingDefinition("log.cleaner.min.compaction.lag.ms", .long, default: .long(0), validator: .atLeast(0)),
+        SettingDefinition(
+            "log.cleaner.max.compaction.lag.ms",
+            .long,
+            default: .long(Int64.max),
+            validator: .atLeast(1)
+        ),
+        SettingDefinition("log.cleaner.min.cleanable.ratio", .double, default: .double(0.5)),
+        SettingDefinition("min.insync.replicas", .int, default: .int(1), validator: .atLeast(1)),
+        SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
+        SettingDefinition(
+            "compression.type",
+            .string,
+            default: .string("producer"),
+            validator: .oneOf(["producer"]),
+            documentation: "Only producer: batches are stored as the producer compressed them (no recompression yet)."
+        ),
         SettingDefinition("offsets.topic.replication.factor", .int, default: .int(3), validator: .between(1, 32767)),
         SettingDefinition("offsets.topic.num.partitions", .int, default: .int(50), validator: .atLeast(1)),
         SettingDefinition("offsets.topic.segment.bytes", .int, default: .int(104_857_600), validator: .atLeast(1)),
@@ -301,43 +292,14 @@ public struct BrokerConfiguration: Sendable {
         self.numPartitions = settings.int("num.partitions")
         self.defaultReplicationFactor = Int16(settings.int("default.replication.factor"))
         self.autoCreateTopicsEnable = settings.bool("auto.create.topics.enable")
-        self.messageMaxBytes = settings.int("message.max.bytes")
         self.socketRequestMaxBytes = settings.int("socket.request.max.bytes")
         self.maxIncrementalFetchSessionCacheSlots = settings.int("max.incremental.fetch.session.cache.slots")
 
-        let retentionMs: Int64 =
-            if settings.isExplicit("log.retention.ms") {
-                settings.long("log.retention.ms")
-            } else if settings.isExplicit("log.retention.minutes") {
-                Self.scaled(Int64(settings.int("log.retention.minutes")), by: 60_000)
-            } else {
-                Self.scaled(Int64(settings.int("log.retention.hours")), by: 3_600_000)
-            }
-        let rollMs =
-            settings.isExplicit("log.roll.ms")
-            ? settings.long("log.roll.ms") : Int64(settings.int("log.roll.hours")) * 3_600_000
-        self.log = LogDefaults(
-            segmentBytes: settings.int("log.segment.bytes"),
-            rollMs: rollMs,
-            retentionMs: retentionMs,
-            retentionBytes: settings.long("log.retention.bytes"),
+        self.log = LogSchedule(
             retentionCheckIntervalMs: settings.long("log.retention.check.interval.ms"),
-            indexIntervalBytes: settings.int("log.index.interval.bytes"),
-            indexSizeMaxBytes: settings.int("log.index.size.max.bytes"),
-            segmentDeleteDelayMs: settings.long("log.segment.delete.delay.ms"),
             flushIntervalMessages: settings.long("log.flush.interval.messages"),
-            flushIntervalMs: settings.long("log.flush.interval.ms"),
-            cleanupPolicy: settings.list("log.cleanup.policy"),
-            messageTimestampType: settings.string("log.message.timestamp.type"),
-            messageTimestampBeforeMaxMs: settings.long("log.message.timestamp.before.max.ms"),
-            messageTimestampAfterMaxMs: settings.long("log.message.timestamp.after.max.ms"),
-            preallocate: settings.bool("log.preallocate")
+            flushIntervalMs: settings.long("log.flush.interval.ms")
         )
-    }
-
-    /// A negative retention means "forever" (-1), whatever unit it was given in, as in Kafka.
-    private static func scaled(_ value: Int64, by factor: Int64) -> Int64 {
-        value < 0 ? -1 : value * factor
     }
 
     private static func parseProtocolMap(

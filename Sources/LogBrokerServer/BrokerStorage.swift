@@ -4,6 +4,7 @@ import LogStorage
 import Logging
 import Replication
 import ServiceLifecycle
+import Synchronization
 import SystemPackage
 
 /// The broker's data path assembled from its configuration: the log directories (`LogManager`), the disk I/O pool,
@@ -19,16 +20,19 @@ public final class BrokerStorage: Service, Sendable {
     public let replicas: ReplicaManager
     /// Incremental fetch sessions, capped at `max.incremental.fetch.session.cache.slots`.
     public let fetchSessions: FetchSessionCache
+    /// Each topic's effective config, from the broker's layers and the topic's dynamic configs.
+    private let configs: TopicConfigs
     private let logger: Logger
 
     /// Opens (and after an unclean stop recovers) every partition in `log.dirs`.
-    /// - Throws: `LogDirectoryError` naming an unusable directory.
+    /// - Throws: `LogDirectoryError` naming an unusable directory; `StorageError.invalidConfig` when the `log.*`
+    ///   settings make a topic config Kafka would refuse.
     public init(configuration: BrokerConfiguration, logger: Logger) throws {
-        let topicDefaults = Self.logConfig(configuration.log, messageMaxBytes: configuration.messageMaxBytes)
+        let configs = try TopicConfigs(layers: ConfigLayers(configuration: configuration))
         let ioPool = DiskIOPool(threadCount: 2)
         let managerConfig = LogManagerConfig(
             logDirectories: configuration.logDirs.map { FilePath($0) },
-            topicConfig: { _ in topicDefaults },
+            topicConfig: { topic in configs.config(of: topic) },
             flushIntervalMessages: configuration.log.flushIntervalMessages,
             flushIntervalMs: configuration.log.flushIntervalMs,
             retentionCheckIntervalMs: configuration.log.retentionCheckIntervalMs
@@ -40,35 +44,15 @@ public final class BrokerStorage: Service, Sendable {
             throw error
         }
         self.ioPool = ioPool
+        self.configs = configs
         self.replicas = ReplicaManager(
             logManager: self.logManager,
             ioPool: ioPool,
-            configuration: ReplicaManagerConfiguration(
-                brokerID: configuration.nodeID,
-                timestampBeforeMaxMs: configuration.log.messageTimestampBeforeMaxMs,
-                timestampAfterMaxMs: configuration.log.messageTimestampAfterMaxMs,
-                compactedTopics: configuration.log.cleanupPolicy.contains("compact")
-            ),
+            configuration: ReplicaManagerConfiguration(brokerID: configuration.nodeID),
             logger: logger
         )
         self.fetchSessions = FetchSessionCache(capacity: Int(configuration.maxIncrementalFetchSessionCacheSlots))
         self.logger = logger
-    }
-
-    /// The broker-wide `log.*` defaults as the per-topic `LogConfig` (topic overrides come with topic configs).
-    static func logConfig(_ defaults: BrokerConfiguration.LogDefaults, messageMaxBytes: Int32) -> LogConfig {
-        var config = LogConfig()
-        config.segmentBytes = Int(defaults.segmentBytes)
-        config.segmentMs = defaults.rollMs
-        config.segmentIndexBytes = Int(defaults.indexSizeMaxBytes)
-        config.indexIntervalBytes = Int(defaults.indexIntervalBytes)
-        config.retentionMs = defaults.retentionMs
-        config.retentionBytes = defaults.retentionBytes
-        config.logAppendTime = defaults.messageTimestampType == "LogAppendTime"
-        config.fileDeleteDelayMs = defaults.segmentDeleteDelayMs
-        config.maxMessageBytes = Int(messageMaxBytes)
-        config.deletesOldSegments = defaults.cleanupPolicy.contains("delete")
-        return config
     }
 
     /// Adds the data-path APIs to `handlers`.
@@ -77,29 +61,71 @@ public final class BrokerStorage: Service, Sendable {
         handlers.register(FetchHandler(replicas: self.replicas, sessions: self.fetchSessions))
         handlers.register(ListOffsetsHandler(replicas: self.replicas))
         handlers.register(OffsetForLeaderEpochHandler(replicas: self.replicas))
+        handlers.register(DeleteRecordsHandler(replicas: self.replicas))
+        handlers.register(DescribeLogDirsHandler(logManager: self.logManager))
     }
 
-    /// Follows the controller's elections: every partition this broker is elected to lead gets its log and its new
-    /// leader epoch, before the controller reports the election (and Metadata names this broker the leader).
+    /// Follows the controller's image: configs reach the logs (live), every partition this broker is elected to
+    /// lead gets its log and its new leader epoch before the controller reports the election (and Metadata names
+    /// this broker the leader), and a deleted topic's partitions stop being served and their logs go.
     public func follow(_ controller: Controller) async {
-        await controller.addLeadershipListener { [replicas, logger] leadership in
-            await Self.becomeLeader(leadership, replicas: replicas, logger: logger)
+        await controller.addListener { change in await self.apply(change) }
+    }
+
+    private func apply(_ change: MetadataChange) async {
+        switch change {
+        case .brokerConfigs(let resource, let configs):
+            guard self.configs.setBroker(resource, configs) else { return }
+            let topics = Set(self.logManager.allLogs.map(\.topicPartition.topic))
+            for topic in topics { self.logManager.updateConfig(topic: topic, self.configs.config(of: topic)) }
+        case .topicConfigs(let topic, let configs):
+            self.logManager.updateConfig(topic: topic, self.configs.setTopic(topic, configs))
+        case .leadership(let leadership):
+            do {
+                try await self.replicas.becomeLeader(
+                    topic: leadership.topic,
+                    partition: leadership.partition,
+                    topicID: leadership.topicID,
+                    leaderEpoch: leadership.leaderEpoch
+                )
+            } catch {
+                self.logger.error(
+                    "Cannot open the log of a partition this broker leads",
+                    metadata: ["partition": "\(leadership.topic)-\(leadership.partition)", "error": "\(error)"]
+                )
+            }
+        case .topicDeleted(let topic):
+            self.configs.setTopic(topic.name, nil)
+            for index in topic.partitions.indices {
+                await self.deleteLog(TopicPartition(topic.name, Int32(index)))
+            }
         }
     }
 
-    private static func becomeLeader(_ leadership: PartitionLeadership, replicas: ReplicaManager, logger: Logger) async
-    {
-        do {
-            try await replicas.becomeLeader(
-                topic: leadership.topic,
-                partition: leadership.partition,
-                topicID: leadership.topicID,
-                leaderEpoch: leadership.leaderEpoch
+    /// Deletes the logs of partitions that are not in the controller's image: topics deleted while this broker was
+    /// down (after the controller committed the deletion, before the logs went). Call once the controller started.
+    public func removeStrayLogs(notIn controller: Controller) async throws {
+        let image = try await controller.image()
+        for log in self.logManager.allLogs {
+            let partition = log.topicPartition
+            let topic = image.topics[partition.topic]
+            guard topic == nil || Int(partition.partition) >= topic?.partitions.count ?? 0 else { continue }
+            self.logger.info(
+                "Deleting the log of a partition the cluster no longer has",
+                metadata: ["partition": "\(partition)"]
             )
+            await self.deleteLog(partition)
+        }
+    }
+
+    private func deleteLog(_ partition: TopicPartition) async {
+        self.replicas.removePartition(partition)
+        do {
+            try await self.ioPool.run { [logManager] in try logManager.deleteLog(partition) }
         } catch {
-            logger.error(
-                "Cannot open the log of a partition this broker leads",
-                metadata: ["partition": "\(leadership.topic)-\(leadership.partition)", "error": "\(error)"]
+            self.logger.error(
+                "Cannot delete a partition's log",
+                metadata: ["partition": "\(partition)", "error": "\(error)"]
             )
         }
     }
@@ -115,5 +141,57 @@ public final class BrokerStorage: Service, Sendable {
             self.logger.error("Clean stop of the logs failed; the next start recovers", metadata: ["error": "\(error)"])
         }
         self.ioPool.shutdown()
+    }
+}
+
+/// The effective `LogConfig` of every topic: the broker's config layers with each topic's dynamic configs on top,
+/// as the controller's image last said. Thread-safe: a lock around the layers.
+final class TopicConfigs: Sendable {
+    private struct State {
+        var layers: ConfigLayers
+        var overrides: [String: [String: String]] = [:]
+        /// The broker-wide defaults, computed once per change of the broker layers.
+        var defaults: LogConfig
+    }
+
+    private let state: Mutex<State>
+
+    /// - Throws: `StorageError.invalidConfig` when the broker layers alone make a refused topic config.
+    init(layers: ConfigLayers) throws(StorageError) {
+        self.state = Mutex(State(layers: layers, defaults: try layers.logConfig(overrides: [:])))
+    }
+
+    func config(of topic: String) -> LogConfig {
+        self.state.withLock { state in
+            guard let overrides = state.overrides[topic], !overrides.isEmpty else { return state.defaults }
+            // Overrides were validated alone; a combination the layers refuse falls back to the defaults.
+            return (try? state.layers.logConfig(overrides: overrides)) ?? state.defaults
+        }
+    }
+
+    /// Sets (or with nil forgets) a topic's dynamic configs and returns its effective config.
+    @discardableResult
+    func setTopic(_ topic: String, _ overrides: [String: String]?) -> LogConfig {
+        self.state.withLock { $0.overrides[topic] = overrides }
+        return self.config(of: topic)
+    }
+
+    /// Sets the dynamic configs of BROKER resource `resource`; false when it is another broker's (nothing changed).
+    func setBroker(_ resource: String, _ configs: [String: String]) -> Bool {
+        self.state.withLock { state in
+            var layers = state.layers
+            if resource.isEmpty {
+                layers.clusterDefaults = configs
+            } else if resource == String(layers.nodeID) {
+                layers.nodeConfigs = configs
+            } else {
+                return false
+            }
+            // Each value was validated alone; a combination the topic table refuses keeps the previous layers.
+            guard let defaults = try? layers.logConfig(overrides: [:]) else { return false }
+            state.layers = layers
+            state.defaults = defaults
+            return true
+        }
     }
 }

@@ -27,8 +27,24 @@ public struct LogConfig: Hashable, Sendable {
     public var flushMs: Int64
     /// `max.message.bytes`: the largest batch accepted.
     public var maxMessageBytes: Int
-    /// `cleanup.policy` includes `delete`: retention by time and size applies (compaction comes later).
+    /// `cleanup.policy` includes `delete`: retention by time and size applies.
     public var deletesOldSegments: Bool
+    /// `cleanup.policy` includes `compact`: every record needs a key (the log cleaner is not built yet).
+    public var compacts: Bool
+    /// `message.timestamp.before.max.ms` (KIP-937): how far behind the broker's clock a CreateTime record may be.
+    public var timestampBeforeMaxMs: Int64
+    /// `message.timestamp.after.max.ms` (KIP-937): how far ahead of the broker's clock a CreateTime record may be.
+    public var timestampAfterMaxMs: Int64
+    /// `min.insync.replicas`: kept for acks=all once there are followers.
+    public var minInSyncReplicas: Int32
+    /// `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`, `min.cleanable.dirty.ratio`: kept
+    /// for the log cleaner.
+    public var deleteRetentionMs: Int64
+    public var minCompactionLagMs: Int64
+    public var maxCompactionLagMs: Int64
+    public var minCleanableDirtyRatio: Double
+    /// `unclean.leader.election.enable`: kept; unclean election is not built.
+    public var uncleanLeaderElection: Bool
 
     public static let table = SettingsTable([
         SettingDefinition("segment.bytes", .int, default: .int(1 << 30), validator: .atLeast(14)),
@@ -49,7 +65,58 @@ public struct LogConfig: Hashable, Sendable {
             "cleanup.policy", .list, default: .list(["delete"]), validator: .oneOf(["compact", "delete"])
         ),
         SettingDefinition("preallocate", .boolean, default: .boolean(false)),
+        SettingDefinition(
+            "message.timestamp.before.max.ms",
+            .long,
+            default: .long(Int64.max),
+            validator: .atLeast(0)
+        ),
+        SettingDefinition("message.timestamp.after.max.ms", .long, default: .long(3_600_000), validator: .atLeast(0)),
+        SettingDefinition("min.insync.replicas", .int, default: .int(1), validator: .atLeast(1)),
+        SettingDefinition("delete.retention.ms", .long, default: .long(86_400_000), validator: .atLeast(0)),
+        SettingDefinition("min.compaction.lag.ms", .long, default: .long(0), validator: .atLeast(0)),
+        SettingDefinition("max.compaction.lag.ms", .long, default: .long(Int64.max), validator: .atLeast(1)),
+        SettingDefinition("min.cleanable.dirty.ratio", .double, default: .double(0.5), validator: .ratio),
+        SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
+        SettingDefinition(
+            "compression.type",
+            .string,
+            default: .string("producer"),
+            validator: .oneOf(["producer"]),
+            documentation: "Only producer: batches are stored as the producer compressed them (no recompression yet)."
+        ),
+        // Replication throttles: validated and kept, not applied (there are no followers to throttle yet).
+        SettingDefinition("leader.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
+        SettingDefinition("follower.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
     ])
+
+    /// For each topic setting, the broker settings that supply its default, in Kafka's precedence
+    /// (`ServerTopicConfigSynonyms`). `log.roll.hours`, `log.retention.hours` and `log.retention.minutes` are in
+    /// other units than the topic setting: the caller converts.
+    public static let brokerSynonyms: [String: [String]] = [
+        "segment.bytes": ["log.segment.bytes"],
+        "segment.ms": ["log.roll.ms", "log.roll.hours"],
+        "segment.index.bytes": ["log.index.size.max.bytes"],
+        "index.interval.bytes": ["log.index.interval.bytes"],
+        "retention.ms": ["log.retention.ms", "log.retention.minutes", "log.retention.hours"],
+        "retention.bytes": ["log.retention.bytes"],
+        "message.timestamp.type": ["log.message.timestamp.type"],
+        "message.timestamp.before.max.ms": ["log.message.timestamp.before.max.ms"],
+        "message.timestamp.after.max.ms": ["log.message.timestamp.after.max.ms"],
+        "file.delete.delay.ms": ["log.segment.delete.delay.ms"],
+        "flush.messages": ["log.flush.interval.messages"],
+        "flush.ms": ["log.flush.interval.ms"],
+        "max.message.bytes": ["message.max.bytes"],
+        "cleanup.policy": ["log.cleanup.policy"],
+        "preallocate": ["log.preallocate"],
+        "delete.retention.ms": ["log.cleaner.delete.retention.ms"],
+        "min.compaction.lag.ms": ["log.cleaner.min.compaction.lag.ms"],
+        "max.compaction.lag.ms": ["log.cleaner.max.compaction.lag.ms"],
+        "min.cleanable.dirty.ratio": ["log.cleaner.min.cleanable.ratio"],
+        "min.insync.replicas": ["min.insync.replicas"],
+        "compression.type": ["compression.type"],
+        "unclean.leader.election.enable": ["unclean.leader.election.enable"],
+    ]
 
     /// Kafka's defaults.
     public init() {
@@ -77,5 +144,34 @@ public struct LogConfig: Hashable, Sendable {
         self.flushMs = settings.long("flush.ms")
         self.maxMessageBytes = Int(settings.int("max.message.bytes"))
         self.deletesOldSegments = settings.list("cleanup.policy").contains("delete")
+        self.compacts = settings.list("cleanup.policy").contains("compact")
+        self.timestampBeforeMaxMs = settings.long("message.timestamp.before.max.ms")
+        self.timestampAfterMaxMs = settings.long("message.timestamp.after.max.ms")
+        self.minInSyncReplicas = settings.int("min.insync.replicas")
+        self.deleteRetentionMs = settings.long("delete.retention.ms")
+        self.minCompactionLagMs = settings.long("min.compaction.lag.ms")
+        self.maxCompactionLagMs = settings.long("max.compaction.lag.ms")
+        self.minCleanableDirtyRatio = settings.double("min.cleanable.dirty.ratio")
+        self.uncleanLeaderElection = settings.bool("unclean.leader.election.enable")
+    }
+}
+
+extension SettingValidator {
+    /// A number from 0 to 1.
+    static let ratio = SettingValidator(description: "[0,...,1]") { value in
+        guard case .double(let number) = value, number < 0 || number > 1 else { return nil }
+        return "Value must be between 0 and 1"
+    }
+
+    /// Kafka's `ThrottledReplicaListValidator`: `*`, or `partition:broker` pairs of non-negative integers.
+    static let replicaList = SettingValidator(description: "[partitionId]:[brokerId],... or *") { value in
+        guard case .list(let items) = value else { return nil }
+        let valid =
+            items == ["*"]
+            || items.allSatisfy { item in
+                let parts = item.split(separator: ":", omittingEmptySubsequences: false)
+                return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isASCII) && UInt32($0) != nil }
+            }
+        return valid ? nil : "must be the literal '*' or a list of replicas in the form [partitionId]:[brokerId]"
     }
 }

@@ -2,6 +2,10 @@ import Logging
 import Synchronization
 import SystemPackage
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The broker-level storage settings `LogManager` takes (Kafka's `log.*` server settings).
 ///
 /// A value type; thread-safe.
@@ -302,6 +306,19 @@ public final class LogManager: Sendable {
     /// The partition's log, nil if this broker has none.
     public func log(for partition: TopicPartition) -> ManagedLog? {
         self.state.withLock { $0.logs[partition] }
+    }
+
+    /// Applies `config` to every log of `topic` (a topic config changed).
+    public func updateConfig(topic: String, _ config: LogConfig) {
+        for log in self.allLogs where log.topicPartition.topic == topic { log.updateConfig(config) }
+    }
+
+    /// The total and available bytes of the file system holding `directory` (DescribeLogDirs), nil if unknown.
+    public func diskSpace(of directory: FilePath) -> (total: Int64, usable: Int64)? {
+        var stats = statvfs()
+        guard directory.withPlatformString({ statvfs($0, &stats) }) == 0 else { return nil }
+        let unit = Int64(stats.f_frsize)
+        return (Int64(stats.f_blocks) * unit, Int64(stats.f_bavail) * unit)
     }
 
     /// The partition's log, created empty if it does not exist, in the log directory holding the fewest partitions.

@@ -1,3 +1,4 @@
+import KafkaWire
 import Logging
 import NIOCore
 import Synchronization
@@ -42,6 +43,10 @@ public final class ManagedLog: Sendable {
         var highWatermark: Int64
         var segmentCount: Int
         var lastSegmentBaseOffset: Int64
+        /// The segments' bytes, as of the last time the log was open.
+        var size: Int64
+        /// What `partition.metadata` says, once read or written.
+        var topicID: KafkaUUID?
         /// Messages appended since the last fsync, and when that was.
         var unflushedMessages: Int64 = 0
         var lastFlushMs: Int64
@@ -76,6 +81,7 @@ public final class ManagedLog: Sendable {
                 highWatermark: min(max(highWatermark ?? 0, log.logStartOffset), end),
                 segmentCount: bases.count,
                 lastSegmentBaseOffset: bases.last ?? 0,
+                size: log.size,
                 lastFlushMs: PartitionLog.nowMs()
             )
         )
@@ -97,6 +103,39 @@ public final class ManagedLog: Sendable {
     public var recoveryPoint: Int64 { self.state.withLock { $0.log?.recoveryPoint ?? $0.recoveryPoint } }
     public var logStartOffset: Int64 { self.state.withLock { $0.log?.logStartOffset ?? $0.logStartOffset } }
     public var logEndOffset: Int64 { self.state.withLock { $0.log?.logEndOffset ?? $0.logEndOffset } }
+    /// The bytes of the segments' `.log` files (DescribeLogDirs' partition size), without opening a closed log.
+    public var sizeInBytes: Int64 { self.state.withLock { $0.log?.size ?? $0.size } }
+    /// The topic id in `partition.metadata`, once `assignTopicID` read or wrote it.
+    public var topicID: KafkaUUID? { self.state.withLock { $0.topicID } }
+
+    /// From now on the log obeys `config`: the next append, roll, flush decision and retention check use it. A log
+    /// whose files are closed keeps it and opens with it.
+    public func updateConfig(_ config: LogConfig) {
+        self.state.withLock { state in
+            state.config = config
+            state.log?.updateConfig(config)
+        }
+    }
+
+    /// Records the partition's topic id in `partition.metadata` (Kafka's format, written atomically) unless it is
+    /// there already.
+    /// - Throws: `inconsistentTopicID` when the file names another id (the directory belongs to another topic of
+    ///   the same name); `corruptCheckpoint` for an unreadable file.
+    public func assignTopicID(_ id: KafkaUUID) throws(StorageError) {
+        let path = self.directory.appending(PartitionMetadataFile.fileName)
+        try self.state.withLock { state throws(StorageError) in
+            guard !state.deleted else { throw .partitionOffline("\(self.topicPartition)", "the log was deleted") }
+            var recorded = state.topicID
+            if recorded == nil { recorded = try PartitionMetadataFile.read(path) }
+            if let found = recorded {
+                state.topicID = found
+                guard found == id else { throw .inconsistentTopicID(path, expected: id, found: found) }
+                return
+            }
+            try PartitionMetadataFile.write(id, to: path)
+            state.topicID = id
+        }
+    }
 
     /// The high watermark the replica layer last set (what `replication-offset-checkpoint` records); at start-up,
     /// the checkpointed value clamped to the log's bounds.
@@ -358,6 +397,7 @@ public final class ManagedLog: Sendable {
         state.recoveryPoint = log.recoveryPoint
         state.logStartOffset = log.logStartOffset
         state.logEndOffset = log.logEndOffset
+        state.size = log.size
     }
 
     /// The three checkpoint values: (recovery point, log start offset, high watermark).

@@ -219,6 +219,14 @@ public final class PartitionLog: Sendable {
     }
     public var size: Int64 { self.state.withLock { $0.segments.reduce(0) { $0 + $1.size } } }
 
+    /// The settings the next append, roll and retention check obey.
+    public var config: LogConfig { self.state.withLock { $0.config } }
+
+    /// Applies a changed topic config from the next operation on (segments already rolled keep their size).
+    public func updateConfig(_ config: LogConfig) {
+        self.state.withLock { $0.config = config }
+    }
+
     /// OffsetForLeaderEpoch's answer from the epoch cache.
     public func endOffset(forEpoch epoch: Int32) -> (epoch: Int32, endOffset: Int64) {
         self.state.withLock { $0.epochCache.endOffset(for: epoch, logEndOffset: $0.nextOffset) }

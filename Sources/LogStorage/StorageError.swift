@@ -20,6 +20,7 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         case invalidAppend(partition: String, reason: String)
         case recordTooLarge(partition: String, size: Int, limit: Int)
         case producerRejected(partition: String, error: ProducerStateError)
+        case inconsistentTopicID(path: FilePath, expected: KafkaUUID, found: KafkaUUID)
     }
 
     private let code: Code
@@ -105,6 +106,12 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         StorageError(.producerRejected(partition: partition, error: error))
     }
 
+    /// A partition directory's `partition.metadata` names another topic id than the one the cluster gives it
+    /// (Kafka's `InconsistentTopicIdException`): the directory is not the topic's and is not appended to.
+    public static func inconsistentTopicID(_ path: FilePath, expected: KafkaUUID, found: KafkaUUID) -> StorageError {
+        StorageError(.inconsistentTopicID(path: path, expected: expected, found: found))
+    }
+
     /// The code Kafka returns for this failure.
     public var kafkaErrorCode: ErrorCode {
         switch self.code {
@@ -116,6 +123,7 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         case .invalidAppend: .invalidRecord
         case .recordTooLarge: .recordListTooLarge
         case .producerRejected(_, let error): error.kafkaErrorCode
+        case .inconsistentTopicID: .inconsistentTopicID
         }
     }
 
@@ -152,6 +160,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
             "A batch of \(size) bytes for partition \(partition) exceeds the limit of \(limit) bytes"
         case .producerRejected(let partition, let error):
             "Cannot append to partition \(partition): \(error)"
+        case .inconsistentTopicID(let path, let expected, let found):
+            "\(path) names topic id \(found), but the cluster's topic has id \(expected)"
         }
     }
 }

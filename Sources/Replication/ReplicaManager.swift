@@ -9,30 +9,12 @@ import Synchronization
 public struct ReplicaManagerConfiguration: Sendable {
     /// This broker's node id (the leader id in responses).
     public var brokerID: Int32
-    /// log.message.timestamp.before.max.ms: how far in the past a CreateTime record may be (Kafka's default:
-    /// unbounded).
-    public var timestampBeforeMaxMs: Int64
-    /// log.message.timestamp.after.max.ms: how far in the future a CreateTime record may be (Kafka 4.0's default:
-    /// one hour).
-    public var timestampAfterMaxMs: Int64
     /// The most bytes one compressed batch may inflate to while it is validated.
     public var maxDecompressedBytes: Int
-    /// Topics are compacted (`log.cleanup.policy` includes `compact`), so every record needs a key, as Kafka's
-    /// `LogValidator` requires. Broker-wide until topic configs carry their own cleanup policy.
-    public var compactedTopics: Bool
 
-    public init(
-        brokerID: Int32,
-        timestampBeforeMaxMs: Int64 = Int64.max,
-        timestampAfterMaxMs: Int64 = 3_600_000,
-        maxDecompressedBytes: Int = 64 * 1024 * 1024,
-        compactedTopics: Bool = false
-    ) {
+    public init(brokerID: Int32, maxDecompressedBytes: Int = 64 * 1024 * 1024) {
         self.brokerID = brokerID
-        self.timestampBeforeMaxMs = timestampBeforeMaxMs
-        self.timestampAfterMaxMs = timestampAfterMaxMs
         self.maxDecompressedBytes = maxDecompressedBytes
-        self.compactedTopics = compactedTopics
     }
 }
 
@@ -180,7 +162,10 @@ public final class ReplicaManager: Sendable {
         let logManager = self.logManager
         let log = try await self.ioPool.run { () throws -> ManagedLog in
             let config = logManager.config.topicConfig(topic)
-            return try logManager.getOrCreateLog(topic: topic, partition: partition, config: config)
+            let log = try logManager.getOrCreateLog(topic: topic, partition: partition, config: config)
+            // `partition.metadata`: a directory left by another topic of the same name is refused, not appended to.
+            try log.assignTopicID(topicID)
+            return log
         }
         let hosted = self.partitions.withLock { partitions in
             if let raced = partitions[topicPartition] { return raced }
@@ -208,6 +193,15 @@ public final class ReplicaManager: Sendable {
         try await self.ioPool.run {
             try log.withLog { (log) throws(StorageError) in try log.assignLeaderEpoch(leaderEpoch) }
         }
+    }
+
+    /// Stops hosting the partition (its topic was deleted): from now on appends and reads answer
+    /// UNKNOWN_TOPIC_OR_PARTITION, and its parked fetches are woken to answer so. The log is the caller's to delete.
+    @discardableResult
+    public func removePartition(_ topicPartition: TopicPartition) -> Partition? {
+        let removed = self.partitions.withLock { $0.removeValue(forKey: topicPartition) }
+        self.delayedFetches.notify(topicPartition)
+        return removed
     }
 
     /// The hosted partition, nil if this broker does not host it.
@@ -272,12 +266,13 @@ public final class ReplicaManager: Sendable {
         if !config.logAppendTime {
             options.timestampBounds = TimestampBounds(
                 now: PartitionLog.nowMs(),
-                maxBefore: self.configuration.timestampBeforeMaxMs,
-                maxAfter: self.configuration.timestampAfterMaxMs
+                maxBefore: config.timestampBeforeMaxMs,
+                maxAfter: config.timestampAfterMaxMs
             )
         }
         if case .coordinator = origin { options.refuseControlBatches = false }
-        options.requireKeys = self.configuration.compactedTopics
+        // A compacted topic keeps the latest record per key, so every record needs one (Kafka's `LogValidator`).
+        options.requireKeys = config.compacts
         var validator = self.validators.take()
         var largestInflated = 0
         defer { self.validators.give(validator, largestInflated: largestInflated) }

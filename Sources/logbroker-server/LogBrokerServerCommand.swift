@@ -21,8 +21,8 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             status 1); an Apache Kafka setting that LogBroker does not implement is logged as a warning and \
             ignored.
 
-            WHAT WORKS SO FAR: ApiVersions (v0-4) and Metadata (v0-12, with auto topic creation); the cluster \
-            metadata is kept in log.dirs' first directory. Produce and Fetch are not wired in yet.
+            The cluster metadata (topics, their ids and configs, dynamic broker configs) is kept in log.dirs' first \
+            directory. The APIs served are those ApiVersions lists; README.md says what is not built yet.
 
             Logs go to stderr; LOGBROKER_LOG_LEVEL (trace, debug, info, notice, warning, error) sets the level \
             (default info).
@@ -80,12 +80,21 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             await storage.follow(controller)
             var handlers = HandlerTable()
             handlers.register(MetadataHandler(controller: controller, configuration: configuration))
+            handlers.register(CreateTopicsHandler(controller: controller, configuration: configuration))
+            handlers.register(DeleteTopicsHandler(controller: controller))
+            handlers.register(CreatePartitionsHandler(controller: controller))
+            handlers.register(DescribeConfigsHandler(controller: controller, configuration: configuration))
+            handlers.register(AlterConfigsHandler(controller: controller, nodeID: configuration.nodeID))
+            handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
+            handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
+            handlers.register(ElectLeadersHandler(controller: controller))
             handlers.register(FindCoordinatorHandler())
             handlers.register(SaslHandshakeHandler())
             handlers.register(SaslAuthenticateHandler())
             storage.register(in: &handlers)
             server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
+            try await storage.removeStrayLogs(notIn: controller)
         } catch {
             Self.fail("\(error)")
         }

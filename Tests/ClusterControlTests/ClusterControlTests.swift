@@ -149,7 +149,9 @@ let registration = BrokerRegistration(
         let seen = Mutex<[PartitionLeadership]>([])
         do {
             let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
-            await controller.addLeadershipListener { leadership in seen.withLock { $0.append(leadership) } }
+            await controller.addListener { change in
+                if case .leadership(let leadership) = change { seen.withLock { $0.append(leadership) } }
+            }
             try await controller.start(registration: registration)
             let topic = try await controller.createTopic("t", partitions: 2, replicationFactor: 1)
             #expect(seen.withLock { $0 }.map(\.partition) == [0, 1])
@@ -160,7 +162,9 @@ let registration = BrokerRegistration(
         seen.withLock { $0 = [] }
         let restarted = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
         try await restarted.start(registration: registration)
-        await restarted.addLeadershipListener { leadership in seen.withLock { $0.append(leadership) } }
+        await restarted.addListener { change in
+            if case .leadership(let leadership) = change { seen.withLock { $0.append(leadership) } }
+        }
         #expect(seen.withLock { $0 }.map(\.leaderEpoch) == [1, 1])
     }
 
@@ -179,5 +183,159 @@ let registration = BrokerRegistration(
             try await controller.createTopic("bad name", partitions: 1, replicationFactor: 1)
         }
         #expect(try await controller.image().topics.isEmpty)
+    }
+
+    /// A started controller on a fresh store, and a function that removes the store.
+    func started() async throws -> (Controller, LocalMetadataStore, () -> Void) {
+        let (directory, path) = try temporaryStorePath()
+        let store = try LocalMetadataStore(path: path)
+        let controller = Controller(store: store, nodeID: 1, logger: self.logger)
+        try await controller.start(registration: registration)
+        return (controller, store, { try? FileManager.default.removeItem(atPath: directory) })
+    }
+
+    @Test func aDeletedTopicsNameCanBeCreatedAgainAtOnceWithANewID() async throws {
+        let (controller, store, cleanup) = try await self.started()
+        defer { cleanup() }
+        let changes = Mutex<[MetadataChange]>([])
+        await controller.addListener { change in changes.withLock { $0.append(change) } }
+        let first = try await controller.createTopic("t", partitions: 2, replicationFactor: 1, configs: ["a": "1"])
+        #expect(try await controller.deleteTopic(named: "t") == first)
+        let second = try await controller.createTopic("t", partitions: 3, replicationFactor: 1)
+        #expect(second.id != first.id && second.partitions.count == 3 && second.configs.isEmpty)
+        let seen = changes.withLock { $0 }
+        // Configs before leaderships, the deletion heard before the new topic.
+        #expect(seen.first == .topicConfigs(topic: "t", configs: ["a": "1"]))
+        #expect(seen[3] == .topicDeleted(first))
+        #expect(seen[4] == .topicConfigs(topic: "t", configs: [:]))
+        #expect(seen.count == 8)
+        await #expect(throws: ClusterControlError.unknownTopic("t2")) { try await controller.deleteTopic(named: "t2") }
+        #expect(try await controller.deleteTopic(named: nil, id: second.id).name == "t")
+        await #expect(throws: ClusterControlError.unknownTopicID(second.id)) {
+            try await controller.deleteTopic(named: nil, id: second.id)
+        }
+        #expect(try await store.range(prefix: "topics/").entries.isEmpty)
+    }
+
+    @Test func namesThatCollideOnceDotsAreUnderscoresAreRefused() async throws {
+        let (controller, _, cleanup) = try await self.started()
+        defer { cleanup() }
+        try await controller.createTopic("a.b", partitions: 1, replicationFactor: 1)
+        await #expect {
+            try await controller.createTopic("a_b", partitions: 1, replicationFactor: 1)
+        } throws: { error in
+            (error as? ClusterControlError)?.kafkaErrorCode == .invalidTopicException
+                && "\(error)".contains("a.b")
+        }
+        await #expect(throws: ClusterControlError.topicAlreadyExists("a.b")) {
+            try await controller.createTopic("a.b", partitions: 1, replicationFactor: 1)
+        }
+    }
+
+    @Test func validateOnlyWritesNothing() async throws {
+        let (controller, store, cleanup) = try await self.started()
+        defer { cleanup() }
+        let before = try await store.revision()
+        let topic = try await controller.createTopic("t", partitions: 4, replicationFactor: 1, validateOnly: true)
+        #expect(topic.partitions.count == 4)
+        #expect(try await controller.image().topics.isEmpty)
+        #expect(try await store.revision() == before)
+    }
+
+    @Test func manualAssignmentsAreChecked() async throws {
+        let (controller, _, cleanup) = try await self.started()
+        defer { cleanup() }
+        let topic = try await controller.createTopic("t", partitions: -1, replicationFactor: -1, assignment: [[1], [1]])
+        #expect(topic.partitions.map(\.replicas) == [[1], [1]])
+        for bad: [[Int32]] in [[[2]], [[1, 1]], [[]], [[1], []]] {
+            await #expect {
+                try await controller.createTopic("u", partitions: -1, replicationFactor: -1, assignment: bad)
+            } throws: { error in
+                (error as? ClusterControlError)?.kafkaErrorCode == .invalidReplicaAssignment
+            }
+        }
+    }
+
+    @Test func partitionsOnlyGrow() async throws {
+        let (controller, _, cleanup) = try await self.started()
+        defer { cleanup() }
+        let leaderships = Mutex<[Int32]>([])
+        await controller.addListener { change in
+            if case .leadership(let leadership) = change { leaderships.withLock { $0.append(leadership.partition) } }
+        }
+        try await controller.createTopic("t", partitions: 2, replicationFactor: 1)
+        let grown = try await controller.createPartitions("t", count: 5, assignment: nil)
+        #expect(grown.partitions.count == 5)
+        #expect(leaderships.withLock { $0 } == [0, 1, 2, 3, 4])
+        for count: Int32 in [5, 3] {
+            await #expect {
+                try await controller.createPartitions("t", count: count, assignment: nil)
+            } throws: { error in
+                (error as? ClusterControlError)?.kafkaErrorCode == .invalidPartitions
+            }
+        }
+        await #expect(throws: ClusterControlError.unknownTopic("u")) {
+            try await controller.createPartitions("u", count: 2, assignment: nil)
+        }
+        #expect(try await controller.createPartitions("t", count: 6, assignment: [[1]]).partitions.count == 6)
+    }
+
+    @Test func concurrentConfigChangesFromTwoControllersAreAllKept() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = try LocalMetadataStore(path: path)
+        let first = Controller(store: store, nodeID: 1, logger: self.logger)
+        let second = Controller(store: store, nodeID: 1, logger: self.logger)
+        try await first.start(registration: registration)
+        try await second.start(registration: registration)
+        try await first.createTopic("t", partitions: 1, replicationFactor: 1)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<100 {
+                let controller = index.isMultiple(of: 2) ? first : second
+                group.addTask {
+                    try await controller.alterTopicConfigs("t") { configs in
+                        configs.merging(["key\(index)": "\(index)"]) { $1 }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let restarted = Controller(store: store, nodeID: 1, logger: self.logger)
+        let image = try await restarted.start(registration: registration)
+        #expect(image.topics["t"]?.configs.count == 100)
+    }
+
+    @Test func configsSurviveARestart() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        do {
+            let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+            try await controller.start(registration: registration)
+            try await controller.createTopic("t", partitions: 1, replicationFactor: 1, configs: ["retention.ms": "5"])
+            try await controller.alterBrokerConfigs("") { _ in ["log.retention.ms": "7"] }
+            try await controller.alterBrokerConfigs("1") { _ in ["message.max.bytes": "9"] }
+            try await controller.alterBrokerConfigs("1") { _ in [:] }
+        }
+        let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+        let changes = Mutex<[MetadataChange]>([])
+        await controller.addListener { change in changes.withLock { $0.append(change) } }
+        let image = try await controller.start(registration: registration)
+        #expect(image.topics["t"]?.configs == ["retention.ms": "5"])
+        #expect(image.brokerConfigs == ["": ["log.retention.ms": "7"]])
+        // The start replays the whole image: the broker's logs were opened before it was read.
+        #expect(changes.withLock { Array($0.prefix(2)) } == [
+            .brokerConfigs(resource: "", configs: ["log.retention.ms": "7"]),
+            .topicConfigs(topic: "t", configs: ["retention.ms": "5"]),
+        ])
+    }
+
+    @Test func preferredElectionOnOneBrokerIsNotNeeded() async throws {
+        let (controller, _, cleanup) = try await self.started()
+        defer { cleanup() }
+        try await controller.createTopic("t", partitions: 2, replicationFactor: 1)
+        let results = try await controller.electPreferredLeaders(of: "t", partitions: [0, 1, 7])
+        #expect(results.map(\.partition) == [0, 1, 7])
+        #expect(results.map { $0.error?.kafkaErrorCode } == [.electionNotNeeded, .electionNotNeeded, .unknownTopicOrPartition])
+        #expect(try await controller.image().topics["t"]?.partitions.map(\.leaderEpoch) == [0, 0])
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import KafkaProperties
 import LogBrokerServer
+import LogStorage
 import Testing
 
 @Suite struct BrokerConfigurationTests {
@@ -32,12 +33,13 @@ import Testing
         #expect(configuration.numPartitions == 1)
         #expect(configuration.defaultReplicationFactor == 1)
         #expect(configuration.autoCreateTopicsEnable)
-        #expect(configuration.messageMaxBytes == 1_048_588)
         #expect(configuration.socketRequestMaxBytes == 104_857_600)
-        #expect(configuration.log.segmentBytes == 1_073_741_824)
-        #expect(configuration.log.retentionMs == 168 * 3_600_000)
-        #expect(configuration.log.rollMs == 168 * 3_600_000)
-        #expect(configuration.log.retentionBytes == -1)
+        let topicDefaults = try ConfigLayers(configuration: configuration).logConfig(overrides: [:])
+        #expect(topicDefaults.maxMessageBytes == 1_048_588)
+        #expect(topicDefaults.segmentBytes == 1_073_741_824)
+        #expect(topicDefaults.retentionMs == 168 * 3_600_000)
+        #expect(topicDefaults.segmentMs == 168 * 3_600_000)
+        #expect(topicDefaults.retentionBytes == -1)
         #expect(configuration.log.flushIntervalMessages == Int64.max)
         #expect(configuration.log.flushIntervalMs == Int64.max)
         #expect(configuration.maxIncrementalFetchSessionCacheSlots == 1000)
@@ -109,19 +111,24 @@ import Testing
     }
 
     @Test func retentionAndRollTakeKafkasPrecedence() throws {
-        let hours = try Self.resolve([("node.id", "1"), ("log.retention.hours", "2"), ("log.roll.hours", "1")]).0
-        #expect(hours.log.retentionMs == 7_200_000)
-        #expect(hours.log.rollMs == 3_600_000)
-        let minutes = try Self.resolve([("node.id", "1"), ("log.retention.hours", "2"), ("log.retention.minutes", "3")])
-            .0
-        #expect(minutes.log.retentionMs == 180_000)
-        let ms = try Self.resolve([
-            ("node.id", "1"), ("log.retention.minutes", "3"), ("log.retention.ms", "5"), ("log.roll.ms", "7"),
-            ("log.roll.hours", "1"),
-        ]).0
-        #expect(ms.log.retentionMs == 5)
-        #expect(ms.log.rollMs == 7)
-        #expect(try Self.resolve([("node.id", "1"), ("log.retention.hours", "-1")]).0.log.retentionMs == -1)
+        func topicDefaults(_ pairs: [(String, String)]) throws -> LogConfig {
+            try ConfigLayers(configuration: Self.resolve([("node.id", "1")] + pairs).0).logConfig(overrides: [:])
+        }
+        let hours = try topicDefaults([("log.retention.hours", "2"), ("log.roll.hours", "1")])
+        #expect(hours.retentionMs == 7_200_000)
+        #expect(hours.segmentMs == 3_600_000)
+        #expect(try topicDefaults([("log.retention.hours", "2"), ("log.retention.minutes", "3")]).retentionMs == 180_000)
+        let ms = try topicDefaults([
+            ("log.retention.minutes", "3"), ("log.retention.ms", "5"), ("log.roll.ms", "7"), ("log.roll.hours", "1"),
+        ])
+        #expect(ms.retentionMs == 5)
+        #expect(ms.segmentMs == 7)
+        #expect(try topicDefaults([("log.retention.hours", "-1")]).retentionMs == -1)
+    }
+
+    @Test func compressionTypeAcceptsOnlyProducer() throws {
+        #expect(throws: LogBrokerServerError.self) { try Self.resolve([("node.id", "1"), ("compression.type", "gzip")]) }
+        _ = try Self.resolve([("node.id", "1"), ("compression.type", "producer")])
     }
 
     @Test func listeners() throws {

@@ -237,9 +237,9 @@ import Testing
             ("log.message.timestamp.before.max.ms", "60000"), ("log.message.timestamp.after.max.ms", "5000"),
         ]
         try await Self.withBroker(properties) { port, storage in
-            #expect(storage.replicas.configuration.timestampBeforeMaxMs == 60_000)
-            #expect(storage.replicas.configuration.timestampAfterMaxMs == 5_000)
             try await storage.replicas.becomeLeader(topic: Self.topic, partition: 0, topicID: .zero, leaderEpoch: 1)
+            let config = try #require(storage.replicas.partition(TopicPartition(Self.topic, 0))?.log.config)
+            #expect(config.timestampBeforeMaxMs == 60_000 && config.timestampAfterMaxMs == 5_000)
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
                 // Record 2 is ten minutes ahead, record 1 (checked first) ten minutes behind: the first bad one is
@@ -271,9 +271,9 @@ import Testing
     }
 
     @Test func defaultTimestampBoundsAreKafka4s() throws {
-        let configuration = try testConfiguration()
-        #expect(configuration.log.messageTimestampBeforeMaxMs == Int64.max)
-        #expect(configuration.log.messageTimestampAfterMaxMs == 3_600_000)
+        let config = try ConfigLayers(configuration: testConfiguration()).logConfig(overrides: [:])
+        #expect(config.timestampBeforeMaxMs == Int64.max)
+        #expect(config.timestampAfterMaxMs == 3_600_000)
         #expect(throws: LogBrokerServerError.self) {
             try testConfiguration([("log.message.timestamp.after.max.ms", "-1")])
         }

@@ -119,10 +119,11 @@ import Testing
         let fixture = try ReplicaFixture(
             topicConfig: { topic in
                 var config = LogConfig()
+                config.timestampBeforeMaxMs = 60_000
                 if topic == "small" { config.maxMessageBytes = 200 }
                 return config
             },
-            configuration: ReplicaManagerConfiguration(brokerID: 1, timestampBeforeMaxMs: 60_000)
+            configuration: ReplicaManagerConfiguration(brokerID: 1)
         )
         defer { fixture.close() }
         try await fixture.replicas.becomeLeader(topic: "t", partition: 0, topicID: .zero, leaderEpoch: 0)

@@ -142,7 +142,7 @@ public struct MetadataHandler: KafkaHandler {
             errorCode: 0,
             name: topic.name,
             topicID: topic.id,
-            isInternal: false,
+            isInternal: topic.isInternal,
             partitions: topic.partitions.enumerated().map { index, state in
                 .init(
                     errorCode: state.leader == nil ? ErrorCode.leaderNotAvailable.rawValue : 0,
