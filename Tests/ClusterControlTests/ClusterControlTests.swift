@@ -287,8 +287,9 @@ let registration = BrokerRegistration(
         let first = Controller(store: store, nodeID: 1, logger: self.logger)
         let second = Controller(store: store, nodeID: 1, logger: self.logger)
         try await first.start(registration: registration)
-        try await second.start(registration: registration)
         try await first.createTopic("t", partitions: 1, replicationFactor: 1)
+        // Each controller commits on the versions it last saw, so every other write conflicts and is recomputed.
+        try await second.start(registration: registration)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<100 {
                 let controller = index.isMultiple(of: 2) ? first : second

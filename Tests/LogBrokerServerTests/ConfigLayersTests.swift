@@ -1,5 +1,6 @@
 import ClusterControl
 import KafkaProperties
+import KafkaWire
 import LogBrokerServer
 import LogStorage
 import Testing
