@@ -69,12 +69,14 @@ public struct KafkaRequestEnvelope: Sendable {
         )
     }
 
-    /// Decodes the body as `Request` at this envelope's version, requiring every byte to be used.
+    /// Decodes the body as `Request` at this envelope's version. Bytes after the message are ignored, as Kafka's
+    /// `AbstractRequest.parseRequest` ignores them: librdkafka 2.16's all-topics Metadata v12 (AdminClient
+    /// `list_topics`) ends with 3 of them.
     public func decodeBody<Request: KafkaRequest>(
         as type: Request.Type,
         limits: WireLimits = .default
     ) throws(WireError) -> Request {
         var reader = WireReader(buffer: self.body, limits: limits)
-        return try Request(decoding: &reader, version: self.apiVersion)
+        return try Request(from: &reader, version: self.apiVersion)
     }
 }
