@@ -29,30 +29,70 @@ def server_binary():
     return binary
 
 
+class Broker:
+    """A standalone logbroker-server in `directory` (its `server.properties`, `logs/` and one stderr file per run)
+    that can be stopped and started again on the same data. It listens on an ephemeral port, so `address` changes
+    with every start."""
+
+    def __init__(self, directory, properties=""):
+        self.directory = directory
+        self.log_dir = directory / "logs"
+        self.config = directory / "server.properties"
+        directory.mkdir(exist_ok=True)
+        self.config.write_text(
+            "node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:0\n"
+            f"log.dirs={self.log_dir}\n{properties}"
+        )
+        self.process = None
+        self.address = None
+        self.runs = 0
+
+    def start(self):
+        self.runs += 1
+        log = open(self.directory / f"server-{self.runs}.log", "w+")
+        self.process = subprocess.Popen([server_binary(), str(self.config)], stdout=subprocess.DEVNULL, stderr=log)
+        text = ""
+        for _ in range(200):
+            log.seek(0)
+            text = log.read()
+            match = re.search(r"listener=PLAINTEXT port=(\d+)", text)
+            if match and "LogBroker started" in text:
+                self.address = f"127.0.0.1:{match.group(1)}"
+                return self.address
+            time.sleep(0.05)
+        self.process.kill()
+        pytest.fail("logbroker-server did not start:\n" + text)
+
+    def stop(self):
+        """SIGTERM, and the graceful stop must exit with status 0."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=20) == 0
+        self.process = None
+
+
 @pytest.fixture
 def broker(tmp_path):
     """Yields 'host:port' of a standalone broker; stops it with SIGTERM and expects exit status 0."""
-    config = tmp_path / "server.properties"
-    config.write_text(
-        "node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:0\n"
-        f"log.dirs={tmp_path}/logs\n"
-    )
-    log = open(tmp_path / "server.log", "w+")
-    process = subprocess.Popen([server_binary(), str(config)], stdout=subprocess.DEVNULL, stderr=log)
-    port = None
-    for _ in range(200):
-        log.seek(0)
-        text = log.read()
-        match = re.search(r"listener=PLAINTEXT port=(\d+)", text)
-        if match and "LogBroker started" in text:
-            port = int(match.group(1))
-            break
-        time.sleep(0.05)
-    if port is None:
-        process.kill()
-        pytest.fail("logbroker-server did not start:\n" + text)
+    server = Broker(tmp_path)
     try:
-        yield f"127.0.0.1:{port}"
+        yield server.start()
     finally:
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=20) == 0
+        server.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path):
+    """A factory: make_broker(properties) starts a `Broker` with extra server.properties lines and returns it (it can
+    be stopped and started again); every broker it made is stopped at the end, each expected to exit with 0."""
+    made = []
+
+    def make(properties=""):
+        server = Broker(tmp_path / f"broker-{len(made)}", properties)
+        made.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in made:
+        if server.process is not None:
+            server.stop()
