@@ -217,6 +217,19 @@ let registration = BrokerRegistration(
         #expect(try await store.range(prefix: "topics/").entries.isEmpty)
     }
 
+    @Test func internalTopicsCannotBeDeleted() async throws {
+        let (controller, _, cleanup) = try await self.started()
+        defer { cleanup() }
+        try await controller.createTopic("__consumer_offsets", partitions: 1, replicationFactor: 1)
+        #expect(try await controller.image().topics["__consumer_offsets"]?.isInternal == true)
+        await #expect {
+            try await controller.deleteTopic(named: "__consumer_offsets")
+        } throws: { error in
+            (error as? ClusterControlError)?.kafkaErrorCode == .invalidRequest
+        }
+        #expect(try await controller.image().topics["__consumer_offsets"] != nil)
+    }
+
     @Test func namesThatCollideOnceDotsAreUnderscoresAreRefused() async throws {
         let (controller, _, cleanup) = try await self.started()
         defer { cleanup() }

@@ -111,3 +111,28 @@ def test_refusals_carry_kafkas_codes(broker):
     gz = refusal(one(admin.create_topics([NewTopic("gz", 1, 1, config={"compression.type": "gzip"})])))
     assert "compression.type" in gz.str()
     assert set(admin.list_topics(timeout=10).topics) == {"a.b"}
+
+
+def test_broker_configs_change_live_and_read_only_ones_are_refused(broker):
+    admin = AdminClient({"bootstrap.servers": broker})
+    one(admin.create_topics([NewTopic("ck-live", 1, 1)])).result(timeout=10)
+    node = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[
+        ConfigEntry("message.max.bytes", "2000", incremental_operation=AlterConfigOpType.SET)])
+    one(admin.incremental_alter_configs([node])).result(timeout=10)
+    described = one(admin.describe_configs([ConfigResource(ResourceType.BROKER, "1")])).result(timeout=10)
+    assert described["message.max.bytes"].value == "2000"
+    assert described["message.max.bytes"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert described["num.partitions"].is_read_only
+    # The existing topic's max.message.bytes follows the broker's at once.
+    topic = configs(admin, "ck-live")["max.message.bytes"]
+    assert topic.value == "2000" and topic.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    producer = Producer({"bootstrap.servers": broker, "linger.ms": 0})
+    errors = []
+    producer.produce("ck-live", value=b"z" * 5000, on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(30)
+    assert [e.code() for e in errors] == [KafkaError.MSG_SIZE_TOO_LARGE]
+
+    read_only = ConfigResource(ResourceType.BROKER, "1", incremental_configs=[
+        ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)])
+    error = refusal(one(admin.incremental_alter_configs([read_only])))
+    assert error.code() == KafkaError.INVALID_CONFIG and "num.partitions" in error.str()
