@@ -1,4 +1,5 @@
 import KafkaProperties
+import LogStorage
 
 /// The broker's settings, read from `server.properties` and `--override` arguments with Kafka's property names,
 /// types, defaults and validation (`KafkaConfig`), so a Kafka operator's file means the same here.
@@ -164,13 +165,7 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("log.cleaner.min.cleanable.ratio", .double, default: .double(0.5)),
         SettingDefinition("min.insync.replicas", .int, default: .int(1), validator: .atLeast(1)),
         SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
-        SettingDefinition(
-            "compression.type",
-            .string,
-            default: .string("producer"),
-            validator: .oneOf(["producer"]),
-            documentation: "Only producer: batches are stored as the producer compressed them (no recompression yet)."
-        ),
+        LogConfig.compressionType,
         SettingDefinition("offsets.topic.replication.factor", .int, default: .int(3), validator: .between(1, 32767)),
         SettingDefinition("offsets.topic.num.partitions", .int, default: .int(50), validator: .atLeast(1)),
         SettingDefinition("offsets.topic.segment.bytes", .int, default: .int(104_857_600), validator: .atLeast(1)),

@@ -121,7 +121,7 @@ public final class BrokerStorage: Service, Sendable {
     private func deleteLog(_ partition: TopicPartition) async {
         self.replicas.removePartition(partition)
         do {
-            try await self.ioPool.run { [logManager] in try logManager.deleteLog(partition) }
+            try await self.ioPool.run { [logManager] in _ = try logManager.deleteLog(partition) }
         } catch {
             self.logger.error(
                 "Cannot delete a partition's log",

@@ -78,17 +78,20 @@ public struct LogConfig: Hashable, Sendable {
         SettingDefinition("max.compaction.lag.ms", .long, default: .long(Int64.max), validator: .atLeast(1)),
         SettingDefinition("min.cleanable.dirty.ratio", .double, default: .double(0.5), validator: .ratio),
         SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
-        SettingDefinition(
-            "compression.type",
-            .string,
-            default: .string("producer"),
-            validator: .oneOf(["producer"]),
-            documentation: "Only producer: batches are stored as the producer compressed them (no recompression yet)."
-        ),
+        Self.compressionType,
         // Replication throttles: validated and kept, not applied (there are no followers to throttle yet).
         SettingDefinition("leader.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
         SettingDefinition("follower.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
     ])
+
+    /// `compression.type`, the same setting for topics and brokers: only `producer` until recompression exists.
+    public static let compressionType = SettingDefinition(
+        "compression.type",
+        .string,
+        default: .string("producer"),
+        validator: .oneOf(["producer"]),
+        documentation: "Only producer: batches are stored as the producer compressed them (no recompression yet)."
+    )
 
     /// For each topic setting, the broker settings that supply its default, in Kafka's precedence
     /// (`ServerTopicConfigSynonyms`). `log.roll.hours`, `log.retention.hours` and `log.retention.minutes` are in

@@ -24,18 +24,12 @@ public struct AlterConfigsHandler: KafkaHandler {
     public func handle(_ request: AlterConfigsRequest, context: RequestContext) async -> AlterConfigsResponse {
         var responses: [AlterConfigsResponse.AlterConfigsResourceResponse] = []
         for wanted in request.resources {
-            var response = AlterConfigsResponse.AlterConfigsResourceResponse(
-                errorCode: 0,
-                errorMessage: nil,
-                resourceType: wanted.resourceType,
-                resourceName: wanted.resourceName
-            )
-            do throws(ClusterControlError) {
-                let resource = try ConfigLayers.Resource(
-                    type: wanted.resourceType,
-                    name: wanted.resourceName,
-                    nodeID: self.nodeID
-                )
+            let (errorCode, errorMessage) = await self.controller.alterConfigs(
+                type: wanted.resourceType,
+                name: wanted.resourceName,
+                nodeID: self.nodeID,
+                validateOnly: request.validateOnly
+            ) { _ throws(ClusterControlError) in
                 var configs: [String: String] = [:]
                 for config in wanted.configs {
                     guard let value = config.value else {
@@ -46,35 +40,49 @@ public struct AlterConfigsHandler: KafkaHandler {
                     }
                 }
                 let replacement = configs
-                try await self.controller.alterConfigs(of: resource, validateOnly: request.validateOnly) { _ in
-                    replacement
-                }
-            } catch {
-                response.errorCode = error.kafkaErrorCode.rawValue
-                response.errorMessage = "\(error)"
+                return { _ in replacement }
             }
-            responses.append(response)
+            responses.append(
+                .init(
+                    errorCode: errorCode,
+                    errorMessage: errorMessage,
+                    resourceType: wanted.resourceType,
+                    resourceName: wanted.resourceName
+                )
+            )
         }
         return AlterConfigsResponse(responses: responses)
     }
 }
 
 extension Controller {
-    /// Replaces the dynamic config set of `resource` with what `change` makes of it, once the result passes the
-    /// resource's checks; the check runs on every attempt of the compare-and-set loop.
+    typealias ConfigChange = @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
+
+    /// One resource of an AlterConfigs or IncrementalAlterConfigs request: the change `makeChange` builds for it
+    /// (or its refusal of the request) applied to the resource's dynamic set once the result passes the resource's
+    /// checks, which run on every attempt of the compare-and-set loop. Returns the answer's error code and message.
     func alterConfigs(
-        of resource: ConfigLayers.Resource,
+        type: Int8,
+        name: String,
+        nodeID: Int32,
         validateOnly: Bool,
-        _ change: @escaping @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
-    ) async throws(ClusterControlError) {
-        let checked: @Sendable ([String: String]) throws(ClusterControlError) -> [String: String] = { current in
-            let next = try change(current)
-            try ConfigLayers.validate(next, for: resource)
-            return next
-        }
-        switch resource {
-        case .topic(let name): try await self.alterTopicConfigs(name, validateOnly: validateOnly, checked)
-        case .broker(let name): try await self.alterBrokerConfigs(name, validateOnly: validateOnly, checked)
+        _ makeChange: (ConfigLayers.Resource) throws(ClusterControlError) -> ConfigChange
+    ) async -> (errorCode: Int16, errorMessage: String?) {
+        do throws(ClusterControlError) {
+            let resource = try ConfigLayers.Resource(type: type, name: name, nodeID: nodeID)
+            let change = try makeChange(resource)
+            let checked: ConfigChange = { current throws(ClusterControlError) in
+                let next = try change(current)
+                try ConfigLayers.validate(next, for: resource)
+                return next
+            }
+            switch resource {
+            case .topic(let name): try await self.alterTopicConfigs(name, validateOnly: validateOnly, checked)
+            case .broker(let name): try await self.alterBrokerConfigs(name, validateOnly: validateOnly, checked)
+            }
+            return (ErrorCode.none.rawValue, nil)
+        } catch {
+            return (error.kafkaErrorCode.rawValue, "\(error)")
         }
     }
 }

@@ -38,34 +38,32 @@ public struct IncrementalAlterConfigsHandler: KafkaHandler {
         let layers = ConfigLayers(configuration: self.configuration, brokerConfigs: image?.brokerConfigs ?? [:])
         var responses: [IncrementalAlterConfigsResponse.AlterConfigsResourceResponse] = []
         for wanted in request.resources {
-            var response = IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
-                errorCode: 0,
-                errorMessage: nil,
-                resourceType: wanted.resourceType,
-                resourceName: wanted.resourceName
-            )
-            do throws(ClusterControlError) {
-                let resource = try ConfigLayers.Resource(
-                    type: wanted.resourceType,
-                    name: wanted.resourceName,
-                    nodeID: self.configuration.nodeID
-                )
+            let (errorCode, errorMessage) = await self.controller.alterConfigs(
+                type: wanted.resourceType,
+                name: wanted.resourceName,
+                nodeID: self.configuration.nodeID,
+                validateOnly: request.validateOnly
+            ) { resource throws(ClusterControlError) in
                 guard CreateTopicsHandler.duplicates(wanted.configs.map(\.name)).isEmpty else {
                     throw .invalidRequest("a config is given twice for \(wanted.resourceName)")
                 }
                 let operations = try wanted.configs.map { config throws(ClusterControlError) in
                     try Self.operation(config, resource: resource, layers: layers)
                 }
-                try await self.controller.alterConfigs(of: resource, validateOnly: request.validateOnly) { current in
+                return { current in
                     var next = current
                     for operation in operations { operation(&next) }
                     return next
                 }
-            } catch {
-                response.errorCode = error.kafkaErrorCode.rawValue
-                response.errorMessage = "\(error)"
             }
-            responses.append(response)
+            responses.append(
+                .init(
+                    errorCode: errorCode,
+                    errorMessage: errorMessage,
+                    resourceType: wanted.resourceType,
+                    resourceName: wanted.resourceName
+                )
+            )
         }
         return IncrementalAlterConfigsResponse(responses: responses)
     }
