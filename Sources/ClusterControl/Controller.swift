@@ -2,8 +2,9 @@ import KafkaWire
 import Logging
 import MetadataStore
 
-/// What a broker following the controller is told, in the order it must apply it: a topic's configs before its
-/// partitions' leaderships (a new log opens with the topic's config), a deleted topic after its last use.
+/// What a broker following the controller is told, in the order it must apply it: deleted topics first (a new topic
+/// of the same name must not lose its logs to the old one's deletion), then broker configs, then each topic's
+/// configs before its partitions' leaderships (a new log opens with the topic's config).
 public enum MetadataChange: Hashable, Sendable {
     /// The dynamic config set of a broker resource ("" is the cluster-wide default) replaced.
     case brokerConfigs(resource: String, configs: [String: String])
@@ -316,6 +317,9 @@ public actor Controller {
     /// What a follower of `node` must apply to go from `image` to `next`, in `MetadataChange`'s order.
     static func changes(from image: ClusterImage, to next: ClusterImage, node: Int32) -> [MetadataChange] {
         var changes: [MetadataChange] = []
+        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) where next.topics[topic.name]?.id != topic.id {
+            changes.append(.topicDeleted(topic))
+        }
         for resource in Set(image.brokerConfigs.keys).union(next.brokerConfigs.keys).sorted()
         where image.brokerConfigs[resource] != next.brokerConfigs[resource] {
             changes.append(.brokerConfigs(resource: resource, configs: next.brokerConfigs[resource] ?? [:]))
@@ -340,9 +344,6 @@ public actor Controller {
                     )
                 )
             }
-        }
-        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) where next.topics[topic.name]?.id != topic.id {
-            changes.append(.topicDeleted(topic))
         }
         return changes
     }
