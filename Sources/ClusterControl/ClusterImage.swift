@@ -124,6 +124,9 @@ public struct ClusterImage: Hashable, Sendable {
     /// Dynamic broker configs by resource name: a node id ("1") for one broker, "" for the cluster-wide default,
     /// as Kafka's BROKER config resources.
     public var brokerConfigs: [String: [String: String]]
+    /// The first producer id no broker has been given yet (Kafka's `ProducerIdsRecord.nextProducerId`): ids are
+    /// handed out in blocks recorded here before use, so no id is ever given twice, across restarts too.
+    public var nextProducerID: Int64
     public var revision: Int64
 
     public init(
@@ -131,12 +134,14 @@ public struct ClusterImage: Hashable, Sendable {
         brokers: [Int32: BrokerRegistration] = [:],
         topics: [String: TopicImage] = [:],
         brokerConfigs: [String: [String: String]] = [:],
+        nextProducerID: Int64 = 0,
         revision: Int64 = 0
     ) {
         self.clusterID = clusterID
         self.brokers = brokers
         self.topics = topics
         self.brokerConfigs = brokerConfigs
+        self.nextProducerID = nextProducerID
         self.revision = revision
     }
 

@@ -17,8 +17,8 @@ public enum MetadataChange: Hashable, Sendable {
 }
 
 /// The in-process controller of the standalone broker (`process.roles=broker,controller`): the only writer of the
-/// cluster image, which it keeps in a `MetadataStore` under `cluster/id`, `brokers/<node id>`, `topics/<name>`
-/// and `configs/broker/<resource>`, each written with compare-and-set on the version it last read, so a concurrent
+/// cluster image, which it keeps in a `MetadataStore` under `cluster/id`, `brokers/<node id>`, `topics/<name>`,
+/// `configs/broker/<resource>` and `producer-ids`, each written with compare-and-set on the version it last read, so a concurrent
 /// writer (a second controller on the same store, or an interleaved call here while an earlier one awaits the
 /// store) can never be overwritten: on a conflict it re-reads the image and computes the change again.
 ///
@@ -45,6 +45,7 @@ public actor Controller {
     static let clusterIDKey = "cluster/id"
     static func brokerKey(_ id: Int32) -> String { "brokers/\(id)" }
     static func topicKey(_ name: String) -> String { "topics/\(name)" }
+    static let producerIDsKey = "producer-ids"
     static let brokerConfigsPrefix = "configs/broker/"
     static func brokerConfigsKey(_ resource: String) -> String { Self.brokerConfigsPrefix + resource }
 
@@ -237,6 +238,22 @@ public actor Controller {
         }
     }
 
+    /// Kafka's producer id block size (`ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
+    public static let producerIDBlockSize: Int64 = 1000
+
+    /// A block of `producerIDBlockSize` producer ids for this broker, recorded in the image before it returns, so
+    /// no id of it is ever handed out again (Kafka's AllocateProducerIds).
+    public func allocateProducerIDBlock() async throws(ClusterControlError) -> Range<Int64> {
+        try await self.apply { image throws(ClusterControlError) in
+            var next = image
+            let first = image.nextProducerID
+            let (end, overflow) = first.addingReportingOverflow(Self.producerIDBlockSize)
+            guard !overflow else { throw .invalidRequest("producer ids are exhausted") }
+            next.nextProducerID = end
+            return (next, first..<end)
+        }
+    }
+
     // MARK: Committing
 
     /// Computes the next image with `transition` from the current one and commits the keys that differ with
@@ -264,6 +281,7 @@ public actor Controller {
                 merged.brokers = Self.merging(merged.brokers, image.brokers, next.brokers)
                 merged.topics = Self.merging(merged.topics, image.topics, next.topics)
                 merged.brokerConfigs = Self.merging(merged.brokerConfigs, image.brokerConfigs, next.brokerConfigs)
+                if next.nextProducerID != image.nextProducerID { merged.nextProducerID = next.nextProducerID }
                 merged.revision = max(merged.revision, revision)
                 self.current = merged
                 for write in writes {
@@ -310,6 +328,9 @@ public actor Controller {
         for resource in Set(image.brokerConfigs.keys).union(next.brokerConfigs.keys).sorted()
         where image.brokerConfigs[resource] != next.brokerConfigs[resource] {
             write(Self.brokerConfigsKey(resource), next.brokerConfigs[resource].map { ImageCodec.encode(configs: $0) })
+        }
+        if next.nextProducerID != image.nextProducerID {
+            write(Self.producerIDsKey, ImageCodec.encode(nextProducerID: next.nextProducerID))
         }
         return writes
     }
@@ -368,6 +389,7 @@ public actor Controller {
         var brokers: [Int32: BrokerRegistration] = [:]
         var topics: [String: TopicImage] = [:]
         var brokerConfigs: [String: [String: String]] = [:]
+        var nextProducerID: Int64 = 0
         var versions: [String: Int64] = [:]
         for entry in range.entries {
             versions[entry.key] = entry.modRevision
@@ -379,6 +401,8 @@ public actor Controller {
             } else if entry.key.hasPrefix("topics/") {
                 let topic = try ImageCodec.decodeTopic(entry.value, key: entry.key)
                 topics[topic.name] = topic
+            } else if entry.key == Self.producerIDsKey {
+                nextProducerID = try ImageCodec.decodeNextProducerID(entry.value, key: entry.key)
             } else if entry.key.hasPrefix(Self.brokerConfigsPrefix) {
                 let resource = String(entry.key.dropFirst(Self.brokerConfigsPrefix.count))
                 brokerConfigs[resource] = try ImageCodec.decodeConfigs(entry.value, key: entry.key)
@@ -387,6 +411,7 @@ public actor Controller {
         image?.brokers = brokers
         image?.topics = topics
         image?.brokerConfigs = brokerConfigs
+        image?.nextProducerID = nextProducerID
         image?.revision = range.revision
         self.current = image
         self.versions = versions

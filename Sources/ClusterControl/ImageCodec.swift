@@ -57,6 +57,22 @@ enum ImageCodec {
         return writer.bytes
     }
 
+    /// The next unallocated producer id (the `producer-ids` value).
+    static func encode(nextProducerID: Int64) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.integer(Self.formatVersion)
+        writer.integer(nextProducerID)
+        return writer.bytes
+    }
+
+    static func decodeNextProducerID(_ bytes: [UInt8], key: String) throws(ClusterControlError) -> Int64 {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.integer(as: UInt8.self) == Self.formatVersion, let next = reader.integer(as: Int64.self),
+            next >= 0, reader.isAtEnd
+        else { throw .corruptImage(key: key, reason: "bad producer id block") }
+        return next
+    }
+
     /// A dynamic broker config set (a `configs/broker/<resource>` value).
     static func encode(configs: [String: String]) -> [UInt8] {
         var writer = ByteWriter()

@@ -63,6 +63,7 @@ public final class BrokerStorage: Service, Sendable {
         handlers.register(OffsetForLeaderEpochHandler(replicas: self.replicas))
         handlers.register(DeleteRecordsHandler(replicas: self.replicas))
         handlers.register(DescribeLogDirsHandler(logManager: self.logManager))
+        handlers.register(DescribeProducersHandler(replicas: self.replicas))
     }
 
     /// Follows the controller's image: configs reach the logs (live), every partition this broker is elected to

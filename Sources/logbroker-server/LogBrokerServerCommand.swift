@@ -88,6 +88,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
             handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
             handlers.register(ElectLeadersHandler(controller: controller))
+            handlers.register(InitProducerIdHandler(controller: controller))
             handlers.register(FindCoordinatorHandler())
             handlers.register(SaslHandshakeHandler())
             handlers.register(SaslAuthenticateHandler())

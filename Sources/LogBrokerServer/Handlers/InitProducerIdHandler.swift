@@ -1,0 +1,64 @@
+import ClusterControl
+import KafkaMessages
+import KafkaWire
+import Logging
+
+/// InitProducerId (key 22), v0–4, for idempotent producers: as Kafka's transaction coordinator does without a
+/// transactional id, the producer id and epoch in the request (v3+) are ignored and a fresh producer id with epoch
+/// 0 is returned, taken from a block of ids the controller recorded in the image before any was handed out, so a
+/// restarted broker never gives out an id that is already in a log. A transactional id is refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as FindCoordinator refuses it, until transactions exist. v5 (transactions
+/// v2, KIP-890) is not advertised.
+///
+/// A `Sendable` value sharing the id source (an actor); thread-safe.
+public struct InitProducerIdHandler: KafkaHandler {
+    public typealias Request = InitProducerIdRequest
+
+    public var versions: ClosedRange<Int16> { 0...4 }
+
+    let producerIDs: ProducerIDSource
+
+    public init(controller: Controller) {
+        self.producerIDs = ProducerIDSource(controller: controller)
+    }
+
+    public func handle(_ request: InitProducerIdRequest, context: RequestContext) async -> InitProducerIdResponse {
+        guard request.transactionalID == nil else {
+            return InitProducerIdResponse(
+                errorCode: ErrorCode.transactionalIDAuthorizationFailed.rawValue,
+                producerID: -1,
+                producerEpoch: -1
+            )
+        }
+        do {
+            return InitProducerIdResponse(errorCode: 0, producerID: try await self.producerIDs.next(), producerEpoch: 0)
+        } catch {
+            context.logger.warning("Cannot allocate a producer id block", metadata: ["error": "\(error)"])
+            // Retriable for clients: they look the coordinator up again and retry.
+            return InitProducerIdResponse(
+                errorCode: ErrorCode.coordinatorNotAvailable.rawValue,
+                producerID: -1,
+                producerEpoch: -1
+            )
+        }
+    }
+}
+
+/// Producer ids for this broker, one at a time from blocks the controller allocates (Kafka's `ProducerIdManager`).
+/// Thread safety: an actor. Two callers that find the block empty at once each get a block; the rest of the first
+/// is skipped, never handed out twice.
+actor ProducerIDSource {
+    private let controller: Controller
+    private var block: Range<Int64> = 0..<0
+
+    init(controller: Controller) {
+        self.controller = controller
+    }
+
+    func next() async throws(ClusterControlError) -> Int64 {
+        if self.block.isEmpty { self.block = try await self.controller.allocateProducerIDBlock() }
+        let id = self.block.lowerBound
+        self.block = (id + 1)..<self.block.upperBound
+        return id
+    }
+}
