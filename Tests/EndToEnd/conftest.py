@@ -2,6 +2,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import warnings
@@ -14,6 +15,13 @@ with warnings.catch_warnings():
     import kafka  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    """A port nothing listens on now, for a broker that must come back on the same address after a restart."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def server_binary():
@@ -31,16 +39,16 @@ def server_binary():
 
 class Broker:
     """A standalone logbroker-server in `directory` (its `server.properties`, `logs/` and one stderr file per run)
-    that can be stopped and started again on the same data. It listens on an ephemeral port, so `address` changes
-    with every start."""
+    that can be stopped and started again on the same data. It listens on `port`, or on an ephemeral port, and then
+    `address` changes with every start."""
 
-    def __init__(self, directory, properties=""):
+    def __init__(self, directory, properties="", port=0):
         self.directory = directory
         self.log_dir = directory / "logs"
         self.config = directory / "server.properties"
         directory.mkdir(exist_ok=True)
         self.config.write_text(
-            "node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:0\n"
+            f"node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:{port}\n"
             f"log.dirs={self.log_dir}\n{properties}"
         )
         self.process = None
@@ -69,6 +77,12 @@ class Broker:
         assert self.process.wait(timeout=20) == 0
         self.process = None
 
+    def kill(self):
+        """SIGKILL, as a crash: nothing flushed, no clean-shutdown marker."""
+        self.process.kill()
+        self.process.wait(timeout=20)
+        self.process = None
+
 
 @pytest.fixture
 def broker(tmp_path):
@@ -82,12 +96,13 @@ def broker(tmp_path):
 
 @pytest.fixture
 def make_broker(tmp_path):
-    """A factory: make_broker(properties) starts a `Broker` with extra server.properties lines and returns it (it can
-    be stopped and started again); every broker it made is stopped at the end, each expected to exit with 0."""
+    """A factory: make_broker(properties, port) starts a `Broker` with extra server.properties lines (on `port`, else
+    an ephemeral one) and returns it (it can be stopped and started again); every broker it made is stopped at the
+    end, each expected to exit with 0."""
     made = []
 
-    def make(properties=""):
-        server = Broker(tmp_path / f"broker-{len(made)}", properties)
+    def make(properties="", port=0):
+        server = Broker(tmp_path / f"broker-{len(made)}", properties, port)
         made.append(server)
         server.start()
         return server

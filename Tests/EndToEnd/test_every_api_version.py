@@ -27,7 +27,7 @@ with warnings.catch_warnings():
 
 # Field values that make a default request a sensible minimal one, applied where the request has the field:
 # a Produce that wants an answer, a Fetch that does not wait, ApiVersions v3+ with the names KIP-511 requires, a
-# consumer's replica id, a coordinator key.
+# consumer's replica id, a coordinator key, an idempotent (not transactional) InitProducerId.
 OVERRIDES = {
     "acks": -1,
     "timeout_ms": 1000,
@@ -36,6 +36,7 @@ OVERRIDES = {
     "client_software_version": "1.0",
     "replica_id": -1,
     "key": "every-api-version",
+    "transactional_id": None,
 }
 
 # Versions the broker advertises but answers by closing the connection, as Kafka 4 does.

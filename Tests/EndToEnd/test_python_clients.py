@@ -1,5 +1,5 @@
 """confluent-kafka 2.16.1 and kafka-python 3.0.12, unmodified, against logbroker-server: what a user checks first.
-Idempotence stays off here: InitProducerId comes with the idempotent-producer issue."""
+Idempotence is off here, so these check the plain path; test_idempotent_producers.py checks the idempotent one."""
 import time
 
 import confluent_kafka

@@ -1,6 +1,6 @@
 """Transactional producers are refused at once, with an error that names the cause, instead of retrying until their
-timeout: kafka-python looks up the transaction coordinator and gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53) from
-FindCoordinator; librdkafka refuses by itself, because ApiVersions offers no InitProducerId or EndTxn."""
+timeout: both clients look up the transaction coordinator and get TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53) from
+FindCoordinator, which they treat as fatal."""
 import time
 import warnings
 
@@ -30,4 +30,5 @@ def test_confluent_kafka_init_transactions_fails_at_once(broker):
     assert time.monotonic() - started < 5
     error = raised.value.args[0]
     assert error.fatal() and not error.retriable()
-    assert error.code() == confluent_kafka.KafkaError._UNSUPPORTED_FEATURE, error
+    assert error.code() == confluent_kafka.KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, error
+    assert "does not support transactions" in error.str()

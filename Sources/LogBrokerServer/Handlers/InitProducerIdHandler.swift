@@ -6,9 +6,9 @@ import Logging
 /// InitProducerId (key 22), v0–4, for idempotent producers: as Kafka's transaction coordinator does without a
 /// transactional id, the producer id and epoch in the request (v3+) are ignored and a fresh producer id with epoch
 /// 0 is returned, taken from a block of ids the controller recorded in the image before any was handed out, so a
-/// restarted broker never gives out an id that is already in a log. A transactional id is refused with
-/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as FindCoordinator refuses it, until transactions exist. v5 (transactions
-/// v2, KIP-890) is not advertised.
+/// restarted broker never gives out an id that is already in a log. An empty transactional id answers
+/// INVALID_REQUEST, as Kafka's coordinator does; any other is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+/// as FindCoordinator refuses it, until transactions exist. v5 (transactions v2, KIP-890) is not advertised.
 ///
 /// A `Sendable` value sharing the id source (an actor); thread-safe.
 public struct InitProducerIdHandler: KafkaHandler {
@@ -23,12 +23,9 @@ public struct InitProducerIdHandler: KafkaHandler {
     }
 
     public func handle(_ request: InitProducerIdRequest, context: RequestContext) async -> InitProducerIdResponse {
-        guard request.transactionalID == nil else {
-            return InitProducerIdResponse(
-                errorCode: ErrorCode.transactionalIDAuthorizationFailed.rawValue,
-                producerID: -1,
-                producerEpoch: -1
-            )
+        if let transactionalID = request.transactionalID {
+            let error: ErrorCode = transactionalID.isEmpty ? .invalidRequest : .transactionalIDAuthorizationFailed
+            return InitProducerIdResponse(errorCode: error.rawValue, producerID: -1, producerEpoch: -1)
         }
         do {
             return InitProducerIdResponse(errorCode: 0, producerID: try await self.producerIDs.next(), producerEpoch: 0)
