@@ -111,6 +111,13 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // The client library: connections, metadata, producer, consumer and admin client.
+        .target(
+            name: "LogBrokerClient",
+            dependencies: ["KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", nioCore],
+            swiftSettings: swiftSettings
+        ),
+
         // Command-line habits shared by the programs.
         .target(name: "LogBrokerCLI", dependencies: [argumentParser], swiftSettings: swiftSettings),
         // The daemon: command line and configuration, then the broker's services.

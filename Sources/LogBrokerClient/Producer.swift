@@ -1,0 +1,365 @@
+import KafkaMessages
+import KafkaRecords
+import KafkaWire
+import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One record to produce.
+public struct ProducerRecord: Sendable {
+    public var topic: String
+    /// nil: the partitioner chooses (murmur2 of the key, else the sticky partition).
+    public var partition: Int32?
+    public var key: [UInt8]?
+    public var value: [UInt8]?
+    public var headers: [(String, [UInt8]?)]
+    /// Milliseconds since the epoch; nil: the producer's clock when the record is sent.
+    public var timestamp: Int64?
+
+    public init(
+        topic: String,
+        partition: Int32? = nil,
+        key: [UInt8]? = nil,
+        value: [UInt8]?,
+        headers: [(String, [UInt8]?)] = [],
+        timestamp: Int64? = nil
+    ) {
+        self.topic = topic
+        self.partition = partition
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.timestamp = timestamp
+    }
+
+    /// Bytes it takes in `buffer.memory` (key, value and headers, plus a record's overhead).
+    var size: Int {
+        (self.key?.count ?? 0) + (self.value?.count ?? 0) + 24
+            + self.headers.reduce(0) { $0 + $1.0.utf8.count + ($1.1?.count ?? 0) }
+    }
+}
+
+/// Where a record was written.
+public struct RecordMetadata: Hashable, Sendable {
+    public var topic: String
+    public var partition: Int32
+    /// -1 with acks=0 (the broker does not answer).
+    public var offset: Int64
+    /// The record's timestamp (the broker's for LogAppendTime topics).
+    public var timestamp: Int64
+}
+
+/// A producer with Kafka's client behaviour: records are batched per partition (`batch.size`, `linger.ms`), placed
+/// by Kafka's partitioners, compressed with any codec, sent with acks 0, 1 or all, retried after a pause on
+/// retriable errors (with a metadata refresh when leadership may have moved) until `delivery.timeout.ms`, and
+/// idempotent by default (InitProducerId, one sequence per partition; one batch in flight per partition, so
+/// retries keep order and the broker drops duplicates). Memory is bounded: `send` waits while `buffer.memory` is
+/// full instead of growing.
+///
+/// Thread safety: an actor; each partition's batches go out from their own task.
+public actor Producer {
+    public struct Configuration: Sendable {
+        /// `acks`: 0, 1 or -1 (all). Default -1.
+        public var acks: Int16 = -1
+        /// `batch.size`: bytes of records per batch. Default 16 KiB, the Java client's.
+        public var batchSize = 16_384
+        /// `linger.ms`: how long a batch waits for more records. Default 5 ms, Kafka 4's.
+        public var lingerMs: Int64 = 5
+        /// `compression.type`.
+        public var compression: CompressionCodec = .none
+        /// `enable.idempotence`. Default true; needs acks=all.
+        public var enableIdempotence = true
+        /// `retry.backoff.ms`.
+        public var retryBackoffMs: Int64 = 100
+        /// `delivery.timeout.ms`: how long a record may take, retries included.
+        public var deliveryTimeoutMs: Int64 = 120_000
+        /// `buffer.memory`: bytes of records waiting to be sent; `send` waits beyond it.
+        public var bufferMemory = 32 * 1024 * 1024
+        /// `request.timeout.ms`: the Produce timeout the broker is given.
+        public var requestTimeoutMs: Int32 = 30_000
+
+        public init() {}
+    }
+
+    private struct Pending {
+        var record: ProducerRecord
+        var timestamp: Int64
+        var enqueuedAt: ContinuousClock.Instant
+        var onDelivery: @Sendable (Result<RecordMetadata, ClientError>) -> Void
+    }
+
+    private struct TopicPartitionKey: Hashable {
+        var topic: String
+        var partition: Int32
+    }
+
+    public let configuration: Configuration
+    private let client: LogBrokerClient
+    private var queues: [TopicPartitionKey: [Pending]] = [:]
+    private var draining: Set<TopicPartitionKey> = []
+    private var sequences: [TopicPartitionKey: Int32] = [:]
+    private var sticky: [String: Int32] = [:]
+    private var buffered = 0
+    private var outstanding = 0
+    private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
+    private var flushWaiters: [CheckedContinuation<Void, Never>] = []
+    private var flushing = 0
+    private var producerID: (id: Int64, epoch: Int16)?
+    private let compression = CompressionContext()
+
+    /// - Throws: `ClientError` for idempotence without acks=all, as Kafka's producer refuses it.
+    public init(client: LogBrokerClient, configuration: Configuration = Configuration()) throws {
+        if configuration.enableIdempotence && configuration.acks != -1 {
+            throw ClientError("enable.idempotence needs acks=all (-1), not acks=\(configuration.acks)")
+        }
+        guard [0, 1, -1].contains(configuration.acks) else { throw ClientError("acks must be 0, 1 or -1") }
+        self.client = client
+        self.configuration = configuration
+    }
+
+    // MARK: Sending
+
+    /// Queues `record` once there is room in `buffer.memory` (waiting meanwhile) and calls `onDelivery` when it
+    /// is written or has failed for good.
+    public func send(
+        _ record: ProducerRecord,
+        onDelivery: @escaping @Sendable (Result<RecordMetadata, ClientError>) -> Void
+    ) async throws {
+        let size = record.size
+        guard size <= self.configuration.bufferMemory else {
+            throw ClientError("a record of \(size) bytes is larger than buffer.memory \(self.configuration.bufferMemory)")
+        }
+        while self.buffered > 0 && self.buffered + size > self.configuration.bufferMemory {
+            await withCheckedContinuation { self.spaceWaiters.append($0) }
+        }
+        let partition = try await self.choosePartition(record)
+        let key = TopicPartitionKey(topic: record.topic, partition: partition)
+        self.buffered += size
+        self.outstanding += 1
+        let timestamp = record.timestamp ?? Self.nowMs()
+        self.queues[key, default: []].append(
+            Pending(record: record, timestamp: timestamp, enqueuedAt: .now, onDelivery: onDelivery)
+        )
+        if !self.draining.contains(key) {
+            self.draining.insert(key)
+            Task { await self.drain(key) }
+        }
+    }
+
+    /// Sends `record` and waits until it is written.
+    public func send(_ record: ProducerRecord) async throws -> RecordMetadata {
+        let (stream, continuation) = AsyncStream.makeStream(of: Result<RecordMetadata, ClientError>.self)
+        try await self.send(record) { result in
+            continuation.yield(result)
+            continuation.finish()
+        }
+        for await result in stream { return try result.get() }
+        throw ClientError("the producer stopped")
+    }
+
+    /// Waits until every queued record is written or has failed, ignoring `linger.ms` meanwhile.
+    public func flush() async {
+        guard self.outstanding > 0 else { return }
+        self.flushing += 1
+        defer { self.flushing -= 1 }
+        await withCheckedContinuation { self.flushWaiters.append($0) }
+    }
+
+    /// Appends `batch` (whole record batches, as a mirror copies them) to `partition` of `topic` as they are, and
+    /// returns the base offset the broker gave them.
+    public func send(batch: ByteBuffer, topic: String, partition: Int32) async throws -> Int64 {
+        let response = try await self.produce(batch, topic: topic, partition: partition, acks: self.configuration.acks)
+        return response.baseOffset
+    }
+
+    // MARK: Partitions
+
+    private func choosePartition(_ record: ProducerRecord) async throws -> Int32 {
+        let topic = try await self.client.topic(record.topic)
+        let count = topic.partitions.count
+        guard count > 0 else { throw ClientError("topic \(record.topic) has no partitions") }
+        if let partition = record.partition {
+            guard partition >= 0, Int(partition) < count else {
+                throw ClientError("partition \(partition) of topic \(record.topic) does not exist",
+                                  code: .unknownTopicOrPartition)
+            }
+            return partition
+        }
+        if let key = record.key { return Partitioner.partition(forKey: key, count: count) }
+        if let current = self.sticky[record.topic], Int(current) < count { return current }
+        let chosen = Int32.random(in: 0..<Int32(count))
+        self.sticky[record.topic] = chosen
+        return chosen
+    }
+
+    // MARK: The partition senders
+
+    /// Sends the partition's queued records, a batch at a time, until its queue is empty.
+    private func drain(_ key: TopicPartitionKey) async {
+        while let first = self.queues[key]?.first {
+            if self.flushing == 0 {
+                let deadline = first.enqueuedAt + .milliseconds(self.configuration.lingerMs)
+                while self.flushing == 0, self.queuedBytes(key) < self.configuration.batchSize, deadline > .now {
+                    try? await Task.sleep(until: deadline, tolerance: .milliseconds(1))
+                }
+            }
+            let batch = self.takeBatch(key)
+            // The sticky partition moves on once its batch is on its way (KIP-480).
+            if self.sticky[key.topic] == key.partition { self.sticky[key.topic] = nil }
+            let result = await self.deliver(batch, to: key)
+            for (index, pending) in batch.enumerated() {
+                pending.onDelivery(
+                    result.map {
+                        RecordMetadata(
+                            topic: key.topic,
+                            partition: key.partition,
+                            offset: $0.baseOffset < 0 ? -1 : $0.baseOffset + Int64(index),
+                            timestamp: $0.logAppendTime >= 0 ? $0.logAppendTime : pending.timestamp
+                        )
+                    }
+                )
+                self.buffered -= pending.record.size
+                self.outstanding -= 1
+            }
+            self.resumeWaiters()
+        }
+        self.draining.remove(key)
+    }
+
+    private func queuedBytes(_ key: TopicPartitionKey) -> Int {
+        self.queues[key]?.reduce(0) { $0 + $1.record.size } ?? 0
+    }
+
+    /// Up to `batch.size` bytes of the queue (at least one record).
+    private func takeBatch(_ key: TopicPartitionKey) -> [Pending] {
+        var queue = self.queues[key] ?? []
+        var bytes = 0
+        var count = 0
+        while count < queue.count && (count == 0 || bytes + queue[count].record.size <= self.configuration.batchSize) {
+            bytes += queue[count].record.size
+            count += 1
+        }
+        let batch = Array(queue[..<count])
+        queue.removeFirst(count)
+        self.queues[key] = queue.isEmpty ? nil : queue
+        return batch
+    }
+
+    private func resumeWaiters() {
+        let waiters = self.spaceWaiters
+        self.spaceWaiters = []
+        for waiter in waiters { waiter.resume() }
+        if self.outstanding == 0 {
+            let flushed = self.flushWaiters
+            self.flushWaiters = []
+            for waiter in flushed { waiter.resume() }
+        }
+    }
+
+    private struct Written {
+        var baseOffset: Int64
+        var logAppendTime: Int64
+    }
+
+    /// Writes one batch, retrying retriable errors until `delivery.timeout.ms` from its oldest record.
+    private func deliver(_ records: [Pending], to key: TopicPartitionKey) async -> Result<Written, ClientError> {
+        let deadline = (records.first?.enqueuedAt ?? .now) + .milliseconds(self.configuration.deliveryTimeoutMs)
+        var lastError = ClientError("\(key.topic)-\(key.partition): not sent")
+        do {
+            let producer = try await self.idempotentProducer()
+            let sequence = self.sequences[key] ?? 0
+            var builder = RecordBatchBuilder(
+                codec: self.configuration.compression,
+                producerID: producer?.id ?? -1,
+                producerEpoch: producer?.epoch ?? -1,
+                baseSequence: producer == nil ? -1 : sequence
+            )
+            for pending in records {
+                builder.append(
+                    timestamp: pending.timestamp,
+                    key: pending.record.key.map { ByteBuffer(bytes: $0) },
+                    value: pending.record.value.map { ByteBuffer(bytes: $0) },
+                    headers: pending.record.headers.map { RecordHeader(key: $0.0, value: $0.1.map { ByteBuffer(bytes: $0) }) }
+                )
+            }
+            let batch = try builder.build(compression: self.compression).buffer
+            while true {
+                do {
+                    let written = try await self.produce(batch, topic: key.topic, partition: key.partition,
+                                                         acks: self.configuration.acks)
+                    if producer != nil {
+                        self.sequences[key] = Self.sequence(sequence, plus: Int32(records.count))
+                    }
+                    return .success(Written(baseOffset: written.baseOffset, logAppendTime: written.logAppendTimeMs))
+                } catch let error as ClientError where error.isRetriable {
+                    lastError = error
+                    if error.invalidatesMetadata { await self.client.invalidate(key.topic) }
+                    guard ContinuousClock.now + .milliseconds(self.configuration.retryBackoffMs) < deadline else {
+                        return .failure(ClientError("\(lastError) (delivery.timeout.ms passed)", code: lastError.code))
+                    }
+                    try? await Task.sleep(for: .milliseconds(self.configuration.retryBackoffMs))
+                }
+            }
+        } catch let error as ClientError {
+            return .failure(error)
+        } catch {
+            return .failure(ClientError("\(key.topic)-\(key.partition): \(error)"))
+        }
+    }
+
+    /// The producer id and epoch, asked for once when idempotence is on.
+    private func idempotentProducer() async throws -> (id: Int64, epoch: Int16)? {
+        guard self.configuration.enableIdempotence else { return nil }
+        if let producerID = self.producerID { return producerID }
+        let (response, _) = try await self.client.sendToAny(supported: 0...4) { _ in
+            InitProducerIdRequest(transactionalID: nil, transactionTimeoutMs: -1)
+        }
+        guard response.errorCode == 0 else { throw ClientError.kafka(response.errorCode, "InitProducerId") }
+        if let producerID = self.producerID { return producerID }
+        self.producerID = (response.producerID, response.producerEpoch)
+        return self.producerID
+    }
+
+    /// One Produce of `batch` to the partition's leader; the partition's answer, or its error thrown.
+    private func produce(
+        _ batch: ByteBuffer,
+        topic: String,
+        partition: Int32,
+        acks: Int16
+    ) async throws -> ProduceResponse.PartitionProduceResponse {
+        let leader = try await self.client.leader(of: topic, partition: partition)
+        let timeout = self.configuration.requestTimeoutMs
+        let request = ProduceRequest(
+            transactionalID: nil,
+            acks: acks,
+            timeoutMs: timeout,
+            topicData: [.init(name: topic, partitionData: [.init(index: partition, records: batch)])]
+        )
+        if acks == 0 {
+            try await leader.sendWithoutResponse(supported: 3...9) { _ in request }
+            return .init(index: partition, errorCode: 0, baseOffset: -1)
+        }
+        let (response, _) = try await leader.send(supported: 3...9) { _ in request }
+        guard let answer = response.responses.first?.partitionResponses.first else {
+            throw ClientError("\(topic)-\(partition): the broker's Produce answer names no partition")
+        }
+        guard answer.errorCode == 0 else {
+            throw ClientError.kafka(answer.errorCode, "\(topic)-\(partition)", message: answer.errorMessage)
+        }
+        return answer
+    }
+
+    /// `sequence + increment`, wrapping past Int32.max to 0 as Kafka's producer does.
+    static func sequence(_ sequence: Int32, plus increment: Int32) -> Int32 {
+        sequence > Int32.max - increment ? increment - (Int32.max - sequence) - 1 : sequence + increment
+    }
+
+    /// The wall clock in milliseconds.
+    static func nowMs() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+    }
+}
