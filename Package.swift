@@ -199,11 +199,13 @@ let package = Package(
         .testTarget(
             name: "LogBrokerServerTests",
             dependencies: [
-                "LogBrokerServer", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", nioCore,
+                "LogBrokerServer", "LogBrokerClient", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire",
+                "KafkaProperties", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaMessageGenTests", dependencies: ["KafkaMessageGen"], swiftSettings: swiftSettings),

@@ -119,6 +119,9 @@ public actor Producer {
         self.configuration = configuration
     }
 
+    /// Bytes of records queued and not yet written or failed (at most `buffer.memory`).
+    public var bufferedBytes: Int { self.buffered }
+
     // MARK: Sending
 
     /// Queues `record` once there is room in `buffer.memory` (waiting meanwhile) and calls `onDelivery` when it

@@ -1,0 +1,172 @@
+import Foundation
+import KafkaRecords
+import LogBrokerClient
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The client library (`LogBrokerClient`) against the real `logbroker-server`: Kafka's partitioner, every codec
+/// through the producer and the consumer, idempotence across a broker crash, and `buffer.memory` under a stalled
+/// broker. (In this target to share `BrokerProcess`.)
+@Suite(.timeLimit(.minutes(3))) struct ClientLibraryTests {
+    @Test func keysLandWhereKafkaPythonPutsThem() throws {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/murmur2-kafka-python.txt")
+        let lines = try String(contentsOf: fixture, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: true)
+        #expect(lines.count > 700)
+        for line in lines {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            let hex = Array(fields[0].utf8)
+            let key = stride(from: 0, to: hex.count, by: 2).map { UInt8(String(decoding: hex[$0..<($0 + 2)], as: UTF8.self), radix: 16)! }
+            let count = try #require(Int(fields[1]))
+            let expected = try #require(Int32(fields[2]))
+            #expect(Partitioner.partition(forKey: key, count: count) == expected, "key \(fields[0]) among \(count)")
+        }
+    }
+
+    /// A port nothing listens on, so a restarted broker comes back on the same address.
+    static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        return port
+    }
+
+    static func consumeAll(_ client: LogBrokerClient, _ partitions: [TopicPartition], count: Int) async throws
+        -> [ConsumerRecord]
+    {
+        let consumer = Consumer(client: client)
+        await consumer.assign(partitions)
+        var records: [ConsumerRecord] = []
+        let deadline = ContinuousClock.now + .seconds(30)
+        while records.count < count, ContinuousClock.now < deadline {
+            records += try await consumer.poll()
+        }
+        return records
+    }
+
+    @Test func everyCodecRoundTripsThroughTheProducerAndTheConsumer() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            let admin = Admin(client: client)
+            for codec in CompressionCodec.allCases {
+                let topic = "codec-\(codec)"
+                try await admin.createTopic(topic, partitions: 3, replicationFactor: 1)
+                var configuration = Producer.Configuration()
+                configuration.compression = codec
+                let producer = try Producer(client: client, configuration: configuration)
+                let failures = Failures()
+                for index in 0..<600 {
+                    let key = Array("key-\(index % 40)".utf8)
+                    try await producer.send(
+                        ProducerRecord(topic: topic, key: key, value: Array("value-\(index)".utf8),
+                                       headers: [("h", Array("\(index)".utf8))])
+                    ) { result in if case .failure(let error) = result { failures.add(error) } }
+                }
+                await producer.flush()
+                #expect(failures.all.isEmpty, "\(codec): \(failures.all)")
+                let records = try await Self.consumeAll(client, (0..<3).map { TopicPartition(topic, $0) }, count: 600)
+                #expect(records.count == 600, "\(codec)")
+                for record in records {
+                    let key = try #require(record.key)
+                    #expect(record.partition == Partitioner.partition(forKey: key, count: 3))
+                    #expect(record.headers.first?.key == "h")
+                }
+                // Per key, values come back in send order.
+                let byKey = Dictionary(grouping: records) { String(decoding: $0.key ?? [], as: UTF8.self) }
+                for (_, values) in byKey {
+                    let indexes = values.map { Int(String(decoding: $0.value ?? [], as: UTF8.self).dropFirst(6))! }
+                    #expect(indexes == indexes.sorted())
+                }
+            }
+            // acks=1 and acks=0 without idempotence; an explicit partition.
+            for acks: Int16 in [1, 0] {
+                var configuration = Producer.Configuration()
+                configuration.acks = acks
+                configuration.enableIdempotence = false
+                let producer = try Producer(client: client, configuration: configuration)
+                let metadata = try await producer.send(ProducerRecord(topic: "codec-none", partition: 2, value: [1, 2, 3]))
+                #expect(metadata.partition == 2 && (acks == 0 ? metadata.offset == -1 : metadata.offset >= 0))
+            }
+            #expect(throws: ClientError.self) {
+                var configuration = Producer.Configuration()
+                configuration.acks = 1
+                _ = try Producer(client: client, configuration: configuration)
+            }
+        }
+    }
+
+    @Test func theIdempotentProducerNeitherLosesNorDuplicatesAcrossABrokerCrash() async throws {
+        let port = try await Self.freePort()
+        try await BrokerProcess.withBroker([("listeners", "PLAINTEXT://127.0.0.1:\(port)")]) { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            try await Admin(client: client).createTopic("crash", partitions: 2, replicationFactor: 1)
+            let producer = try Producer(client: client)
+            let delivered = Failures()
+            let total = 20_000
+            for index in 0..<total {
+                if index == total / 2 {
+                    _ = try await broker.kill()
+                    try await broker.start()
+                }
+                try await producer.send(
+                    ProducerRecord(topic: "crash", key: Array("k\(index % 10)".utf8), value: Array("\(index)".utf8))
+                ) { result in if case .failure(let error) = result { delivered.add(error) } }
+            }
+            await producer.flush()
+            #expect(delivered.all.isEmpty, "\(delivered.all.prefix(3))")
+            let records = try await Self.consumeAll(client, [TopicPartition("crash", 0), TopicPartition("crash", 1)], count: total)
+            let values = records.map { Int(String(decoding: $0.value ?? [], as: UTF8.self))! }
+            #expect(values.count == total, "every record once: \(values.count) of \(total)")
+            #expect(Set(values).count == values.count, "no duplicates")
+        }
+    }
+
+    @Test func bufferMemoryHoldsUnderAStalledBroker() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            try await Admin(client: client).createTopic("stalled", partitions: 1, replicationFactor: 1)
+            var configuration = Producer.Configuration()
+            configuration.bufferMemory = 64 * 1024
+            configuration.deliveryTimeoutMs = 60_000
+            let producer = try Producer(client: client, configuration: configuration)
+            _ = try await producer.send(ProducerRecord(topic: "stalled", value: [0]))
+            let pid = try #require(broker.processIdentifier)
+            kill(pid, SIGSTOP)
+            let sent = Counter()
+            let sender = Task {
+                for index in 0..<2_000 {
+                    try await producer.send(ProducerRecord(topic: "stalled", value: Array(repeating: UInt8(index % 256), count: 1_000))) { _ in }
+                    sent.increment()
+                }
+            }
+            try await Task.sleep(for: .seconds(2))
+            // The sender waits: about 64 records of 1 KB fit, not 2,000.
+            let queued = await producer.bufferedBytes
+            #expect(queued <= 64 * 1024)
+            #expect(sent.value < 100, "send did not wait: \(sent.value) records queued")
+            kill(pid, SIGCONT)
+            try await sender.value
+            await producer.flush()
+            #expect(sent.value == 2_000)
+            #expect(await producer.bufferedBytes == 0)
+        }
+    }
+}
+
+/// Errors collected from delivery callbacks. Thread-safe.
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var errors: [ClientError] = []
+    func add(_ error: ClientError) { self.lock.withLock { self.errors.append(error) } }
+    var all: [ClientError] { self.lock.withLock { self.errors } }
+}
+
+/// A counter shared with a task. Thread-safe.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { self.lock.withLock { self.count += 1 } }
+    var value: Int { self.lock.withLock { self.count } }
+}
