@@ -144,12 +144,20 @@ public struct KafkaServer: Service {
                         } onCancel: {
                             request.cancel()
                         }
-                        if state.isClosed { return }
+                        if state.isClosed {
+                            Self.release(outcome)
+                            return
+                        }
                         switch outcome {
                         case .respond(let response):
                             try await outbound.write(contentsOf: Self.frame([.byteBuffer(response)]))
                         case .respondParts(let parts):
-                            try await outbound.write(contentsOf: Self.frame(parts))
+                            do {
+                                try await outbound.write(contentsOf: Self.frame(parts))
+                            } catch {
+                                Self.release(outcome)
+                                throw error
+                            }
                         case .noResponse:
                             break
                         case .close(let reason):
@@ -174,6 +182,14 @@ public struct KafkaServer: Service {
                 logger.debug("connection ended: \(cause)")
             }
         }
+    }
+
+    /// Closes the descriptors of the file regions of a response that will not be written (the peer left while it
+    /// was prepared): only a region handed to the channel is closed by `FileRegionOwner`. Closing one it already
+    /// closed is a harmless error.
+    private static func release(_ outcome: HandlerTable.Outcome) {
+        guard case .respondParts(let parts) = outcome else { return }
+        for case .fileRegion(let region) in parts { try? region.fileHandle.close() }
     }
 
     /// A frame: its size, then `parts`.
