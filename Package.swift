@@ -131,7 +131,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-    ] + tools.filter { $0 != "logbroker-server" }.map {
+    ] + ["logcat", "logbroker-admin"].map {
+        .executableTarget(
+            name: $0,
+            dependencies: ["LogBrokerClient", "LogBrokerCLI", "KafkaRecords", argumentParser],
+            swiftSettings: swiftSettings
+        )
+    } + ["logbroker-perf", "logbroker-mirror"].map {
         .executableTarget(name: $0, dependencies: ["LogBrokerCLI", argumentParser], swiftSettings: swiftSettings)
     } + [
         .executableTarget(

@@ -193,10 +193,15 @@ public actor LogBrokerClient {
         )
     }
 
-    /// The topic's metadata, asked for when not known yet (or when `refresh`).
+    /// The topic's metadata, asked for when not known yet (or when `refresh`); with `allowAutoCreation` the broker
+    /// may create it (`auto.create.topics.enable`), as producers ask.
     /// - Throws: `ClientError` naming the topic when it does not exist.
-    public func topic(_ name: String, refresh: Bool = false) async throws -> TopicMetadata {
-        if refresh || self.topics[name] == nil { try await self.refreshMetadata(topics: [name]) }
+    public func topic(_ name: String, refresh: Bool = false, allowAutoCreation: Bool = false) async throws
+        -> TopicMetadata
+    {
+        if refresh || self.topics[name] == nil {
+            try await self.refreshMetadata(topics: [name], allowAutoCreation: allowAutoCreation)
+        }
         guard let topic = self.topics[name] else { throw ClientError("topic \(name) does not exist", code: .unknownTopicOrPartition) }
         return topic
     }

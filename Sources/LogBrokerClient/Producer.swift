@@ -180,7 +180,7 @@ public actor Producer {
     // MARK: Partitions
 
     private func choosePartition(_ record: ProducerRecord) async throws -> Int32 {
-        let topic = try await self.client.topic(record.topic)
+        let topic = try await self.client.topic(record.topic, allowAutoCreation: true)
         let count = topic.partitions.count
         guard count > 0 else { throw ClientError("topic \(record.topic) has no partitions") }
         if let partition = record.partition {
