@@ -1,15 +1,325 @@
 import ArgumentParser
+import Foundation
 import LogBrokerCLI
+import LogBrokerClient
 
+/// `logbroker-admin`, Kafka's admin tools' habits on the LogBroker client library: topics, configs, the cluster and
+/// records deletion. Tables for people, `--json` for scripts. Exit status: 0 done, 1 the broker refused (the line
+/// on stderr names the resource and Kafka's error) or could not be reached, 64 a usage error.
 @main
-struct LogBrokerAdmin: ParsableCommand {
+struct LogBrokerAdmin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logbroker-admin",
-        abstract: "Topics, configs, consumer groups and cluster status.",
-        discussion: UnbuiltTool.discussion(plannedIn: "logbroker-admin comes with the client library issue.")
+        abstract: "Topics, configs, the cluster and records deletion.",
+        discussion: "Consumer groups come with the consumer-groups issue.",
+        subcommands: [Topics.self, Configs.self, Cluster.self, Records.self]
+    )
+}
+
+/// The options every command takes.
+struct Connection: ParsableArguments {
+    @Option(name: [.customShort("b"), .customLong("bootstrap-server")], help: "host:port[,host:port...]")
+    var bootstrapServer = "localhost:9092"
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func client() throws -> LogBrokerClient {
+        try LogBrokerClient(bootstrapServers: self.bootstrapServer, clientID: "logbroker-admin")
+    }
+
+    /// Runs `body`; a client error is printed on one line and exits 1.
+    func run(_ body: (Admin) async throws -> Void) async throws {
+        do {
+            try await body(Admin(client: try self.client()))
+        } catch let error as ClientError {
+            FileHandle.standardError.write(Data("logbroker-admin: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    /// Prints `value` as JSON (sorted keys, one line).
+    func printJSON(_ value: Any) throws {
+        let data = try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// `key=value` pairs from repeated options.
+func pairs(_ entries: [String], option: String) throws -> [String: String] {
+    var result: [String: String] = [:]
+    for entry in entries {
+        guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {
+            throw ValidationError("\(option) \(entry): expected key=value")
+        }
+        result[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+    }
+    return result
+}
+
+/// Prints rows under a header, each column as wide as its widest cell.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    for row in [header] + rows {
+        let cells = row.enumerated().map { index, cell in
+            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }
+        print(cells.joined(separator: "  "))
+    }
+}
+
+// MARK: Topics
+
+struct Topics: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create, list, describe, alter and delete topics.",
+        subcommands: [Create.self, List.self, Describe.self, Alter.self, Delete.self]
     )
 
-    func run() throws {
-        throw UnbuiltTool.refuse("logbroker-admin")
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a topic.")
+        @OptionGroup var connection: Connection
+        @Argument var topic: String
+        @Option(help: "Partitions (default: the broker's num.partitions).") var partitions: Int32 = -1
+        @Option(help: "Replicas per partition (default: the broker's).") var replicationFactor: Int16 = -1
+        @Option(name: .customLong("config"), help: "A topic config key=value (repeatable).") var configs: [String] = []
+        @Flag(help: "Check only; create nothing.") var validateOnly = false
+
+        func run() async throws {
+            let configs = try pairs(self.configs, option: "--config")
+            try await self.connection.run { admin in
+                try await admin.createTopic(
+                    self.topic,
+                    partitions: self.partitions,
+                    replicationFactor: self.replicationFactor,
+                    configs: configs,
+                    validateOnly: self.validateOnly
+                )
+                if self.connection.json {
+                    try self.connection.printJSON(["topic": self.topic, "created": !self.validateOnly])
+                } else {
+                    print(self.validateOnly ? "Topic \(self.topic) would be created." : "Created topic \(self.topic).")
+                }
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the topics.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                let topics = try await admin.describeTopics().topics.map(\.name)
+                if self.connection.json { try self.connection.printJSON(topics) } else { topics.forEach { print($0) } }
+            }
+        }
+    }
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Partitions, leaders, replicas and ISR.")
+        @OptionGroup var connection: Connection
+        @Argument(help: "Topics (default: all).") var topics: [String] = []
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                let metadata = try await admin.describeTopics(self.topics.isEmpty ? nil : self.topics)
+                if self.connection.json {
+                    try self.connection.printJSON(
+                        metadata.topics.map { topic in
+                            [
+                                "topic": topic.name,
+                                "topic_id": "\(topic.id)",
+                                "partitions": topic.partitions.map {
+                                    ["partition": $0.partition, "leader": $0.leader, "replicas": $0.replicas, "isr": $0.isr]
+                                },
+                            ] as [String: Any]
+                        }
+                    )
+                    return
+                }
+                for topic in metadata.topics {
+                    let replication = topic.partitions.first?.replicas.count ?? 0
+                    print("Topic: \(topic.name)  TopicId: \(topic.id)  PartitionCount: \(topic.partitions.count)  "
+                        + "ReplicationFactor: \(replication)")
+                    printTable(
+                        ["  Partition", "Leader", "Replicas", "Isr"],
+                        topic.partitions.map {
+                            ["  \($0.partition)", "\($0.leader)", $0.replicas.map(String.init).joined(separator: ","),
+                             $0.isr.map(String.init).joined(separator: ",")]
+                        }
+                    )
+                }
+            }
+        }
+    }
+
+    struct Alter: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add partitions to a topic.")
+        @OptionGroup var connection: Connection
+        @Argument var topic: String
+        @Option(help: "The new partition count (it can only grow).") var partitions: Int32
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                try await admin.createPartitions(self.topic, count: self.partitions)
+                if self.connection.json {
+                    try self.connection.printJSON(["topic": self.topic, "partitions": self.partitions])
+                } else {
+                    print("Topic \(self.topic) has \(self.partitions) partitions.")
+                }
+            }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a topic.")
+        @OptionGroup var connection: Connection
+        @Argument var topic: String
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                try await admin.deleteTopic(self.topic)
+                if self.connection.json {
+                    try self.connection.printJSON(["topic": self.topic, "deleted": true])
+                } else {
+                    print("Deleted topic \(self.topic).")
+                }
+            }
+        }
+    }
+}
+
+// MARK: Configs
+
+/// Which config resource a configs command means.
+struct ResourceOptions: ParsableArguments {
+    @Option(help: "A topic.") var topic: String?
+    @Option(help: "A broker's node id.") var broker: String?
+    @Flag(help: "The cluster-wide broker defaults.") var brokerDefaults = false
+
+    func resource() throws -> ConfigResource {
+        switch (self.topic, self.broker, self.brokerDefaults) {
+        case (let topic?, nil, false): .topic(topic)
+        case (nil, let broker?, false): .broker(broker)
+        case (nil, nil, true): .broker("")
+        default: throw ValidationError("give exactly one of --topic, --broker and --broker-defaults")
+        }
+    }
+}
+
+struct Configs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe and alter topic and broker configs.",
+        subcommands: [Describe.self, Alter.self]
+    )
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every config, its value and its source.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var resource: ResourceOptions
+
+        func run() async throws {
+            let resource = try self.resource.resource()
+            try await self.connection.run { admin in
+                let entries = try await admin.describeConfigs(resource)
+                if self.connection.json {
+                    try self.connection.printJSON(
+                        entries.map {
+                            ["name": $0.name, "value": $0.value ?? NSNull(), "source": $0.source,
+                             "read_only": $0.isReadOnly, "sensitive": $0.isSensitive] as [String: Any]
+                        }
+                    )
+                } else {
+                    printTable(
+                        ["NAME", "VALUE", "SOURCE"],
+                        entries.map { [$0.name, $0.isSensitive ? "(sensitive)" : $0.value ?? "null", $0.source] }
+                    )
+                }
+            }
+        }
+    }
+
+    struct Alter: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set and delete dynamic configs.")
+        @OptionGroup var connection: Connection
+        @OptionGroup var resource: ResourceOptions
+        @Option(name: .customLong("set"), help: "key=value to set (repeatable).") var sets: [String] = []
+        @Option(name: .customLong("delete"), help: "A key to return to its default (repeatable).")
+        var deletes: [String] = []
+
+        func run() async throws {
+            let resource = try self.resource.resource()
+            let set = try pairs(self.sets, option: "--set")
+            guard !set.isEmpty || !self.deletes.isEmpty else { throw ValidationError("nothing to change: --set or --delete") }
+            try await self.connection.run { admin in
+                try await admin.alterConfigs(resource, set: set, delete: self.deletes)
+                if self.connection.json {
+                    try self.connection.printJSON(["resource": "\(resource)", "set": set, "deleted": self.deletes])
+                } else {
+                    print("Altered the configs of \(resource).")
+                }
+            }
+        }
+    }
+}
+
+// MARK: Cluster and records
+
+struct Cluster: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The cluster.", subcommands: [Describe.self])
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Cluster id, controller and brokers.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                let cluster = try await admin.describeCluster()
+                if self.connection.json {
+                    try self.connection.printJSON(
+                        [
+                            "cluster_id": cluster.clusterID,
+                            "controller": cluster.controllerID,
+                            "brokers": cluster.brokers.map {
+                                ["id": $0.nodeID, "host": $0.host, "port": $0.port, "rack": $0.rack ?? NSNull()] as [String: Any]
+                            },
+                        ] as [String: Any]
+                    )
+                } else {
+                    print("Cluster id: \(cluster.clusterID)")
+                    print("Controller: \(cluster.controllerID)")
+                    printTable(
+                        ["BROKER", "HOST", "PORT", "RACK"],
+                        cluster.brokers.map { ["\($0.nodeID)", $0.host, "\($0.port)", $0.rack ?? "-"] }
+                    )
+                }
+            }
+        }
+    }
+}
+
+struct Records: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Records.", subcommands: [Delete.self])
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a partition's records below an offset.")
+        @OptionGroup var connection: Connection
+        @Option var topic: String
+        @Option var partition: Int32
+        @Option(help: "Delete the records below this offset (-1: all of them).") var before: Int64
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                let low = try await admin.deleteRecords(TopicPartition(self.topic, self.partition), before: self.before)
+                if self.connection.json {
+                    try self.connection.printJSON(
+                        ["topic": self.topic, "partition": self.partition, "low_watermark": low] as [String: Any]
+                    )
+                } else {
+                    print("\(self.topic)-\(self.partition) now starts at offset \(low).")
+                }
+            }
+        }
     }
 }
