@@ -24,17 +24,22 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def server_binary():
+def tool_binary(name):
+    """The path of one of the package's programs in the debug build."""
     # LOGBROKER_SCRATCH_PATH: a build made with `swift build --scratch-path` instead of the default .build.
     scratch = os.environ.get("LOGBROKER_SCRATCH_PATH")
     path = subprocess.run(
         ["swift", "build", "--show-bin-path"] + (["--scratch-path", scratch] if scratch else []),
         cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
-    binary = os.path.join(path, "logbroker-server")
+    binary = os.path.join(path, name)
     if not os.access(binary, os.X_OK):
         pytest.fail(f"{binary} is not built: run bin/test")
     return binary
+
+
+def server_binary():
+    return tool_binary("logbroker-server")
 
 
 class Broker:
