@@ -34,7 +34,8 @@ public struct ConsumerRecord: Hashable, Sendable {
 
 /// A consumer without a group: it reads the partitions it is assigned from the positions it is told (an offset,
 /// the beginning, the end, or the first record at or after a timestamp), with an incremental fetch session
-/// (KIP-227) per leader. Not built yet: prefetching the next fetch while the caller handles the last records.
+/// (KIP-227) per leader, and the next fetch already on its way while the caller handles the records of the last one
+/// (prefetch; a seek or a new assignment discards what it brings).
 ///
 /// Thread safety: an actor.
 public actor Consumer {
@@ -74,6 +75,19 @@ public actor Consumer {
     private var highWatermarks: [TopicPartition: Int64] = [:]
     private var sessions: [Int32: Session] = [:]
     private let compression = CompressionContext()
+    /// The fetch started when the last poll returned.
+    private var prefetch: Task<Fetched, any Error>?
+    /// Positions and high watermarks as of the records the caller has had (a prefetch runs ahead of them).
+    private var delivered = Fetched(records: [], positions: [:], highWatermarks: [:])
+
+    /// What one round of fetches brought, and where it left the partitions.
+    private struct Fetched: Sendable {
+        var records: [ConsumerRecord]
+        var positions: [TopicPartition: Int64]
+        var highWatermarks: [TopicPartition: Int64]
+    }
+    /// Bumped by every assign and seek: a fetch sent before answers for positions that no longer hold.
+    private var generation = 0
 
     public init(client: LogBrokerClient, configuration: Configuration = Configuration()) {
         self.client = client
@@ -82,6 +96,7 @@ public actor Consumer {
 
     /// Reads `partitions` from now on, each from `position`.
     public func assign(_ partitions: [TopicPartition], from position: Position = .beginning) {
+        self.discardFetches()
         self.wanted = [:]
         self.positions = [:]
         self.sessions = [:]
@@ -90,6 +105,7 @@ public actor Consumer {
 
     /// Moves `partition` to `position`; the next poll reads from there.
     public func seek(_ partition: TopicPartition, to position: Position) {
+        self.discardFetches()
         self.positions[partition] = nil
         self.wanted[partition] = position
     }
@@ -97,10 +113,13 @@ public actor Consumer {
     /// The offset the next poll reads `partition` from, once resolved.
     public func position(of partition: TopicPartition) -> Int64? { self.positions[partition] }
 
-    /// Whether every assigned partition has been read up to the high watermark of its last fetch.
+    /// Whether the records returned so far reach the high watermark of every assigned partition (as of the fetch
+    /// that brought them).
     public var isAtEnd: Bool {
         self.wanted.keys.allSatisfy { partition in
-            guard let position = self.positions[partition], let end = self.highWatermarks[partition] else { return false }
+            guard let position = self.delivered.positions[partition],
+                let end = self.delivered.highWatermarks[partition]
+            else { return false }
             return position >= end
         }
     }
@@ -139,6 +158,29 @@ public actor Consumer {
     /// The records fetched next: waits up to `fetch.max.wait.ms` for some, then returns what came (maybe none).
     /// - Throws: `ClientError` naming the partition for an offset out of range or another refusal.
     public func poll() async throws -> [ConsumerRecord] {
+        let fetched: Fetched
+        if let prefetch = self.prefetch {
+            self.prefetch = nil
+            fetched = try await prefetch.value
+        } else {
+            fetched = try await self.fetchAll(generation: self.generation)
+        }
+        self.delivered = fetched
+        let generation = self.generation
+        self.prefetch = Task { try await self.fetchAll(generation: generation) }
+        return fetched.records
+    }
+
+    private func discardFetches() {
+        self.generation += 1
+        self.prefetch?.cancel()
+        self.prefetch = nil
+        self.sessions = [:]
+        self.delivered = Fetched(records: [], positions: [:], highWatermarks: [:])
+    }
+
+    /// One fetch from every leader of the assigned partitions.
+    private func fetchAll(generation: Int) async throws -> Fetched {
         try await self.resolvePositions()
         var byLeader: [Int32: [TopicPartition]] = [:]
         for partition in self.wanted.keys.sorted(by: { ($0.topic, $0.partition) < ($1.topic, $1.partition) }) {
@@ -150,9 +192,9 @@ public actor Consumer {
         }
         var records: [ConsumerRecord] = []
         for (leader, partitions) in byLeader.sorted(by: { $0.key < $1.key }) {
-            records += try await self.fetch(partitions, from: leader)
+            records += try await self.fetch(partitions, from: leader, generation: generation)
         }
-        return records
+        return Fetched(records: records, positions: self.positions, highWatermarks: self.highWatermarks)
     }
 
     private func resolvePositions() async throws {
@@ -166,7 +208,12 @@ public actor Consumer {
 
     /// One Fetch to `leader` in its session: a full fetch when the session is new, else only the partitions whose
     /// position the broker does not hold.
-    private func fetch(_ partitions: [TopicPartition], from leader: Int32) async throws -> [ConsumerRecord] {
+    private func fetch(
+        _ partitions: [TopicPartition],
+        from leader: Int32,
+        generation: Int
+    ) async throws -> [ConsumerRecord] {
+        guard generation == self.generation else { return [] }
         guard leader >= 0 else {
             for partition in partitions { await self.client.invalidate(partition.topic) }
             return []
@@ -199,6 +246,8 @@ public actor Consumer {
             }
         )
         let (response, _) = try await connection.send(supported: 4...12) { _ in request }
+        // A seek or assignment meanwhile: these records answer positions that no longer hold.
+        guard generation == self.generation else { return [] }
         if response.errorCode == ErrorCode.fetchSessionIDNotFound.rawValue
             || response.errorCode == ErrorCode.invalidFetchSessionEpoch.rawValue
         {

@@ -97,6 +97,44 @@ import Testing
         }
     }
 
+    @Test func seeksAndPreBuiltBatches() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            try await Admin(client: client).createTopic("seek", partitions: 1, replicationFactor: 1)
+            var configuration = Producer.Configuration()
+            configuration.enableIdempotence = false
+            let producer = try Producer(client: client, configuration: configuration)
+            // A batch built elsewhere (as a mirror copies one) goes in as it is.
+            var builder = RecordBatchBuilder()
+            for index in 0..<5 {
+                builder.append(timestamp: 1_000 + Int64(index), key: nil, value: ByteBuffer(string: "batch-\(index)"))
+            }
+            #expect(try await producer.send(batch: builder.build().buffer, topic: "seek", partition: 0) == 0)
+            for index in 5..<10 {
+                _ = try await producer.send(
+                    ProducerRecord(topic: "seek", partition: 0, value: Array("record-\(index)".utf8), timestamp: 1_000 + Int64(index))
+                )
+            }
+            let partition = TopicPartition("seek", 0)
+            let consumer = Consumer(client: client)
+            await consumer.assign([partition])
+            var offsets: [Int64] = []
+            while offsets.count < 10 { offsets += try await consumer.poll().map(\.offset) }
+            #expect(offsets == Array(0..<10))
+            #expect(await consumer.isAtEnd)
+            // A seek discards the fetch already on its way (prefetch) and reads from the new position.
+            await consumer.seek(partition, to: .offset(7))
+            var again: [Int64] = []
+            while again.count < 3 { again += try await consumer.poll().map(\.offset) }
+            #expect(again == [7, 8, 9])
+            await consumer.seek(partition, to: .timestamp(1_004))
+            #expect(try await consumer.poll().first?.offset == 4)
+            await consumer.seek(partition, to: .end)
+            #expect(try await consumer.poll().isEmpty)
+            #expect(await consumer.position(of: partition) == 10)
+        }
+    }
+
     @Test func theIdempotentProducerNeitherLosesNorDuplicatesAcrossABrokerCrash() async throws {
         let port = try await Self.freePort()
         try await BrokerProcess.withBroker([("listeners", "PLAINTEXT://127.0.0.1:\(port)")]) { broker in
