@@ -270,46 +270,59 @@ public actor Producer {
     private func deliver(_ records: [Pending], to key: TopicPartitionKey) async -> Result<Written, ClientError> {
         let deadline = (records.first?.enqueuedAt ?? .now) + .milliseconds(self.configuration.deliveryTimeoutMs)
         var lastError = ClientError("\(key.topic)-\(key.partition): not sent")
-        do {
-            let producer = try await self.idempotentProducer()
-            let sequence = self.sequences[key] ?? 0
-            var builder = RecordBatchBuilder(
-                codec: self.configuration.compression,
-                producerID: producer?.id ?? -1,
-                producerEpoch: producer?.epoch ?? -1,
-                baseSequence: producer == nil ? -1 : sequence
-            )
-            for pending in records {
-                builder.append(
-                    timestamp: pending.timestamp,
-                    key: pending.record.key.map { ByteBuffer(bytes: $0) },
-                    value: pending.record.value.map { ByteBuffer(bytes: $0) },
-                    headers: pending.record.headers.map { RecordHeader(key: $0.0, value: $0.1.map { ByteBuffer(bytes: $0) }) }
-                )
-            }
-            let batch = try builder.build(compression: self.compression).buffer
-            while true {
-                do {
-                    let written = try await self.produce(batch, topic: key.topic, partition: key.partition,
-                                                         acks: self.configuration.acks)
-                    if producer != nil {
-                        self.sequences[key] = Self.sequence(sequence, plus: Int32(records.count))
-                    }
-                    return .success(Written(baseOffset: written.baseOffset, logAppendTime: written.logAppendTimeMs))
-                } catch let error as ClientError where error.isRetriable {
-                    lastError = error
-                    if error.invalidatesMetadata { await self.client.invalidate(key.topic) }
-                    guard ContinuousClock.now + .milliseconds(self.configuration.retryBackoffMs) < deadline else {
-                        return .failure(ClientError("\(lastError) (delivery.timeout.ms passed)", code: lastError.code))
-                    }
-                    try? await Task.sleep(for: .milliseconds(self.configuration.retryBackoffMs))
+        var built: (batch: ByteBuffer, sequence: Int32?)?
+        while true {
+            do {
+                // Built once, when the producer id is known: every retry resends the same bytes and sequence.
+                let (batch, sequence): (ByteBuffer, Int32?)
+                if let built {
+                    (batch, sequence) = built
+                } else {
+                    let producer = try await self.idempotentProducer()
+                    sequence = producer.map { _ in self.sequences[key] ?? 0 }
+                    batch = try self.build(records, producer: producer, sequence: sequence)
+                    built = (batch, sequence)
                 }
+                let written = try await self.produce(batch, topic: key.topic, partition: key.partition,
+                                                     acks: self.configuration.acks)
+                if let sequence { self.sequences[key] = Self.sequence(sequence, plus: Int32(records.count)) }
+                return .success(Written(baseOffset: written.baseOffset, logAppendTime: written.logAppendTimeMs))
+            } catch let error as ClientError where error.isRetriable {
+                lastError = error
+                if error.invalidatesMetadata { await self.client.invalidate(key.topic) }
+                guard ContinuousClock.now + .milliseconds(self.configuration.retryBackoffMs) < deadline else {
+                    return .failure(ClientError("\(lastError) (delivery.timeout.ms passed)", code: lastError.code))
+                }
+                try? await Task.sleep(for: .milliseconds(self.configuration.retryBackoffMs))
+            } catch let error as ClientError {
+                return .failure(error)
+            } catch {
+                return .failure(ClientError("\(key.topic)-\(key.partition): \(error)"))
             }
-        } catch let error as ClientError {
-            return .failure(error)
-        } catch {
-            return .failure(ClientError("\(key.topic)-\(key.partition): \(error)"))
         }
+    }
+
+    /// One record batch of `records`, with the producer's id, epoch and first sequence when idempotent.
+    private func build(
+        _ records: [Pending],
+        producer: (id: Int64, epoch: Int16)?,
+        sequence: Int32?
+    ) throws -> ByteBuffer {
+        var builder = RecordBatchBuilder(
+            codec: self.configuration.compression,
+            producerID: producer?.id ?? -1,
+            producerEpoch: producer?.epoch ?? -1,
+            baseSequence: sequence ?? -1
+        )
+        for pending in records {
+            builder.append(
+                timestamp: pending.timestamp,
+                key: pending.record.key.map { ByteBuffer(bytes: $0) },
+                value: pending.record.value.map { ByteBuffer(bytes: $0) },
+                headers: pending.record.headers.map { RecordHeader(key: $0.0, value: $0.1.map { ByteBuffer(bytes: $0) }) }
+            )
+        }
+        return try builder.build(compression: self.compression).buffer
     }
 
     /// The producer id and epoch, asked for once when idempotence is on.
