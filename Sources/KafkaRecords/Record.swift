@@ -43,8 +43,10 @@ public struct RecordHeader: Hashable, Sendable {
 /// Decodes the records of one batch in order. A compressed batch is inflated once, when the iterator is made,
 /// into a buffer the records' keys and values then slice.
 ///
-/// Each record passes the same structural checks as validation (lengths in bounds, consecutive offset deltas), so
-/// the iterator is safe on unvalidated input; it does not check the CRC (call `RecordBatchValidator` for that).
+/// Each record passes the structural checks of validation (lengths in bounds), so the iterator is safe on
+/// unvalidated input; offset deltas must grow and stay within the batch's last offset delta, but may leave gaps,
+/// as the log cleaner's rewritten batches do (a producer's batch must have none: `RecordBatchValidator` checks
+/// that, and the CRC).
 ///
 /// A value type; not shared between threads.
 public struct RecordIterator {
@@ -53,6 +55,8 @@ public struct RecordIterator {
     private let baseOffset: Int64
     private let baseTimestamp: Int64
     private let declaredCount: Int32
+    private let lastOffsetDelta: Int32
+    private var previousDelta: Int32 = -1
     /// The batch's maxTimestamp when it is LogAppendTime: then every record carries it.
     private let logAppendTime: Int64?
     private var position = 0
@@ -63,12 +67,13 @@ public struct RecordIterator {
         self.baseOffset = batch.baseOffset
         self.baseTimestamp = batch.baseTimestamp
         self.declaredCount = batch.recordCount
+        self.lastOffsetDelta = batch.lastOffsetDelta
         self.logAppendTime = batch.attributes.timestampType == .logAppendTime ? batch.maxTimestamp : nil
     }
 
     /// The next record, or nil after the last.
     ///
-    /// - Throws: `malformedRecord`, `nonConsecutiveOffsetDelta`, `trailingBytes` or `recordsWalkedMismatch`.
+    /// - Throws: `malformedRecord`, `offsetDeltaOutOfOrder`, `trailingBytes` or `recordsWalkedMismatch`.
     public mutating func next() throws(RecordBatchError) -> Record? {
         let available = self.records.readableBytes
         guard self.index < Int(self.declaredCount) else {
@@ -84,9 +89,15 @@ public struct RecordIterator {
         let layout = try self.records.withUnsafeReadableBytes { bytes throws(RecordBatchError) in
             try RecordLayout.parse(bytes, at: position, index: index)
         }
-        guard layout.offsetDelta == Int32(truncatingIfNeeded: index) else {
-            throw .nonConsecutiveOffsetDelta(index: index, expected: Int32(index), found: layout.offsetDelta)
+        guard layout.offsetDelta > self.previousDelta, layout.offsetDelta <= self.lastOffsetDelta else {
+            throw .offsetDeltaOutOfOrder(
+                index: index,
+                previous: self.previousDelta,
+                found: layout.offsetDelta,
+                last: self.lastOffsetDelta
+            )
         }
+        self.previousDelta = layout.offsetDelta
         var headers: [RecordHeader] = []
         if layout.headerCount > 0 {
             headers.reserveCapacity(layout.headerCount)

@@ -25,6 +25,13 @@ public struct RecordBatchBuilder {
     public private(set) var recordCount: Int32 = 0
     private var baseTimestamp: Int64 = -1
     private var maxTimestamp: Int64 = -1
+    /// The offset delta of the last record appended.
+    private var lastAppendedDelta: Int32 = -1
+    /// Written instead of the last record's offset delta (Kafka's `overrideLastOffset`): a rewritten batch keeps
+    /// its original last offset, so the producer's last sequence survives compaction.
+    public var lastOffsetDeltaOverride: Int32?
+    /// Written instead of the records' largest timestamp (a LogAppendTime batch keeps the broker's time).
+    public var maxTimestampOverride: Int64?
 
     public init(
         codec: CompressionCodec = .none,
@@ -59,10 +66,24 @@ public struct RecordBatchBuilder {
         value: UnsafeRawBufferPointer?,
         headers: [RecordHeader] = []
     ) {
+        self.append(offsetDelta: self.lastAppendedDelta + 1, timestamp: timestamp, key: key, value: value, headers: headers)
+    }
+
+    /// Appends one record at `offsetDelta` from the base offset (above the last one's: a rewritten batch keeps its
+    /// records' offsets, with gaps where records were removed).
+    public mutating func append(
+        offsetDelta: Int32,
+        timestamp: Int64,
+        key: UnsafeRawBufferPointer?,
+        value: UnsafeRawBufferPointer?,
+        headers: [RecordHeader] = []
+    ) {
+        precondition(offsetDelta > self.lastAppendedDelta, "offset deltas must grow")
+        self.lastAppendedDelta = offsetDelta
         if self.recordCount == 0 { self.baseTimestamp = timestamp }
         self.maxTimestamp = max(self.maxTimestamp, timestamp)
         let timestampDelta = timestamp &- self.baseTimestamp
-        let offsetDelta = Int64(self.recordCount)
+        let offsetDelta = Int64(offsetDelta)
         var bodySize = 1 + Varint.size(timestampDelta) + Varint.size(offsetDelta)
         bodySize +=
             Varint.sizeOfBytes(key?.count) + Varint.sizeOfBytes(value?.count) + Varint.size(Int64(headers.count))
@@ -136,9 +157,9 @@ public struct RecordBatchBuilder {
         out.writeInteger(Int8(2))
         out.writeInteger(UInt32(0))  // CRC, set below
         out.writeInteger(attributes.rawValue)
-        out.writeInteger(self.recordCount - 1)
+        out.writeInteger(self.lastOffsetDeltaOverride ?? self.lastAppendedDelta)
         out.writeInteger(self.baseTimestamp)
-        out.writeInteger(self.maxTimestamp)
+        out.writeInteger(self.maxTimestampOverride ?? self.maxTimestamp)
         out.writeInteger(self.producerID)
         out.writeInteger(self.producerEpoch)
         out.writeInteger(self.baseSequence)
@@ -164,6 +185,7 @@ public struct RecordBatchBuilder {
         self.recordCount = 0
         self.baseTimestamp = -1
         self.maxTimestamp = -1
+        self.lastAppendedDelta = -1
     }
 }
 

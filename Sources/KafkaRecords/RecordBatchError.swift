@@ -20,6 +20,7 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
         case recordsWalkedMismatch(declared: Int32, walked: Int)
         case malformedRecord(index: Int, position: Int, what: String)
         case nonConsecutiveOffsetDelta(index: Int, expected: Int32, found: Int32)
+        case offsetDeltaOutOfOrder(index: Int, previous: Int32, found: Int32, last: Int32)
         case trailingBytes(count: Int, afterRecords: Int)
         case controlBatchNotAllowed
         case missingKey(index: Int)
@@ -74,6 +75,11 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
         Self(.nonConsecutiveOffsetDelta(index: index, expected: expected, found: found))
     }
 
+    /// A stored batch's offset deltas must grow and stay within its last offset delta (compaction leaves gaps).
+    public static func offsetDeltaOutOfOrder(index: Int, previous: Int32, found: Int32, last: Int32) -> Self {
+        Self(.offsetDeltaOutOfOrder(index: index, previous: previous, found: found, last: last))
+    }
+
     public static func trailingBytes(count: Int, afterRecords: Int) -> Self {
         Self(.trailingBytes(count: count, afterRecords: afterRecords))
     }
@@ -124,7 +130,7 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
         case .compressionFailed:
             return .unknownServerError
         case .unsupportedMagic, .invalidRecordCount, .recordCountMismatch, .recordsWalkedMismatch, .malformedRecord,
-            .nonConsecutiveOffsetDelta, .trailingBytes, .controlBatchNotAllowed, .missingKey, .invalidSequence,
+            .nonConsecutiveOffsetDelta, .offsetDeltaOutOfOrder, .trailingBytes, .controlBatchNotAllowed, .missingKey, .invalidSequence,
             .decompressedTooLarge:
             return .invalidRecord
         }
@@ -156,6 +162,9 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
             return "record \(index) at byte \(position) of the records area: \(what)"
         case .nonConsecutiveOffsetDelta(let index, let expected, let found):
             return "record \(index) has offset delta \(found), expected \(expected) (deltas must be 0, 1, 2, ...)"
+        case .offsetDeltaOutOfOrder(let index, let previous, let found, let last):
+            return "record \(index) has offset delta \(found), not above the previous \(previous) and at most the "
+                + "batch's last offset delta \(last)"
         case .trailingBytes(let count, let afterRecords):
             return "\(count) bytes follow the last of \(afterRecords) records in the batch"
         case .controlBatchNotAllowed:

@@ -221,9 +221,25 @@ struct RecordBatchTests {
         let error = caught { _ = try validate(batch) }
         #expect(error == .nonConsecutiveOffsetDelta(index: 1, expected: 1, found: 2))
         #expect(error?.kafkaErrorCode == .invalidRecord)
-        var iterator = try batch.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: 1000)
-        #expect(throws: RecordBatchError.nonConsecutiveOffsetDelta(index: 1, expected: 1, found: 2)) {
-            _ = try iterator.collect()
+        // A stored batch may have gaps (the log cleaner leaves them): the iterator reads it, within lastOffsetDelta.
+        let gapped = try handBatch(records: Array(area.readableBytesView), count: 2, lastOffsetDelta: 2,
+                                   attributes: codec.rawValue)
+        var iterator = try gapped.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: 1000)
+        #expect(try iterator.collect().map(\.offset) == [0, 2])
+        // Deltas that do not grow, or pass the last offset delta, are refused.
+        let backwards =
+            handRecord(offsetDelta: 1, key: nil, value: [1]) + handRecord(offsetDelta: 1, key: nil, value: [2])
+        var backwardsArea = ByteBuffer()
+        try backwards.withUnsafeBytes { try CompressionContext().compress($0, codec: codec, appendingTo: &backwardsArea) }
+        let bad = try handBatch(records: Array(backwardsArea.readableBytesView), count: 2, lastOffsetDelta: 1,
+                                attributes: codec.rawValue)
+        var badIterator = try bad.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: 1000)
+        #expect(throws: RecordBatchError.offsetDeltaOutOfOrder(index: 1, previous: 1, found: 1, last: 1)) {
+            _ = try badIterator.collect()
+        }
+        var beyond = try batch.makeRecordIterator(compression: CompressionContext(), maxDecompressedBytes: 1000)
+        #expect(throws: RecordBatchError.offsetDeltaOutOfOrder(index: 1, previous: 0, found: 2, last: 1)) {
+            _ = try beyond.collect()
         }
     }
 
