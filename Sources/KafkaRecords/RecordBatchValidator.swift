@@ -11,17 +11,23 @@ public struct RecordBatchValidationOptions: Hashable, Sendable {
     public var requireKeys: Bool
     /// Record timestamp bounds for CreateTime topics; nil skips the check (LogAppendTime topics).
     public var timestampBounds: TimestampBounds?
+    /// Batches read back from a log rather than sent by a producer: the log cleaner leaves gaps between offset
+    /// deltas and batches with no records (a producer's last batch), so deltas need only grow within
+    /// lastOffsetDelta, and a count of 0 or below lastOffsetDelta + 1 is whole.
+    public var storedBatches: Bool
 
     public init(
         maxDecompressedBytes: Int = 64 * 1024 * 1024,
         refuseControlBatches: Bool = true,
         requireKeys: Bool = false,
-        timestampBounds: TimestampBounds? = nil
+        timestampBounds: TimestampBounds? = nil,
+        storedBatches: Bool = false
     ) {
         self.maxDecompressedBytes = maxDecompressedBytes
         self.refuseControlBatches = refuseControlBatches
         self.requireKeys = requireKeys
         self.timestampBounds = timestampBounds
+        self.storedBatches = storedBatches
     }
 }
 
@@ -94,12 +100,15 @@ public struct RecordBatchValidator {
         let codec = batch.attributes.compressionCodec!
         let bounds = self.options.timestampBounds
         let requireKeys = self.options.requireKeys
+        let stored = self.options.storedBatches
         if codec == .none {
             return try batch.buffer.withUnsafeReadableBytes { bytes throws(RecordBatchError) in
                 let records = UnsafeRawBufferPointer(rebasing: bytes[RecordBatch.headerSize...])
-                return try Self.walk(records, batch: batch, requireKeys: requireKeys, timestampBounds: bounds)
+                return try Self.walk(records, batch: batch, requireKeys: requireKeys, timestampBounds: bounds,
+                                     storedBatch: stored)
             }
         }
+        // A stored batch emptied by the cleaner is written uncompressed; a compressed one always holds records.
         self.scratch.clear()
         let limit = self.options.maxDecompressedBytes
         let compression = self.compression
@@ -113,7 +122,7 @@ public struct RecordBatchValidator {
             )
         }
         return try self.scratch.withUnsafeReadableBytes { records throws(RecordBatchError) in
-            try Self.walk(records, batch: batch, requireKeys: requireKeys, timestampBounds: bounds)
+            try Self.walk(records, batch: batch, requireKeys: requireKeys, timestampBounds: bounds, storedBatch: stored)
         }
     }
 
@@ -129,6 +138,12 @@ public struct RecordBatchValidator {
             throw .invalidSequence(producerID: batch.producerID, baseSequence: batch.baseSequence)
         }
         let count = batch.recordCount
+        if options.storedBatches {
+            guard count >= 0, Int64(count) <= Int64(batch.lastOffsetDelta) + 1 else {
+                throw .recordCountMismatch(declared: count, lastOffsetDelta: batch.lastOffsetDelta)
+            }
+            return
+        }
         guard count > 0 else { throw .invalidRecordCount(count) }
         guard Int64(batch.lastOffsetDelta) + 1 == Int64(count) else {
             throw .recordCountMismatch(declared: count, lastOffsetDelta: batch.lastOffsetDelta)
@@ -140,7 +155,8 @@ public struct RecordBatchValidator {
         _ records: UnsafeRawBufferPointer,
         batch: RecordBatch,
         requireKeys: Bool,
-        timestampBounds: TimestampBounds?
+        timestampBounds: TimestampBounds?,
+        storedBatch: Bool = false
     ) throws(RecordBatchError) -> RecordBatchSummary {
         let declared = Int(batch.recordCount)
         let baseTimestamp = batch.baseTimestamp
@@ -148,12 +164,23 @@ public struct RecordBatchValidator {
         var offsetDeltaOfMaxTimestamp: Int32 = -1
         var position = 0
         var index = 0
+        var previousDelta: Int32 = -1
         while position < records.count {
             guard index < declared else {
                 throw .trailingBytes(count: records.count - position, afterRecords: index)
             }
             let layout = try RecordLayout.parse(records, at: position, index: index)
-            guard layout.offsetDelta == Int32(truncatingIfNeeded: index) else {
+            if storedBatch {
+                guard layout.offsetDelta > previousDelta, layout.offsetDelta <= batch.lastOffsetDelta else {
+                    throw .offsetDeltaOutOfOrder(
+                        index: index,
+                        previous: previousDelta,
+                        found: layout.offsetDelta,
+                        last: batch.lastOffsetDelta
+                    )
+                }
+                previousDelta = layout.offsetDelta
+            } else if layout.offsetDelta != Int32(truncatingIfNeeded: index) {
                 throw .nonConsecutiveOffsetDelta(index: index, expected: Int32(index), found: layout.offsetDelta)
             }
             if requireKeys, layout.keyLength < 0 { throw .missingKey(index: index) }

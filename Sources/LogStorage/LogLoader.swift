@@ -3,7 +3,9 @@ import SystemPackage
 
 /// Opens a partition directory's segments at start-up, recovering after an unclean stop (Kafka's `LogLoader`):
 ///
-/// 1. leftovers go: `.deleted`, `.cleaned` and `.tmp` files, and index files without their `.log`;
+/// 1. a cleaner's swap interrupted by a crash is completed: a `<base>.log.swap` replaces `<base>.log` and its
+///    indexes (rebuilt below); leftovers go: `.deleted`, `.cleaned` and `.tmp` files, and index files without their
+///    `.log`;
 /// 2. after an unclean stop, every segment from the one holding the recovery point on is re-read batch by batch
 ///    (size, CRC, record walk); the first torn or corrupt batch and everything after it is cut, with a log line
 ///    naming the file, the position and the offsets dropped;
@@ -41,6 +43,16 @@ struct Loader {
         let now = PartitionLog.nowMs()
         var logOffsets: [Int64] = []
         var indexFiles: [(name: String, offset: Int64)] = []
+        for name in try FileIO.listDirectory(self.directory) {
+            guard let offset = Self.baseOffset(of: name, suffix: ".log.swap") else { continue }
+            for suffix in [".log", ".index", ".timeindex"] {
+                let replaced = self.directory.appending(Segment.fileName(offset, suffix))
+                if FileIO.exists(replaced) { try FileIO.unlink(replaced) }
+            }
+            try FileIO.rename(self.directory.appending(name), to: self.directory.appending(Segment.fileName(offset, ".log")))
+            try FileIO.syncDirectory(self.directory)
+            self.logger.info("Completed a cleaned segment's swap", metadata: ["baseOffset": "\(offset)"])
+        }
         for name in try FileIO.listDirectory(self.directory) {
             if name.hasSuffix(".deleted") || name.hasSuffix(".cleaned") || name.hasSuffix(".tmp") {
                 try FileIO.unlink(self.directory.appending(name))

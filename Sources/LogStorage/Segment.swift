@@ -394,7 +394,7 @@ final class Segment {
         var position = self.offsetIndex.lookup(max(fromIndex, startingOffset)).position
         let allocator = ByteBufferAllocator()
         var validator = RecordBatchValidator(
-            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false)
+            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false, storedBatches: true)
         )
         while let header = try self.readHeader(at: position) {
             position = header.end
@@ -452,7 +452,7 @@ final class Segment {
         self.rollingBasedTimestamp = nil
         let allocator = ByteBufferAllocator()
         var validator = RecordBatchValidator(
-            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false)
+            options: .init(maxDecompressedBytes: Int(Int32.max), refuseControlBatches: false, storedBatches: true)
         )
         var position: Int64 = 0
         var previousLastOffset = self.baseOffset - 1
