@@ -45,6 +45,8 @@ public struct BrokerConfiguration: Sendable {
         public var flushIntervalMessages: Int64
         /// `log.flush.interval.ms`; Long.MAX_VALUE (the default) never fsyncs by time.
         public var flushIntervalMs: Int64
+        /// `log.cleaner.enable`, `.threads`, `.dedupe.buffer.size` and `.backoff.ms`.
+        public var cleaner: LogCleaner.Configuration
     }
 
     /// `listeners`: where clients connect. Default `PLAINTEXT://127.0.0.1:9092`.
@@ -154,6 +156,15 @@ public struct BrokerConfiguration: Sendable {
             validator: .atLeast(0)
         ),
         SettingDefinition("log.preallocate", .boolean, default: .boolean(false)),
+        SettingDefinition("log.cleaner.enable", .boolean, default: .boolean(true)),
+        SettingDefinition("log.cleaner.threads", .int, default: .int(1), validator: .atLeast(0)),
+        SettingDefinition(
+            "log.cleaner.dedupe.buffer.size",
+            .long,
+            default: .long(134_217_728),
+            validator: .atLeast(1024 * 1024)
+        ),
+        SettingDefinition("log.cleaner.backoff.ms", .long, default: .long(15_000), validator: .atLeast(0)),
         SettingDefinition("log.cleaner.delete.retention.ms", .long, default: .long(86_400_000), validator: .atLeast(0)),
         SettingDefinition("log.cleaner.min.compaction.lag.ms", .long, default: .long(0), validator: .atLeast(0)),
         SettingDefinition(
@@ -290,10 +301,16 @@ public struct BrokerConfiguration: Sendable {
         self.socketRequestMaxBytes = settings.int("socket.request.max.bytes")
         self.maxIncrementalFetchSessionCacheSlots = settings.int("max.incremental.fetch.session.cache.slots")
 
+        var cleaner = LogCleaner.Configuration()
+        cleaner.enabled = settings.bool("log.cleaner.enable")
+        cleaner.threads = Int(settings.int("log.cleaner.threads"))
+        cleaner.dedupeBufferBytes = Int(settings.long("log.cleaner.dedupe.buffer.size"))
+        cleaner.backoffMs = settings.long("log.cleaner.backoff.ms")
         self.log = LogSchedule(
             retentionCheckIntervalMs: settings.long("log.retention.check.interval.ms"),
             flushIntervalMessages: settings.long("log.flush.interval.messages"),
-            flushIntervalMs: settings.long("log.flush.interval.ms")
+            flushIntervalMs: settings.long("log.flush.interval.ms"),
+            cleaner: cleaner
         )
     }
 

@@ -30,13 +30,14 @@ public final class BrokerStorage: Service, Sendable {
     public init(configuration: BrokerConfiguration, logger: Logger) throws {
         let configs = try TopicConfigs(layers: ConfigLayers(configuration: configuration))
         let ioPool = DiskIOPool(threadCount: 2)
-        let managerConfig = LogManagerConfig(
+        var managerConfig = LogManagerConfig(
             logDirectories: configuration.logDirs.map { FilePath($0) },
             topicConfig: { topic in configs.config(of: topic) },
             flushIntervalMessages: configuration.log.flushIntervalMessages,
             flushIntervalMs: configuration.log.flushIntervalMs,
             retentionCheckIntervalMs: configuration.log.retentionCheckIntervalMs
         )
+        managerConfig.cleaner = configuration.log.cleaner
         do {
             self.logManager = try LogManager(config: managerConfig, ioPool: ioPool, logger: logger)
         } catch {

@@ -77,6 +77,8 @@ public struct OffsetCheckpointFile: Sendable {
     public static let recoveryPoint = "recovery-point-offset-checkpoint"
     public static let logStartOffset = "log-start-offset-checkpoint"
     public static let replicationOffset = "replication-offset-checkpoint"
+    /// The log cleaner's progress: each compacted partition's first dirty offset.
+    public static let cleanerOffset = "cleaner-offset-checkpoint"
 
     public let path: FilePath
 

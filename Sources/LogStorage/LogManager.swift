@@ -31,6 +31,8 @@ public struct LogManagerConfig: Sendable {
     public var recoveryThreadsPerDirectory: Int
     /// The file descriptors open segments may hold (`FileHandleBudget`); default half of `ulimit -n`.
     public var fileHandleLimit: Int
+    /// The log cleaner of compacted topics (`log.cleaner.*`).
+    public var cleaner = LogCleaner.Configuration()
 
     public init(
         logDirectories: [FilePath],
@@ -87,6 +89,8 @@ public final class LogManager: Sendable {
     public let config: LogManagerConfig
     /// The descriptor budget shared by all logs.
     public let budget: FileHandleBudget
+    /// Compacts the logs of compacted topics.
+    public let cleaner: LogCleaner
     private let ioPool: DiskIOPool
     private let logger: Logger
     private let locks: [LogDirectoryLock]
@@ -124,6 +128,7 @@ public final class LogManager: Sendable {
         self.ioPool = ioPool
         self.logger = logger
         self.budget = FileHandleBudget(limit: config.fileHandleLimit)
+        self.cleaner = LogCleaner(configuration: config.cleaner, directories: config.logDirectories, logger: logger)
         var locks: [LogDirectoryLock] = []
         var loaded: [TopicPartition: ManagedLog] = [:]
         var cleanDirectories: [FilePath] = []
@@ -372,6 +377,7 @@ public final class LogManager: Sendable {
     public func deleteLog(_ partition: TopicPartition) throws(StorageError) -> FilePath? {
         guard let log = self.state.withLock({ $0.logs.removeValue(forKey: partition) }) else { return nil }
         log.markDeleted()
+        self.cleaner.forget(partition)
         var id = ""
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<16 {
@@ -436,7 +442,8 @@ public final class LogManager: Sendable {
     }
 
     /// One round of periodic work: per log the `flush.ms` policy, background fsync of rolled segments and unlinking
-    /// of expired `.deleted` files; then the checkpoints if `checkpointIntervalMs` has passed since the last ones.
+    /// of expired `.deleted` files; retention when due; a log cleaner round when due; then the checkpoints if
+    /// `checkpointIntervalMs` has passed since the last ones.
     public func runPeriodicTasks(nowMs: Int64 = PartitionLog.nowMs()) {
         for log in self.allLogs { log.periodicMaintenance(nowMs: nowMs) }
         let retentionDue = self.lastRetentionCheck.withLock { last in
@@ -447,6 +454,7 @@ public final class LogManager: Sendable {
         if retentionDue {
             for log in self.allLogs { log.enforceRetention(nowMs: nowMs) }
         }
+        self.cleaner.runIfDue(self.allLogs, directories: self.config.logDirectories, nowMs: nowMs)
         let due = self.checkpointState.withLock { nowMs - $0 >= self.config.checkpointIntervalMs }
         if due {
             do {
