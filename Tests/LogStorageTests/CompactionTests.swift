@@ -73,6 +73,13 @@ import Testing
         try log.roll()
     }
 
+    /// `body` with the managed log's open `PartitionLog`, for helpers whose errors are not `StorageError`s.
+    static func with<T>(_ managed: ManagedLog, _ body: (PartitionLog) throws -> T) throws -> T {
+        var result: Result<T, any Error>?
+        try managed.withLog { (log) throws(StorageError) in result = Result { try body(log) } }
+        return try #require(result).get()
+    }
+
     static func latestPerKey(_ contents: [(Int64, String, String?)]) -> [String: String?] {
         Dictionary(contents.map { ($0.1, $0.2) }, uniquingKeysWith: { $1 })
     }
@@ -200,6 +207,65 @@ import Testing
             _ = try reopened.clean(firstDirtyOffset: 0, highWatermark: 100, dedupeBufferBytes: 1 << 20)
             #expect(try Self.contents(reopened).map(\.0) == Array(90..<100))
             try reopened.close()
+        }
+    }
+
+    @Test func theCleanerPicksDirtyCompactedLogsAndKeepsItsProgressAcrossARestart() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            var managerConfig = LogManagerTests.managerConfig(directory)
+            managerConfig.cleaner.backoffMs = 1_000
+            var deleting = Self.config()
+            deleting.compacts = false
+            let manager = try LogManager(config: managerConfig, ioPool: pool)
+            let compacted = try manager.getOrCreateLog(topic: "compacted", partition: 0, config: Self.config())
+            let plain = try manager.getOrCreateLog(topic: "plain", partition: 0, config: deleting)
+            for log in [compacted, plain] {
+                try Self.with(log) { try Self.writeUpdates($0) }
+                log.highWatermark = log.logEndOffset
+            }
+            let now = PartitionLog.nowMs()
+            manager.runPeriodicTasks(nowMs: now)
+            #expect(manager.cleaner.firstDirtyOffset(compacted.topicPartition) == 100)
+            #expect(try Self.with(compacted) { try Self.contents($0) }.count == 10)
+            #expect(try Self.with(plain) { try Self.contents($0) }.count == 100,
+                    "a topic without cleanup.policy=compact is never cleaned")
+            let checkpoint = directory.appending(OffsetCheckpointFile.cleanerOffset)
+            #expect(try OffsetCheckpointFile(checkpoint).read() == [compacted.topicPartition: 100])
+            try manager.shutdown()
+
+            let restarted = try LogManager(config: managerConfig, ioPool: pool)
+            #expect(restarted.cleaner.firstDirtyOffset(TopicPartition("compacted", 0)) == 100)
+            try restarted.shutdown()
+        }
+    }
+
+    @Test func aLogBelowItsDirtyRatioWaitsUntilMaxCompactionLag() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            var config = Self.config()
+            config.minCleanableDirtyRatio = 0.99
+            let now = PartitionLog.nowMs()
+            var managerConfig = LogManagerTests.managerConfig(directory)
+            managerConfig.cleaner.backoffMs = 0
+            let manager = try LogManager(config: managerConfig, ioPool: pool)
+            let log = try manager.getOrCreateLog(topic: "lagging", partition: 0, config: config)
+            try Self.with(log) { try Self.writeUpdates($0, timestamp: now - 60_000) }
+            log.highWatermark = log.logEndOffset
+            manager.runPeriodicTasks(nowMs: now)
+            // Cleaned once: every byte was dirty (ratio 1). More updates make it dirty again, below 0.99.
+            #expect(manager.cleaner.firstDirtyOffset(log.topicPartition) == 100)
+            try Self.with(log) { try Self.writeUpdates($0, timestamp: now - 60_000) }
+            log.highWatermark = log.logEndOffset
+            manager.runPeriodicTasks(nowMs: now + 1)
+            #expect(manager.cleaner.firstDirtyOffset(log.topicPartition) == 100, "below min.cleanable.dirty.ratio")
+            config.maxCompactionLagMs = 30_000
+            manager.updateConfig(topic: "lagging", config)
+            manager.runPeriodicTasks(nowMs: now + 2)
+            #expect(manager.cleaner.firstDirtyOffset(log.topicPartition) == 200, "overdue by max.compaction.lag.ms")
+            try manager.shutdown()
         }
     }
 }
