@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import Synchronization
 import SystemPackage
@@ -5,8 +6,9 @@ import SystemPackage
 /// Kafka's log cleaner manager: every `log.cleaner.backoff.ms` it picks the compacted logs (`cleanup.policy`
 /// with `compact`) whose dirty part is the largest share of their cleanable bytes, above their
 /// `min.cleanable.dirty.ratio` (or overdue by `max.compaction.lag.ms`), and cleans up to `log.cleaner.threads`
-/// of them (`PartitionLog.clean`), one after another on the periodic task's thread. Its progress, each
-/// partition's first dirty offset, is kept in `cleaner-offset-checkpoint` in each log directory.
+/// of them at once (`PartitionLog.clean`, one thread each); the periodic task that starts the round waits for
+/// it. Its progress, each partition's first dirty offset, is kept in `cleaner-offset-checkpoint` in each log
+/// directory.
 ///
 /// Thread-safe: state behind a `Mutex`; cleaning happens outside it.
 public final class LogCleaner: Sendable {
@@ -81,7 +83,8 @@ public final class LogCleaner: Sendable {
         }
         let chosen = candidates.sorted { $0.ratio > $1.ratio }.prefix(self.configuration.threads)
         guard !chosen.isEmpty else { return }
-        for (log, _) in chosen { self.clean(log, nowMs: nowMs) }
+        let logs = chosen.map(\.log)
+        DispatchQueue.concurrentPerform(iterations: logs.count) { self.clean(logs[$0], nowMs: nowMs) }
         self.writeCheckpoints(logs, directories: directories)
     }
 

@@ -271,6 +271,51 @@ case "crash":
     try manager.shutdown()
     report("stopped", log.logEndOffset)
 
+case "clean":
+    // The log cleaner's throughput: MB of keyed records (100-byte values, batches of 1,000), of which `live` percent
+    // of the keys are distinct (the others update them), then one cleaning pass over everything, timed.
+    let megabytes = Int(arguments.count > 3 ? arguments[3] : "1024") ?? 1024
+    let livePercent = Int(arguments.count > 4 ? arguments[4] : "10") ?? 10
+    var config = LogConfig()
+    config.compacts = true
+    config.deletesOldSegments = false
+    config.segmentBytes = 256 << 20
+    let manager = makeManager(directory, topicConfig: config, pool: pool)
+    let log = try manager.getOrCreateLog(topic: "bench", partition: 0, config: config)
+    let recordsPerBatch = 1_000
+    let value = ByteBuffer(repeating: 0x61, count: 100)
+    var written = 0
+    var record = 0
+    var batches = 0
+    while written < megabytes << 20 {
+        var builder = RecordBatchBuilder(codec: .none)
+        for _ in 0..<recordsPerBatch {
+            // Keys cycle over `live` percent of all records written, so each key is updated 100 / live times.
+            let keySpace = max(1, (megabytes << 20) / 130 * livePercent / 100)
+            builder.append(timestamp: 1_000, key: ByteBuffer(string: "key-\(record % keySpace)"), value: value)
+            record += 1
+        }
+        let batch = try builder.build(compression: CompressionContext()).buffer
+        _ = try log.appendAsLeader(batch, leaderEpoch: 0)
+        written += batch.readableBytes
+        batches += 1
+    }
+    try log.withLog { (log) throws(StorageError) in try log.roll() }
+    log.highWatermark = log.logEndOffset
+    var result: CleaningResult?
+    let cleanTime = try clock.measure {
+        result = try log.withLog { (log) throws(StorageError) in
+            try log.clean(firstDirtyOffset: 0, highWatermark: log.logEndOffset, dedupeBufferBytes: 512 << 20)
+        }
+    }
+    report("log_bytes", written)
+    report("records", record)
+    report("clean_seconds", seconds(cleanTime))
+    report("bytes_read", result?.bytesRead ?? 0)
+    report("bytes_written", result?.bytesWritten ?? 0)
+    report("records_removed", result?.recordsRemoved ?? 0)
+    try manager.shutdown()
+
 default:
     fail("unknown phase \(arguments[1])")
 }
