@@ -30,12 +30,8 @@ cd "$root"
 
 command -v kcat >/dev/null || { echo "kcat is missing (bin/setup installs it)" >&2; exit 1; }
 
-swift_opts=(-c release)
-if [ -n "${LOGBROKER_SCRATCH_PATH:-}" ]; then
-    swift_opts+=(--scratch-path "$LOGBROKER_SCRATCH_PATH")
-fi
-swift build "${swift_opts[@]}" --product logbroker-server >&2
-server="$(swift build "${swift_opts[@]}" --show-bin-path)/logbroker-server"
+source "$root/benchmarks/release-build.sh"
+server="$(release_binary logbroker-server)"
 
 small="${BROKERBENCH_SMALL:-1000000}"
 large="${BROKERBENCH_LARGE:-500000}"

@@ -23,12 +23,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-swift_opts=(-c release)
-if [ -n "${LOGBROKER_SCRATCH_PATH:-}" ]; then
-    swift_opts+=(--scratch-path "$LOGBROKER_SCRATCH_PATH")
-fi
-swift build "${swift_opts[@]}" --product logbroker-storagebench >&2
-bench="$(swift build "${swift_opts[@]}" --show-bin-path)/logbroker-storagebench"
+source "$root/benchmarks/release-build.sh"
+bench="$(release_binary logbroker-storagebench)"
 
 dir="${STORAGEBENCH_DIR:-/tmp/logbroker-storagebench}"
 mb="${STORAGEBENCH_MB:-1024}"
