@@ -1,7 +1,11 @@
 import KafkaProperties
 
 /// The per-log settings, with Kafka's topic-level names and defaults (`LogConfig.java`), declared as a
-/// `SettingsTable` so topic configs are parsed and refused as Kafka does.
+/// `SettingsTable` so topic configs are parsed and refused as Kafka does. The single definition of topic settings:
+/// the broker's defaults for them come from `brokerSynonyms`. Some settings are validated and kept without an
+/// effect yet: `compression.type` (only `producer`: batches are stored as produced, never recompressed),
+/// `unclean.leader.election.enable`, and `leader.replication.throttled.replicas` /
+/// `follower.replication.throttled.replicas` (replication throttling is not implemented).
 ///
 /// A value type; thread-safe.
 public struct LogConfig: Hashable, Sendable {
@@ -29,19 +33,22 @@ public struct LogConfig: Hashable, Sendable {
     public var maxMessageBytes: Int
     /// `cleanup.policy` includes `delete`: retention by time and size applies.
     public var deletesOldSegments: Bool
-    /// `cleanup.policy` includes `compact`: every record needs a key (the log cleaner is not built yet).
+    /// `cleanup.policy` includes `compact`: every record needs a key and the log cleaner keeps each key's latest
+    /// value.
     public var compacts: Bool
     /// `message.timestamp.before.max.ms` (KIP-937): how far behind the broker's clock a CreateTime record may be.
     public var timestampBeforeMaxMs: Int64
     /// `message.timestamp.after.max.ms` (KIP-937): how far ahead of the broker's clock a CreateTime record may be.
     public var timestampAfterMaxMs: Int64
-    /// `min.insync.replicas`: kept for acks=all once there are followers.
+    /// `min.insync.replicas`: the fewest in-sync replicas an acks=all produce needs; kept, not enforced yet.
     public var minInSyncReplicas: Int32
-    /// `delete.retention.ms`, `min.compaction.lag.ms`, `max.compaction.lag.ms`, `min.cleanable.dirty.ratio`: kept
-    /// for the log cleaner.
+    /// `delete.retention.ms`: how long the log cleaner keeps a tombstone after the segment holding it was cleaned.
     public var deleteRetentionMs: Int64
+    /// `min.compaction.lag.ms`: a record younger than this is never compacted.
     public var minCompactionLagMs: Int64
+    /// `max.compaction.lag.ms`: a log with records dirty for longer is cleaned whatever its dirty ratio.
     public var maxCompactionLagMs: Int64
+    /// `min.cleanable.dirty.ratio`: the dirty share of a compacted log above which the cleaner picks it.
     public var minCleanableDirtyRatio: Double
     /// `unclean.leader.election.enable`: kept; unclean election is not built.
     public var uncleanLeaderElection: Bool
@@ -54,7 +61,9 @@ public struct LogConfig: Hashable, Sendable {
         SettingDefinition("retention.ms", .long, default: .long(604_800_000), validator: .atLeast(-1)),
         SettingDefinition("retention.bytes", .long, default: .long(-1)),
         SettingDefinition(
-            "message.timestamp.type", .string, default: .string("CreateTime"),
+            "message.timestamp.type",
+            .string,
+            default: .string("CreateTime"),
             validator: .oneOf(["CreateTime", "LogAppendTime"])
         ),
         SettingDefinition("file.delete.delay.ms", .long, default: .long(60_000), validator: .atLeast(0)),
@@ -62,7 +71,10 @@ public struct LogConfig: Hashable, Sendable {
         SettingDefinition("flush.ms", .long, default: .long(Int64.max), validator: .atLeast(0)),
         SettingDefinition("max.message.bytes", .int, default: .int(1_048_588), validator: .atLeast(0)),
         SettingDefinition(
-            "cleanup.policy", .list, default: .list(["delete"]), validator: .oneOf(["compact", "delete"])
+            "cleanup.policy",
+            .list,
+            default: .list(["delete"]),
+            validator: .oneOf(["compact", "delete"])
         ),
         SettingDefinition("preallocate", .boolean, default: .boolean(false)),
         SettingDefinition(
@@ -76,12 +88,17 @@ public struct LogConfig: Hashable, Sendable {
         SettingDefinition("delete.retention.ms", .long, default: .long(86_400_000), validator: .atLeast(0)),
         SettingDefinition("min.compaction.lag.ms", .long, default: .long(0), validator: .atLeast(0)),
         SettingDefinition("max.compaction.lag.ms", .long, default: .long(Int64.max), validator: .atLeast(1)),
-        SettingDefinition("min.cleanable.dirty.ratio", .double, default: .double(0.5), validator: .ratio),
+        SettingDefinition("min.cleanable.dirty.ratio", .double, default: .double(0.5), validator: .between(0, 1)),
         SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
         Self.compressionType,
-        // Replication throttles: validated and kept, not applied (there are no followers to throttle yet).
+        // Replication throttles: validated and kept, not applied (replication throttling is not implemented).
         SettingDefinition("leader.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
-        SettingDefinition("follower.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
+        SettingDefinition(
+            "follower.replication.throttled.replicas",
+            .list,
+            default: .list([]),
+            validator: .replicaList
+        ),
     ])
 
     /// `compression.type`, the same setting for topics and brokers: only `producer` until recompression exists.
@@ -123,6 +140,7 @@ public struct LogConfig: Hashable, Sendable {
 
     /// Kafka's defaults.
     public init() {
+        // Cannot throw: every default passes its own validator (the table's tests resolve empty properties).
         try! self.init(Properties())
     }
 
@@ -160,12 +178,6 @@ public struct LogConfig: Hashable, Sendable {
 }
 
 extension SettingValidator {
-    /// A number from 0 to 1.
-    static let ratio = SettingValidator(description: "[0,...,1]") { value in
-        guard case .double(let number) = value, number < 0 || number > 1 else { return nil }
-        return "Value must be between 0 and 1"
-    }
-
     /// Kafka's `ThrottledReplicaListValidator`: `*`, or `partition:broker` pairs of non-negative integers.
     static let replicaList = SettingValidator(description: "[partitionId]:[brokerId],... or *") { value in
         guard case .list(let items) = value else { return nil }
@@ -173,7 +185,11 @@ extension SettingValidator {
             items == ["*"]
             || items.allSatisfy { item in
                 let parts = item.split(separator: ":", omittingEmptySubsequences: false)
-                return parts.count == 2 && parts.allSatisfy { !$0.isEmpty && $0.allSatisfy(\.isASCII) && UInt32($0) != nil }
+                // Digits only, as Kafka's `[0-9]+`: `UInt32("+1")` alone would let a sign through.
+                return parts.count == 2
+                    && parts.allSatisfy {
+                        !$0.isEmpty && $0.allSatisfy { ("0"..."9").contains($0) } && UInt32($0) != nil
+                    }
             }
         return valid ? nil : "must be the literal '*' or a list of replicas in the form [partitionId]:[brokerId]"
     }

@@ -71,8 +71,9 @@ public struct LogDirectoryError: Error, Sendable, CustomStringConvertible {
 ///
 /// Start-up (`init`): per directory, takes the `.lock` (flock), checks `meta.properties`, reads the checkpoints and
 /// whether `.kafka_cleanshutdown` exists, then loads every `<topic>-<partition>` directory on a pool of
-/// `recoveryThreadsPerDirectory` threads per directory, each with its recovery point and log start offset; after
-/// an unclean stop each scans only past its recovery point. Then the marker is removed, so a crash from here on is
+/// `recoveryThreadsPerDirectory` threads per directory, each with its recovery point, log start offset and the topic
+/// id in its `partition.metadata` (a malformed one fails the directory, naming the file); after an unclean stop each
+/// scans only past its recovery point. Then the marker is removed, so a crash from here on is
 /// recovered. Leftover `-delete` directories are removed in the background. An unusable directory stops start-up
 /// with `LogDirectoryError` naming it.
 ///
@@ -262,6 +263,11 @@ public final class LogManager: Sendable {
             pool.execute {
                 let result = Result { () throws(StorageError) -> ManagedLog in
                     let logConfig = config.topicConfig(partition.topic)
+                    // Read before the segments, so a malformed file fails the directory's load naming the file, as a
+                    // corrupt leader-epoch-checkpoint does, instead of surfacing at the first LeaderAndIsr.
+                    let topicID = try PartitionMetadataFile.read(
+                        directory.appending(partition.directoryName).appending(PartitionMetadataFile.fileName)
+                    )
                     let log = try PartitionLog(
                         logDirectory: directory,
                         topicPartition: partition,
@@ -277,6 +283,7 @@ public final class LogManager: Sendable {
                         logDirectory: directory,
                         config: logConfig,
                         highWatermark: checkpoints.highWatermarks[partition],
+                        topicID: topicID,
                         budget: budget,
                         policy: policy,
                         logger: logger

@@ -60,6 +60,7 @@ public final class ManagedLog: Sendable {
         logDirectory: FilePath,
         config: LogConfig,
         highWatermark: Int64?,
+        topicID: KafkaUUID? = nil,
         budget: FileHandleBudget,
         policy: FlushPolicy,
         logger: Logger
@@ -82,6 +83,7 @@ public final class ManagedLog: Sendable {
                 segmentCount: bases.count,
                 lastSegmentBaseOffset: bases.last ?? 0,
                 size: log.size,
+                topicID: topicID,
                 lastFlushMs: PartitionLog.nowMs()
             )
         )
@@ -105,7 +107,8 @@ public final class ManagedLog: Sendable {
     public var logEndOffset: Int64 { self.state.withLock { $0.log?.logEndOffset ?? $0.logEndOffset } }
     /// The bytes of the segments' `.log` files (DescribeLogDirs' partition size), without opening a closed log.
     public var sizeInBytes: Int64 { self.state.withLock { $0.log?.size ?? $0.size } }
-    /// The topic id in `partition.metadata`, once `assignTopicID` read or wrote it.
+    /// The topic id in `partition.metadata`: what the log manager found there at start-up, or what `assignTopicID`
+    /// read or wrote since; nil for a directory without the file.
     public var topicID: KafkaUUID? { self.state.withLock { $0.topicID } }
 
     /// From now on the log obeys `config`: the next append, roll, flush decision and retention check use it. A log

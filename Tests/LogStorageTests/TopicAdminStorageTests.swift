@@ -1,3 +1,4 @@
+import KafkaProperties
 import KafkaWire
 import SystemPackage
 import Testing
@@ -47,7 +48,11 @@ import Testing
             let pool = DiskIOPool(threadCount: 1)
             defer { pool.shutdown() }
             let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
-            let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogManagerTests.smallSegments(1 << 20))
+            let log = try manager.getOrCreateLog(
+                topic: "t",
+                partition: 0,
+                config: LogManagerTests.smallSegments(1 << 20)
+            )
             for _ in 0..<4 { _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 0) }
             #expect(try log.withLog { $0.segmentBaseOffsets } == [0])
             manager.updateConfig(topic: "t", LogManagerTests.smallSegments())
@@ -74,6 +79,7 @@ import Testing
             }
             let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
             let log = try #require(manager.log(for: TopicPartition("t", 0)))
+            #expect(log.topicID == Self.id, "the loader read the file")
             try log.assignTopicID(Self.id)
             #expect(log.topicID == Self.id)
             let other = KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 2)
@@ -87,7 +93,9 @@ import Testing
         }
     }
 
-    @Test(arguments: ["version: 1\ntopic_id: AAAAAAAAAAAAAAAAAAAAAA\n", "version: 0\ntopic_id: not-an-id\n", "version: 0\n"])
+    @Test(arguments: [
+        "version: 1\ntopic_id: AAAAAAAAAAAAAAAAAAAAAA\n", "version: 0\ntopic_id: not-an-id\n", "version: 0\n",
+    ])
     func aMalformedPartitionMetadataFileIsNamed(contents: String) throws {
         try TemporaryDirectory.with { directory in
             let pool = DiskIOPool(threadCount: 1)
@@ -103,6 +111,89 @@ import Testing
             }
             try manager.shutdown()
         }
+    }
+
+    @Test func aMalformedPartitionMetadataFileFailsTheLoadNamingIt() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            do {
+                let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
+                let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
+                #expect(log.topicID == nil)
+                _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 0)
+                try manager.shutdown()
+            }
+            let file = directory.appending("t-0").appending("partition.metadata")
+            try TestFiles.write(file, Array("version: 0\ntopic_id: \n".utf8))
+            #expect {
+                _ = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
+            } throws: { error in
+                "\(error)".contains(file.string) && "\(error)".contains("topic_id")
+            }
+            // Nothing else was touched: with a well-formed file the directory loads again.
+            try TestFiles.write(file, Array("version: 0\ntopic_id: \(Self.id)\n".utf8))
+            let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
+            let log = try #require(manager.log(for: TopicPartition("t", 0)))
+            #expect(log.topicID == Self.id && log.logEndOffset == 3)
+            try manager.shutdown()
+        }
+    }
+
+    @Test func logConfigHasKafkasTopicSettingsAndDefaults() throws {
+        let defaults = LogConfig()
+        #expect(defaults.deleteRetentionMs == 86_400_000 && defaults.minCompactionLagMs == 0)
+        #expect(defaults.maxCompactionLagMs == Int64.max && defaults.minCleanableDirtyRatio == 0.5)
+        #expect(defaults.minInSyncReplicas == 1 && !defaults.uncleanLeaderElection)
+        #expect(defaults.timestampBeforeMaxMs == Int64.max && defaults.timestampAfterMaxMs == 3_600_000)
+        #expect(defaults.deletesOldSegments && !defaults.compacts)
+
+        let set = try LogConfig(
+            Properties([
+                ("delete.retention.ms", "1000"), ("min.compaction.lag.ms", "2000"), ("max.compaction.lag.ms", "3000"),
+                ("min.cleanable.dirty.ratio", "0.25"), ("min.insync.replicas", "2"), ("compression.type", "producer"),
+                ("unclean.leader.election.enable", "true"), ("message.timestamp.before.max.ms", "4000"),
+                ("message.timestamp.after.max.ms", "5000"), ("cleanup.policy", "compact,delete"),
+                ("leader.replication.throttled.replicas", "0:1,1:2"), ("follower.replication.throttled.replicas", "*"),
+            ])
+        )
+        #expect(set.deleteRetentionMs == 1000 && set.minCompactionLagMs == 2000 && set.maxCompactionLagMs == 3000)
+        #expect(set.minCleanableDirtyRatio == 0.25 && set.minInSyncReplicas == 2 && set.uncleanLeaderElection)
+        #expect(set.timestampBeforeMaxMs == 4000 && set.timestampAfterMaxMs == 5000)
+        #expect(set.compacts && set.deletesOldSegments)
+        #expect(try LogConfig(Properties([("cleanup.policy", "compact")])).deletesOldSegments == false)
+
+        let refused: [(String, String)] = [
+            ("compression.type", "gzip"), ("min.cleanable.dirty.ratio", "1.5"), ("min.cleanable.dirty.ratio", "-0.1"),
+            ("min.insync.replicas", "0"), ("max.compaction.lag.ms", "0"), ("delete.retention.ms", "-1"),
+            ("min.compaction.lag.ms", "-1"), ("message.timestamp.after.max.ms", "-1"),
+            ("message.timestamp.before.max.ms", "-1"), ("unclean.leader.election.enable", "maybe"),
+            ("leader.replication.throttled.replicas", "*,0:1"), ("leader.replication.throttled.replicas", "0"),
+            ("follower.replication.throttled.replicas", "-1:2"), ("follower.replication.throttled.replicas", "+1:2"),
+            ("follower.replication.throttled.replicas", "a:b"),
+        ]
+        for (key, value) in refused {
+            #expect(
+                performing: { try LogConfig(Properties([(key, value)])) },
+                throws: { error in
+                    "\(error)".contains(key) && (error as? StorageError)?.kafkaErrorCode == .invalidConfig
+                }
+            )
+        }
+    }
+
+    @Test func everyTopicSettingWithABrokerDefaultHasItsSynonyms() {
+        let names = Set(LogConfig.table.definitions.map(\.name))
+        for key in LogConfig.brokerSynonyms.keys { #expect(names.contains(key), "\(key) is a topic setting") }
+        #expect(
+            LogConfig.brokerSynonyms["retention.ms"] == [
+                "log.retention.ms", "log.retention.minutes", "log.retention.hours",
+            ]
+        )
+        #expect(LogConfig.brokerSynonyms["segment.ms"] == ["log.roll.ms", "log.roll.hours"])
+        #expect(LogConfig.brokerSynonyms["min.cleanable.dirty.ratio"] == ["log.cleaner.min.cleanable.ratio"])
+        #expect(LogConfig.brokerSynonyms["max.message.bytes"] == ["message.max.bytes"])
+        #expect(LogConfig.brokerSynonyms.count == 22)
     }
 
     @Test func uuidStringsRoundTrip() {
