@@ -103,13 +103,16 @@ let package = Package(
             name: "LogBrokerServer",
             dependencies: [
                 "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage",
-                "MetadataStore", "ClusterControl", "Replication", nioCore,
+                "MetadataStore", "ClusterControl", "Replication", "GroupCoordinator", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
+
+        // The classic consumer group coordinator: membership, rebalances, committed offsets.
+        .target(name: "GroupCoordinator", dependencies: ["KafkaWire"], swiftSettings: swiftSettings),
 
         // The client library: connections, metadata, producer, consumer and admin client.
         .target(
@@ -124,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "logbroker-server",
             dependencies: [
-                "LogBrokerServer", "KafkaProperties", argumentParser,
+                "LogBrokerServer", "GroupCoordinator", "KafkaProperties", argumentParser,
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

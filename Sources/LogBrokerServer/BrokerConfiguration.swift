@@ -1,3 +1,4 @@
+import GroupCoordinator
 import KafkaProperties
 import LogStorage
 
@@ -71,6 +72,8 @@ public struct BrokerConfiguration: Sendable {
     public var maxIncrementalFetchSessionCacheSlots: Int32
     /// The log manager's schedule.
     public var log: LogSchedule
+    /// `group.*` and `offset.metadata.max.bytes`.
+    public var groupCoordinator: GroupCoordinator.Configuration
     /// Every setting of `table`, resolved (for the group coordinator's `offsets.*` and `group.*`, and for
     /// DescribeConfigs).
     public let settings: Settings
@@ -185,6 +188,7 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("group.max.session.timeout.ms", .int, default: .int(1_800_000)),
         SettingDefinition("group.initial.rebalance.delay.ms", .int, default: .int(3000)),
         SettingDefinition("group.max.size", .int, default: .int(Int32.max), validator: .atLeast(1)),
+        SettingDefinition("offset.metadata.max.bytes", .int, default: .int(4096), validator: .atLeast(0)),
     ])
 
     /// A table of the Kafka broker keys LogBroker does not implement, only for "did you mean" among them.
@@ -301,6 +305,13 @@ public struct BrokerConfiguration: Sendable {
         self.socketRequestMaxBytes = settings.int("socket.request.max.bytes")
         self.maxIncrementalFetchSessionCacheSlots = settings.int("max.incremental.fetch.session.cache.slots")
 
+        var groups = GroupCoordinator.Configuration()
+        groups.minSessionTimeoutMs = settings.int("group.min.session.timeout.ms")
+        groups.maxSessionTimeoutMs = settings.int("group.max.session.timeout.ms")
+        groups.initialRebalanceDelayMs = settings.int("group.initial.rebalance.delay.ms")
+        groups.maxGroupSize = Int(settings.int("group.max.size"))
+        groups.maxMetadataBytes = Int(settings.int("offset.metadata.max.bytes"))
+        self.groupCoordinator = groups
         var cleaner = LogCleaner.Configuration()
         cleaner.enabled = settings.bool("log.cleaner.enable")
         cleaner.threads = Int(settings.int("log.cleaner.threads"))

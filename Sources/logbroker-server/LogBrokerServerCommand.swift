@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KafkaProperties
+import GroupCoordinator
 import LogBrokerServer
 import Logging
 import ServiceLifecycle
@@ -89,7 +90,14 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
             handlers.register(ElectLeadersHandler(controller: controller))
             handlers.register(InitProducerIdHandler(controller: controller))
-            handlers.register(FindCoordinatorHandler())
+            let groups = GroupCoordinator(configuration: configuration.groupCoordinator)
+            handlers.register(FindCoordinatorHandler(groupsOn: (controller, configuration.nodeID)))
+            handlers.register(JoinGroupHandler(coordinator: groups))
+            handlers.register(SyncGroupHandler(coordinator: groups))
+            handlers.register(HeartbeatHandler(coordinator: groups))
+            handlers.register(LeaveGroupHandler(coordinator: groups))
+            handlers.register(OffsetCommitHandler(coordinator: groups, replicas: storage.replicas))
+            handlers.register(OffsetFetchHandler(coordinator: groups))
             handlers.register(SaslHandshakeHandler())
             handlers.register(SaslAuthenticateHandler())
             storage.register(in: &handlers)

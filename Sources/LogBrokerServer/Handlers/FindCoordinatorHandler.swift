@@ -1,10 +1,13 @@
+import ClusterControl
 import KafkaMessages
 import KafkaWire
 
-/// FindCoordinator (key 10), v0–4, before group and transaction coordinators exist.
+/// FindCoordinator (key 10), v0–4.
 ///
-/// - A group key (key_type 0, and every v0 request) gets COORDINATOR_NOT_AVAILABLE (15, retriable) with node -1,
-///   what Kafka answers while `__consumer_offsets` is being created, until the groups issue.
+/// - A group key (key_type 0, and every v0 request) names this broker, with its endpoint on the listener the
+///   request came in on, when the broker runs a group coordinator (`groupsOn`); without one it gets
+///   COORDINATOR_NOT_AVAILABLE (15, retriable) with node -1, what Kafka answers while `__consumer_offsets` is
+///   being created.
 /// - A transactional id (key_type 1) gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53): transactions are refused
 ///   cleanly, and this is the one FindCoordinator error Kafka gives a transactional id that is fatal to the client
 ///   (a producer's `init_transactions` fails at once with the message, instead of retrying
@@ -20,7 +23,12 @@ import KafkaWire
 public struct FindCoordinatorHandler: KafkaHandler {
     public typealias Request = FindCoordinatorRequest
 
-    public init() {}
+    /// Where group keys go: this broker's node id, and the controller whose image has its endpoints.
+    let groupsOn: (controller: Controller, nodeID: Int32)?
+
+    public init(groupsOn: (controller: Controller, nodeID: Int32)? = nil) {
+        self.groupsOn = groupsOn
+    }
 
     public var versions: ClosedRange<Int16> { 0...4 }
 
@@ -35,7 +43,23 @@ public struct FindCoordinatorHandler: KafkaHandler {
     }
 
     public func handle(_ request: FindCoordinatorRequest, context: RequestContext) async -> FindCoordinatorResponse {
-        let (error, message) = Self.refusal(keyType: context.apiVersion >= 1 ? request.keyType : 0)
+        let keyType = context.apiVersion >= 1 ? request.keyType : 0
+        if keyType == 0, let (controller, nodeID) = self.groupsOn,
+            let endpoint = try? await controller.image().brokers[nodeID]?.endpoints.first(where: {
+                $0.listener == context.listenerName
+            })
+        {
+            guard context.apiVersion >= 4 else {
+                return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: nodeID, host: endpoint.host,
+                                               port: endpoint.port)
+            }
+            return FindCoordinatorResponse(
+                coordinators: request.coordinatorKeys.map {
+                    .init(key: $0, nodeID: nodeID, host: endpoint.host, port: endpoint.port, errorCode: 0, errorMessage: nil)
+                }
+            )
+        }
+        let (error, message) = Self.refusal(keyType: keyType)
         guard context.apiVersion >= 4 else {
             return FindCoordinatorResponse(
                 errorCode: error.rawValue,

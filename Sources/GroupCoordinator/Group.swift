@@ -1,0 +1,130 @@
+import KafkaWire
+
+/// A partition of a topic, as offsets are committed for it.
+public struct GroupTopicPartition: Hashable, Sendable {
+    public var topic: String
+    public var partition: Int32
+
+    public init(_ topic: String, _ partition: Int32) {
+        self.topic = topic
+        self.partition = partition
+    }
+}
+
+/// A committed offset (OffsetCommit's fields, what OffsetFetch answers).
+public struct CommittedOffset: Hashable, Sendable {
+    public var offset: Int64
+    public var leaderEpoch: Int32
+    public var metadata: String?
+    public var commitTimestamp: Int64
+
+    public init(offset: Int64, leaderEpoch: Int32, metadata: String?, commitTimestamp: Int64) {
+        self.offset = offset
+        self.leaderEpoch = leaderEpoch
+        self.metadata = metadata
+        self.commitTimestamp = commitTimestamp
+    }
+}
+
+/// Kafka's classic group states (`GroupState`).
+public enum GroupState: String, Hashable, Sendable {
+    case empty = "Empty"
+    case preparingRebalance = "PreparingRebalance"
+    case completingRebalance = "CompletingRebalance"
+    case stable = "Stable"
+    case dead = "Dead"
+}
+
+/// One member of a group: who it is, what it supports, what it was assigned, and the answers it waits for.
+struct Member {
+    let id: String
+    var instanceID: String?
+    var clientID: String
+    var clientHost: String
+    var sessionTimeoutMs: Int32
+    var rebalanceTimeoutMs: Int32
+    var protocolType: String
+    var protocols: [(name: String, metadata: [UInt8])]
+    var assignment: [UInt8] = []
+    /// Its JoinGroup, parked until the rebalance completes.
+    var joinWaiter: CheckedContinuation<JoinResult, Never>?
+    /// Its SyncGroup, parked until the leader's assignment arrives.
+    var syncWaiter: CheckedContinuation<SyncResult, Never>?
+    /// When it is dropped without a heartbeat.
+    var sessionDeadline: ContinuousClock.Instant
+
+    func supports(_ name: String) -> Bool { self.protocols.contains { $0.name == name } }
+    func metadata(for name: String) -> [UInt8] { self.protocols.first { $0.name == name }?.metadata ?? [] }
+}
+
+/// A classic group (Kafka's `GroupMetadata`): members in join order, the generation, the chosen protocol, and
+/// the committed offsets.
+struct Group {
+    let id: String
+    var state: GroupState = .empty
+    var generation: Int32 = 0
+    var protocolType: String?
+    var protocolName: String?
+    var leader: String?
+    var members: [String: Member] = [:]
+    /// Join order, which decides the leader when the old one left.
+    var order: [String] = []
+    /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394) and not yet used to join.
+    var pending: Set<String> = []
+    var offsets: [GroupTopicPartition: CommittedOffset] = [:]
+    /// Bumped by every rebalance, so a timer of an older one does nothing.
+    var rebalanceEpoch = 0
+    /// The first rebalance of an empty group still waits `group.initial.rebalance.delay.ms`.
+    var initialDelayPending = false
+
+    init(id: String) {
+        self.id = id
+    }
+
+    /// The protocol every member supports with the most votes (each member votes for the first of its protocols
+    /// that all support), as Kafka's `selectProtocol`; ties go to the one listed first by the first member.
+    func selectProtocol() -> String? {
+        guard let first = self.order.first.flatMap({ self.members[$0] }) else { return nil }
+        let candidates = first.protocols.map(\.name).filter { name in self.members.values.allSatisfy { $0.supports(name) } }
+        var votes: [String: Int] = [:]
+        for member in self.members.values {
+            if let vote = member.protocols.first(where: { candidates.contains($0.name) })?.name { votes[vote, default: 0] += 1 }
+        }
+        let best = votes.values.max() ?? 0
+        return candidates.first { (votes[$0] ?? 0) == best }
+    }
+
+    /// Whether `protocols` of `type` can join: the same protocol type as the group's members and at least one
+    /// protocol every member (and this one) supports.
+    func accepts(type: String, protocols: [String], replacing memberID: String?) -> Bool {
+        let others = self.members.values.filter { $0.id != memberID }
+        guard !others.isEmpty else { return !protocols.isEmpty }
+        guard others.allSatisfy({ $0.protocolType == type }) else { return false }
+        return protocols.contains { name in others.allSatisfy { $0.supports(name) } }
+    }
+}
+
+/// JoinGroup's answer.
+public struct JoinResult: Sendable {
+    public var error: ErrorCode
+    public var generation: Int32 = -1
+    public var protocolType: String?
+    public var protocolName: String?
+    public var leader: String = ""
+    public var memberID: String = ""
+    /// For the leader only: every member with its metadata for the chosen protocol.
+    public var members: [(memberID: String, instanceID: String?, metadata: [UInt8])] = []
+
+    init(error: ErrorCode, memberID: String = "") {
+        self.error = error
+        self.memberID = memberID
+    }
+}
+
+/// SyncGroup's answer.
+public struct SyncResult: Sendable {
+    public var error: ErrorCode
+    public var protocolType: String?
+    public var protocolName: String?
+    public var assignment: [UInt8] = []
+}

@@ -1,0 +1,374 @@
+import KafkaWire
+
+/// The classic group coordinator (Kafka's `GroupCoordinator`, before KIP-848): members join, the group rebalances
+/// (JoinGroup answers are held until every known member has rejoined or the rebalance timeout passed, the first
+/// rebalance of an empty group waits `group.initial.rebalance.delay.ms` for more members), the leader's assignment
+/// goes out through SyncGroup, heartbeats keep members in, and a member silent for its session timeout is dropped
+/// and the group rebalances. Offsets committed by members of the current generation, or by consumers without a
+/// group generation while the group has no members, are kept per partition.
+///
+/// Not built yet: `__consumer_offsets` (offsets and groups are lost on restart), static membership's fencing
+/// (`group.instance.id` is recorded, not enforced), offset expiry.
+///
+/// Thread safety: an actor. JoinGroup and SyncGroup suspend on it until the group can answer.
+public actor GroupCoordinator {
+    public struct Configuration: Sendable {
+        /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+        public var minSessionTimeoutMs: Int32 = 6_000
+        public var maxSessionTimeoutMs: Int32 = 1_800_000
+        /// `group.initial.rebalance.delay.ms`.
+        public var initialRebalanceDelayMs: Int32 = 3_000
+        /// `offset.metadata.max.bytes`.
+        public var maxMetadataBytes = 4_096
+        /// `group.max.size`.
+        public var maxGroupSize = Int(Int32.max)
+
+        public init() {}
+    }
+
+    /// One member's JoinGroup.
+    public struct JoinRequest: Sendable {
+        public var groupID: String
+        public var memberID: String
+        public var instanceID: String?
+        public var clientID: String
+        public var clientHost: String
+        public var sessionTimeoutMs: Int32
+        public var rebalanceTimeoutMs: Int32
+        public var protocolType: String
+        public var protocols: [(name: String, metadata: [UInt8])]
+        /// JoinGroup v4+: a first join without a member id gets one with MEMBER_ID_REQUIRED (KIP-394).
+        public var requiresKnownMemberID: Bool
+
+        public init(
+            groupID: String, memberID: String, instanceID: String?, clientID: String, clientHost: String,
+            sessionTimeoutMs: Int32, rebalanceTimeoutMs: Int32, protocolType: String,
+            protocols: [(name: String, metadata: [UInt8])], requiresKnownMemberID: Bool
+        ) {
+            self.groupID = groupID
+            self.memberID = memberID
+            self.instanceID = instanceID
+            self.clientID = clientID
+            self.clientHost = clientHost
+            self.sessionTimeoutMs = sessionTimeoutMs
+            self.rebalanceTimeoutMs = rebalanceTimeoutMs
+            self.protocolType = protocolType
+            self.protocols = protocols
+            self.requiresKnownMemberID = requiresKnownMemberID
+        }
+    }
+
+    public let configuration: Configuration
+    private var groups: [String: Group] = [:]
+    private var sweeper: Task<Void, Never>?
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    // MARK: Membership
+
+    public func join(_ request: JoinRequest) async -> JoinResult {
+        guard !request.groupID.isEmpty else { return JoinResult(error: .invalidGroupID) }
+        guard (self.configuration.minSessionTimeoutMs...self.configuration.maxSessionTimeoutMs)
+            .contains(request.sessionTimeoutMs)
+        else { return JoinResult(error: .invalidSessionTimeout) }
+        self.startSweeper()
+        var group = self.groups[request.groupID] ?? Group(id: request.groupID)
+        var memberID = request.memberID
+        if memberID.isEmpty {
+            memberID = "\(request.clientID)-\(Self.randomSuffix())"
+            if request.requiresKnownMemberID {
+                group.pending.insert(memberID)
+                self.groups[request.groupID] = group
+                return JoinResult(error: .memberIDRequired, memberID: memberID)
+            }
+        } else if group.members[memberID] == nil && !group.pending.contains(memberID) {
+            return JoinResult(error: .unknownMemberID, memberID: memberID)
+        }
+        guard group.accepts(type: request.protocolType, protocols: request.protocols.map(\.name), replacing: memberID)
+        else { return JoinResult(error: .inconsistentGroupProtocol, memberID: memberID) }
+        let isNew = group.members[memberID] == nil
+        if isNew && group.members.count >= self.configuration.maxGroupSize {
+            return JoinResult(error: .groupMaxSizeReached, memberID: memberID)
+        }
+        group.pending.remove(memberID)
+        let deadline = ContinuousClock.now + .milliseconds(Int64(request.sessionTimeoutMs))
+        let changed = isNew || group.members[memberID].map { old in
+            old.protocols.map(\.name) != request.protocols.map(\.name)
+                || zip(old.protocols, request.protocols).contains { $0.metadata != $1.metadata }
+        } ?? true
+        var member = group.members[memberID] ?? Member(
+            id: memberID, instanceID: request.instanceID, clientID: request.clientID, clientHost: request.clientHost,
+            sessionTimeoutMs: request.sessionTimeoutMs, rebalanceTimeoutMs: request.rebalanceTimeoutMs,
+            protocolType: request.protocolType, protocols: request.protocols, sessionDeadline: deadline
+        )
+        member.protocols = request.protocols
+        member.sessionTimeoutMs = request.sessionTimeoutMs
+        member.rebalanceTimeoutMs = request.rebalanceTimeoutMs
+        member.sessionDeadline = deadline
+        if isNew { group.order.append(memberID) }
+        // A stable group answers a follower that rejoins unchanged at once; anything else rebalances.
+        if group.state == .stable && !changed && group.leader != memberID {
+            group.members[memberID] = member
+            self.groups[request.groupID] = group
+            return self.joinResult(group, for: memberID)
+        }
+        return await withCheckedContinuation { continuation in
+            member.joinWaiter = continuation
+            group.members[memberID] = member
+            if group.state != .preparingRebalance { self.prepareRebalance(&group) }
+            self.groups[request.groupID] = group
+            self.completeJoinIfReady(request.groupID)
+        }
+    }
+
+    public func sync(
+        groupID: String,
+        generation: Int32,
+        memberID: String,
+        assignments: [String: [UInt8]]
+    ) async -> SyncResult {
+        guard var group = self.groups[groupID], var member = group.members[memberID] else {
+            return SyncResult(error: .unknownMemberID)
+        }
+        guard generation == group.generation else { return SyncResult(error: .illegalGeneration) }
+        switch group.state {
+        case .empty, .dead:
+            return SyncResult(error: .unknownMemberID)
+        case .preparingRebalance:
+            return SyncResult(error: .rebalanceInProgress)
+        case .stable:
+            return SyncResult(error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
+                              assignment: member.assignment)
+        case .completingRebalance:
+            return await withCheckedContinuation { continuation in
+                member.syncWaiter = continuation
+                group.members[memberID] = member
+                if memberID == group.leader {
+                    for id in group.order { group.members[id]?.assignment = assignments[id] ?? [] }
+                    group.state = .stable
+                    for id in group.order {
+                        if let waiter = group.members[id]?.syncWaiter {
+                            group.members[id]?.syncWaiter = nil
+                            waiter.resume(returning: SyncResult(
+                                error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
+                                assignment: group.members[id]?.assignment ?? []
+                            ))
+                        }
+                    }
+                }
+                self.groups[groupID] = group
+            }
+        }
+    }
+
+    public func heartbeat(groupID: String, generation: Int32, memberID: String) -> ErrorCode {
+        guard var group = self.groups[groupID], var member = group.members[memberID] else { return .unknownMemberID }
+        guard generation == group.generation else { return .illegalGeneration }
+        member.sessionDeadline = .now + .milliseconds(Int64(member.sessionTimeoutMs))
+        group.members[memberID] = member
+        self.groups[groupID] = group
+        return group.state == .preparingRebalance ? .rebalanceInProgress : .none
+    }
+
+    /// Removes the members; per member NONE or UNKNOWN_MEMBER_ID.
+    public func leave(groupID: String, memberIDs: [String]) -> [ErrorCode] {
+        guard var group = self.groups[groupID] else { return memberIDs.map { _ in .unknownMemberID } }
+        let errors = memberIDs.map { group.members[$0] == nil ? ErrorCode.unknownMemberID : .none }
+        var left = false
+        for id in memberIDs where group.members[id] != nil {
+            self.remove(id, from: &group)
+            left = true
+        }
+        if left { self.membershipChanged(&group) }
+        self.groups[groupID] = group
+        self.completeJoinIfReady(groupID)
+        return errors
+    }
+
+    // MARK: Offsets
+
+    /// Stores `offsets` for the group; per partition NONE or the refusal. `partitionExists` says whether the
+    /// broker has the partition (UNKNOWN_TOPIC_OR_PARTITION otherwise).
+    public func commit(
+        groupID: String,
+        generation: Int32,
+        memberID: String,
+        offsets: [(GroupTopicPartition, CommittedOffset)],
+        partitionExists: (GroupTopicPartition) -> Bool
+    ) -> [ErrorCode] {
+        guard !groupID.isEmpty else { return offsets.map { _ in .invalidGroupID } }
+        var group = self.groups[groupID] ?? Group(id: groupID)
+        let groupError: ErrorCode
+        if generation < 0 && memberID.isEmpty {
+            // A consumer that only stores offsets here (assign, no group membership).
+            groupError = group.members.isEmpty ? .none : .unknownMemberID
+        } else if group.members[memberID] == nil {
+            groupError = .unknownMemberID
+        } else if generation != group.generation {
+            groupError = .illegalGeneration
+        } else if group.state == .completingRebalance {
+            groupError = .rebalanceInProgress
+        } else {
+            groupError = .none
+        }
+        let errors = offsets.map { partition, committed -> ErrorCode in
+            guard groupError == .none else { return groupError }
+            guard (committed.metadata?.utf8.count ?? 0) <= self.configuration.maxMetadataBytes else {
+                return .offsetMetadataTooLarge
+            }
+            guard partitionExists(partition) else { return .unknownTopicOrPartition }
+            group.offsets[partition] = committed
+            return .none
+        }
+        self.groups[groupID] = group
+        return errors
+    }
+
+    /// The group's committed offsets: of `partitions`, or all when nil; an unknown group has none.
+    public func committed(groupID: String, partitions: [GroupTopicPartition]?) -> [(GroupTopicPartition, CommittedOffset?)] {
+        let offsets = self.groups[groupID]?.offsets ?? [:]
+        if let partitions { return partitions.map { ($0, offsets[$0]) } }
+        return offsets.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }.map { ($0.key, $0.value) }
+    }
+
+    // MARK: Rebalancing
+
+    /// Moves `group` to PreparingRebalance: pending syncs learn a rebalance started; the join completes when every
+    /// member has rejoined, or at the rebalance deadline (members that did not rejoin are dropped). An empty
+    /// group's first rebalance waits `group.initial.rebalance.delay.ms` for more members.
+    private func prepareRebalance(_ group: inout Group) {
+        for id in group.order {
+            if let waiter = group.members[id]?.syncWaiter {
+                group.members[id]?.syncWaiter = nil
+                waiter.resume(returning: SyncResult(error: .rebalanceInProgress))
+            }
+        }
+        let wasEmpty = group.state == .empty
+        group.state = .preparingRebalance
+        group.rebalanceEpoch += 1
+        let epoch = group.rebalanceEpoch
+        let groupID = group.id
+        let rebalanceTimeout = group.members.values.map(\.rebalanceTimeoutMs).max() ?? 0
+        let delay = wasEmpty ? min(self.configuration.initialRebalanceDelayMs, rebalanceTimeout) : rebalanceTimeout
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int64(max(delay, 0))))
+            await self.rebalanceDeadlinePassed(groupID, epoch: epoch, initialDelay: wasEmpty)
+        }
+        if wasEmpty { group.initialDelayPending = true }
+    }
+
+    private func rebalanceDeadlinePassed(_ groupID: String, epoch: Int, initialDelay: Bool) {
+        guard var group = self.groups[groupID], group.rebalanceEpoch == epoch, group.state == .preparingRebalance
+        else { return }
+        if initialDelay && group.initialDelayPending {
+            group.initialDelayPending = false
+            self.groups[groupID] = group
+            self.completeJoinIfReady(groupID)
+            return
+        }
+        // The deadline: whoever has not rejoined is out.
+        for id in group.order where group.members[id]?.joinWaiter == nil { self.remove(id, from: &group) }
+        self.groups[groupID] = group
+        self.completeJoin(groupID)
+    }
+
+    /// Completes the join once every member has rejoined (and an initial delay has passed).
+    private func completeJoinIfReady(_ groupID: String) {
+        guard let group = self.groups[groupID], group.state == .preparingRebalance, !group.initialDelayPending,
+            group.members.values.allSatisfy({ $0.joinWaiter != nil })
+        else { return }
+        self.completeJoin(groupID)
+    }
+
+    /// A new generation: the protocol chosen, the leader kept or the first member, every parked JoinGroup answered.
+    private func completeJoin(_ groupID: String) {
+        guard var group = self.groups[groupID] else { return }
+        group.generation += 1
+        guard !group.members.isEmpty else {
+            group.state = .empty
+            group.protocolName = nil
+            group.leader = nil
+            self.groups[groupID] = group
+            return
+        }
+        group.protocolType = group.order.first.flatMap { group.members[$0]?.protocolType }
+        group.protocolName = group.selectProtocol()
+        if group.leader.map({ group.members[$0] == nil }) ?? true { group.leader = group.order.first }
+        group.state = .completingRebalance
+        self.groups[groupID] = group
+        for id in group.order {
+            guard let waiter = group.members[id]?.joinWaiter else { continue }
+            self.groups[groupID]?.members[id]?.joinWaiter = nil
+            waiter.resume(returning: self.joinResult(group, for: id))
+        }
+    }
+
+    private func joinResult(_ group: Group, for memberID: String) -> JoinResult {
+        var result = JoinResult(error: .none, memberID: memberID)
+        result.generation = group.generation
+        result.protocolType = group.protocolType
+        result.protocolName = group.protocolName
+        result.leader = group.leader ?? ""
+        if memberID == group.leader, let name = group.protocolName {
+            result.members = group.order.compactMap { id in
+                group.members[id].map { (id, $0.instanceID, $0.metadata(for: name)) }
+            }
+        }
+        return result
+    }
+
+    /// Drops a member; its parked requests are answered UNKNOWN_MEMBER_ID.
+    private func remove(_ memberID: String, from group: inout Group) {
+        guard let member = group.members.removeValue(forKey: memberID) else { return }
+        group.order.removeAll { $0 == memberID }
+        member.joinWaiter?.resume(returning: JoinResult(error: .unknownMemberID, memberID: memberID))
+        member.syncWaiter?.resume(returning: SyncResult(error: .unknownMemberID))
+        if group.leader == memberID { group.leader = nil }
+    }
+
+    /// After members left or expired: a rebalance among the others, or Empty when none is left.
+    private func membershipChanged(_ group: inout Group) {
+        if group.members.isEmpty {
+            group.rebalanceEpoch += 1
+            group.generation += 1
+            group.state = .empty
+            group.leader = nil
+            group.protocolName = nil
+        } else if group.state != .preparingRebalance {
+            self.prepareRebalance(&group)
+        }
+    }
+
+    /// Drops members whose session timed out, every 100 ms while the coordinator has groups.
+    private func startSweeper() {
+        guard self.sweeper == nil else { return }
+        self.sweeper = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(100))
+                await self?.expireSessions()
+            }
+        }
+    }
+
+    private func expireSessions() {
+        let now = ContinuousClock.now
+        for (groupID, var group) in self.groups {
+            // Members waiting in a join are covered by the rebalance deadline instead.
+            let expired = group.members.values.filter { $0.sessionDeadline < now && $0.joinWaiter == nil }.map(\.id)
+            guard !expired.isEmpty else { continue }
+            for id in expired { self.remove(id, from: &group) }
+            self.membershipChanged(&group)
+            self.groups[groupID] = group
+            self.completeJoinIfReady(groupID)
+        }
+    }
+
+    static func randomSuffix() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let high = generator.next() as UInt64
+        let low = generator.next() as UInt64
+        return String(high, radix: 16) + "-" + String(low, radix: 16)
+    }
+}

@@ -1,0 +1,98 @@
+"""Consumer groups with real clients: confluent-kafka consumers share a topic exactly once, a leaving member's
+partitions move, kafka-python and Debian's kcat -G join groups, and committed offsets are where consumers resume.
+(Offsets live in the broker's memory so far: `__consumer_offsets` is not built, so they do not survive a restart.)"""
+import subprocess
+import time
+
+import kafka
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+PROPERTIES = "group.initial.rebalance.delay.ms=0\n"
+
+
+def create(address, topic, partitions):
+    admin = AdminClient({"bootstrap.servers": address})
+    next(iter(admin.create_topics([NewTopic(topic, partitions, 1)]).values())).result(timeout=10)
+
+
+def produce(address, topic, count, start=0):
+    producer = Producer({"bootstrap.servers": address})
+    for index in range(start, start + count):
+        producer.produce(topic, key=b"k%d" % index, value=b"%d" % index)
+    assert producer.flush(30) == 0
+
+
+def consumer(address, group):
+    return Consumer({"bootstrap.servers": address, "group.id": group, "auto.offset.reset": "earliest",
+                     "enable.auto.commit": False})
+
+
+def wait_for_assignment(consumers, sizes, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for member in consumers:
+            member.poll(0.1)
+        if sorted(len(member.assignment()) for member in consumers) == sorted(sizes):
+            return
+    raise AssertionError(f"assignment {[len(m.assignment()) for m in consumers]}, wanted {sizes}")
+
+
+def consume(consumers, count, timeout=30):
+    seen = []
+    deadline = time.time() + timeout
+    while len(seen) < count and time.time() < deadline:
+        for member in consumers:
+            message = member.poll(0.05)
+            if message is not None and message.error() is None:
+                seen.append(int(message.value()))
+                member.commit(message=message, asynchronous=False)
+    return seen
+
+
+def test_three_consumers_share_a_topic_exactly_once_and_a_leavers_partitions_move(make_broker):
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "shared", 6)
+    members = [consumer(broker.address, "readers") for _ in range(3)]
+    for member in members:
+        member.subscribe(["shared"])
+    wait_for_assignment(members, [2, 2, 2])
+    assigned = sorted(p.partition for member in members for p in member.assignment())
+    assert assigned == list(range(6))
+
+    produce(broker.address, "shared", 3000)
+    seen = consume(members, 3000)
+    assert sorted(seen) == list(range(3000)), "every record exactly once across the group"
+
+    # One member leaves in order: the other two take its partitions and read what comes next.
+    members.pop().close()
+    wait_for_assignment(members, [3, 3])
+    produce(broker.address, "shared", 600, start=3000)
+    assert sorted(consume(members, 600)) == list(range(3000, 3600))
+    for member in members:
+        member.close()
+
+    # The committed offsets are where a new member of the group resumes.
+    check = consumer(broker.address, "readers")
+    committed = check.committed([TopicPartition("shared", p) for p in range(6)], timeout=10)
+    assert sum(tp.offset for tp in committed) == 3600
+    check.close()
+
+
+def test_kafka_python_and_kcat_join_groups(make_broker):
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "joined", 3)
+    produce(broker.address, "joined", 300)
+
+    reader = kafka.KafkaConsumer("joined", bootstrap_servers=broker.address, group_id="kp-group",
+                                 auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=10000)
+    values = sorted(int(record.value) for record in reader)
+    reader.commit()
+    reader.close()
+    assert values == list(range(300))
+
+    kcat = subprocess.run(["kcat", "-b", broker.address, "-G", "kcat-group", "joined", "-o", "beginning", "-c", "300",
+                           "-q", "-X", "topic.auto.offset.reset=earliest"],
+                          capture_output=True, timeout=60)
+    assert kcat.returncode == 0, kcat.stderr
+    assert sorted(int(line) for line in kcat.stdout.split()) == list(range(300))
