@@ -218,5 +218,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaMessageGenTests", dependencies: ["KafkaMessageGen"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GroupCoordinatorTests",
+            dependencies: ["GroupCoordinator", "KafkaWire"],
+            swiftSettings: swiftSettings
+        ),
     ]
 )

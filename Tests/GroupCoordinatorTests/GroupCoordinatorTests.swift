@@ -1,0 +1,140 @@
+import GroupCoordinator
+import KafkaWire
+import Testing
+
+/// The classic group protocol's rules and error codes, as Kafka's `GroupCoordinator` gives them.
+@Suite struct GroupCoordinatorTests {
+    static func configuration(initialDelayMs: Int32 = 0) -> GroupCoordinator.Configuration {
+        var configuration = GroupCoordinator.Configuration()
+        configuration.initialRebalanceDelayMs = initialDelayMs
+        configuration.maxMetadataBytes = 10
+        return configuration
+    }
+
+    static func request(
+        _ memberID: String = "",
+        group: String = "g",
+        sessionTimeoutMs: Int32 = 10_000,
+        protocols: [String] = ["range"],
+        type: String = "consumer",
+        requiresKnownMemberID: Bool = true
+    ) -> GroupCoordinator.JoinRequest {
+        GroupCoordinator.JoinRequest(
+            groupID: group, memberID: memberID, instanceID: nil, clientID: "client", clientHost: "127.0.0.1",
+            sessionTimeoutMs: sessionTimeoutMs, rebalanceTimeoutMs: 1_000, protocolType: type,
+            protocols: protocols.map { ($0, Array($0.utf8)) }, requiresKnownMemberID: requiresKnownMemberID
+        )
+    }
+
+    /// Joins with the member id the first answer hands out (KIP-394).
+    static func join(_ coordinator: GroupCoordinator, protocols: [String] = ["range"]) async -> JoinResult {
+        let first = await coordinator.join(Self.request(protocols: protocols))
+        #expect(first.error == .memberIDRequired && !first.memberID.isEmpty)
+        return await coordinator.join(Self.request(first.memberID, protocols: protocols))
+    }
+
+    @Test func aSingleMemberJoinsSyncsAndCommits() async {
+        let coordinator = GroupCoordinator(configuration: Self.configuration())
+        let joined = await Self.join(coordinator)
+        #expect(joined.error == .none && joined.generation == 1 && joined.leader == joined.memberID)
+        #expect(joined.protocolName == "range" && joined.members.map(\.memberID) == [joined.memberID])
+        let synced = await coordinator.sync(groupID: "g", generation: 1, memberID: joined.memberID,
+                                            assignments: [joined.memberID: [1, 2, 3]])
+        #expect(synced.error == .none && synced.assignment == [1, 2, 3])
+        #expect(await coordinator.heartbeat(groupID: "g", generation: 1, memberID: joined.memberID) == .none)
+        #expect(await coordinator.heartbeat(groupID: "g", generation: 0, memberID: joined.memberID) == .illegalGeneration)
+        #expect(await coordinator.heartbeat(groupID: "g", generation: 1, memberID: "nobody") == .unknownMemberID)
+
+        let partition = GroupTopicPartition("t", 0)
+        let offset = CommittedOffset(offset: 42, leaderEpoch: 3, metadata: "m", commitTimestamp: 1)
+        let committed = await coordinator.commit(groupID: "g", generation: 1, memberID: joined.memberID,
+                                                 offsets: [(partition, offset)], partitionExists: { _ in true })
+        #expect(committed == [.none])
+        #expect(await coordinator.committed(groupID: "g", partitions: [partition]).first?.1 == offset)
+        // A stale generation, an unknown member, a group-less commit while the group has members, absurd metadata,
+        // an unknown partition: refused, the stored offset intact.
+        let cases: [(Int32, String, CommittedOffset, Bool, ErrorCode)] = [
+            (0, joined.memberID, offset, true, .illegalGeneration),
+            (1, "nobody", offset, true, .unknownMemberID),
+            (-1, "", offset, true, .unknownMemberID),
+            (1, joined.memberID, CommittedOffset(offset: 1, leaderEpoch: -1, metadata: String(repeating: "x", count: 11),
+                                                 commitTimestamp: 1), true, .offsetMetadataTooLarge),
+            (1, joined.memberID, offset, false, .unknownTopicOrPartition),
+        ]
+        for (generation, member, value, exists, error) in cases {
+            let result = await coordinator.commit(groupID: "g", generation: generation, memberID: member,
+                                                  offsets: [(partition, value)], partitionExists: { _ in exists })
+            #expect(result == [error])
+        }
+        #expect(await coordinator.committed(groupID: "g", partitions: [partition]).first?.1 == offset)
+        // An unknown group has no offsets.
+        #expect(await coordinator.committed(groupID: "other", partitions: [partition]).first?.1 == nil)
+    }
+
+    @Test func refusalsOfJoinGroup() async {
+        let coordinator = GroupCoordinator(configuration: Self.configuration())
+        #expect(await coordinator.join(Self.request(sessionTimeoutMs: 10)).error == .invalidSessionTimeout)
+        #expect(await coordinator.join(Self.request(group: "")).error == .invalidGroupID)
+        #expect(await coordinator.join(Self.request("made-up")).error == .unknownMemberID)
+        let joined = await Self.join(coordinator)
+        #expect(joined.error == .none)
+        // Another protocol type, or no protocol in common with the members: INCONSISTENT_GROUP_PROTOCOL.
+        let otherType = await coordinator.join(Self.request(type: "connect", requiresKnownMemberID: false))
+        #expect(otherType.error == .inconsistentGroupProtocol)
+        let noCommon = await coordinator.join(Self.request(protocols: ["roundrobin"], requiresKnownMemberID: false))
+        #expect(noCommon.error == .inconsistentGroupProtocol)
+    }
+
+    @Test func aSecondMemberRebalancesAndTheLeaderAssignsBoth() async {
+        let coordinator = GroupCoordinator(configuration: Self.configuration())
+        let first = await Self.join(coordinator, protocols: ["roundrobin", "range"])
+        _ = await coordinator.sync(groupID: "g", generation: first.generation, memberID: first.memberID,
+                                   assignments: [:])
+        // The second member's join waits until the first rejoins (it learns of the rebalance by heartbeat).
+        async let second = Self.join(coordinator, protocols: ["range", "roundrobin"])
+        var heartbeat = ErrorCode.none
+        for _ in 0..<50 where heartbeat != .rebalanceInProgress {
+            try? await Task.sleep(for: .milliseconds(20))
+            heartbeat = await coordinator.heartbeat(groupID: "g", generation: first.generation, memberID: first.memberID)
+        }
+        #expect(heartbeat == .rebalanceInProgress)
+        let rejoined = await coordinator.join(Self.request(first.memberID, protocols: ["roundrobin", "range"]))
+        let joined = await second
+        #expect(rejoined.generation == 2 && joined.generation == 2)
+        #expect(rejoined.leader == first.memberID && rejoined.members.count == 2 && joined.members.isEmpty)
+        // One vote each: the first member's first choice wins the tie.
+        #expect(rejoined.protocolName == "roundrobin")
+        async let followerSync = coordinator.sync(groupID: "g", generation: 2, memberID: joined.memberID, assignments: [:])
+        try? await Task.sleep(for: .milliseconds(20))
+        let leaderSync = await coordinator.sync(
+            groupID: "g", generation: 2, memberID: first.memberID,
+            assignments: [first.memberID: [1], joined.memberID: [2]]
+        )
+        #expect(leaderSync.assignment == [1])
+        #expect(await followerSync.assignment == [2])
+
+        // The leader leaves: the follower rejoins alone and leads generation 3.
+        #expect(await coordinator.leave(groupID: "g", memberIDs: [first.memberID, "nobody"]) == [.none, .unknownMemberID])
+        let alone = await coordinator.join(Self.request(joined.memberID, protocols: ["range", "roundrobin"]))
+        #expect(alone.generation == 3 && alone.leader == joined.memberID)
+    }
+
+    @Test func aSilentMemberIsDroppedAfterItsSessionTimeout() async throws {
+        var configuration = Self.configuration()
+        configuration.minSessionTimeoutMs = 100
+        let coordinator = GroupCoordinator(configuration: configuration)
+        let first = await coordinator.join(Self.request(sessionTimeoutMs: 300, requiresKnownMemberID: false))
+        #expect(first.error == .none)
+        _ = await coordinator.sync(groupID: "g", generation: first.generation, memberID: first.memberID, assignments: [:])
+        try await Task.sleep(for: .milliseconds(700))
+        #expect(await coordinator.heartbeat(groupID: "g", generation: first.generation, memberID: first.memberID)
+            == .unknownMemberID)
+        // The group is empty again: a group-less consumer may commit.
+        let result = await coordinator.commit(
+            groupID: "g", generation: -1, memberID: "",
+            offsets: [(GroupTopicPartition("t", 0), CommittedOffset(offset: 1, leaderEpoch: -1, metadata: nil, commitTimestamp: 1))],
+            partitionExists: { _ in true }
+        )
+        #expect(result == [.none])
+    }
+}
