@@ -128,3 +128,9 @@ public struct SyncResult: Sendable {
     public var protocolName: String?
     public var assignment: [UInt8] = []
 }
+
+/// Where a coordinator keeps committed offsets (the broker's `__consumer_offsets`).
+public protocol OffsetStore: Sendable {
+    /// Keeps `offsets` of `groupID` durably before it returns.
+    func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset)]) async throws
+}

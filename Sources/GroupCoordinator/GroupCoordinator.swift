@@ -7,8 +7,9 @@ import KafkaWire
 /// and the group rebalances. Offsets committed by members of the current generation, or by consumers without a
 /// group generation while the group has no members, are kept per partition.
 ///
-/// Not built yet: `__consumer_offsets` (offsets and groups are lost on restart), static membership's fencing
-/// (`group.instance.id` is recorded, not enforced), offset expiry.
+/// Committed offsets are handed to an `OffsetStore` (the broker's `__consumer_offsets`) and acknowledged only once
+/// it kept them; `load` gives them back at start. Group membership is not stored: after a restart members rejoin.
+/// Not built yet: static membership's fencing (`group.instance.id` is recorded, not enforced), offset expiry.
 ///
 /// Thread safety: an actor. JoinGroup and SyncGroup suspend on it until the group can answer.
 public actor GroupCoordinator {
@@ -59,16 +60,34 @@ public actor GroupCoordinator {
     }
 
     public let configuration: Configuration
+    private let store: (any OffsetStore)?
     private var groups: [String: Group] = [:]
     private var sweeper: Task<Void, Never>?
+    /// Until the store's offsets are loaded, group requests answer COORDINATOR_LOAD_IN_PROGRESS (retriable).
+    public private(set) var isLoaded: Bool
 
-    public init(configuration: Configuration = Configuration()) {
+    /// A coordinator whose commits `store` keeps, loaded by `load` (nil: in memory only, loaded at once).
+    public init(configuration: Configuration = Configuration(), store: (any OffsetStore)? = nil) {
         self.configuration = configuration
+        self.store = store
+        self.isLoaded = store == nil
+    }
+
+    /// Offsets kept earlier, in the order they were committed (a nil offset deletes the entry); the coordinator
+    /// serves from then on.
+    public func load(_ entries: [(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)]) {
+        defer { self.isLoaded = true }
+        for entry in entries {
+            var group = self.groups[entry.groupID] ?? Group(id: entry.groupID)
+            group.offsets[entry.partition] = entry.offset
+            self.groups[entry.groupID] = group
+        }
     }
 
     // MARK: Membership
 
     public func join(_ request: JoinRequest) async -> JoinResult {
+        guard self.isLoaded else { return JoinResult(error: .coordinatorLoadInProgress) }
         guard !request.groupID.isEmpty else { return JoinResult(error: .invalidGroupID) }
         guard (self.configuration.minSessionTimeoutMs...self.configuration.maxSessionTimeoutMs)
             .contains(request.sessionTimeoutMs)
@@ -190,16 +209,18 @@ public actor GroupCoordinator {
     // MARK: Offsets
 
     /// Stores `offsets` for the group; per partition NONE or the refusal. `partitionExists` says whether the
-    /// broker has the partition (UNKNOWN_TOPIC_OR_PARTITION otherwise).
+    /// broker has the partition (UNKNOWN_TOPIC_OR_PARTITION otherwise). Accepted offsets are acknowledged once the
+    /// store kept them (COORDINATOR_NOT_AVAILABLE, retriable, when it could not).
     public func commit(
         groupID: String,
         generation: Int32,
         memberID: String,
         offsets: [(GroupTopicPartition, CommittedOffset)],
         partitionExists: (GroupTopicPartition) -> Bool
-    ) -> [ErrorCode] {
+    ) async -> [ErrorCode] {
+        guard self.isLoaded else { return offsets.map { _ in .coordinatorLoadInProgress } }
         guard !groupID.isEmpty else { return offsets.map { _ in .invalidGroupID } }
-        var group = self.groups[groupID] ?? Group(id: groupID)
+        let group = self.groups[groupID] ?? Group(id: groupID)
         let groupError: ErrorCode
         if generation < 0 && memberID.isEmpty {
             // A consumer that only stores offsets here (assign, no group membership).
@@ -213,16 +234,26 @@ public actor GroupCoordinator {
         } else {
             groupError = .none
         }
-        let errors = offsets.map { partition, committed -> ErrorCode in
+        var errors = offsets.map { partition, committed -> ErrorCode in
             guard groupError == .none else { return groupError }
             guard (committed.metadata?.utf8.count ?? 0) <= self.configuration.maxMetadataBytes else {
                 return .offsetMetadataTooLarge
             }
-            guard partitionExists(partition) else { return .unknownTopicOrPartition }
-            group.offsets[partition] = committed
-            return .none
+            return partitionExists(partition) ? .none : .unknownTopicOrPartition
         }
-        self.groups[groupID] = group
+        let accepted = zip(offsets, errors).filter { $1 == .none }.map(\.0)
+        guard !accepted.isEmpty else { return errors }
+        if let store = self.store {
+            do {
+                try await store.persist(groupID: groupID, offsets: accepted)
+            } catch {
+                errors = errors.map { $0 == .none ? .coordinatorNotAvailable : $0 }
+                return errors
+            }
+        }
+        var stored = self.groups[groupID] ?? Group(id: groupID)
+        for (partition, committed) in accepted { stored.offsets[partition] = committed }
+        self.groups[groupID] = stored
         return errors
     }
 

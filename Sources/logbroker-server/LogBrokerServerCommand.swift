@@ -90,8 +90,10 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
             handlers.register(ElectLeadersHandler(controller: controller))
             handlers.register(InitProducerIdHandler(controller: controller))
-            let groups = GroupCoordinator(configuration: configuration.groupCoordinator)
-            handlers.register(FindCoordinatorHandler(groupsOn: (controller, configuration.nodeID)))
+            let offsetsTopic = ConsumerOffsetsTopic(controller: controller, replicas: storage.replicas,
+                                                    configuration: configuration)
+            let groups = GroupCoordinator(configuration: configuration.groupCoordinator, store: offsetsTopic)
+            handlers.register(FindCoordinatorHandler(groupsOn: (controller, configuration.nodeID, offsetsTopic)))
             handlers.register(JoinGroupHandler(coordinator: groups))
             handlers.register(SyncGroupHandler(coordinator: groups))
             handlers.register(HeartbeatHandler(coordinator: groups))
@@ -104,6 +106,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
             try await storage.removeStrayLogs(notIn: controller)
+            await groups.load(try await offsetsTopic.readAll())
         } catch {
             Self.fail("\(error)")
         }

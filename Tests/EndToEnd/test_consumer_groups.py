@@ -1,6 +1,7 @@
 """Consumer groups with real clients: confluent-kafka consumers share a topic exactly once, a leaving member's
-partitions move, kafka-python and Debian's kcat -G join groups, and committed offsets are where consumers resume.
-(Offsets live in the broker's memory so far: `__consumer_offsets` is not built, so they do not survive a restart.)"""
+partitions move, kafka-python and Debian's kcat -G join groups, committed offsets are where consumers resume, also
+after a broker restart, and `__consumer_offsets` holds them in Kafka's layouts (as Burrow reads them)."""
+import struct
 import subprocess
 import time
 
@@ -96,3 +97,65 @@ def test_kafka_python_and_kcat_join_groups(make_broker):
                           capture_output=True, timeout=60)
     assert kcat.returncode == 0, kcat.stderr
     assert sorted(int(line) for line in kcat.stdout.split()) == list(range(300))
+
+
+def test_a_group_resumes_from_its_committed_offsets_after_a_restart(make_broker):
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "durable", 2)
+    member = consumer(broker.address, "resumers")
+    member.subscribe(["durable"])
+    wait_for_assignment([member], [2])
+    produce(broker.address, "durable", 100)
+    first = consume([member], 60)
+    assert len(first) >= 60
+    before = [tp.offset for tp in member.committed([TopicPartition("durable", p) for p in range(2)], timeout=10)]
+    member.close()
+    assert sum(before) >= 60
+    broker.stop()
+    broker.start()
+    check = consumer(broker.address, "resumers")
+    after = [tp.offset for tp in check.committed([TopicPartition("durable", p) for p in range(2)], timeout=10)]
+    # The group resumes where it was: the rest of the records, none again.
+    check.subscribe(["durable"])
+    rest = consume([check], 100 - sum(before))
+    check.close()
+    assert after == before
+    assert sorted(rest) == sorted(set(range(100)) - set(first))
+
+
+def decode_string(data, at):
+    (length,) = struct.unpack_from(">h", data, at)
+    return data[at + 2:at + 2 + length].decode(), at + 2 + length
+
+
+def test_consumer_offsets_holds_commits_in_kafkas_layouts(make_broker):
+    """A decoder written here from Kafka's layouts (key v1: group, topic, partition; value v3: offset, leader
+    epoch, metadata, commit timestamp), independent of the broker's code, finds the committed offsets."""
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "watched", 1)
+    produce(broker.address, "watched", 10)
+    member = Consumer({"bootstrap.servers": broker.address, "group.id": "burrow-watched", "enable.auto.commit": False})
+    member.assign([TopicPartition("watched", 0, 0)])
+    member.commit(offsets=[TopicPartition("watched", 0, 7)], asynchronous=False)
+    member.close()
+
+    reader = kafka.KafkaConsumer(bootstrap_servers=broker.address, auto_offset_reset="earliest",
+                                 enable_auto_commit=False, consumer_timeout_ms=5000, group_id=None)
+    partitions = reader.partitions_for_topic("__consumer_offsets")
+    assert partitions and len(partitions) == 50
+    reader.assign([kafka.TopicPartition("__consumer_offsets", p) for p in partitions])
+    reader.seek_to_beginning()
+    found = []
+    for record in reader:
+        (key_version,) = struct.unpack_from(">h", record.key, 0)
+        if key_version not in (0, 1):
+            continue
+        group, at = decode_string(record.key, 2)
+        topic, at = decode_string(record.key, at)
+        (partition,) = struct.unpack_from(">i", record.key, at)
+        (value_version, offset, leader_epoch) = struct.unpack_from(">hqi", record.value, 0)
+        metadata, at = decode_string(record.value, 14)
+        (commit_timestamp,) = struct.unpack_from(">q", record.value, at)
+        found.append((value_version, group, topic, partition, offset, metadata, commit_timestamp > 0))
+    reader.close()
+    assert (3, "burrow-watched", "watched", 0, 7, "", True) in found

@@ -5,9 +5,9 @@ import KafkaWire
 /// FindCoordinator (key 10), v0–4.
 ///
 /// - A group key (key_type 0, and every v0 request) names this broker, with its endpoint on the listener the
-///   request came in on, when the broker runs a group coordinator (`groupsOn`); without one it gets
-///   COORDINATOR_NOT_AVAILABLE (15, retriable) with node -1, what Kafka answers while `__consumer_offsets` is
-///   being created.
+///   request came in on, when the broker runs a group coordinator (`groupsOn`; the first lookup creates
+///   `__consumer_offsets`); without one, or while the topic cannot be created, it gets COORDINATOR_NOT_AVAILABLE
+///   (15, retriable) with node -1, as Kafka answers while `__consumer_offsets` is being created.
 /// - A transactional id (key_type 1) gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53): transactions are refused
 ///   cleanly, and this is the one FindCoordinator error Kafka gives a transactional id that is fatal to the client
 ///   (a producer's `init_transactions` fails at once with the message, instead of retrying
@@ -23,10 +23,11 @@ import KafkaWire
 public struct FindCoordinatorHandler: KafkaHandler {
     public typealias Request = FindCoordinatorRequest
 
-    /// Where group keys go: this broker's node id, and the controller whose image has its endpoints.
-    let groupsOn: (controller: Controller, nodeID: Int32)?
+    /// Where group keys go: this broker's node id, the controller whose image has its endpoints, and the offsets
+    /// topic, created on the first group lookup as Kafka does.
+    let groupsOn: (controller: Controller, nodeID: Int32, offsets: ConsumerOffsetsTopic)?
 
-    public init(groupsOn: (controller: Controller, nodeID: Int32)? = nil) {
+    public init(groupsOn: (controller: Controller, nodeID: Int32, offsets: ConsumerOffsetsTopic)? = nil) {
         self.groupsOn = groupsOn
     }
 
@@ -44,7 +45,7 @@ public struct FindCoordinatorHandler: KafkaHandler {
 
     public func handle(_ request: FindCoordinatorRequest, context: RequestContext) async -> FindCoordinatorResponse {
         let keyType = context.apiVersion >= 1 ? request.keyType : 0
-        if keyType == 0, let (controller, nodeID) = self.groupsOn,
+        if keyType == 0, let (controller, nodeID, offsets) = self.groupsOn, await offsets.ensureCreated(),
             let endpoint = try? await controller.image().brokers[nodeID]?.endpoints.first(where: {
                 $0.listener == context.listenerName
             })

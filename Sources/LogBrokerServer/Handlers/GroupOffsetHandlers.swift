@@ -65,7 +65,8 @@ public struct OffsetCommitHandler: KafkaHandler {
 
 /// OffsetFetch (key 9), v1–9: a group's committed offsets, of the listed partitions or (topics null, v2+) all of
 /// them; a partition without one, or a group never seen, answers offset -1 with NONE. v8+ asks for several groups
-/// at once, each answered in its own entry.
+/// at once, each answered in its own entry. Before the coordinator has loaded `__consumer_offsets`, every group
+/// gets COORDINATOR_LOAD_IN_PROGRESS.
 ///
 /// A `Sendable` value sharing the coordinator (an actor); thread-safe.
 public struct OffsetFetchHandler: KafkaHandler {
@@ -80,6 +81,12 @@ public struct OffsetFetchHandler: KafkaHandler {
     }
 
     public func handle(_ request: OffsetFetchRequest, context: RequestContext) async -> OffsetFetchResponse {
+        guard await self.coordinator.isLoaded else {
+            let loading = ErrorCode.coordinatorLoadInProgress.rawValue
+            return context.apiVersion >= 8
+                ? OffsetFetchResponse(groups: request.groups.map { .init(groupID: $0.groupID, errorCode: loading) })
+                : OffsetFetchResponse(errorCode: loading)
+        }
         if context.apiVersion >= 8 {
             var groups: [OffsetFetchResponse.OffsetFetchResponseGroup] = []
             for group in request.groups {
