@@ -131,6 +131,25 @@ public struct SyncResult: Sendable {
 
 /// Where a coordinator keeps committed offsets (the broker's `__consumer_offsets`).
 public protocol OffsetStore: Sendable {
-    /// Keeps `offsets` of `groupID` durably before it returns.
-    func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset)]) async throws
+    /// Keeps `offsets` of `groupID` durably before it returns; a nil offset deletes the partition's entry.
+    func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws
+}
+
+/// A group as DescribeGroups reports it.
+public struct GroupDescription: Sendable {
+    public var groupID: String
+    public var state: GroupState
+    public var protocolType: String
+    public var protocolName: String
+    public var members: [MemberDescription]
+}
+
+/// A member as DescribeGroups reports it: its metadata for the group's protocol and its assignment.
+public struct MemberDescription: Sendable {
+    public var memberID: String
+    public var instanceID: String?
+    public var clientID: String
+    public var clientHost: String
+    public var metadata: [UInt8]
+    public var assignment: [UInt8]
 }

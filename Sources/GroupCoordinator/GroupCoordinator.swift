@@ -80,7 +80,8 @@ public actor GroupCoordinator {
         for entry in entries {
             var group = self.groups[entry.groupID] ?? Group(id: entry.groupID)
             group.offsets[entry.partition] = entry.offset
-            self.groups[entry.groupID] = group
+            // A group whose offsets were all deleted is gone, as after DeleteGroups.
+            self.groups[entry.groupID] = group.offsets.isEmpty ? nil : group
         }
     }
 
@@ -245,7 +246,7 @@ public actor GroupCoordinator {
         guard !accepted.isEmpty else { return errors }
         if let store = self.store {
             do {
-                try await store.persist(groupID: groupID, offsets: accepted)
+                try await store.persist(groupID: groupID, offsets: accepted.map { ($0.0, $0.1) })
             } catch {
                 errors = errors.map { $0 == .none ? .coordinatorNotAvailable : $0 }
                 return errors
@@ -262,6 +263,89 @@ public actor GroupCoordinator {
         let offsets = self.groups[groupID]?.offsets ?? [:]
         if let partitions { return partitions.map { ($0, offsets[$0]) } }
         return offsets.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }.map { ($0.key, $0.value) }
+    }
+
+    // MARK: Administration
+
+    /// The group's state, protocol and members; a group never seen is Dead with no members, as Kafka reports it.
+    public func describe(groupID: String) -> GroupDescription {
+        guard let group = self.groups[groupID], group.state != .dead else {
+            return GroupDescription(groupID: groupID, state: .dead, protocolType: "", protocolName: "", members: [])
+        }
+        let name = group.protocolName ?? ""
+        return GroupDescription(
+            groupID: groupID,
+            state: group.state,
+            protocolType: group.protocolType ?? "",
+            protocolName: group.state == .stable ? name : "",
+            members: group.order.compactMap { id in
+                group.members[id].map {
+                    MemberDescription(
+                        memberID: id, instanceID: $0.instanceID, clientID: $0.clientID, clientHost: $0.clientHost,
+                        metadata: $0.metadata(for: name), assignment: group.state == .stable ? $0.assignment : []
+                    )
+                }
+            }
+        )
+    }
+
+    /// Every group, or those in one of `states` (by Kafka's state names), with its protocol type and state.
+    public func list(states: Set<String>) -> [(groupID: String, protocolType: String, state: GroupState)] {
+        self.groups.values.sorted { $0.id < $1.id }
+            .filter { states.isEmpty || states.contains($0.state.rawValue) }
+            .map { ($0.id, $0.protocolType ?? "", $0.state) }
+    }
+
+    /// Deletes empty groups and their offsets: NON_EMPTY_GROUP while members remain, GROUP_ID_NOT_FOUND for a group
+    /// never seen.
+    public func delete(groupIDs: [String]) async -> [ErrorCode] {
+        var results: [ErrorCode] = []
+        for groupID in groupIDs {
+            guard let group = self.groups[groupID] else {
+                results.append(.groupIDNotFound)
+                continue
+            }
+            guard group.members.isEmpty else {
+                results.append(.nonEmptyGroup)
+                continue
+            }
+            if let store = self.store, !group.offsets.isEmpty {
+                do {
+                    let tombstones: [(GroupTopicPartition, CommittedOffset?)] = group.offsets.keys.map { ($0, nil) }
+                    try await store.persist(groupID: groupID, offsets: tombstones)
+                } catch {
+                    results.append(.coordinatorNotAvailable)
+                    continue
+                }
+            }
+            self.groups[groupID] = nil
+            results.append(.none)
+        }
+        return results
+    }
+
+    /// Deletes the group's offsets of `partitions`, except those of `subscribed` topics while the group has members
+    /// (GROUP_SUBSCRIBED_TO_TOPIC). The group-level error is GROUP_ID_NOT_FOUND for a group never seen.
+    public func deleteOffsets(
+        groupID: String,
+        partitions: [GroupTopicPartition],
+        subscribed: Set<String>
+    ) async -> (group: ErrorCode, partitions: [ErrorCode]) {
+        guard let group = self.groups[groupID] else { return (.groupIDNotFound, []) }
+        let errors = partitions.map { partition -> ErrorCode in
+            !group.members.isEmpty && subscribed.contains(partition.topic) ? .groupSubscribedToTopic : .none
+        }
+        let deleted = zip(partitions, errors).filter { $1 == .none && group.offsets[$0] != nil }.map(\.0)
+        if let store = self.store, !deleted.isEmpty {
+            do {
+                let tombstones: [(GroupTopicPartition, CommittedOffset?)] = deleted.map { ($0, nil) }
+                try await store.persist(groupID: groupID, offsets: tombstones)
+            } catch {
+                return (.coordinatorNotAvailable, [])
+            }
+        }
+        for partition in deleted { self.groups[groupID]?.offsets[partition] = nil }
+        return (.none, errors)
     }
 
     // MARK: Rebalancing

@@ -58,13 +58,19 @@ public final class ConsumerOffsetsTopic: OffsetStore {
         return positive % max(count, 1)
     }
 
-    public func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset)]) async throws {
+    public func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws {
         var builder = RecordBatchBuilder()
+        let now = PartitionLog.nowMs()
         for (partition, committed) in offsets {
             var key = WireWriter()
             key.writeInt16(1)
             OffsetCommitKey(group: groupID, topic: partition.topic, partition: partition.partition)
                 .encode(into: &key, version: 1)
+            // A deleted offset is a tombstone: the cleaner removes the key.
+            guard let committed else {
+                builder.append(timestamp: now, key: key.buffer, value: nil)
+                continue
+            }
             var value = WireWriter()
             value.writeInt16(3)
             OffsetCommitValue(

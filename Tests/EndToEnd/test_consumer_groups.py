@@ -159,3 +159,48 @@ def test_consumer_offsets_holds_commits_in_kafkas_layouts(make_broker):
         found.append((value_version, group, topic, partition, offset, metadata, commit_timestamp > 0))
     reader.close()
     assert (3, "burrow-watched", "watched", 0, 7, "", True) in found
+
+
+def test_groups_are_listed_described_and_deleted_with_admin_clients(make_broker):
+    from confluent_kafka import ConsumerGroupState
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "admin-groups", 2)
+    member = consumer(broker.address, "described")
+    member.subscribe(["admin-groups"])
+    wait_for_assignment([member], [2])
+    produce(broker.address, "admin-groups", 10)
+    consume([member], 10)
+
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    listed = admin.list_consumer_groups().result(timeout=10)
+    assert [(g.group_id, g.state) for g in listed.valid] == [("described", ConsumerGroupState.STABLE)]
+    described = next(iter(admin.describe_consumer_groups(["described"]).values())).result(timeout=10)
+    assert described.state == ConsumerGroupState.STABLE and described.partition_assignor == "range"
+    assert len(described.members) == 1
+    assert sorted(p.partition for p in described.members[0].assignment.topic_partitions) == [0, 1]
+
+    # A group with members cannot be deleted; once it is empty it can, offsets and all.
+    busy = next(iter(admin.delete_consumer_groups(["described"]).values()))
+    try:
+        busy.result(timeout=10)
+        assert False, "deleting a group with members must fail"
+    except Exception as error:
+        assert "NON_EMPTY_GROUP" in str(error) or "not empty" in str(error).lower()
+    member.close()
+    deadline = time.time() + 10
+    while admin.list_consumer_groups(states={ConsumerGroupState.EMPTY}).result(timeout=10).valid == [] \
+            and time.time() < deadline:
+        time.sleep(0.1)
+    next(iter(admin.delete_consumer_groups(["described"]).values())).result(timeout=10)
+    assert admin.list_consumer_groups().result(timeout=10).valid == []
+
+    # kafka-python sees the same through ListGroups and DescribeGroups.
+    from kafka.admin import KafkaAdminClient
+    other = consumer(broker.address, "kp-listed")
+    other.subscribe(["admin-groups"])
+    wait_for_assignment([other], [2])
+    kp = KafkaAdminClient(bootstrap_servers=broker.address)
+    groups = kp.list_groups()
+    assert [g["group_id"] if isinstance(g, dict) else g[0] for g in groups] == ["kp-listed"]
+    other.close()
+    kp.close()

@@ -41,8 +41,8 @@ OVERRIDES = {
 
 # What the group APIs answer a minimal request (empty group id, no member, session timeout 0), as Kafka does:
 # JoinGroup INVALID_GROUP_ID (24) or INVALID_SESSION_TIMEOUT (26); SyncGroup, Heartbeat and LeaveGroup
-# UNKNOWN_MEMBER_ID (25).
-GROUP_ANSWERS = {11: (24, 26), 14: (25,), 12: (25,), 13: (25,)}
+# UNKNOWN_MEMBER_ID (25); OffsetDelete GROUP_ID_NOT_FOUND (69).
+GROUP_ANSWERS = {11: (24, 26), 14: (25,), 12: (25,), 13: (25,), 47: (69,)}
 
 # Versions the broker advertises but answers by closing the connection, as Kafka 4 does.
 CLOSES_CONNECTION = {0: range(0, 3)}
