@@ -204,3 +204,50 @@ def test_groups_are_listed_described_and_deleted_with_admin_clients(make_broker)
     assert [g["group_id"] if isinstance(g, dict) else g[0] for g in groups] == ["kp-listed"]
     other.close()
     kp.close()
+
+
+MEMBER_SCRIPT = """
+import sys, time
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "survivors", "session.timeout.ms": 6000,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe(["crash"])
+while True:
+    m = c.poll(0.1)
+    if c.assignment():
+        print("assigned", flush=True)
+"""
+
+
+def test_a_killed_member_is_replaced_after_its_session_timeout(make_broker):
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "crash", 4)
+    victim = subprocess.Popen(["python3", "-c", MEMBER_SCRIPT, broker.address], stdout=subprocess.PIPE)
+    survivor = Consumer({"bootstrap.servers": broker.address, "group.id": "survivors", "session.timeout.ms": 6000,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    survivor.subscribe(["crash"])
+    wait_for_assignment([survivor], [2])
+    victim.kill()
+    victim.wait()
+    started = time.time()
+    # After the victim's session times out, the survivor holds all four partitions and reads everything.
+    wait_for_assignment([survivor], [4], timeout=30)
+    assert time.time() - started < 20
+    produce(broker.address, "crash", 200)
+    assert sorted(consume([survivor], 200)) == list(range(200))
+    survivor.close()
+
+
+def test_cooperative_sticky_members_share_a_topic(make_broker):
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "cooperative", 4)
+    members = [Consumer({"bootstrap.servers": broker.address, "group.id": "coop", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, "partition.assignment.strategy": "cooperative-sticky"})
+               for _ in range(2)]
+    for member in members:
+        member.subscribe(["cooperative"])
+    wait_for_assignment(members, [2, 2])
+    produce(broker.address, "cooperative", 400)
+    assert sorted(consume(members, 400)) == list(range(400))
+    for member in members:
+        member.close()
