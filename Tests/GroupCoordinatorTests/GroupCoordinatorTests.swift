@@ -14,14 +14,15 @@ import Testing
     static func request(
         _ memberID: String = "",
         group: String = "g",
-        sessionTimeoutMs: Int32 = 10_000,
+        // Long enough that a loaded CI machine (the whole suite in parallel on 2 cores) does not expire anyone.
+        sessionTimeoutMs: Int32 = 300_000,
         protocols: [String] = ["range"],
         type: String = "consumer",
         requiresKnownMemberID: Bool = true
     ) -> GroupCoordinator.JoinRequest {
         GroupCoordinator.JoinRequest(
             groupID: group, memberID: memberID, instanceID: nil, clientID: "client", clientHost: "127.0.0.1",
-            sessionTimeoutMs: sessionTimeoutMs, rebalanceTimeoutMs: 1_000, protocolType: type,
+            sessionTimeoutMs: sessionTimeoutMs, rebalanceTimeoutMs: 60_000, protocolType: type,
             protocols: protocols.map { ($0, Array($0.utf8)) }, requiresKnownMemberID: requiresKnownMemberID
         )
     }
@@ -93,7 +94,7 @@ import Testing
         // The second member's join waits until the first rejoins (it learns of the rebalance by heartbeat).
         async let second = Self.join(coordinator, protocols: ["range", "roundrobin"])
         var heartbeat = ErrorCode.none
-        for _ in 0..<50 where heartbeat != .rebalanceInProgress {
+        for _ in 0..<1_500 where heartbeat != .rebalanceInProgress {
             try? await Task.sleep(for: .milliseconds(20))
             heartbeat = await coordinator.heartbeat(groupID: "g", generation: first.generation, memberID: first.memberID)
         }
@@ -126,7 +127,13 @@ import Testing
         let first = await coordinator.join(Self.request(sessionTimeoutMs: 300, requiresKnownMemberID: false))
         #expect(first.error == .none)
         _ = await coordinator.sync(groupID: "g", generation: first.generation, memberID: first.memberID, assignments: [:])
-        try await Task.sleep(for: .milliseconds(700))
+        // Silent from here: dropped once 300 ms passed and the sweeper (every 100 ms) ran; waited for up to 30 s, since
+        // on a loaded machine the sweeper's task may start late.
+        try await Task.sleep(for: .milliseconds(400))
+        for _ in 0..<300 where await !coordinator.describe(groupID: "g").members.isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(await coordinator.describe(groupID: "g").state == .empty)
         #expect(await coordinator.heartbeat(groupID: "g", generation: first.generation, memberID: first.memberID)
             == .unknownMemberID)
         // The group is empty again: a group-less consumer may commit.
