@@ -3,16 +3,15 @@ import Foundation
 import LogBrokerCLI
 import LogBrokerClient
 
-/// `logbroker-admin`, Kafka's admin tools' habits on the LogBroker client library: topics, configs, the cluster and
-/// records deletion. Tables for people, `--json` for scripts. Exit status: 0 done, 1 the broker refused (the line
+/// `logbroker-admin`, Kafka's admin tools' habits on the LogBroker client library: topics, configs, the cluster,
+/// records deletion and consumer groups. Tables for people, `--json` for scripts. Exit status: 0 done, 1 the broker refused (the line
 /// on stderr names the resource and Kafka's error) or could not be reached, 64 a usage error.
 @main
 struct LogBrokerAdmin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logbroker-admin",
         abstract: "Topics, configs, the cluster and records deletion.",
-        discussion: "Consumer groups come with the consumer-groups issue.",
-        subcommands: [Topics.self, Configs.self, Cluster.self, Records.self]
+        subcommands: [Topics.self, Configs.self, Cluster.self, Records.self, Groups.self]
     )
 }
 
@@ -318,6 +317,175 @@ struct Records: AsyncParsableCommand {
                     )
                 } else {
                     print("\(self.topic)-\(self.partition) now starts at offset \(low).")
+                }
+            }
+        }
+    }
+}
+
+// MARK: Groups
+
+struct Groups: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List, describe, reset and delete consumer groups.",
+        subcommands: [List.self, Describe.self, ResetOffsets.self, Delete.self]
+    )
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every group and its state.")
+        @OptionGroup var connection: Connection
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                let groups = try await admin.listGroups()
+                if self.connection.json {
+                    try self.connection.printJSON(groups.map { ["group": $0.groupID, "state": $0.state] })
+                } else {
+                    printTable(["GROUP", "STATE"], groups.map { [$0.groupID, $0.state] })
+                }
+            }
+        }
+    }
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "State, members, and per partition the committed offset, log end offset and lag."
+        )
+        @OptionGroup var connection: Connection
+        @Argument var group: String
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                let description = try await admin.describeGroup(self.group)
+                let committed = try await admin.committedOffsets(self.group)
+                var owners: [TopicPartition: GroupDescription.Member] = [:]
+                for member in description.members { for partition in member.assignment { owners[partition] = member } }
+                let partitions = Set(committed.keys).union(owners.keys).sorted { ($0.topic, $0.partition) < ($1.topic, $1.partition) }
+                let ends = try await admin.offsets(partitions, at: .end)
+                let rows = partitions.map { partition -> [String: Any] in
+                    let offset = committed[partition]
+                    let end = ends[partition] ?? -1
+                    return [
+                        "topic": partition.topic, "partition": partition.partition,
+                        "committed_offset": offset ?? NSNull(), "log_end_offset": end,
+                        "lag": offset.map { max(0, end - $0) } ?? NSNull(),
+                        "member": owners[partition]?.memberID ?? NSNull(),
+                    ]
+                }
+                if self.connection.json {
+                    try self.connection.printJSON(
+                        [
+                            "group": self.group, "state": description.state, "protocol": description.protocolName,
+                            "members": description.members.map {
+                                ["member_id": $0.memberID, "client_id": $0.clientID, "host": $0.host,
+                                 "assignment": $0.assignment.map(\.description)] as [String: Any]
+                            },
+                            "partitions": rows,
+                        ] as [String: Any]
+                    )
+                    return
+                }
+                print("Group \(self.group): \(description.state), \(description.members.count) members")
+                printTable(
+                    ["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "MEMBER", "CLIENT", "HOST"],
+                    partitions.map { partition in
+                        let offset = committed[partition]
+                        let end = ends[partition] ?? -1
+                        let owner = owners[partition]
+                        return [partition.topic, "\(partition.partition)", offset.map(String.init) ?? "-", "\(end)",
+                                offset.map { "\(max(0, end - $0))" } ?? "-", owner?.memberID ?? "-",
+                                owner?.clientID ?? "-", owner?.host ?? "-"]
+                    }
+                )
+            }
+        }
+    }
+
+    struct ResetOffsets: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "reset-offsets",
+            abstract: "Move a stopped group's committed offsets of a topic (a dry run unless --execute)."
+        )
+        @OptionGroup var connection: Connection
+        @Argument var group: String
+        @Option var topic: String
+        @Flag var toEarliest = false
+        @Flag var toLatest = false
+        @Option(help: "An ISO 8601 date and time, e.g. 2026-11-29T10:00:00Z.") var toDatetime: String?
+        @Option var toOffset: Int64?
+        @Option var shiftBy: Int64?
+        @Flag(help: "Commit the new offsets (otherwise only print them).") var execute = false
+
+        func run() async throws {
+            let chosen = [self.toEarliest, self.toLatest, self.toDatetime != nil, self.toOffset != nil, self.shiftBy != nil]
+            guard chosen.filter({ $0 }).count == 1 else {
+                throw ValidationError("give one of --to-earliest, --to-latest, --to-datetime, --to-offset, --shift-by")
+            }
+            var timestamp: Int64?
+            if let text = self.toDatetime {
+                guard let date = ISO8601DateFormatter().date(from: text) else {
+                    throw ValidationError("--to-datetime \(text): not an ISO 8601 date and time")
+                }
+                timestamp = Int64(date.timeIntervalSince1970 * 1000)
+            }
+            try await self.connection.run { admin in
+                let description = try await admin.describeGroup(self.group)
+                guard description.members.isEmpty else {
+                    throw ClientError("group \(self.group) has \(description.members.count) members: stop them first")
+                }
+                let metadata = try await admin.describeTopics([self.topic])
+                let partitions = (metadata.topics.first?.partitions ?? []).map { TopicPartition(self.topic, $0.partition) }
+                let earliest = try await admin.offsets(partitions, at: .beginning)
+                let latest = try await admin.offsets(partitions, at: .end)
+                let committed = try await admin.committedOffsets(self.group)
+                var targets: [TopicPartition: Int64] = [:]
+                for partition in partitions {
+                    let low = earliest[partition] ?? 0
+                    let high = latest[partition] ?? 0
+                    let wanted: Int64
+                    if self.toEarliest {
+                        wanted = low
+                    } else if self.toLatest {
+                        wanted = high
+                    } else if let timestamp {
+                        let found = try await admin.offsets([partition], at: .timestamp(timestamp))[partition] ?? -1
+                        wanted = found < 0 ? high : found
+                    } else if let offset = self.toOffset {
+                        wanted = offset
+                    } else {
+                        wanted = (committed[partition] ?? low) + (self.shiftBy ?? 0)
+                    }
+                    targets[partition] = min(max(wanted, low), high)
+                }
+                if self.execute { try await admin.commitOffsets(self.group, targets) }
+                let sorted = targets.sorted { $0.key.partition < $1.key.partition }
+                if self.connection.json {
+                    try self.connection.printJSON(
+                        [
+                            "group": self.group, "executed": self.execute,
+                            "offsets": sorted.map { ["topic": $0.key.topic, "partition": $0.key.partition, "offset": $0.value] },
+                        ] as [String: Any]
+                    )
+                } else {
+                    printTable(["TOPIC", "PARTITION", "NEW-OFFSET"], sorted.map { [$0.key.topic, "\($0.key.partition)", "\($0.value)"] })
+                    if !self.execute { print("Dry run: add --execute to commit these offsets.") }
+                }
+            }
+        }
+    }
+
+    struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a group without members, offsets and all.")
+        @OptionGroup var connection: Connection
+        @Argument var group: String
+
+        func run() async throws {
+            try await self.connection.run { admin in
+                try await admin.deleteGroup(self.group)
+                if self.connection.json {
+                    try self.connection.printJSON(["group": self.group, "deleted": true])
+                } else {
+                    print("Deleted group \(self.group).")
                 }
             }
         }

@@ -45,3 +45,61 @@ def test_a_topics_whole_life(broker):
     assert admin(broker, "topics", "delete", "life") == (0, {"topic": "life", "deleted": True})
     code, refused = admin(broker, "topics", "delete", "life")
     assert code == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in refused and "life" in refused
+
+
+def test_groups_lag_reset_and_delete(make_broker):
+    import time
+
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    broker = make_broker("group.initial.rebalance.delay.ms=0\n")
+    address = broker.address
+    client = AdminClient({"bootstrap.servers": address})
+    next(iter(client.create_topics([NewTopic("lagging", 2, 1)]).values())).result(10)
+    producer = Producer({"bootstrap.servers": address})
+    for index in range(100):
+        producer.produce("lagging", value=b"%d" % index, partition=index % 2)
+    producer.flush(10)
+
+    def read(count):
+        member = Consumer({"bootstrap.servers": address, "group.id": "laggards", "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False})
+        member.subscribe(["lagging"])
+        seen = []
+        deadline = time.time() + 30
+        while len(seen) < count and time.time() < deadline:
+            message = member.poll(0.1)
+            if message is not None and message.error() is None:
+                seen.append(message.value())
+                member.commit(message=message, asynchronous=False)
+        return member, seen
+
+    member, seen = read(100)
+    code, described = admin(address, "groups", "describe", "laggards")
+    assert code == 0 and described["state"] == "Stable" and len(described["members"]) == 1
+    assert sum(p["lag"] for p in described["partitions"]) == 0
+    assert [p["log_end_offset"] for p in described["partitions"]] == [50, 50]
+    # The group's partitions cannot be reset while it has a member.
+    code, refused = admin(address, "groups", "reset-offsets", "laggards", "--topic", "lagging", "--to-earliest")
+    assert code == 1 and "members" in refused
+    member.close()
+
+    code, planned = admin(address, "groups", "reset-offsets", "laggards", "--topic", "lagging", "--to-earliest")
+    assert code == 0 and not planned["executed"] and [o["offset"] for o in planned["offsets"]] == [0, 0]
+    code, described = admin(address, "groups", "describe", "laggards")
+    assert sum(p["lag"] for p in described["partitions"]) == 0, "a dry run changes nothing"
+    assert admin(address, "groups", "reset-offsets", "laggards", "--topic", "lagging", "--to-earliest",
+                 "--execute")[0] == 0
+    code, described = admin(address, "groups", "describe", "laggards")
+    assert described["state"] == "Empty" and sum(p["lag"] for p in described["partitions"]) == 100
+
+    # It re-reads everything.
+    member, again = read(100)
+    assert sorted(again) == sorted(seen)
+    member.close()
+
+    code, groups = admin(address, "groups", "list")
+    assert groups == [{"group": "laggards", "state": "Empty"}]
+    assert admin(address, "groups", "delete", "laggards") == (0, {"group": "laggards", "deleted": True})
+    assert admin(address, "groups", "list") == (0, [])
