@@ -46,6 +46,8 @@ def append_throttled_replicas(address, broker_id, key, value, start):
 
 
 def test_concurrent_admin_clients_lose_no_change(broker):
+    """Two admin processes, each sending 100 IncrementalAlterConfigs APPENDs to the same list at the same time, then
+    one SET of its own key: all 200 entries and both keys are there afterwards (a lost update would drop some)."""
     admin = AdminClient({"bootstrap.servers": broker})
     one(admin.create_topics([NewTopic("shared", 1, 1)])).result(timeout=10)
     context = multiprocessing.get_context("spawn")
@@ -93,13 +95,18 @@ def consume_all(address, topic, partitions, count):
 
 
 def test_a_deleted_topic_is_created_again_at_once(make_broker):
-    broker = make_broker()
+    """A topic deleted and created again at once with another partition count: producing and consuming work, the old
+    records are gone, and the old directories disappear from the log dir."""
+    # Kafka removes a deleted log after log.segment.delete.delay.ms (60 s by default).
+    broker = make_broker("log.segment.delete.delay.ms=1000\n")
     admin = AdminClient({"bootstrap.servers": broker.address})
     one(admin.create_topics([NewTopic("again", 2, 1)])).result(timeout=10)
     produce(broker.address, "again", [b"old-%d" % i for i in range(50)])
+    old_id = topic_ids(admin, ["again"])["again"]
     one(admin.delete_topics(["again"])).result(timeout=10)
     one(admin.create_topics([NewTopic("again", 3, 1)])).result(timeout=10)
     assert len(admin.list_topics(timeout=10).topics["again"].partitions) == 3
+    assert topic_ids(admin, ["again"])["again"] != old_id
 
     new = [b"new-%d" % i for i in range(30)]
     produce(broker.address, "again", new)
@@ -109,8 +116,10 @@ def test_a_deleted_topic_is_created_again_at_once(make_broker):
     assert sorted(n for n in os.listdir(broker.log_dir) if n.startswith("again-")) == ["again-0", "again-1", "again-2"]
 
 
-def test_config_changes_reach_existing_logs_without_a_restart(make_broker):
-    broker = make_broker("log.retention.check.interval.ms=500\nlog.segment.delete.delay.ms=0\n")
+def test_a_lower_retention_deletes_old_segments_without_a_restart(make_broker):
+    """Segments holding records two days old are deleted once retention.ms is lowered to an hour: the earliest offset
+    rises and the .log files go, with the broker running."""
+    broker = make_broker("log.retention.check.interval.ms=1000\nlog.segment.delete.delay.ms=0\n")
     admin = AdminClient({"bootstrap.servers": broker.address})
     one(admin.create_topics([NewTopic("aging", 1, 1, config={"segment.bytes": "4096"})])).result(timeout=10)
     two_days_ago = int(time.time() * 1000) - 2 * 86_400_000
@@ -133,13 +142,17 @@ def test_config_changes_reach_existing_logs_without_a_restart(make_broker):
         ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
     one(admin.incremental_alter_configs([resource])).result(timeout=10)
     # Every rolled segment is two days old: all but the active one go, and the earliest offset rises.
-    wait_for(lambda: consumer.get_watermark_offsets(TopicPartition("aging", 0), timeout=10)[0] > 250)
+    wait_for(lambda: consumer.get_watermark_offsets(TopicPartition("aging", 0), timeout=10)[0] > 250, timeout=40)
     wait_for(lambda: len(segments()) == 1)
     consumer.close()
 
-    # A 2 MB record is over max.message.bytes until the topic allows 3 MB.
+
+def test_a_raised_max_message_bytes_admits_a_larger_record(broker):
+    """A 2 MB record is refused with MSG_SIZE_TOO_LARGE under the default max.message.bytes, and accepted once the
+    topic's max.message.bytes is 3 MB."""
+    admin = AdminClient({"bootstrap.servers": broker})
     one(admin.create_topics([NewTopic("big", 1, 1)])).result(timeout=10)
-    big = Producer({"bootstrap.servers": broker.address, "message.max.bytes": 10_000_000, "linger.ms": 0})
+    big = Producer({"bootstrap.servers": broker, "message.max.bytes": 10_000_000, "linger.ms": 0})
     errors = []
     big.produce("big", value=b"y" * 2_000_000, on_delivery=lambda err, msg: errors.append(err))
     big.flush(30)
@@ -154,10 +167,16 @@ def test_config_changes_reach_existing_logs_without_a_restart(make_broker):
 
 
 def test_a_restart_keeps_topics_ids_and_configs(make_broker):
+    """After a SIGTERM (exit 0) and a start on the same log.dirs, the topic has its partitions, its id and its
+    configs."""
     broker = make_broker()
     admin = AdminClient({"bootstrap.servers": broker.address})
     one(admin.create_topics([NewTopic("kept", 4, 1, config={"retention.ms": "7200000",
                                                             "cleanup.policy": "compact,delete"})])).result(timeout=10)
+    resource = ConfigResource(ResourceType.TOPIC, "kept", incremental_configs=[
+        ConfigEntry("segment.ms", "600000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("leader.replication.throttled.replicas", "0:1,3:1", incremental_operation=AlterConfigOpType.APPEND)])
+    one(admin.incremental_alter_configs([resource])).result(timeout=10)
     ids = topic_ids(admin, ["kept"])
     before = topic_configs(admin, "kept")
     broker.stop()
@@ -168,4 +187,5 @@ def test_a_restart_keeps_topics_ids_and_configs(make_broker):
     after = topic_configs(admin, "kept")
     assert after == before
     assert after["retention.ms"] == "7200000" and after["cleanup.policy"] == "compact,delete"
+    assert after["segment.ms"] == "600000" and after["leader.replication.throttled.replicas"] == "0:1,3:1"
 
