@@ -30,11 +30,14 @@ def wait_for(condition, timeout=30):
         time.sleep(0.1)
 
 
-def append_throttled_replicas(address, broker_id, key, value, start):
+def append_throttled_replicas(address, broker_id, key, value, barrier, spans):
     """One admin client in its own process: 100 IncrementalAlterConfigs, each appending one entry to the same list,
-    then one SET of its own key. Waits for `start` so both processes send at the same time."""
+    then one SET of its own key. Both processes connect first and pass `barrier` together, and each reports when
+    it sent its first and last request in `spans`."""
     admin = AdminClient({"bootstrap.servers": address})
-    start.wait()
+    admin.list_topics(timeout=10)
+    barrier.wait(timeout=60)
+    started = time.time()
     for partition in range(100):
         resource = ConfigResource(ResourceType.TOPIC, "shared", incremental_configs=[ConfigEntry(
             "leader.replication.throttled.replicas", f"{partition}:{broker_id}",
@@ -43,6 +46,7 @@ def append_throttled_replicas(address, broker_id, key, value, start):
     resource = ConfigResource(ResourceType.TOPIC, "shared", incremental_configs=[
         ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
     one(admin.incremental_alter_configs([resource])).result(timeout=30)
+    spans.put((started, time.time()))
 
 
 def test_concurrent_admin_clients_lose_no_change(broker):
@@ -51,17 +55,19 @@ def test_concurrent_admin_clients_lose_no_change(broker):
     admin = AdminClient({"bootstrap.servers": broker})
     one(admin.create_topics([NewTopic("shared", 1, 1)])).result(timeout=10)
     context = multiprocessing.get_context("spawn")
-    start = context.Event()
+    barrier, spans = context.Barrier(2), context.Queue()
     workers = [
-        context.Process(target=append_throttled_replicas, args=(broker, 1, "retention.ms", "123456", start)),
-        context.Process(target=append_throttled_replicas, args=(broker, 2, "segment.ms", "654321", start)),
+        context.Process(target=append_throttled_replicas, args=(broker, 1, "retention.ms", "123456", barrier, spans)),
+        context.Process(target=append_throttled_replicas, args=(broker, 2, "segment.ms", "654321", barrier, spans)),
     ]
     for worker in workers:
         worker.start()
-    start.set()
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
+    # The two processes were sending at the same time.
+    (start_a, end_a), (start_b, end_b) = spans.get(timeout=5), spans.get(timeout=5)
+    assert max(start_a, start_b) < min(end_a, end_b)
     configs = topic_configs(admin, "shared")
     entries = configs["leader.replication.throttled.replicas"].split(",")
     assert len(entries) == 200
