@@ -2,6 +2,7 @@
 config changes that reach existing logs without a restart, and a restart that keeps topics, ids and configs."""
 import multiprocessing
 import os
+import re
 import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicCollection, TopicPartition
@@ -23,11 +24,12 @@ def topic_ids(admin, names):
     return {name: str(future.result(timeout=10).topic_id) for name, future in described.items()}
 
 
-def wait_for(condition, timeout=30):
+def wait_for(condition, timeout=30, seen=lambda: None):
+    """Polls `condition` for up to `timeout` seconds; on failure the message shows what `seen` returns."""
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.1)
+        assert time.time() < deadline, f"timed out after {timeout} s; seen: {seen()}"
+        time.sleep(0.05)
 
 
 def append_throttled_replicas(address, broker_id, key, value, barrier, spans):
@@ -103,13 +105,17 @@ def consume_all(address, topic, partitions, count):
 def test_a_deleted_topic_is_created_again_at_once(make_broker):
     """A topic deleted and created again at once with another partition count: producing and consuming work, the old
     records are gone, and the old directories disappear from the log dir."""
-    # Kafka removes a deleted log after log.segment.delete.delay.ms (60 s by default).
-    broker = make_broker("log.segment.delete.delay.ms=1000\n")
+    # Kafka removes a deleted log log.segment.delete.delay.ms after the rename (60 s by default; 3 s here).
+    broker = make_broker("log.segment.delete.delay.ms=3000\n")
     admin = AdminClient({"bootstrap.servers": broker.address})
     one(admin.create_topics([NewTopic("again", 2, 1)])).result(timeout=10)
     produce(broker.address, "again", [b"old-%d" % i for i in range(50)])
     old_id = topic_ids(admin, ["again"])["again"]
     one(admin.delete_topics(["again"])).result(timeout=10)
+    # Both partition directories are renamed '<topic>-<partition>.<32 hex>-delete' and kept for the delay.
+    renamed = lambda: sorted(n for n in os.listdir(broker.log_dir) if n.startswith("again-"))
+    wait_for(lambda: [re.sub(r"\.[0-9a-f]{32}-delete$", "", n) for n in renamed()] == ["again-0", "again-1"]
+             and all(n.endswith("-delete") for n in renamed()), timeout=1, seen=renamed)
     one(admin.create_topics([NewTopic("again", 3, 1)])).result(timeout=10)
     assert len(admin.list_topics(timeout=10).topics["again"].partitions) == 3
     assert topic_ids(admin, ["again"])["again"] != old_id
@@ -117,8 +123,8 @@ def test_a_deleted_topic_is_created_again_at_once(make_broker):
     new = [b"new-%d" % i for i in range(30)]
     produce(broker.address, "again", new)
     assert sorted(consume_all(broker.address, "again", 3, len(new))) == sorted(new)
-    # The old directories were renamed '<topic>-<partition>.<id>-delete' and are removed in the background.
-    wait_for(lambda: not [n for n in os.listdir(broker.log_dir) if n.endswith("-delete")])
+    # The renamed old directories are removed in the background once the delay is over.
+    wait_for(lambda: not [n for n in os.listdir(broker.log_dir) if n.endswith("-delete")], seen=renamed)
     assert sorted(n for n in os.listdir(broker.log_dir) if n.startswith("again-")) == ["again-0", "again-1", "again-2"]
 
 
@@ -149,7 +155,7 @@ def test_a_lower_retention_deletes_old_segments_without_a_restart(make_broker):
     one(admin.incremental_alter_configs([resource])).result(timeout=10)
     # Every rolled segment is two days old: all but the active one go, and the earliest offset rises.
     wait_for(lambda: consumer.get_watermark_offsets(TopicPartition("aging", 0), timeout=10)[0] > 250, timeout=40)
-    wait_for(lambda: len(segments()) == 1)
+    wait_for(lambda: len(segments()) == 1, seen=segments)
     consumer.close()
 
 
