@@ -378,7 +378,9 @@ public final class LogManager: Sendable {
     }
 
     /// Deletes the partition's log: its directory is renamed `<topic>-<partition>.<id>-delete` at once (so the
-    /// name can be created again) and removed in the background. Callers still inside `withLog` finish first.
+    /// name can be created again) and removed in the background after the log's `file.delete.delay.ms`
+    /// (`log.segment.delete.delay.ms`), as Kafka's `asyncDelete` does, so reads in flight finish; one still there
+    /// at the next start is removed then. Callers still inside `withLog` finish first.
     /// - Returns: the renamed directory, nil if there was no such log.
     @discardableResult
     public func deleteLog(_ partition: TopicPartition) throws(StorageError) -> FilePath? {
@@ -394,18 +396,27 @@ public final class LogManager: Sendable {
         let renamed = log.logDirectory.appending("\(partition.directoryName).\(id)-delete")
         try FileIO.rename(log.directory, to: renamed)
         try FileIO.syncDirectory(log.logDirectory)
-        self.removeInBackground(renamed)
+        self.removeInBackground(renamed, afterMs: log.config.fileDeleteDelayMs)
         return renamed
     }
 
-    private func removeInBackground(_ path: FilePath) {
-        let logger = self.logger
-        self.ioPool.execute {
+    private func removeInBackground(_ path: FilePath, afterMs delay: Int64 = 0) {
+        let (logger, pool) = (self.logger, self.ioPool)
+        let remove: @Sendable () -> Void = {
             do {
                 try Self.removeTree(path)
             } catch {
                 logger.warning("Could not remove a deleted log directory", metadata: ["error": "\(error)"])
             }
+        }
+        guard delay > 0 else {
+            _ = pool.execute(remove)
+            return
+        }
+        Task {
+            try? await Task.sleep(for: .milliseconds(delay))
+            // A pool already stopped leaves the directory to the next start.
+            _ = pool.execute(remove)
         }
     }
 

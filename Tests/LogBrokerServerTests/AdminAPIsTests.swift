@@ -83,7 +83,8 @@ import Testing
     }
 
     @Test func deletedTopicsGoFromTheImageAtOnceAndFromDiskInTheBackground() async throws {
-        try await BrokerProcess.withBroker { broker in
+        // Without the default 60 s of log.segment.delete.delay.ms the renamed directories go at once.
+        try await BrokerProcess.withBroker([("log.segment.delete.delay.ms", "0")]) { broker in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
                 let created = try await connection.send(
                     CreateTopicsRequest(topics: [Self.createTopic("gone", partitions: 2)]),

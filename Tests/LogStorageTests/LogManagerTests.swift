@@ -228,7 +228,9 @@ import Testing
             defer { pool.shutdown() }
             let config = Self.managerConfig(directory)
             let manager = try LogManager(config: config, ioPool: pool)
-            let log = try manager.getOrCreateLog(topic: "gone", partition: 3, config: LogConfig())
+            var immediate = LogConfig()
+            immediate.fileDeleteDelayMs = 0
+            let log = try manager.getOrCreateLog(topic: "gone", partition: 3, config: immediate)
             _ = try log.appendAsLeader(Batches.make(count: 4), leaderEpoch: 0)
             let renamed = try #require(try manager.deleteLog(TopicPartition("gone", 3)))
             #expect(renamed.lastComponent!.string.hasPrefix("gone-3."))
@@ -236,11 +238,19 @@ import Testing
             #expect(!TestFiles.exists(directory.appending("gone-3")))
             #expect(throws: StorageError.self) { _ = try log.appendAsLeader(Batches.make(count: 1), leaderEpoch: 0) }
             // The name can be used again at once.
-            let again = try manager.getOrCreateLog(topic: "gone", partition: 3, config: LogConfig())
+            var delayed = LogConfig()
+            delayed.fileDeleteDelayMs = 300
+            let again = try manager.getOrCreateLog(topic: "gone", partition: 3, config: delayed)
             #expect(again.logEndOffset == 0)
             Self.drain(pool)
             #expect(!TestFiles.exists(renamed))
-            try manager.deleteLog(TopicPartition("gone", 3))
+            // With file.delete.delay.ms the renamed directory stays that long, so reads in flight finish.
+            let kept = try #require(try manager.deleteLog(TopicPartition("gone", 3)))
+            Self.drain(pool)
+            #expect(TestFiles.exists(kept))
+            let deadline = ContinuousClock.now + .seconds(10)
+            while TestFiles.exists(kept) && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
+            #expect(!TestFiles.exists(kept))
             try manager.shutdown()
             let restarted = try LogManager(config: config, ioPool: pool)
             #expect(restarted.allLogs.isEmpty)
