@@ -19,6 +19,7 @@ struct Logcat: AsyncParsableCommand {
             Consume:  logcat -b HOST:PORT -C -t TOPIC [-p N] [-o beginning|end|OFFSET|-N|s@MS] [-c COUNT] [-e] \
             [-f FORMAT] [-K DELIM] [-D DELIM]
             List:     logcat -b HOST:PORT -L [-t TOPIC] [-J]
+            Group:    logcat -b HOST:PORT -G GROUP TOPIC... [-c COUNT] [-e] [-f FORMAT] [-K DELIM] [-D DELIM]
 
             FORMAT tokens: %t topic, %p partition, %o offset, %k key, %K key length, %s value, %S value length \
             (-1 for null), %T timestamp (ms), %h headers (name=value,...); \\n \\r \\t \\\\ and \\xNN escapes. \
@@ -32,6 +33,9 @@ struct Logcat: AsyncParsableCommand {
     @Flag(name: .customShort("P"), help: "Produce mode.") var produce = false
     @Flag(name: .customShort("C"), help: "Consume mode.") var consume = false
     @Flag(name: .customShort("L"), help: "Metadata list mode.") var list = false
+    @Option(name: .customShort("G"), help: "Balanced consumer mode: join this group and read the TOPICs.")
+    var group: String?
+    @Argument(help: "The topics a -G group consumer subscribes to.") var groupTopics: [String] = []
     @Option(name: .customShort("t"), help: "Topic.") var topic: String?
     @Option(name: .customShort("p"), help: "Partition (produce: -1 or none for the partitioner).") var partition: Int32?
     @Option(name: .customShort("k"), help: "A fixed key for every produced message.") var key: String?
@@ -54,9 +58,10 @@ struct Logcat: AsyncParsableCommand {
     @Option(name: .customShort("X"), help: "A client property key=value (repeatable).") var properties: [String] = []
 
     func validate() throws {
-        guard [self.produce, self.consume, self.list].filter({ $0 }).count == 1 else {
-            throw ValidationError("give exactly one of -P, -C and -L")
+        guard [self.produce, self.consume, self.list, self.group != nil].filter({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of -P, -C, -L and -G")
         }
+        if self.group != nil && self.groupTopics.isEmpty { throw ValidationError("-G GROUP needs at least one TOPIC") }
         if (self.produce || self.consume) && self.topic == nil { throw ValidationError("-t TOPIC is required") }
         if self.key != nil && self.keyDelimiter != nil && self.produce {
             throw ValidationError("-k and -K cannot be used together")
@@ -71,6 +76,8 @@ struct Logcat: AsyncParsableCommand {
                 try await self.runProducer(client)
             } else if self.consume {
                 try await self.runConsumer(client)
+            } else if let group = self.group {
+                try await self.runGroupConsumer(client, group: group)
             } else {
                 try await self.runList(client)
             }
@@ -187,6 +194,41 @@ struct Logcat: AsyncParsableCommand {
             try output.checkOpen()
         }
         try output.flush()
+    }
+
+    /// kcat's balanced consumer: the group's share of the topics, its offsets committed after every batch, the
+    /// group left at the end.
+    func runGroupConsumer(_ client: LogBrokerClient, group: String) async throws {
+        var configuration = GroupConsumer.Configuration()
+        configuration.autoOffsetReset = self.offset == "end" ? .end : .beginning
+        let consumer = GroupConsumer(client: client, groupID: group, topics: self.groupTopics, configuration: configuration)
+        let output = Output()
+        let formatter = try MessageFormatter(
+            format: self.format,
+            delimiter: Escapes.decode(self.delimiter),
+            keyDelimiter: self.keyDelimiter.map(Escapes.decode)
+        )
+        var received = 0
+        do {
+            while self.count.map({ received < $0 }) ?? true {
+                let records = try await consumer.poll()
+                if self.exitAtEnd, records.isEmpty, await consumer.isAtEnd { break }
+                let room = self.count.map { $0 - received } ?? records.count
+                for record in records.prefix(room) {
+                    try output.write(formatter.format(record))
+                    received += 1
+                }
+                try output.flush()
+                try output.checkOpen()
+                // A batch cut short by -c is not committed: its unprinted records are read again next time.
+                guard records.count <= room else { break }
+                try await consumer.commit()
+            }
+        } catch {
+            await consumer.close()
+            throw error
+        }
+        await consumer.close()
     }
 
     /// Places every partition at `-o`.

@@ -83,3 +83,25 @@ def test_failures_exit_non_zero_with_one_line_naming_what_failed(broker, logcat)
     assert unreachable.stderr.decode().count("\n") == 1 and "127.0.0.1:1" in unreachable.stderr.decode()
     missing = run([logcat, "-b", broker, "-C", "-t", "no-such-topic", "-e"])
     assert missing.returncode == 1 and "no-such-topic" in missing.stderr.decode()
+
+
+def test_group_consumers_share_a_topic_and_commit(make_broker, logcat):
+    broker = make_broker("group.initial.rebalance.delay.ms=0\n")
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    next(iter(admin.create_topics([NewTopic("grouped", 4, 1)]).values())).result(timeout=10)
+    lines = b"".join(b"%d\n" % i for i in range(400))
+    assert run([logcat, "-b", broker.address, "-P", "-t", "grouped"], lines).returncode == 0
+
+    # One balanced consumer reads everything and commits; the next one of the group finds nothing left.
+    first = run([logcat, "-b", broker.address, "-G", "cats", "grouped", "-e"])
+    assert first.returncode == 0, first.stderr
+    assert sorted(int(line) for line in first.stdout.split()) == list(range(400))
+    again = run([logcat, "-b", broker.address, "-G", "cats", "grouped", "-e"])
+    assert again.returncode == 0 and again.stdout == b""
+
+    # Debian's kcat -G sees the same committed offsets: nothing left for the group either.
+    more = b"".join(b"%d\n" % i for i in range(400, 410))
+    assert run([logcat, "-b", broker.address, "-P", "-t", "grouped"], more).returncode == 0
+    kcat = run(["kcat", "-b", broker.address, "-G", "cats", "grouped", "-c", "10", "-q"], timeout=60)
+    assert sorted(int(line) for line in kcat.stdout.split()) == list(range(400, 410))

@@ -161,6 +161,19 @@ import Testing
         }
     }
 
+    @Test func rangeAndRoundRobinDealPartitionsAsKafkasAssignors() {
+        let subscriptions: [String: Set<String>] = ["a": ["t", "u"], "b": ["t"], "c": ["t", "u"]]
+        let counts = ["t": 5, "u": 2]
+        let range = GroupConsumer.plan(subscriptions: subscriptions, partitionCounts: counts, assignor: .range)
+        #expect(range["a"] == [TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0)])
+        #expect(range["b"] == [TopicPartition("t", 2), TopicPartition("t", 3)])
+        #expect(range["c"] == [TopicPartition("t", 4), TopicPartition("u", 1)])
+        let roundRobin = GroupConsumer.plan(subscriptions: subscriptions, partitionCounts: counts, assignor: .roundRobin)
+        #expect(roundRobin["a"] == [TopicPartition("t", 0), TopicPartition("t", 3), TopicPartition("u", 1)])
+        #expect(roundRobin["b"] == [TopicPartition("t", 1), TopicPartition("t", 4)])
+        #expect(roundRobin["c"] == [TopicPartition("t", 2), TopicPartition("u", 0)])
+    }
+
     @Test func bufferMemoryHoldsUnderAStalledBroker() async throws {
         try await BrokerProcess.withBroker { broker in
             let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
