@@ -176,11 +176,7 @@ struct Logcat: AsyncParsableCommand {
         let consumer = Consumer(client: client)
         try await self.position(consumer, partitions)
         let output = Output()
-        let formatter = try MessageFormatter(
-            format: self.format,
-            delimiter: Escapes.decode(self.delimiter),
-            keyDelimiter: self.keyDelimiter.map(Escapes.decode)
-        )
+        let formatter = try self.formatter()
         var received = 0
         while true {
             if let limit = self.count, received >= limit { break }
@@ -203,11 +199,7 @@ struct Logcat: AsyncParsableCommand {
         configuration.autoOffsetReset = self.offset == "end" ? .end : .beginning
         let consumer = GroupConsumer(client: client, groupID: group, topics: self.groupTopics, configuration: configuration)
         let output = Output()
-        let formatter = try MessageFormatter(
-            format: self.format,
-            delimiter: Escapes.decode(self.delimiter),
-            keyDelimiter: self.keyDelimiter.map(Escapes.decode)
-        )
+        let formatter = try self.formatter()
         var received = 0
         do {
             while self.count.map({ received < $0 }) ?? true {
@@ -229,6 +221,15 @@ struct Logcat: AsyncParsableCommand {
             throw error
         }
         await consumer.close()
+    }
+
+    /// The consumer output format: `-f`, else the value with `-K`'s key prefix and `-D`'s delimiter.
+    func formatter() throws -> MessageFormatter {
+        try MessageFormatter(
+            format: self.format,
+            delimiter: Escapes.decode(self.delimiter),
+            keyDelimiter: self.keyDelimiter.map(Escapes.decode)
+        )
     }
 
     /// Places every partition at `-o`.
