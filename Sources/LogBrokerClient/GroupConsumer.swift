@@ -58,7 +58,12 @@ public actor GroupConsumer {
             try await self.heartbeat()
             if !self.joined { try await self.join() }
         }
-        return self.assignment.isEmpty ? [] : try await self.consumer.poll()
+        guard !self.assignment.isEmpty else {
+            // Nothing to fetch (more members than partitions): wait as a fetch would, rather than spin.
+            try await Task.sleep(for: .milliseconds(100))
+            return []
+        }
+        return try await self.consumer.poll()
     }
 
     /// Whether every assigned partition has been read to its end (for `logcat -G -e`).

@@ -5,6 +5,7 @@ import KafkaProperties
 import KafkaRecords
 import KafkaWire
 import LogStorage
+import Logging
 import NIOCore
 import Replication
 
@@ -23,9 +24,11 @@ public final class ConsumerOffsetsTopic: OffsetStore {
     let partitionCount: Int32
     let replicationFactor: Int16
     let segmentBytes: Int32
+    let logger: Logger
 
-    public init(controller: Controller, replicas: ReplicaManager, configuration: BrokerConfiguration) {
+    public init(controller: Controller, replicas: ReplicaManager, configuration: BrokerConfiguration, logger: Logger) {
         self.controller = controller
+        self.logger = logger
         self.replicas = replicas
         self.partitionCount = configuration.settings.int("offsets.topic.num.partitions")
         self.replicationFactor = Int16(configuration.settings.int("offsets.topic.replication.factor"))
@@ -89,7 +92,11 @@ public final class ConsumerOffsetsTopic: OffsetStore {
             origin: .coordinator
         )
         guard result.error == .none else {
-            throw ConsumerOffsetsError(description: "appending to \(Self.name): \(result.error)")
+            let error = ConsumerOffsetsError(
+                description: "appending to \(Self.name): \(result.error) \(result.errorMessage ?? "")"
+            )
+            self.logger.warning("Offsets not committed", metadata: ["group": "\(groupID)", "error": "\(error)"])
+            throw error
         }
     }
 

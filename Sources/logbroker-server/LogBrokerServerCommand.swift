@@ -91,7 +91,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(ElectLeadersHandler(controller: controller))
             handlers.register(InitProducerIdHandler(controller: controller))
             let offsetsTopic = ConsumerOffsetsTopic(controller: controller, replicas: storage.replicas,
-                                                    configuration: configuration)
+                                                    configuration: configuration, logger: logger)
             let groups = GroupCoordinator(configuration: configuration.groupCoordinator, store: offsetsTopic)
             handlers.register(FindCoordinatorHandler(groupsOn: (controller, configuration.nodeID, offsetsTopic)))
             handlers.register(JoinGroupHandler(coordinator: groups))

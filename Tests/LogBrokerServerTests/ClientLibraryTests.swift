@@ -174,6 +174,53 @@ import Testing
         #expect(roundRobin["c"] == [TopicPartition("t", 2), TopicPartition("u", 0)])
     }
 
+    @Test func twoGroupConsumersShareATopicAndANewMemberResumesFromTheirCommits() async throws {
+        try await BrokerProcess.withBroker([("group.initial.rebalance.delay.ms", "0")]) { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            try await Admin(client: client).createTopic("shared", partitions: 4, replicationFactor: 1)
+            let producer = try Producer(client: client)
+            for index in 0..<200 {
+                try await producer.send(ProducerRecord(topic: "shared", key: Array("k\(index)".utf8), value: Array("\(index)".utf8))) { _ in }
+            }
+            await producer.flush()
+            var configuration = GroupConsumer.Configuration()
+            configuration.heartbeatIntervalMs = 100
+            // Each member has its own client, as each consumer has its own connections: the coordinator holds a
+            // JoinGroup during a rebalance, and the connection carrying it waits meanwhile.
+            let members = try (0..<2).map { _ in
+                GroupConsumer(client: try LogBrokerClient(bootstrapServers: broker.bootstrap), groupID: "pair",
+                              topics: ["shared"], configuration: configuration)
+            }
+            let values = Collected()
+            let deadline = ContinuousClock.now + .seconds(60)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for member in members {
+                    group.addTask {
+                        while ContinuousClock.now < deadline {
+                            values.add(try await member.poll().map { Int(String(decoding: $0.value ?? [], as: UTF8.self))! })
+                            try? await member.commit()
+                            if values.count >= 200, await member.assignedPartitions.count == 2 { return }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let shares = [await members[0].assignedPartitions, await members[1].assignedPartitions]
+            #expect(shares.map(\.count) == [2, 2] && Set(shares[0]).isDisjoint(with: shares[1]))
+            #expect(values.all.sorted() == Array(0..<200), "every record once across the pair")
+            for member in members {
+                try await member.commit()
+                await member.close()
+            }
+            // A new member of the group starts from the commits: nothing left to read.
+            let late = GroupConsumer(client: client, groupID: "pair", topics: ["shared"], configuration: configuration)
+            var leftover: [ConsumerRecord] = []
+            for _ in 0..<5 { leftover += try await late.poll() }
+            #expect(leftover.isEmpty)
+            await late.close()
+        }
+    }
+
     @Test func bufferMemoryHoldsUnderAStalledBroker() async throws {
         try await BrokerProcess.withBroker { broker in
             let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
@@ -212,6 +259,15 @@ final class Failures: @unchecked Sendable {
     private var errors: [ClientError] = []
     func add(_ error: ClientError) { self.lock.withLock { self.errors.append(error) } }
     var all: [ClientError] { self.lock.withLock { self.errors } }
+}
+
+/// Values collected by several tasks. Thread-safe.
+final class Collected: @unchecked Sendable {
+    private let lock = NSLock()
+    private var values: [Int] = []
+    func add(_ more: [Int]) { self.lock.withLock { self.values += more } }
+    var all: [Int] { self.lock.withLock { self.values } }
+    var count: Int { self.lock.withLock { self.values.count } }
 }
 
 /// A counter shared with a task. Thread-safe.
