@@ -96,9 +96,21 @@ public actor GroupCoordinator {
         self.startSweeper()
         var group = self.groups[request.groupID] ?? Group(id: request.groupID)
         var memberID = request.memberID
-        if memberID.isEmpty {
+        if let instanceID = request.instanceID,
+            let known = group.members.values.first(where: { $0.instanceID == instanceID })
+        {
+            // Static membership (KIP-345): the instance's member id is the one the group knows; another one is fenced.
+            guard memberID.isEmpty || memberID == known.id else {
+                return JoinResult(error: .fencedInstanceID, memberID: memberID)
+            }
+            if memberID.isEmpty, let replaced = self.replaceStaticMember(known.id, in: &group, request: request) {
+                self.groups[request.groupID] = group
+                return replaced
+            }
+            memberID = known.id
+        } else if memberID.isEmpty {
             memberID = "\(request.clientID)-\(Self.randomSuffix())"
-            if request.requiresKnownMemberID {
+            if request.requiresKnownMemberID && request.instanceID == nil {
                 group.pending.insert(memberID)
                 self.groups[request.groupID] = group
                 return JoinResult(error: .memberIDRequired, memberID: memberID)
@@ -205,6 +217,33 @@ public actor GroupCoordinator {
         self.groups[groupID] = group
         self.completeJoinIfReady(groupID)
         return errors
+    }
+
+    /// A static member restarted (same `group.instance.id`, no member id): it takes over its old membership under a
+    /// new member id, keeping its assignment, without a rebalance when the group is stable and its protocols are
+    /// unchanged (KIP-345); the old id is fenced. Returns the answer, or nil when the join must go the usual way.
+    private func replaceStaticMember(
+        _ oldID: String,
+        in group: inout Group,
+        request: JoinRequest
+    ) -> JoinResult? {
+        guard group.state == .stable, group.leader != oldID, let member = group.members[oldID],
+            member.protocols.map(\.name) == request.protocols.map(\.name),
+            zip(member.protocols, request.protocols).allSatisfy({ $0.metadata == $1.metadata })
+        else { return nil }
+        let newID = "\(request.clientID)-\(Self.randomSuffix())"
+        member.joinWaiter?.resume(returning: JoinResult(error: .fencedInstanceID, memberID: oldID))
+        member.syncWaiter?.resume(returning: SyncResult(error: .fencedInstanceID))
+        let renamed = Member(
+            id: newID, instanceID: member.instanceID, clientID: request.clientID, clientHost: request.clientHost,
+            sessionTimeoutMs: request.sessionTimeoutMs, rebalanceTimeoutMs: request.rebalanceTimeoutMs,
+            protocolType: member.protocolType, protocols: member.protocols, assignment: member.assignment,
+            sessionDeadline: .now + .milliseconds(Int64(request.sessionTimeoutMs))
+        )
+        group.members[oldID] = nil
+        group.members[newID] = renamed
+        group.order = group.order.map { $0 == oldID ? newID : $0 }
+        return self.joinResult(group, for: newID)
     }
 
     // MARK: Offsets

@@ -251,3 +251,35 @@ def test_cooperative_sticky_members_share_a_topic(make_broker):
     assert sorted(consume(members, 400)) == list(range(400))
     for member in members:
         member.close()
+
+
+def test_a_static_member_restarting_within_its_session_timeout_causes_no_rebalance(make_broker):
+    broker = make_broker(PROPERTIES)
+    create(broker.address, "static", 4)
+    assignments = []
+
+    def static_member():
+        return Consumer({"bootstrap.servers": broker.address, "group.id": "statics", "group.instance.id": "worker-1",
+                         "session.timeout.ms": 10000, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+
+    other = consumer(broker.address, "statics")
+    other.subscribe(["static"], on_assign=lambda c, parts: assignments.append(sorted(p.partition for p in parts)))
+    # The other member leads (it joined first): a static leader's return rebalances, as with Kafka below
+    # JoinGroup v9.
+    wait_for_assignment([other], [4])
+    first = static_member()
+    first.subscribe(["static"])
+    wait_for_assignment([other, first], [2, 2])
+    kept = sorted(p.partition for p in first.assignment())
+    rebalances = len(assignments)
+    # A static member leaves no LeaveGroup behind; its replacement comes back within the session timeout.
+    first.close()
+    second = static_member()
+    second.subscribe(["static"])
+    wait_for_assignment([other, second], [2, 2], timeout=8)
+    assert sorted(p.partition for p in second.assignment()) == kept, "the static member got its partitions back"
+    for _ in range(20):
+        other.poll(0.1)
+    assert len(assignments) == rebalances, f"the other member was not rebalanced: {assignments}"
+    second.close()
+    other.close()
