@@ -17,12 +17,16 @@ public struct CommittedOffset: Hashable, Sendable {
     public var leaderEpoch: Int32
     public var metadata: String?
     public var commitTimestamp: Int64
+    /// When the offset expires, from OffsetCommit v2–4's `retention_time_ms`; nil: `offsets.retention.minutes`
+    /// applies (KIP-211).
+    public var expireTimestamp: Int64?
 
-    public init(offset: Int64, leaderEpoch: Int32, metadata: String?, commitTimestamp: Int64) {
+    public init(offset: Int64, leaderEpoch: Int32, metadata: String?, commitTimestamp: Int64, expireTimestamp: Int64? = nil) {
         self.offset = offset
         self.leaderEpoch = leaderEpoch
         self.metadata = metadata
         self.commitTimestamp = commitTimestamp
+        self.expireTimestamp = expireTimestamp
     }
 }
 
@@ -72,6 +76,8 @@ struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394) and not yet used to join.
     var pending: Set<String> = []
     var offsets: [GroupTopicPartition: CommittedOffset] = [:]
+    /// When the group last became empty (wall-clock ms), from which its offsets' retention counts.
+    var emptySinceMs: Int64?
     /// Bumped by every rebalance, so a timer of an older one does nothing.
     var rebalanceEpoch = 0
     /// The first rebalance of an empty group still waits `group.initial.rebalance.delay.ms`.

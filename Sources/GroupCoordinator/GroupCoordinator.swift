@@ -1,3 +1,4 @@
+import Glibc
 import KafkaWire
 
 /// The classic group coordinator (Kafka's `GroupCoordinator`, before KIP-848): members join, the group rebalances
@@ -9,7 +10,10 @@ import KafkaWire
 ///
 /// Committed offsets are handed to an `OffsetStore` (the broker's `__consumer_offsets`) and acknowledged only once
 /// it kept them; `load` gives them back at start. Group membership is not stored: after a restart members rejoin.
-/// Not built yet: static membership's fencing (`group.instance.id` is recorded, not enforced), offset expiry.
+/// Offsets expire as Kafka's `removeExpiredOffsets` (KIP-211) has them: those of a group with a protocol type once
+/// it has been empty for `offsets.retention.minutes`, those of a group used only for commits each that long after
+/// its commit (or at the expire timestamp an OffsetCommit v2–4 gave); offsets of deleted topics go at once. Static members (KIP-345) that restart within their session
+/// timeout keep their assignment without a rebalance, unless they lead the group.
 ///
 /// Thread safety: an actor. JoinGroup and SyncGroup suspend on it until the group can answer.
 public actor GroupCoordinator {
@@ -23,6 +27,10 @@ public actor GroupCoordinator {
         public var maxMetadataBytes = 4_096
         /// `group.max.size`.
         public var maxGroupSize = Int(Int32.max)
+        /// `offsets.retention.minutes`, in ms.
+        public var offsetsRetentionMs: Int64 = 7 * 24 * 3_600_000
+        /// `offsets.retention.check.interval.ms`.
+        public var offsetsRetentionCheckIntervalMs: Int64 = 600_000
 
         public init() {}
     }
@@ -77,6 +85,7 @@ public actor GroupCoordinator {
     /// serves from then on.
     public func load(_ entries: [(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)]) {
         defer { self.isLoaded = true }
+        self.startSweeper()
         for entry in entries {
             var group = self.groups[entry.groupID] ?? Group(id: entry.groupID)
             group.offsets[entry.partition] = entry.offset
@@ -260,6 +269,7 @@ public actor GroupCoordinator {
     ) async -> [ErrorCode] {
         guard self.isLoaded else { return offsets.map { _ in .coordinatorLoadInProgress } }
         guard !groupID.isEmpty else { return offsets.map { _ in .invalidGroupID } }
+        self.startSweeper()
         let group = self.groups[groupID] ?? Group(id: groupID)
         let groupError: ErrorCode
         if generation < 0 && memberID.isEmpty {
@@ -302,6 +312,62 @@ public actor GroupCoordinator {
         let offsets = self.groups[groupID]?.offsets ?? [:]
         if let partitions { return partitions.map { ($0, offsets[$0]) } }
         return offsets.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }.map { ($0.key, $0.value) }
+    }
+
+    /// Deletes the offsets that expired by `nowMs` (see the type's comment), with tombstones, and groups left
+    /// empty with no offsets; the number of offsets removed.
+    @discardableResult
+    public func expireOffsets(nowMs: Int64) async -> Int {
+        let retention = self.configuration.offsetsRetentionMs
+        var removed = 0
+        for group in self.groups.values where group.state == .empty {
+            let expired = group.offsets.filter { _, committed in
+                if let expireTimestamp = committed.expireTimestamp { return expireTimestamp <= nowMs }
+                // A group of consumers counts from when it became empty; commits alone each from their own time.
+                let since = group.protocolType == nil ? committed.commitTimestamp : group.emptySinceMs ?? committed.commitTimestamp
+                return since + retention <= nowMs
+            }
+            removed += await self.removeOffsets(Array(expired), of: group.id)
+        }
+        return removed
+    }
+
+    /// Deletes every group's offsets of `topics` (topics deleted from the cluster), with tombstones.
+    public func removeOffsets(ofTopics topics: Set<String>) async {
+        for group in self.groups.values {
+            let gone = group.offsets.filter { topics.contains($0.key.topic) }
+            await self.removeOffsets(Array(gone), of: group.id)
+        }
+    }
+
+    /// The topics the groups hold offsets of.
+    public func topicsWithOffsets() -> Set<String> {
+        Set(self.groups.values.flatMap { $0.offsets.keys.map(\.topic) })
+    }
+
+    /// Writes tombstones for `offsets` and drops them, then the group when it is empty with no offsets left. An
+    /// offset committed again while the tombstones were written is kept and written again after them, so the
+    /// topic's last record for the partition is the value served.
+    @discardableResult
+    private func removeOffsets(_ offsets: [(key: GroupTopicPartition, value: CommittedOffset)], of groupID: String) async -> Int {
+        guard !offsets.isEmpty else { return 0 }
+        do {
+            try await self.store?.persist(groupID: groupID, offsets: offsets.map { ($0.key, nil) })
+        } catch {
+            return 0  // Kept; the next check tries again.
+        }
+        guard var group = self.groups[groupID] else { return 0 }
+        var recommitted: [(GroupTopicPartition, CommittedOffset?)] = []
+        for (partition, removed) in offsets {
+            if let current = group.offsets[partition], current != removed {
+                recommitted.append((partition, current))
+            } else {
+                group.offsets[partition] = nil
+            }
+        }
+        self.groups[groupID] = group.state == .empty && group.members.isEmpty && group.offsets.isEmpty ? nil : group
+        if !recommitted.isEmpty { try? await self.store?.persist(groupID: groupID, offsets: recommitted) }
+        return offsets.count - recommitted.count
     }
 
     // MARK: Administration
@@ -442,6 +508,7 @@ public actor GroupCoordinator {
         group.generation += 1
         guard !group.members.isEmpty else {
             group.state = .empty
+            group.emptySinceMs = Self.nowMs()
             group.protocolName = nil
             group.leader = nil
             self.groups[groupID] = group
@@ -488,6 +555,7 @@ public actor GroupCoordinator {
             group.rebalanceEpoch += 1
             group.generation += 1
             group.state = .empty
+            group.emptySinceMs = Self.nowMs()
             group.leader = nil
             group.protocolName = nil
         } else if group.state != .preparingRebalance {
@@ -495,13 +563,20 @@ public actor GroupCoordinator {
         }
     }
 
-    /// Drops members whose session timed out, every 100 ms while the coordinator has groups.
+    /// Drops members whose session timed out, every 100 ms, and expired offsets every
+    /// `offsets.retention.check.interval.ms`, once the coordinator is in use.
     private func startSweeper() {
         guard self.sweeper == nil else { return }
+        let checkInterval = Duration.milliseconds(self.configuration.offsetsRetentionCheckIntervalMs)
         self.sweeper = Task { [weak self] in
+            var nextOffsetCheck = ContinuousClock.now + checkInterval
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(100))
                 await self?.expireSessions()
+                if ContinuousClock.now >= nextOffsetCheck {
+                    await self?.expireOffsets(nowMs: Self.nowMs())
+                    nextOffsetCheck = ContinuousClock.now + checkInterval
+                }
             }
         }
     }
@@ -517,6 +592,12 @@ public actor GroupCoordinator {
             self.groups[groupID] = group
             self.completeJoinIfReady(groupID)
         }
+    }
+
+    static func nowMs() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
     static func randomSuffix() -> String {

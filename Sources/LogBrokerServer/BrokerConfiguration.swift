@@ -184,6 +184,12 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("offsets.topic.num.partitions", .int, default: .int(50), validator: .atLeast(1)),
         SettingDefinition("offsets.topic.segment.bytes", .int, default: .int(104_857_600), validator: .atLeast(1)),
         SettingDefinition("offsets.retention.minutes", .int, default: .int(10_080), validator: .atLeast(1)),
+        SettingDefinition(
+            "offsets.retention.check.interval.ms",
+            .long,
+            default: .long(600_000),
+            validator: .atLeast(1)
+        ),
         SettingDefinition("group.min.session.timeout.ms", .int, default: .int(6000)),
         SettingDefinition("group.max.session.timeout.ms", .int, default: .int(1_800_000)),
         SettingDefinition("group.initial.rebalance.delay.ms", .int, default: .int(3000)),
@@ -311,6 +317,8 @@ public struct BrokerConfiguration: Sendable {
         groups.initialRebalanceDelayMs = settings.int("group.initial.rebalance.delay.ms")
         groups.maxGroupSize = Int(settings.int("group.max.size"))
         groups.maxMetadataBytes = Int(settings.int("offset.metadata.max.bytes"))
+        groups.offsetsRetentionMs = Int64(settings.int("offsets.retention.minutes")) * 60_000
+        groups.offsetsRetentionCheckIntervalMs = settings.long("offsets.retention.check.interval.ms")
         self.groupCoordinator = groups
         var cleaner = LogCleaner.Configuration()
         cleaner.enabled = settings.bool("log.cleaner.enable")

@@ -74,14 +74,17 @@ public final class ConsumerOffsetsTopic: OffsetStore {
                 builder.append(timestamp: now, key: key.buffer, value: nil)
                 continue
             }
+            // v3, which Burrow and Kafka's tools read; v1 when an expire timestamp must be kept (v3 has none).
+            let version: Int16 = committed.expireTimestamp == nil ? 3 : 1
             var value = WireWriter()
-            value.writeInt16(3)
+            value.writeInt16(version)
             OffsetCommitValue(
                 offset: committed.offset,
                 leaderEpoch: committed.leaderEpoch,
                 metadata: committed.metadata ?? "",
-                commitTimestamp: committed.commitTimestamp
-            ).encode(into: &value, version: 3)
+                commitTimestamp: committed.commitTimestamp,
+                expireTimestamp: committed.expireTimestamp ?? -1
+            ).encode(into: &value, version: version)
             builder.append(timestamp: committed.commitTimestamp, key: key.buffer, value: value.buffer)
         }
         let result = await self.replicas.append(
@@ -149,7 +152,8 @@ public final class ConsumerOffsetsTopic: OffsetStore {
                 offset: commit.offset,
                 leaderEpoch: commit.leaderEpoch,
                 metadata: commit.metadata,
-                commitTimestamp: commit.commitTimestamp
+                commitTimestamp: commit.commitTimestamp,
+                expireTimestamp: valueVersion == 1 && commit.expireTimestamp >= 0 ? commit.expireTimestamp : nil
             )
         )
     }
@@ -158,4 +162,18 @@ public final class ConsumerOffsetsTopic: OffsetStore {
 /// A commit the topic could not keep.
 struct ConsumerOffsetsError: Error, CustomStringConvertible {
     let description: String
+}
+
+extension GroupCoordinator {
+    /// Drops the offsets of topics the cluster deleted (Kafka's `cleanupGroupMetadata`): of those deleted while this
+    /// broker was down at once, of later ones as they go. Call after `load`.
+    public func follow(_ controller: Controller) async throws {
+        await controller.addListener { change in
+            guard case .topicDeleted(let topic) = change else { return }
+            // Not awaited: the controller's listeners must return quickly.
+            Task { await self.removeOffsets(ofTopics: [topic.name]) }
+        }
+        let existing = Set(try await controller.image().topics.keys)
+        await self.removeOffsets(ofTopics: self.topicsWithOffsets().subtracting(existing))
+    }
 }

@@ -111,6 +111,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
             try await storage.removeStrayLogs(notIn: controller)
             await groups.load(try await offsetsTopic.readAll())
+            try await groups.follow(controller)
         } catch {
             Self.fail("\(error)")
         }

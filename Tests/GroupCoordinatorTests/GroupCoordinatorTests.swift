@@ -1,3 +1,4 @@
+import Foundation
 import GroupCoordinator
 import KafkaWire
 import Testing
@@ -143,5 +144,92 @@ import Testing
             partitionExists: { _ in true }
         )
         #expect(result == [.none])
+    }
+
+    /// An in-memory store that records what the coordinator keeps, to check its tombstones.
+    final class RecordingStore: OffsetStore, @unchecked Sendable {
+        private let lock = NSLock()
+        private var kept: [String: [GroupTopicPartition: CommittedOffset?]] = [:]
+
+        func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws {
+            self.lock.withLock { for (partition, offset) in offsets { self.kept[groupID, default: [:]][partition] = offset } }
+        }
+
+        /// The last record per partition: `.some(nil)` is a tombstone.
+        func last(_ groupID: String, _ partition: GroupTopicPartition) -> CommittedOffset?? {
+            self.lock.withLock { self.kept[groupID]?[partition] }
+        }
+    }
+
+    static func commit(
+        _ coordinator: GroupCoordinator, group: String = "g", generation: Int32 = -1, member: String = "",
+        _ partition: GroupTopicPartition, at timestamp: Int64, expireTimestamp: Int64? = nil
+    ) async -> [ErrorCode] {
+        let offset = CommittedOffset(offset: timestamp, leaderEpoch: -1, metadata: nil, commitTimestamp: timestamp,
+                                     expireTimestamp: expireTimestamp)
+        return await coordinator.commit(groupID: group, generation: generation, memberID: member,
+                                        offsets: [(partition, offset)], partitionExists: { _ in true })
+    }
+
+    @Test func offsetsOfAGroupWithoutMembersExpireEachAfterTheRetentionFromItsCommit() async {
+        var configuration = Self.configuration()
+        configuration.offsetsRetentionMs = 1_000
+        let store = RecordingStore()
+        let coordinator = GroupCoordinator(configuration: configuration, store: store)
+        await coordinator.load([])
+        let (old, young, explicit) = (GroupTopicPartition("t", 0), GroupTopicPartition("t", 1), GroupTopicPartition("u", 0))
+        #expect(await Self.commit(coordinator, old, at: 10_000) == [.none])
+        #expect(await Self.commit(coordinator, young, at: 10_500) == [.none])
+        // OffsetCommit v2-4's retention: its own expiry, however long offsets.retention.minutes is.
+        #expect(await Self.commit(coordinator, explicit, at: 10_500, expireTimestamp: 50_000) == [.none])
+
+        #expect(await coordinator.expireOffsets(nowMs: 10_999) == 0)
+        #expect(await coordinator.expireOffsets(nowMs: 11_000) == 1)
+        #expect(await coordinator.committed(groupID: "g", partitions: [old, young]).map { $0.1?.offset } == [nil, 10_500])
+        #expect(store.last("g", old) == .some(nil))
+        #expect(await coordinator.expireOffsets(nowMs: 49_999) == 1)
+        #expect(await coordinator.committed(groupID: "g", partitions: nil).map(\.0) == [explicit])
+        #expect(await coordinator.expireOffsets(nowMs: 50_000) == 1)
+        // No offsets and no members: the group is gone.
+        #expect(await coordinator.list(states: []).isEmpty)
+        #expect(await coordinator.describe(groupID: "g").state == .dead)
+    }
+
+    @Test func offsetsOfAConsumerGroupExpireOnlyOnceItHasBeenEmptyForTheRetention() async throws {
+        var configuration = Self.configuration()
+        configuration.offsetsRetentionMs = 60_000
+        let coordinator = GroupCoordinator(configuration: configuration, store: RecordingStore())
+        await coordinator.load([])
+        let joined = await Self.join(coordinator)
+        _ = await coordinator.sync(groupID: "g", generation: joined.generation, memberID: joined.memberID, assignments: [:])
+        let partition = GroupTopicPartition("t", 0)
+        // Committed long ago: while the member is in the group, nothing expires.
+        #expect(await Self.commit(coordinator, generation: joined.generation, member: joined.memberID, partition, at: 1) == [.none])
+        let farFuture = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
+        #expect(await coordinator.expireOffsets(nowMs: farFuture) == 0)
+        // Empty from now: the retention counts from here, not from the commit.
+        let left = Int64(Date().timeIntervalSince1970 * 1000)
+        #expect(await coordinator.leave(groupID: "g", memberIDs: [joined.memberID]) == [.none])
+        #expect(await coordinator.expireOffsets(nowMs: left + 30_000) == 0)
+        #expect(await coordinator.committed(groupID: "g", partitions: [partition]).first?.1?.offset == 1)
+        #expect(await coordinator.expireOffsets(nowMs: left + 61_000) == 1)
+        #expect(await coordinator.committed(groupID: "g", partitions: [partition]).first?.1 == nil)
+    }
+
+    @Test func offsetsOfDeletedTopicsGoFromEveryGroup() async {
+        let store = RecordingStore()
+        let coordinator = GroupCoordinator(configuration: Self.configuration(), store: store)
+        await coordinator.load([])
+        let (deleted, kept) = (GroupTopicPartition("gone", 0), GroupTopicPartition("kept", 0))
+        for group in ["a", "b"] {
+            #expect(await Self.commit(coordinator, group: group, deleted, at: 1) == [.none])
+        }
+        #expect(await Self.commit(coordinator, group: "b", kept, at: 1) == [.none])
+        #expect(await coordinator.topicsWithOffsets() == ["gone", "kept"])
+        await coordinator.removeOffsets(ofTopics: ["gone"])
+        #expect(await coordinator.topicsWithOffsets() == ["kept"])
+        #expect(store.last("a", deleted) == .some(nil) && store.last("b", deleted) == .some(nil))
+        // "a" had nothing else and no members: gone; "b" keeps its other offset.
+        #expect(await coordinator.list(states: []).map(\.groupID) == ["b"])
     }
 }

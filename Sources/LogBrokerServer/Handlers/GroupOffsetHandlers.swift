@@ -26,6 +26,8 @@ public struct OffsetCommitHandler: KafkaHandler {
 
     public func handle(_ request: OffsetCommitRequest, context: RequestContext) async -> OffsetCommitResponse {
         let now = PartitionLog.nowMs()
+        // v2–4 may give the offsets' retention; later versions leave it to offsets.retention.minutes (KIP-211).
+        let retention = context.apiVersion <= 4 && request.retentionTimeMs != -1 ? request.retentionTimeMs : nil
         var offsets: [(GroupTopicPartition, CommittedOffset)] = []
         for topic in request.topics {
             for partition in topic.partitions {
@@ -35,7 +37,8 @@ public struct OffsetCommitHandler: KafkaHandler {
                         offset: partition.committedOffset,
                         leaderEpoch: context.apiVersion >= 6 ? partition.committedLeaderEpoch : -1,
                         metadata: partition.committedMetadata,
-                        commitTimestamp: now
+                        commitTimestamp: now,
+                        expireTimestamp: retention.map { now + $0 }
                     )
                 ))
             }
