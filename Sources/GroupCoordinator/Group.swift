@@ -120,6 +120,8 @@ public struct JoinResult: Sendable {
     public var memberID: String = ""
     /// For the leader only: every member with its metadata for the chosen protocol.
     public var members: [(memberID: String, instanceID: String?, metadata: [UInt8])] = []
+    /// A restarted static leader keeps the current assignment instead of computing one (JoinGroup v9, KIP-814).
+    public var skipAssignment = false
 
     init(error: ErrorCode, memberID: String = "") {
         self.error = error

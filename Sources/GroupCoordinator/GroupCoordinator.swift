@@ -12,8 +12,8 @@ import KafkaWire
 /// it kept them; `load` gives them back at start. Group membership is not stored: after a restart members rejoin.
 /// Offsets expire as Kafka's `removeExpiredOffsets` (KIP-211) has them: those of a group with a protocol type once
 /// it has been empty for `offsets.retention.minutes`, those of a group used only for commits each that long after
-/// its commit (or at the expire timestamp an OffsetCommit v2–4 gave); offsets of deleted topics go at once. Static members (KIP-345) that restart within their session
-/// timeout keep their assignment without a rebalance, unless they lead the group.
+/// its commit (or at the expire timestamp an OffsetCommit v2–4 gave); offsets of deleted topics go at once.
+/// Static members (KIP-345) that restart within their session timeout keep their assignment without a rebalance.
 ///
 /// Thread safety: an actor. JoinGroup and SyncGroup suspend on it until the group can answer.
 public actor GroupCoordinator {
@@ -48,11 +48,14 @@ public actor GroupCoordinator {
         public var protocols: [(name: String, metadata: [UInt8])]
         /// JoinGroup v4+: a first join without a member id gets one with MEMBER_ID_REQUIRED (KIP-394).
         public var requiresKnownMemberID: Bool
+        /// JoinGroup v9+: a restarted static leader can be told to skip the assignment (KIP-814).
+        public var supportsSkipAssignment: Bool
 
         public init(
             groupID: String, memberID: String, instanceID: String?, clientID: String, clientHost: String,
             sessionTimeoutMs: Int32, rebalanceTimeoutMs: Int32, protocolType: String,
-            protocols: [(name: String, metadata: [UInt8])], requiresKnownMemberID: Bool
+            protocols: [(name: String, metadata: [UInt8])], requiresKnownMemberID: Bool,
+            supportsSkipAssignment: Bool = false
         ) {
             self.groupID = groupID
             self.memberID = memberID
@@ -64,6 +67,7 @@ public actor GroupCoordinator {
             self.protocolType = protocolType
             self.protocols = protocols
             self.requiresKnownMemberID = requiresKnownMemberID
+            self.supportsSkipAssignment = supportsSkipAssignment
         }
     }
 
@@ -230,13 +234,15 @@ public actor GroupCoordinator {
 
     /// A static member restarted (same `group.instance.id`, no member id): it takes over its old membership under a
     /// new member id, keeping its assignment, without a rebalance when the group is stable and its protocols are
-    /// unchanged (KIP-345); the old id is fenced. Returns the answer, or nil when the join must go the usual way.
+    /// unchanged (KIP-345); the old id is fenced. A restarted leader leads on: from v9 it is told it leads and to
+    /// skip the assignment (KIP-814); before, the answer names the old leader id, so it does not assign (as Kafka).
+    /// Returns the answer, or nil when the join must go the usual way.
     private func replaceStaticMember(
         _ oldID: String,
         in group: inout Group,
         request: JoinRequest
     ) -> JoinResult? {
-        guard group.state == .stable, group.leader != oldID, let member = group.members[oldID],
+        guard group.state == .stable, let member = group.members[oldID],
             member.protocols.map(\.name) == request.protocols.map(\.name),
             zip(member.protocols, request.protocols).allSatisfy({ $0.metadata == $1.metadata })
         else { return nil }
@@ -252,7 +258,16 @@ public actor GroupCoordinator {
         group.members[oldID] = nil
         group.members[newID] = renamed
         group.order = group.order.map { $0 == oldID ? newID : $0 }
-        return self.joinResult(group, for: newID)
+        let wasLeader = group.leader == oldID
+        if wasLeader { group.leader = newID }
+        var result = self.joinResult(group, for: newID)
+        if wasLeader && request.supportsSkipAssignment {
+            result.skipAssignment = true
+        } else if wasLeader {
+            result.leader = oldID
+            result.members = []
+        }
+        return result
     }
 
     // MARK: Offsets

@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import kafka
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -253,7 +254,10 @@ def test_cooperative_sticky_members_share_a_topic(make_broker):
         member.close()
 
 
-def test_a_static_member_restarting_within_its_session_timeout_causes_no_rebalance(make_broker):
+@pytest.mark.parametrize("static_leads", [False, True], ids=["follower", "leader"])
+def test_a_static_member_restarting_within_its_session_timeout_causes_no_rebalance(make_broker, static_leads):
+    """librdkafka sends JoinGroup v5 or lower: a restarted static leader is answered with its old member id as the
+    leader, so it does not assign, and the group stays as it was (KIP-345 before KIP-814)."""
     broker = make_broker(PROPERTIES)
     create(broker.address, "static", 4)
     assignments = []
@@ -263,11 +267,12 @@ def test_a_static_member_restarting_within_its_session_timeout_causes_no_rebalan
                          "session.timeout.ms": 10000, "auto.offset.reset": "earliest", "enable.auto.commit": False})
 
     other = consumer(broker.address, "statics")
-    other.subscribe(["static"], on_assign=lambda c, parts: assignments.append(sorted(p.partition for p in parts)))
-    # The other member leads (it joined first): a static leader's return rebalances, as with Kafka below
-    # JoinGroup v9.
-    wait_for_assignment([other], [4])
     first = static_member()
+    # The first to join leads.
+    joiners = [first, other] if static_leads else [other, first]
+    joiners[0].subscribe(["static"])
+    wait_for_assignment([joiners[0]], [4])
+    other.subscribe(["static"], on_assign=lambda c, parts: assignments.append(sorted(p.partition for p in parts)))
     first.subscribe(["static"])
     wait_for_assignment([other, first], [2, 2])
     kept = sorted(p.partition for p in first.assignment())
@@ -281,5 +286,8 @@ def test_a_static_member_restarting_within_its_session_timeout_causes_no_rebalan
     for _ in range(20):
         other.poll(0.1)
     assert len(assignments) == rebalances, f"the other member was not rebalanced: {assignments}"
+    # The group still works as one: records reach both members exactly once.
+    produce(broker.address, "static", 200)
+    assert sorted(consume([other, second], 200)) == list(range(200))
     second.close()
     other.close()

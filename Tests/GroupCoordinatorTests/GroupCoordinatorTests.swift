@@ -146,6 +146,38 @@ import Testing
         #expect(result == [.none])
     }
 
+    /// JoinGroup v9 (KIP-814): a static leader restarting while the group is stable is told it leads, gets every
+    /// member, and skips the assignment; its SyncGroup then returns its old assignment, and the old member id is
+    /// fenced. Below v9 the answer names the old leader id, so the client does not assign.
+    @Test(arguments: [true, false]) func aRestartedStaticLeaderKeepsTheGroupStable(supportsSkip: Bool) async {
+        let coordinator = GroupCoordinator(configuration: Self.configuration())
+        func staticJoin(_ memberID: String) -> GroupCoordinator.JoinRequest {
+            var request = Self.request(memberID)
+            request.instanceID = "leader-1"
+            request.supportsSkipAssignment = supportsSkip
+            return request
+        }
+        let leader = await coordinator.join(staticJoin(""))
+        #expect(leader.error == .none && leader.leader == leader.memberID, "a static member needs no KIP-394 round")
+        _ = await coordinator.sync(groupID: "g", generation: leader.generation, memberID: leader.memberID,
+                                   assignments: [leader.memberID: [7]])
+
+        let restarted = await coordinator.join(staticJoin(""))
+        #expect(restarted.error == .none && restarted.memberID != leader.memberID)
+        #expect(restarted.generation == leader.generation, "no rebalance")
+        if supportsSkip {
+            #expect(restarted.skipAssignment && restarted.leader == restarted.memberID)
+            #expect(restarted.members.map(\.memberID) == [restarted.memberID])
+        } else {
+            #expect(!restarted.skipAssignment && restarted.leader == leader.memberID && restarted.members.isEmpty)
+        }
+        let synced = await coordinator.sync(groupID: "g", generation: restarted.generation, memberID: restarted.memberID,
+                                            assignments: [:])
+        #expect(synced.error == .none && synced.assignment == [7])
+        #expect(await coordinator.describe(groupID: "g").state == .stable)
+        #expect(await coordinator.join(staticJoin(leader.memberID)).error == .fencedInstanceID)
+    }
+
     /// An in-memory store that records what the coordinator keeps, to check its tombstones.
     final class RecordingStore: OffsetStore, @unchecked Sendable {
         private let lock = NSLock()

@@ -31,7 +31,8 @@ public struct JoinGroupHandler: KafkaHandler {
                 rebalanceTimeoutMs: context.apiVersion >= 1 ? request.rebalanceTimeoutMs : request.sessionTimeoutMs,
                 protocolType: request.protocolType,
                 protocols: request.protocols.map { ($0.name, Array($0.metadata.readableBytesView)) },
-                requiresKnownMemberID: context.apiVersion >= 4
+                requiresKnownMemberID: context.apiVersion >= 4,
+                supportsSkipAssignment: context.apiVersion >= 9
             )
         )
         return JoinGroupResponse(
@@ -40,6 +41,7 @@ public struct JoinGroupHandler: KafkaHandler {
             protocolType: result.protocolType,
             protocolName: result.protocolName,
             leader: result.leader,
+            skipAssignment: result.skipAssignment,
             memberID: result.memberID,
             members: result.members.map {
                 .init(memberID: $0.memberID, groupInstanceID: $0.instanceID, metadata: ByteBuffer(bytes: $0.metadata))
