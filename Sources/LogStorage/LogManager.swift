@@ -1,3 +1,4 @@
+import Dispatch
 import Logging
 import Synchronization
 import SystemPackage
@@ -413,8 +414,8 @@ public final class LogManager: Sendable {
             _ = pool.execute(remove)
             return
         }
-        Task {
-            try? await Task.sleep(for: .milliseconds(delay))
+        // A Dispatch timer, not a sleeping task: the cooperative pool may be busy for longer than the delay.
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(Int(delay))) {
             // A pool already stopped leaves the directory to the next start.
             _ = pool.execute(remove)
         }
