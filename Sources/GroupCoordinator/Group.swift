@@ -87,6 +87,49 @@ struct Group {
         self.id = id
     }
 
+    /// The group as it is kept once stable or empty.
+    func stored(at nowMs: Int64) -> StoredGroup {
+        let name = self.protocolName ?? ""
+        return StoredGroup(
+            protocolType: self.protocolType ?? "",
+            generation: self.generation,
+            protocolName: self.protocolName,
+            leader: self.leader,
+            stateTimestamp: nowMs,
+            members: self.order.compactMap { id in
+                self.members[id].map {
+                    StoredMember(
+                        memberID: id, instanceID: $0.instanceID, clientID: $0.clientID, clientHost: $0.clientHost,
+                        rebalanceTimeoutMs: $0.rebalanceTimeoutMs, sessionTimeoutMs: $0.sessionTimeoutMs,
+                        subscription: $0.metadata(for: name), assignment: $0.assignment
+                    )
+                }
+            }
+        )
+    }
+
+    /// Restores a kept group: stable with its members, whose sessions start now, or empty. Offsets stay as they are.
+    mutating func restore(_ stored: StoredGroup) {
+        self.protocolType = stored.protocolType.isEmpty ? nil : stored.protocolType
+        self.generation = stored.generation
+        self.protocolName = stored.protocolName
+        self.leader = stored.leader
+        self.pending = []
+        self.members = [:]
+        self.order = stored.members.map(\.memberID)
+        for kept in stored.members {
+            self.members[kept.memberID] = Member(
+                id: kept.memberID, instanceID: kept.instanceID, clientID: kept.clientID, clientHost: kept.clientHost,
+                sessionTimeoutMs: kept.sessionTimeoutMs, rebalanceTimeoutMs: kept.rebalanceTimeoutMs,
+                protocolType: stored.protocolType,
+                protocols: [(stored.protocolName ?? "", kept.subscription)], assignment: kept.assignment,
+                sessionDeadline: .now + .milliseconds(Int64(kept.sessionTimeoutMs))
+            )
+        }
+        self.state = stored.members.isEmpty ? .empty : .stable
+        self.emptySinceMs = stored.members.isEmpty ? stored.stateTimestamp : nil
+    }
+
     /// The protocol every member supports with the most votes (each member votes for the first of its protocols
     /// that all support), as Kafka's `selectProtocol`; ties go to the one listed first by the first member.
     func selectProtocol() -> String? {
@@ -137,10 +180,69 @@ public struct SyncResult: Sendable {
     public var assignment: [UInt8] = []
 }
 
-/// Where a coordinator keeps committed offsets (the broker's `__consumer_offsets`).
-public protocol OffsetStore: Sendable {
+/// Where a coordinator keeps committed offsets and group state (the broker's `__consumer_offsets`).
+public protocol GroupStore: Sendable {
     /// Keeps `offsets` of `groupID` durably before it returns; a nil offset deletes the partition's entry.
     func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws
+    /// Keeps the group's state durably before it returns; nil: the group is gone.
+    func persist(groupID: String, group: StoredGroup?) async throws
+}
+
+/// One record a `GroupStore` kept, as `GroupCoordinator.load` replays them.
+public enum StoredRecord: Sendable {
+    /// A committed offset; nil: deleted.
+    case offset(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)
+    /// A group's state after a rebalance or once it emptied (Kafka's `GroupMetadataValue`); nil: deleted.
+    case group(groupID: String, StoredGroup?)
+}
+
+/// A group's state as it is kept: the generation, its protocol, leader and members with their assignments.
+public struct StoredGroup: Hashable, Sendable {
+    public var protocolType: String
+    public var generation: Int32
+    public var protocolName: String?
+    public var leader: String?
+    /// When the group entered its current state (wall-clock ms).
+    public var stateTimestamp: Int64
+    public var members: [StoredMember]
+
+    public init(
+        protocolType: String, generation: Int32, protocolName: String?, leader: String?, stateTimestamp: Int64,
+        members: [StoredMember]
+    ) {
+        self.protocolType = protocolType
+        self.generation = generation
+        self.protocolName = protocolName
+        self.leader = leader
+        self.stateTimestamp = stateTimestamp
+        self.members = members
+    }
+}
+
+/// A member as it is kept: its subscription for the group's protocol and its assignment.
+public struct StoredMember: Hashable, Sendable {
+    public var memberID: String
+    public var instanceID: String?
+    public var clientID: String
+    public var clientHost: String
+    public var rebalanceTimeoutMs: Int32
+    public var sessionTimeoutMs: Int32
+    public var subscription: [UInt8]
+    public var assignment: [UInt8]
+
+    public init(
+        memberID: String, instanceID: String?, clientID: String, clientHost: String, rebalanceTimeoutMs: Int32,
+        sessionTimeoutMs: Int32, subscription: [UInt8], assignment: [UInt8]
+    ) {
+        self.memberID = memberID
+        self.instanceID = instanceID
+        self.clientID = clientID
+        self.clientHost = clientHost
+        self.rebalanceTimeoutMs = rebalanceTimeoutMs
+        self.sessionTimeoutMs = sessionTimeoutMs
+        self.subscription = subscription
+        self.assignment = assignment
+    }
 }
 
 /// A group as DescribeGroups reports it.

@@ -8,8 +8,11 @@ import KafkaWire
 /// and the group rebalances. Offsets committed by members of the current generation, or by consumers without a
 /// group generation while the group has no members, are kept per partition.
 ///
-/// Committed offsets are handed to an `OffsetStore` (the broker's `__consumer_offsets`) and acknowledged only once
-/// it kept them; `load` gives them back at start. Group membership is not stored: after a restart members rejoin.
+/// Committed offsets are handed to a `GroupStore` (the broker's `__consumer_offsets`) and acknowledged only once
+/// it kept them. So is each group's state, as Kafka keeps it: when the leader's assignment arrives (SyncGroup is
+/// answered once it is kept), when the group empties, when a static member is replaced, and a tombstone when the
+/// group goes. `load` replays the records at start: a stable group comes back with its generation, members and
+/// assignments, so members that keep heartbeating across a coordinator restart see no rebalance.
 /// Offsets expire as Kafka's `removeExpiredOffsets` (KIP-211) has them: those of a group with a protocol type once
 /// it has been empty for `offsets.retention.minutes`, those of a group used only for commits each that long after
 /// its commit (or at the expire timestamp an OffsetCommit v2–4 gave); offsets of deleted topics go at once.
@@ -72,30 +75,47 @@ public actor GroupCoordinator {
     }
 
     public let configuration: Configuration
-    private let store: (any OffsetStore)?
+    private let store: (any GroupStore)?
+    /// The last group-state write: each waits for the one before, so a group's records land in the order they
+    /// were made (an emptied group's record must not overtake the next generation's).
+    private var lastGroupWrite: Task<Bool, Never>?
     private var groups: [String: Group] = [:]
     private var sweeper: Task<Void, Never>?
     /// Until the store's offsets are loaded, group requests answer COORDINATOR_LOAD_IN_PROGRESS (retriable).
     public private(set) var isLoaded: Bool
 
     /// A coordinator whose commits `store` keeps, loaded by `load` (nil: in memory only, loaded at once).
-    public init(configuration: Configuration = Configuration(), store: (any OffsetStore)? = nil) {
+    public init(configuration: Configuration = Configuration(), store: (any GroupStore)? = nil) {
         self.configuration = configuration
         self.store = store
         self.isLoaded = store == nil
     }
 
-    /// Offsets kept earlier, in the order they were committed (a nil offset deletes the entry); the coordinator
-    /// serves from then on.
-    public func load(_ entries: [(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)]) {
+    /// Records kept earlier, in the order they were written; the coordinator serves from then on.
+    public func load(_ records: [StoredRecord]) {
         defer { self.isLoaded = true }
         self.startSweeper()
-        for entry in entries {
-            var group = self.groups[entry.groupID] ?? Group(id: entry.groupID)
-            group.offsets[entry.partition] = entry.offset
-            // A group whose offsets were all deleted is gone, as after DeleteGroups.
-            self.groups[entry.groupID] = group.offsets.isEmpty ? nil : group
+        var kept: [String: StoredGroup?] = [:]
+        for record in records {
+            switch record {
+            case .offset(let groupID, let partition, let offset):
+                var group = self.groups[groupID] ?? Group(id: groupID)
+                group.offsets[partition] = offset
+                self.groups[groupID] = group
+            case .group(let groupID, let stored):
+                kept[groupID] = .some(stored)
+                // A tombstone ends the group's offsets too (DeleteGroups writes both).
+                if stored == nil { self.groups[groupID] = nil }
+            }
         }
+        for (groupID, stored) in kept {
+            guard let stored else { continue }
+            var group = self.groups[groupID] ?? Group(id: groupID)
+            group.restore(stored)
+            self.groups[groupID] = group
+        }
+        // A group with no members and no offsets left is gone, as after DeleteGroups.
+        self.groups = self.groups.filter { !$0.value.members.isEmpty || !$0.value.offsets.isEmpty }
     }
 
     // MARK: Membership
@@ -118,6 +138,8 @@ public actor GroupCoordinator {
             }
             if memberID.isEmpty, let replaced = self.replaceStaticMember(known.id, in: &group, request: request) {
                 self.groups[request.groupID] = group
+                // Kept before the answer, so a restarted coordinator knows the new member id.
+                _ = await self.writeGroup(group.id, group.stored(at: Self.nowMs())).value
                 return replaced
             }
             memberID = known.id
@@ -186,26 +208,65 @@ public actor GroupCoordinator {
         case .stable:
             return SyncResult(error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
                               assignment: member.assignment)
+        case .completingRebalance where memberID == group.leader:
+            // The plan is kept before anyone learns it, as Kafka does, so a restarted coordinator has it.
+            var planned = group
+            for id in planned.order { planned.members[id]?.assignment = assignments[id] ?? [] }
+            let kept = await self.writeGroup(groupID, planned.stored(at: Self.nowMs())).value
+            guard var group = self.groups[groupID], group.state == .completingRebalance, group.generation == generation,
+                group.leader == memberID
+            else { return SyncResult(error: .rebalanceInProgress) }
+            guard kept else {
+                // Not kept: the members rejoin for another try (Kafka answers the append's error and rebalances).
+                for id in group.order { self.answerSync(id, in: &group, SyncResult(error: .coordinatorNotAvailable)) }
+                self.prepareRebalance(&group)
+                self.groups[groupID] = group
+                return SyncResult(error: .coordinatorNotAvailable)
+            }
+            for id in group.order { group.members[id]?.assignment = assignments[id] ?? [] }
+            group.state = .stable
+            for id in group.order {
+                self.answerSync(id, in: &group, SyncResult(
+                    error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
+                    assignment: group.members[id]?.assignment ?? []
+                ))
+            }
+            self.groups[groupID] = group
+            return SyncResult(error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
+                              assignment: group.members[memberID]?.assignment ?? [])
         case .completingRebalance:
             return await withCheckedContinuation { continuation in
                 member.syncWaiter = continuation
                 group.members[memberID] = member
-                if memberID == group.leader {
-                    for id in group.order { group.members[id]?.assignment = assignments[id] ?? [] }
-                    group.state = .stable
-                    for id in group.order {
-                        if let waiter = group.members[id]?.syncWaiter {
-                            group.members[id]?.syncWaiter = nil
-                            waiter.resume(returning: SyncResult(
-                                error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
-                                assignment: group.members[id]?.assignment ?? []
-                            ))
-                        }
-                    }
-                }
                 self.groups[groupID] = group
             }
         }
+    }
+
+    /// Answers the member's parked SyncGroup, if any.
+    private func answerSync(_ memberID: String, in group: inout Group, _ result: SyncResult) {
+        guard let waiter = group.members[memberID]?.syncWaiter else { return }
+        group.members[memberID]?.syncWaiter = nil
+        waiter.resume(returning: result)
+    }
+
+    /// Queues the group's state (nil: its tombstone) behind the writes before it; the task says whether it was kept.
+    @discardableResult
+    private func writeGroup(_ groupID: String, _ stored: StoredGroup?) -> Task<Bool, Never> {
+        let previous = self.lastGroupWrite
+        let store = self.store
+        let write = Task {
+            _ = await previous?.value
+            guard let store else { return true }
+            do {
+                try await store.persist(groupID: groupID, group: stored)
+                return true
+            } catch {
+                return false  // The store logs why.
+            }
+        }
+        self.lastGroupWrite = write
+        return write
     }
 
     public func heartbeat(groupID: String, generation: Int32, memberID: String) -> ErrorCode {
@@ -380,7 +441,12 @@ public actor GroupCoordinator {
                 group.offsets[partition] = nil
             }
         }
-        self.groups[groupID] = group.state == .empty && group.members.isEmpty && group.offsets.isEmpty ? nil : group
+        if group.state == .empty && group.members.isEmpty && group.offsets.isEmpty {
+            self.groups[groupID] = nil
+            self.writeGroup(groupID, nil)
+        } else {
+            self.groups[groupID] = group
+        }
         if !recommitted.isEmpty { try? await self.store?.persist(groupID: groupID, offsets: recommitted) }
         return offsets.count - recommitted.count
     }
@@ -437,6 +503,10 @@ public actor GroupCoordinator {
                     results.append(.coordinatorNotAvailable)
                     continue
                 }
+            }
+            guard await self.writeGroup(groupID, nil).value else {
+                results.append(.coordinatorNotAvailable)
+                continue
             }
             self.groups[groupID] = nil
             results.append(.none)
@@ -527,6 +597,7 @@ public actor GroupCoordinator {
             group.protocolName = nil
             group.leader = nil
             self.groups[groupID] = group
+            self.writeGroup(groupID, group.stored(at: group.emptySinceMs!))
             return
         }
         group.protocolType = group.order.first.flatMap { group.members[$0]?.protocolType }
@@ -573,6 +644,7 @@ public actor GroupCoordinator {
             group.emptySinceMs = Self.nowMs()
             group.leader = nil
             group.protocolName = nil
+            self.writeGroup(group.id, group.stored(at: group.emptySinceMs!))
         } else if group.state != .preparingRebalance {
             self.prepareRebalance(&group)
         }

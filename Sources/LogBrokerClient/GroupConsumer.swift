@@ -188,7 +188,14 @@ public actor GroupConsumer {
             )
         }
         if sync.errorCode == ErrorCode.rebalanceInProgress.rawValue { return try await self.join() }
-        guard sync.errorCode == 0 else { throw ClientError.kafka(sync.errorCode, "group \(groupID) sync") }
+        let syncError = ClientError.kafka(sync.errorCode, "group \(groupID) sync")
+        if sync.errorCode != 0 && syncError.isRetriable {
+            // The coordinator could not keep the plan (or moved): find it again and rejoin, as librdkafka does.
+            self.coordinator = nil
+            try await Task.sleep(for: .milliseconds(100))
+            return try await self.join()
+        }
+        guard sync.errorCode == 0 else { throw syncError }
         var reader = WireReader(buffer: sync.assignment)
         var partitions: [TopicPartition] = []
         if sync.assignment.readableBytes >= 2 {

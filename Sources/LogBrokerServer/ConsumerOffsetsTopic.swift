@@ -11,12 +11,13 @@ import Replication
 
 /// `__consumer_offsets`, where the group coordinator keeps committed offsets in Kafka's record layouts, so tools
 /// that read the topic (Burrow) understand it: key `OffsetCommitKey` v1 (group, topic, partition) and value
-/// `OffsetCommitValue` v3 (offset, leader epoch, metadata, commit timestamp), each prefixed by its version. A
+/// `OffsetCommitValue` v3 (offset, leader epoch, metadata, commit timestamp), each prefixed by its version, and the
+/// groups' state as key `GroupMetadataKey` v2 and value `GroupMetadataValue` v3 (what Kafka 2.3 to 3.x write). A
 /// group's records go to partition `abs(groupID.hashCode) % offsets.topic.num.partitions`, Java's `String.hashCode`,
 /// as Kafka places them. The topic is compacted and created on the first group lookup, as Kafka does.
 ///
 /// Thread-safe: its members are.
-public final class ConsumerOffsetsTopic: OffsetStore {
+public final class ConsumerOffsetsTopic: GroupStore {
     public static let name = "__consumer_offsets"
 
     let controller: Controller
@@ -35,22 +36,30 @@ public final class ConsumerOffsetsTopic: OffsetStore {
         self.segmentBytes = configuration.settings.int("offsets.topic.segment.bytes")
     }
 
-    /// Creates the topic if it does not exist yet; false when it cannot be created (the caller answers
+    /// Creates the topic if it does not exist yet and waits (up to 5 s) until this broker serves its partitions, so
+    /// the first group records can be appended; false when it is not ready (the caller answers
     /// COORDINATOR_NOT_AVAILABLE, retriable). More replicas than live brokers are cut to the live count.
     public func ensureCreated() async -> Bool {
-        if (try? await self.controller.image().topics[Self.name]) != nil { return true }
-        let live = Int16(clamping: await self.controller.liveBrokers.count)
-        do {
-            try await self.controller.createTopic(
-                Self.name,
-                partitions: self.partitionCount,
-                replicationFactor: max(1, min(self.replicationFactor, live)),
-                configs: ["cleanup.policy": "compact", "segment.bytes": String(self.segmentBytes)]
-            )
-            return true
-        } catch {
-            return (try? await self.controller.image().topics[Self.name]) != nil
+        if (try? await self.controller.image().topics[Self.name]) == nil {
+            let live = Int16(clamping: await self.controller.liveBrokers.count)
+            do {
+                try await self.controller.createTopic(
+                    Self.name,
+                    partitions: self.partitionCount,
+                    replicationFactor: max(1, min(self.replicationFactor, live)),
+                    configs: ["cleanup.policy": "compact", "segment.bytes": String(self.segmentBytes)]
+                )
+            } catch {
+                guard (try? await self.controller.image().topics[Self.name]) != nil else { return false }
+            }
         }
+        // The controller's listener opens the new partitions' logs after the commit.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while (0..<self.partitionCount).contains(where: { self.replicas.partition(TopicPartition(Self.name, $0)) == nil }) {
+            guard ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return true
     }
 
     /// Kafka's partition of a group: `Utils.abs(groupId.hashCode) % partitions`.
@@ -87,6 +96,41 @@ public final class ConsumerOffsetsTopic: OffsetStore {
             ).encode(into: &value, version: version)
             builder.append(timestamp: committed.commitTimestamp, key: key.buffer, value: value.buffer)
         }
+        try await self.append(builder, of: groupID)
+    }
+
+    public func persist(groupID: String, group: StoredGroup?) async throws {
+        var key = WireWriter()
+        key.writeInt16(2)
+        GroupMetadataKey(group: groupID).encode(into: &key, version: 2)
+        var builder = RecordBatchBuilder()
+        guard let group else {
+            builder.append(timestamp: PartitionLog.nowMs(), key: key.buffer, value: nil)
+            return try await self.append(builder, of: groupID)
+        }
+        var value = WireWriter()
+        value.writeInt16(3)
+        GroupMetadataValue(
+            protocolType: group.protocolType,
+            generation: group.generation,
+            protocol: group.protocolName,
+            leader: group.leader,
+            currentStateTimestamp: group.stateTimestamp,
+            members: group.members.map {
+                .init(
+                    memberID: $0.memberID, groupInstanceID: $0.instanceID, clientID: $0.clientID,
+                    clientHost: $0.clientHost, rebalanceTimeout: $0.rebalanceTimeoutMs,
+                    sessionTimeout: $0.sessionTimeoutMs, subscription: ByteBuffer(bytes: $0.subscription),
+                    assignment: ByteBuffer(bytes: $0.assignment)
+                )
+            }
+        ).encode(into: &value, version: 3)
+        builder.append(timestamp: group.stateTimestamp, key: key.buffer, value: value.buffer)
+        try await self.append(builder, of: groupID)
+    }
+
+    /// Appends the group's records to its partition with acks=all; throws (and logs) when they were not kept.
+    private func append(_ builder: RecordBatchBuilder, of groupID: String) async throws {
         let result = await self.replicas.append(
             topic: Self.name,
             partition: Self.partition(of: groupID, count: self.partitionCount),
@@ -98,15 +142,15 @@ public final class ConsumerOffsetsTopic: OffsetStore {
             let error = ConsumerOffsetsError(
                 description: "appending to \(Self.name): \(result.error) \(result.errorMessage ?? "")"
             )
-            self.logger.warning("Offsets not committed", metadata: ["group": "\(groupID)", "error": "\(error)"])
+            self.logger.warning("Group records not kept", metadata: ["group": "\(groupID)", "error": "\(error)"])
             throw error
         }
     }
 
-    /// Every offset commit the topic holds on this broker, in log order per partition (for
-    /// `GroupCoordinator.load` at start). Records of other kinds (group metadata) are skipped.
-    public func readAll() async throws -> [(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)] {
-        var entries: [(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)] = []
+    /// Every offset commit and group state the topic holds on this broker, in log order per partition (for
+    /// `GroupCoordinator.load` at start).
+    public func readAll() async throws -> [StoredRecord] {
+        var entries: [StoredRecord] = []
         let compression = CompressionContext()
         for index in 0..<self.partitionCount {
             guard let partition = self.replicas.partition(TopicPartition(Self.name, index)) else { continue }
@@ -133,29 +177,48 @@ public final class ConsumerOffsetsTopic: OffsetStore {
         return entries
     }
 
-    /// An offset commit record's group, partition and offset (nil offset: a tombstone); nil for other records.
-    static func decode(_ record: Record) throws -> (groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)? {
+    /// An offset commit or group state record (a nil value: a tombstone); nil for records of other kinds.
+    static func decode(_ record: Record) throws -> StoredRecord? {
         guard let keyBytes = record.key else { return nil }
         var key = WireReader(buffer: keyBytes)
         let keyVersion = try key.readInt16()
-        guard keyVersion == 0 || keyVersion == 1 else { return nil }
-        let commitKey = try OffsetCommitKey(from: &key, version: keyVersion)
-        let partition = GroupTopicPartition(commitKey.topic, commitKey.partition)
-        guard let valueBytes = record.value else { return (commitKey.group, partition, nil) }
-        var value = WireReader(buffer: valueBytes)
-        let valueVersion = try value.readInt16()
-        let commit = try OffsetCommitValue(from: &value, version: valueVersion)
-        return (
-            commitKey.group,
-            partition,
-            CommittedOffset(
+        var value = record.value.map { WireReader(buffer: $0) }
+        let valueVersion = try value?.readInt16()
+        switch keyVersion {
+        case 0, 1:
+            let commitKey = try OffsetCommitKey(from: &key, version: keyVersion)
+            let partition = GroupTopicPartition(commitKey.topic, commitKey.partition)
+            guard var value, let valueVersion else { return .offset(groupID: commitKey.group, partition: partition, offset: nil) }
+            let commit = try OffsetCommitValue(from: &value, version: valueVersion)
+            return .offset(groupID: commitKey.group, partition: partition, offset: CommittedOffset(
                 offset: commit.offset,
                 leaderEpoch: commit.leaderEpoch,
                 metadata: commit.metadata,
                 commitTimestamp: commit.commitTimestamp,
                 expireTimestamp: valueVersion == 1 && commit.expireTimestamp >= 0 ? commit.expireTimestamp : nil
-            )
-        )
+            ))
+        case 2:
+            let groupID = try GroupMetadataKey(from: &key, version: keyVersion).group
+            guard var value, let valueVersion else { return .group(groupID: groupID, nil) }
+            let group = try GroupMetadataValue(from: &value, version: valueVersion)
+            return .group(groupID: groupID, StoredGroup(
+                protocolType: group.protocolType,
+                generation: group.generation,
+                protocolName: group.protocol,
+                leader: group.leader,
+                stateTimestamp: group.currentStateTimestamp,
+                members: group.members.map {
+                    StoredMember(
+                        memberID: $0.memberID, instanceID: $0.groupInstanceID, clientID: $0.clientID,
+                        clientHost: $0.clientHost, rebalanceTimeoutMs: $0.rebalanceTimeout,
+                        sessionTimeoutMs: $0.sessionTimeout, subscription: Array($0.subscription.readableBytesView),
+                        assignment: Array($0.assignment.readableBytesView)
+                    )
+                }
+            ))
+        default:
+            return nil
+        }
     }
 }
 

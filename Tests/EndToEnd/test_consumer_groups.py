@@ -124,14 +124,75 @@ def test_a_group_resumes_from_its_committed_offsets_after_a_restart(make_broker)
     assert sorted(rest) == sorted(set(range(100)) - set(first))
 
 
+def test_a_stable_group_goes_on_without_a_rebalance_across_a_broker_restart(make_broker):
+    """The group's state is in __consumer_offsets (GroupMetadataValue): after a SIGKILL and a restart on the same
+    port the coordinator has the generation, members and assignments back, so the members' heartbeats are accepted
+    and nobody rejoins."""
+    from conftest import free_port
+    broker = make_broker(PROPERTIES, port=free_port())
+    create(broker.address, "steady", 4)
+    events = []
+    members = [Consumer({"bootstrap.servers": broker.address, "group.id": "steady-group", "session.timeout.ms": 30000,
+                         "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+               for _ in range(2)]
+    for index, member in enumerate(members):
+        member.subscribe(["steady"], on_assign=lambda c, parts, i=index: events.append(("assign", i)),
+                         on_revoke=lambda c, parts, i=index: events.append(("revoke", i)))
+    wait_for_assignment(members, [2, 2])
+    produce(broker.address, "steady", 100)
+    assert sorted(consume(members, 100)) == list(range(100))
+    assignment = [sorted(p.partition for p in member.assignment()) for member in members]
+    settled = list(events)
+
+    broker.kill()
+    broker.start()
+    # Several heartbeat intervals with the restarted broker; then the group reads on as before.
+    produce(broker.address, "steady", 100, start=100)
+    assert sorted(consume(members, 100, timeout=60)) == list(range(100, 200))
+    assert events == settled, f"no rebalance: {events[len(settled):]}"
+    assert [sorted(p.partition for p in member.assignment()) for member in members] == assignment
+    for member in members:
+        member.close()
+
+
 def decode_string(data, at):
     (length,) = struct.unpack_from(">h", data, at)
     return data[at + 2:at + 2 + length].decode(), at + 2 + length
 
 
+def decode_bytes(data, at):
+    (length,) = struct.unpack_from(">i", data, at)
+    return data[at + 4:at + 4 + max(length, 0)], at + 4 + max(length, 0)
+
+
+def decode_group_metadata(value):
+    """GroupMetadataValue v3: protocol type, generation, protocol, leader, state timestamp, then members (member
+    id, instance id, client id, client host, rebalance timeout, session timeout, subscription, assignment)."""
+    (version,) = struct.unpack_from(">h", value, 0)
+    protocol_type, at = decode_string(value, 2)
+    (generation,) = struct.unpack_from(">i", value, at)
+    protocol, at = decode_string(value, at + 4)
+    leader, at = decode_string(value, at)
+    (timestamp, count) = struct.unpack_from(">qi", value, at)
+    at += 12
+    members = []
+    for _ in range(count):
+        member_id, at = decode_string(value, at)
+        (instance_length,) = struct.unpack_from(">h", value, at)
+        instance_id, at = (None, at + 2) if instance_length < 0 else decode_string(value, at)
+        client_id, at = decode_string(value, at)
+        client_host, at = decode_string(value, at)
+        (rebalance_timeout, session_timeout) = struct.unpack_from(">ii", value, at)
+        subscription, at = decode_bytes(value, at + 8)
+        assignment, at = decode_bytes(value, at)
+        members.append((member_id, client_id, session_timeout, len(assignment) > 0))
+    return version, protocol_type, generation, protocol, leader, timestamp > 0, members
+
+
 def test_consumer_offsets_holds_commits_in_kafkas_layouts(make_broker):
     """A decoder written here from Kafka's layouts (key v1: group, topic, partition; value v3: offset, leader
-    epoch, metadata, commit timestamp), independent of the broker's code, finds the committed offsets."""
+    epoch, metadata, commit timestamp; key v2: group; GroupMetadataValue v3), independent of the broker's code,
+    finds the committed offsets and the group's members."""
     broker = make_broker(PROPERTIES)
     create(broker.address, "watched", 1)
     produce(broker.address, "watched", 10)
@@ -139,6 +200,10 @@ def test_consumer_offsets_holds_commits_in_kafkas_layouts(make_broker):
     member.assign([TopicPartition("watched", 0, 0)])
     member.commit(offsets=[TopicPartition("watched", 0, 7)], asynchronous=False)
     member.close()
+    subscriber = Consumer({"bootstrap.servers": broker.address, "group.id": "burrow-members", "client.id": "watcher",
+                           "session.timeout.ms": 12000})
+    subscriber.subscribe(["watched"])
+    wait_for_assignment([subscriber], [1])
 
     reader = kafka.KafkaConsumer(bootstrap_servers=broker.address, auto_offset_reset="earliest",
                                  enable_auto_commit=False, consumer_timeout_ms=5000, group_id=None)
@@ -147,8 +212,11 @@ def test_consumer_offsets_holds_commits_in_kafkas_layouts(make_broker):
     reader.assign([kafka.TopicPartition("__consumer_offsets", p) for p in partitions])
     reader.seek_to_beginning()
     found = []
+    groups = []
     for record in reader:
         (key_version,) = struct.unpack_from(">h", record.key, 0)
+        if key_version == 2 and record.value is not None:
+            groups.append((decode_string(record.key, 2)[0],) + decode_group_metadata(record.value))
         if key_version not in (0, 1):
             continue
         group, at = decode_string(record.key, 2)
@@ -159,7 +227,13 @@ def test_consumer_offsets_holds_commits_in_kafkas_layouts(make_broker):
         (commit_timestamp,) = struct.unpack_from(">q", record.value, at)
         found.append((value_version, group, topic, partition, offset, metadata, commit_timestamp > 0))
     reader.close()
+    subscriber.close()
     assert (3, "burrow-watched", "watched", 0, 7, "", True) in found
+    kept = [g for g in groups if g[0] == "burrow-members"]
+    assert kept, f"no group record for burrow-members among {[g[0] for g in groups]}"
+    name, version, protocol_type, generation, protocol, leader, stamped, members = kept[-1]
+    assert (version, protocol_type, protocol, stamped) == (3, "consumer", "range", True) and generation >= 1
+    assert members == [(leader, "watcher", 12000, True)], "the leader, with its client id, timeout and assignment"
 
 
 def test_groups_are_listed_described_and_deleted_with_admin_clients(make_broker):

@@ -179,12 +179,23 @@ import Testing
     }
 
     /// An in-memory store that records what the coordinator keeps, to check its tombstones.
-    final class RecordingStore: OffsetStore, @unchecked Sendable {
+    final class RecordingStore: GroupStore, @unchecked Sendable {
         private let lock = NSLock()
         private var kept: [String: [GroupTopicPartition: CommittedOffset?]] = [:]
+        /// Everything persisted, in order, as `load` takes it.
+        private(set) var records: [StoredRecord] = []
 
         func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws {
-            self.lock.withLock { for (partition, offset) in offsets { self.kept[groupID, default: [:]][partition] = offset } }
+            self.lock.withLock {
+                for (partition, offset) in offsets {
+                    self.kept[groupID, default: [:]][partition] = offset
+                    self.records.append(.offset(groupID: groupID, partition: partition, offset: offset))
+                }
+            }
+        }
+
+        func persist(groupID: String, group: StoredGroup?) async throws {
+            self.lock.withLock { self.records.append(.group(groupID: groupID, group)) }
         }
 
         /// The last record per partition: `.some(nil)` is a tombstone.
@@ -246,6 +257,50 @@ import Testing
         #expect(await coordinator.committed(groupID: "g", partitions: [partition]).first?.1?.offset == 1)
         #expect(await coordinator.expireOffsets(nowMs: left + 61_000) == 1)
         #expect(await coordinator.committed(groupID: "g", partitions: [partition]).first?.1 == nil)
+    }
+
+    /// The group's state is kept when the leader's plan arrives and when it empties; a coordinator loaded from those
+    /// records has the stable group back (generation, leader, members, assignments), so heartbeats go on unchanged.
+    @Test func aRestartedCoordinatorHasTheStableGroupBack() async throws {
+        let store = RecordingStore()
+        let coordinator = GroupCoordinator(configuration: Self.configuration(), store: store)
+        await coordinator.load([])
+        let joined = await Self.join(coordinator)
+        let synced = await coordinator.sync(groupID: "g", generation: joined.generation, memberID: joined.memberID,
+                                            assignments: [joined.memberID: [4, 2]])
+        #expect(synced.error == .none)
+        #expect(await Self.commit(coordinator, generation: joined.generation, member: joined.memberID,
+                                  GroupTopicPartition("t", 0), at: 5) == [.none])
+
+        let restarted = GroupCoordinator(configuration: Self.configuration(), store: RecordingStore())
+        await restarted.load(store.records)
+        #expect(await restarted.heartbeat(groupID: "g", generation: joined.generation, memberID: joined.memberID) == .none)
+        let again = await restarted.sync(groupID: "g", generation: joined.generation, memberID: joined.memberID,
+                                         assignments: [:])
+        #expect(again.error == .none && again.assignment == [4, 2] && again.protocolName == "range")
+        let described = await restarted.describe(groupID: "g")
+        #expect(described.state == .stable && described.members.map(\.memberID) == [joined.memberID])
+        #expect(await restarted.committed(groupID: "g", partitions: nil).map { $0.1?.offset } == [5])
+
+        // It leaves: the empty group is kept as such; after DeleteGroups a restart finds nothing.
+        #expect(await coordinator.leave(groupID: "g", memberIDs: [joined.memberID]) == [.none])
+        await Self.settle(store)
+        let afterLeave = GroupCoordinator(configuration: Self.configuration())
+        await afterLeave.load(store.records)
+        #expect(await afterLeave.describe(groupID: "g").state == .empty)
+        #expect(await coordinator.delete(groupIDs: ["g"]) == [.none])
+        let afterDelete = GroupCoordinator(configuration: Self.configuration())
+        await afterDelete.load(store.records)
+        #expect(await afterDelete.list(states: []).isEmpty)
+    }
+
+    /// Waits until the store's record count stops changing (writes not awaited by the caller land in the background).
+    static func settle(_ store: RecordingStore) async {
+        var count = -1
+        while count != store.records.count {
+            count = store.records.count
+            try? await Task.sleep(for: .milliseconds(50))
+        }
     }
 
     @Test func offsetsOfDeletedTopicsGoFromEveryGroup() async {
