@@ -9,6 +9,7 @@ import kafka
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from conftest import free_port
 
 PROPERTIES = "group.initial.rebalance.delay.ms=0\n"
 
@@ -128,7 +129,6 @@ def test_a_stable_group_goes_on_without_a_rebalance_across_a_broker_restart(make
     """The group's state is in __consumer_offsets (GroupMetadataValue): after a SIGKILL and a restart on the same
     port the coordinator has the generation, members and assignments back, so the members' heartbeats are accepted
     and nobody rejoins."""
-    from conftest import free_port
     broker = make_broker(PROPERTIES, port=free_port())
     create(broker.address, "steady", 4)
     events = []

@@ -138,9 +138,14 @@ import Testing
             let output = broker.directory.appendingPathComponent("consumed.txt")
             // strace attaches to every thread of the running broker. It does not detach on a signal while the
             // broker idles (seen: SIGINT and SIGTERM both blocked), so the broker is stopped (SIGTERM, a graceful
-            // shutdown) and strace ends with it.
+            // shutdown) and strace ends with it. kcat starts once strace reported every thread attached: a fixed
+            // 2 s wait was too short on a loaded machine, and the first sendfile calls went untraced.
+            let attached = broker.directory.appendingPathComponent("strace-attached.txt")
             let consume = try await KcatRoundTripTests.shell(
-                "strace -f -qq -e trace=sendfile,write,writev -o \(trace.path) -p \(pid) & tracer=$!; sleep 2; "
+                "strace -f -e trace=sendfile,write,writev -o \(trace.path) -p \(pid) 2> \(attached.path) & tracer=$!; "
+                    + "for _ in $(seq 300); do "
+                    + "[ \"$(grep -c attached \(attached.path))\" -ge \"$(ls /proc/\(pid)/task | wc -l)\" ] && break; "
+                    + "sleep 0.1; done; "
                     + "kcat -b \(broker.bootstrap) -C -t big -e -q -c \(count) > \(output.path); status=$?; "
                     + "kill -TERM \(pid); wait $tracer; exit $status"
             )
