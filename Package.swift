@@ -88,11 +88,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // Partitions this broker hosts: leaders, high watermarks, and the delayed-operation queue.
+        // The delayed-operation queue ("purgatory"): requests parked until a key is notified or a timeout passes.
+        .target(name: "DelayedOperations", swiftSettings: swiftSettings),
+
+        // Partitions this broker hosts: leaders, high watermarks, and their parked fetches.
         .target(
             name: "Replication",
             dependencies: [
-                "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore,
+                "DelayedOperations", "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore,
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -103,7 +106,7 @@ let package = Package(
             name: "LogBrokerServer",
             dependencies: [
                 "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage",
-                "MetadataStore", "ClusterControl", "Replication", "GroupCoordinator", nioCore,
+                "MetadataStore", "ClusterControl", "DelayedOperations", "Replication", "GroupCoordinator", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -112,7 +115,7 @@ let package = Package(
         ),
 
         // The classic consumer group coordinator: membership, rebalances, committed offsets.
-        .target(name: "GroupCoordinator", dependencies: ["KafkaWire"], swiftSettings: swiftSettings),
+        .target(name: "GroupCoordinator", dependencies: ["DelayedOperations", "KafkaWire"], swiftSettings: swiftSettings),
 
         // The client library: connections, metadata, producer, consumer and admin client.
         .target(
@@ -173,7 +176,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplicationTests",
-            dependencies: ["Replication", "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore],
+            dependencies: ["DelayedOperations", "Replication", "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire", nioCore], swiftSettings: swiftSettings),
@@ -209,7 +212,7 @@ let package = Package(
             name: "LogBrokerServerTests",
             dependencies: [
                 "LogBrokerServer", "LogBrokerClient", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire",
-                "KafkaProperties", nioCore,
+                "KafkaProperties", "DelayedOperations", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -50,10 +50,10 @@ struct Member {
     var protocolType: String
     var protocols: [(name: String, metadata: [UInt8])]
     var assignment: [UInt8] = []
-    /// Its JoinGroup, parked until the rebalance completes.
-    var joinWaiter: CheckedContinuation<JoinResult, Never>?
-    /// Its SyncGroup, parked until the leader's assignment arrives.
-    var syncWaiter: CheckedContinuation<SyncResult, Never>?
+    /// The ticket of its JoinGroup, parked until the rebalance completes.
+    var joinWaiter: UInt64?
+    /// The ticket of its SyncGroup, parked until the leader's assignment arrives.
+    var syncWaiter: UInt64?
     /// When it is dropped without a heartbeat.
     var sessionDeadline: ContinuousClock.Instant
 

@@ -18,7 +18,11 @@ import KafkaWire
 /// its commit (or at the expire timestamp an OffsetCommit v2–4 gave); offsets of deleted topics go at once.
 /// Static members (KIP-345) that restart within their session timeout keep their assignment without a rebalance.
 ///
-/// Thread safety: an actor. JoinGroup and SyncGroup suspend on it until the group can answer.
+/// JoinGroup and SyncGroup requests that must wait park on the broker's delayed-operation queue under the group id
+/// (`ParkedRequests`), so a closed connection's request leaves at once. Rebalance deadlines are timers of the
+/// actor, and session expiry is a 100 ms sweep of its members rather than one parked heartbeat per member.
+///
+/// Thread safety: an actor.
 public actor GroupCoordinator {
     public struct Configuration: Sendable {
         /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
@@ -81,6 +85,10 @@ public actor GroupCoordinator {
     private var lastGroupWrite: Task<Bool, Never>?
     private var groups: [String: Group] = [:]
     private var sweeper: Task<Void, Never>?
+    /// Parked JoinGroup and SyncGroup requests.
+    private let parked = ParkedRequests()
+    /// JoinGroup and SyncGroup requests parked now.
+    public nonisolated var parkedRequests: Int { self.parked.count }
     /// Until the store's offsets are loaded, group requests answer COORDINATOR_LOAD_IN_PROGRESS (retriable).
     public private(set) var isLoaded: Bool
 
@@ -181,13 +189,21 @@ public actor GroupCoordinator {
             self.groups[request.groupID] = group
             return self.joinResult(group, for: memberID)
         }
-        return await withCheckedContinuation { continuation in
-            member.joinWaiter = continuation
-            group.members[memberID] = member
-            if group.state != .preparingRebalance { self.prepareRebalance(&group) }
-            self.groups[request.groupID] = group
-            self.completeJoinIfReady(request.groupID)
+        // A repeated JoinGroup replaces the one still parked, which learns a rebalance is on.
+        if let earlier = member.joinWaiter {
+            self.parked.post(.join(JoinResult(error: .rebalanceInProgress, memberID: memberID)), to: earlier,
+                             groupID: group.id)
         }
+        let ticket = self.parked.ticket()
+        member.joinWaiter = ticket
+        group.members[memberID] = member
+        if group.state != .preparingRebalance { self.prepareRebalance(&group) }
+        self.groups[request.groupID] = group
+        self.completeJoinIfReady(request.groupID)
+        guard case .join(let result)? = await self.park(ticket, of: memberID, in: group) else {
+            return JoinResult(error: .rebalanceInProgress, memberID: memberID)
+        }
+        return result
     }
 
     public func sync(
@@ -235,19 +251,47 @@ public actor GroupCoordinator {
             return SyncResult(error: .none, protocolType: group.protocolType, protocolName: group.protocolName,
                               assignment: group.members[memberID]?.assignment ?? [])
         case .completingRebalance:
-            return await withCheckedContinuation { continuation in
-                member.syncWaiter = continuation
-                group.members[memberID] = member
-                self.groups[groupID] = group
+            let ticket = self.parked.ticket()
+            member.syncWaiter = ticket
+            group.members[memberID] = member
+            self.groups[groupID] = group
+            guard case .sync(let result)? = await self.park(ticket, of: memberID, in: group) else {
+                return SyncResult(error: .rebalanceInProgress)
             }
+            return result
         }
+    }
+
+    /// Parks a JoinGroup or SyncGroup on the delayed-operation queue until its answer is posted. The timeout is a
+    /// safety net (the rebalance deadline answers first); a request that gives up, or whose connection closed,
+    /// withdraws its ticket, so its member counts as not having rejoined.
+    private func park(_ ticket: UInt64, of memberID: String, in group: Group) async -> ParkedRequests.Answer? {
+        let rebalanceTimeoutMs = group.members.values.map(\.rebalanceTimeoutMs).max() ?? 0
+        let timeout = Duration.milliseconds(
+            Int64(rebalanceTimeoutMs) + Int64(self.configuration.initialRebalanceDelayMs) + 10_000
+        )
+        if let answer = await self.parked.wait(for: ticket, groupID: group.id, timeout: timeout) { return answer }
+        if self.groups[group.id]?.members[memberID]?.joinWaiter == ticket {
+            self.groups[group.id]?.members[memberID]?.joinWaiter = nil
+        }
+        if self.groups[group.id]?.members[memberID]?.syncWaiter == ticket {
+            self.groups[group.id]?.members[memberID]?.syncWaiter = nil
+        }
+        return self.parked.take(ticket)
+    }
+
+    /// Answers the member's parked JoinGroup, if any.
+    private func answerJoin(_ memberID: String, in group: inout Group, _ result: JoinResult) {
+        guard let ticket = group.members[memberID]?.joinWaiter else { return }
+        group.members[memberID]?.joinWaiter = nil
+        self.parked.post(.join(result), to: ticket, groupID: group.id)
     }
 
     /// Answers the member's parked SyncGroup, if any.
     private func answerSync(_ memberID: String, in group: inout Group, _ result: SyncResult) {
-        guard let waiter = group.members[memberID]?.syncWaiter else { return }
+        guard let ticket = group.members[memberID]?.syncWaiter else { return }
         group.members[memberID]?.syncWaiter = nil
-        waiter.resume(returning: result)
+        self.parked.post(.sync(result), to: ticket, groupID: group.id)
     }
 
     /// Queues the group's state (nil: its tombstone) behind the writes before it; the task says whether it was kept.
@@ -308,8 +352,8 @@ public actor GroupCoordinator {
             zip(member.protocols, request.protocols).allSatisfy({ $0.metadata == $1.metadata })
         else { return nil }
         let newID = "\(request.clientID)-\(Self.randomSuffix())"
-        member.joinWaiter?.resume(returning: JoinResult(error: .fencedInstanceID, memberID: oldID))
-        member.syncWaiter?.resume(returning: SyncResult(error: .fencedInstanceID))
+        self.answerJoin(oldID, in: &group, JoinResult(error: .fencedInstanceID, memberID: oldID))
+        self.answerSync(oldID, in: &group, SyncResult(error: .fencedInstanceID))
         let renamed = Member(
             id: newID, instanceID: member.instanceID, clientID: request.clientID, clientHost: request.clientHost,
             sessionTimeoutMs: request.sessionTimeoutMs, rebalanceTimeoutMs: request.rebalanceTimeoutMs,
@@ -544,12 +588,7 @@ public actor GroupCoordinator {
     /// member has rejoined, or at the rebalance deadline (members that did not rejoin are dropped). An empty
     /// group's first rebalance waits `group.initial.rebalance.delay.ms` for more members.
     private func prepareRebalance(_ group: inout Group) {
-        for id in group.order {
-            if let waiter = group.members[id]?.syncWaiter {
-                group.members[id]?.syncWaiter = nil
-                waiter.resume(returning: SyncResult(error: .rebalanceInProgress))
-            }
-        }
+        for id in group.order { self.answerSync(id, in: &group, SyncResult(error: .rebalanceInProgress)) }
         let wasEmpty = group.state == .empty
         group.state = .preparingRebalance
         group.rebalanceEpoch += 1
@@ -604,12 +643,8 @@ public actor GroupCoordinator {
         group.protocolName = group.selectProtocol()
         if group.leader.map({ group.members[$0] == nil }) ?? true { group.leader = group.order.first }
         group.state = .completingRebalance
+        for id in group.order { self.answerJoin(id, in: &group, self.joinResult(group, for: id)) }
         self.groups[groupID] = group
-        for id in group.order {
-            guard let waiter = group.members[id]?.joinWaiter else { continue }
-            self.groups[groupID]?.members[id]?.joinWaiter = nil
-            waiter.resume(returning: self.joinResult(group, for: id))
-        }
     }
 
     private func joinResult(_ group: Group, for memberID: String) -> JoinResult {
@@ -628,10 +663,11 @@ public actor GroupCoordinator {
 
     /// Drops a member; its parked requests are answered UNKNOWN_MEMBER_ID.
     private func remove(_ memberID: String, from group: inout Group) {
-        guard let member = group.members.removeValue(forKey: memberID) else { return }
+        guard group.members[memberID] != nil else { return }
+        self.answerJoin(memberID, in: &group, JoinResult(error: .unknownMemberID, memberID: memberID))
+        self.answerSync(memberID, in: &group, SyncResult(error: .unknownMemberID))
+        group.members[memberID] = nil
         group.order.removeAll { $0 == memberID }
-        member.joinWaiter?.resume(returning: JoinResult(error: .unknownMemberID, memberID: memberID))
-        member.syncWaiter?.resume(returning: SyncResult(error: .unknownMemberID))
         if group.leader == memberID { group.leader = nil }
     }
 

@@ -1,4 +1,5 @@
 import ClusterControl
+import DelayedOperations
 import KafkaProperties
 import LogStorage
 import Logging

@@ -1,3 +1,4 @@
+import DelayedOperations
 import KafkaRecords
 import KafkaWire
 import LogStorage

@@ -121,6 +121,21 @@ import Testing
         #expect(alone.generation == 3 && alone.leader == joined.memberID)
     }
 
+    /// A parked JoinGroup whose request is cancelled (its connection closed) leaves the delayed-operation queue at
+    /// once instead of waiting for the rebalance.
+    @Test func aCancelledJoinLeavesTheQueue() async throws {
+        let coordinator = GroupCoordinator(configuration: Self.configuration())
+        let first = await Self.join(coordinator)
+        _ = await coordinator.sync(groupID: "g", generation: first.generation, memberID: first.memberID, assignments: [:])
+        // The second member waits for the first to rejoin, which it never does here.
+        let second = Task { await coordinator.join(Self.request(requiresKnownMemberID: false)) }
+        for _ in 0..<1_000 where coordinator.parkedRequests == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(coordinator.parkedRequests == 1)
+        second.cancel()
+        #expect(await second.value.error == .rebalanceInProgress)
+        #expect(coordinator.parkedRequests == 0)
+    }
+
     @Test func aSilentMemberIsDroppedAfterItsSessionTimeout() async throws {
         var configuration = Self.configuration()
         configuration.minSessionTimeoutMs = 100

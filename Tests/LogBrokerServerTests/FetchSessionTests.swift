@@ -1,3 +1,4 @@
+import DelayedOperations
 import KafkaMessages
 import KafkaNIO
 import KafkaWire

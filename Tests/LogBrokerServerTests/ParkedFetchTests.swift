@@ -1,3 +1,4 @@
+import DelayedOperations
 import Foundation
 import KafkaMessages
 import KafkaNIO

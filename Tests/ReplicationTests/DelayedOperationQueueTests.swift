@@ -1,3 +1,4 @@
+import DelayedOperations
 import KafkaWire
 import LogStorage
 import NIOCore
