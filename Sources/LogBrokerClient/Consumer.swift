@@ -282,11 +282,9 @@ public actor Consumer {
                 guard let bytes = data.records else { continue }
                 let (decoded, next) = try self.decode(bytes, partition: partition, from: position)
                 records += decoded
-                if next > position {
-                    self.positions[partition] = next
-                    // The broker moves its copy of the offset with what it sent.
-                    self.sessions[leader]?.sent[partition] = next
-                }
+                // The session keeps the offset this client last sent (as Kafka's does), so the next incremental
+                // fetch names the partition again with its new position.
+                if next > position { self.positions[partition] = next }
             }
         }
         return records

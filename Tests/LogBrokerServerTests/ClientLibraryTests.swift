@@ -97,6 +97,21 @@ import Testing
         }
     }
 
+    /// A partition holding several fetches' worth (max.partition.fetch.bytes is 1 MiB) is read to its end: the
+    /// incremental fetch session keeps the offset the client last sent, so each fetch names the new position.
+    @Test func aPartitionLargerThanOneFetchIsReadToTheEnd() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            try await Admin(client: client).createTopic("long", partitions: 1, replicationFactor: 1)
+            let producer = try Producer(client: client)
+            let value = [UInt8](repeating: 7, count: 1_000)
+            for _ in 0..<4_000 { try await producer.send(ProducerRecord(topic: "long", value: value)) { _ in } }
+            await producer.flush()
+            let records = try await Self.consumeAll(client, [TopicPartition("long", 0)], count: 4_000)
+            #expect(records.map(\.offset) == Array(0..<4_000))
+        }
+    }
+
     @Test func seeksAndPreBuiltBatches() async throws {
         try await BrokerProcess.withBroker { broker in
             let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
