@@ -26,6 +26,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // C: CRC-32C with an SSE4.2 path chosen at run time, and the system compression libraries.
@@ -143,9 +144,17 @@ let package = Package(
             dependencies: ["LogBrokerClient", "LogBrokerCLI", "KafkaRecords", argumentParser],
             swiftSettings: swiftSettings
         )
-    } + ["logbroker-perf", "logbroker-mirror"].map {
-        .executableTarget(name: $0, dependencies: ["LogBrokerCLI", argumentParser], swiftSettings: swiftSettings)
     } + [
+        .executableTarget(
+            name: "logbroker-perf",
+            dependencies: [
+                "LogBrokerClient", "LogBrokerCLI", "KafkaRecords", "KafkaWire", argumentParser,
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(name: "logbroker-mirror", dependencies: ["LogBrokerCLI", argumentParser], swiftSettings: swiftSettings),
+    ] + [
         .executableTarget(
             name: "logbroker-microbench",
             dependencies: ["KafkaRecords", nioCore],

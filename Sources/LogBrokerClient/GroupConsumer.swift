@@ -24,6 +24,8 @@ public actor GroupConsumer {
         public var assignor: Assignor = .range
         /// Where a partition without a committed offset starts.
         public var autoOffsetReset: Consumer.Position = .beginning
+        /// The fetch settings of the consumer underneath.
+        public var consumer = Consumer.Configuration()
 
         public init() {}
     }
@@ -45,7 +47,7 @@ public actor GroupConsumer {
         self.groupID = groupID
         self.topics = topics
         self.configuration = configuration
-        self.consumer = Consumer(client: client)
+        self.consumer = Consumer(client: client, configuration: configuration.consumer)
     }
 
     /// The partitions this member reads, as of the last rebalance.
