@@ -90,6 +90,42 @@ public actor Producer {
         var onDelivery: @Sendable (Result<RecordMetadata, ClientError>) -> Void
     }
 
+    /// A partition's records waiting to be sent, oldest first. Batches are taken from the front by moving `head`,
+    /// so taking one costs its own records, not the whole queue.
+    private struct PartitionQueue {
+        private var records: [Pending] = []
+        private var head = 0
+        /// The sizes of the waiting records.
+        private(set) var bytes = 0
+
+        var first: Pending? { self.head < self.records.count ? self.records[self.head] : nil }
+        var isEmpty: Bool { self.head == self.records.count }
+
+        mutating func append(_ pending: Pending) {
+            self.records.append(pending)
+            self.bytes += pending.record.size
+        }
+
+        /// Up to `maxBytes` of records from the front (at least one).
+        mutating func takeBatch(maxBytes: Int) -> [Pending] {
+            var end = self.head
+            var taken = 0
+            while end < self.records.count && (end == self.head || taken + self.records[end].record.size <= maxBytes) {
+                taken += self.records[end].record.size
+                end += 1
+            }
+            let batch = Array(self.records[self.head..<end])
+            self.head = end
+            self.bytes -= taken
+            // Drop the taken prefix once it is most of the storage: amortized O(1) per record.
+            if self.head > 1_024 && self.head * 2 > self.records.count {
+                self.records.removeFirst(self.head)
+                self.head = 0
+            }
+            return batch
+        }
+    }
+
     private struct TopicPartitionKey: Hashable {
         var topic: String
         var partition: Int32
@@ -97,7 +133,7 @@ public actor Producer {
 
     public let configuration: Configuration
     private let client: LogBrokerClient
-    private var queues: [TopicPartitionKey: [Pending]] = [:]
+    private var queues: [TopicPartitionKey: PartitionQueue] = [:]
     private var draining: Set<TopicPartitionKey> = []
     private var sequences: [TopicPartitionKey: Int32] = [:]
     private var sticky: [String: Int32] = [:]
@@ -142,7 +178,7 @@ public actor Producer {
         self.buffered += size
         self.outstanding += 1
         let timestamp = record.timestamp ?? Self.nowMs()
-        self.queues[key, default: []].append(
+        self.queues[key, default: PartitionQueue()].append(
             Pending(record: record, timestamp: timestamp, enqueuedAt: .now, onDelivery: onDelivery)
         )
         if !self.draining.contains(key) {
@@ -231,22 +267,12 @@ public actor Producer {
         self.draining.remove(key)
     }
 
-    private func queuedBytes(_ key: TopicPartitionKey) -> Int {
-        self.queues[key]?.reduce(0) { $0 + $1.record.size } ?? 0
-    }
+    private func queuedBytes(_ key: TopicPartitionKey) -> Int { self.queues[key]?.bytes ?? 0 }
 
     /// Up to `batch.size` bytes of the queue (at least one record).
     private func takeBatch(_ key: TopicPartitionKey) -> [Pending] {
-        var queue = self.queues[key] ?? []
-        var bytes = 0
-        var count = 0
-        while count < queue.count && (count == 0 || bytes + queue[count].record.size <= self.configuration.batchSize) {
-            bytes += queue[count].record.size
-            count += 1
-        }
-        let batch = Array(queue[..<count])
-        queue.removeFirst(count)
-        self.queues[key] = queue.isEmpty ? nil : queue
+        let batch = self.queues[key]?.takeBatch(maxBytes: self.configuration.batchSize) ?? []
+        if self.queues[key]?.isEmpty == true { self.queues[key] = nil }
         return batch
     }
 
@@ -315,14 +341,20 @@ public actor Producer {
             baseSequence: sequence ?? -1
         )
         for pending in records {
-            builder.append(
-                timestamp: pending.timestamp,
-                key: pending.record.key.map { ByteBuffer(bytes: $0) },
-                value: pending.record.value.map { ByteBuffer(bytes: $0) },
-                headers: pending.record.headers.map { RecordHeader(key: $0.0, value: $0.1.map { ByteBuffer(bytes: $0) }) }
-            )
+            let headers = pending.record.headers.map { RecordHeader(key: $0.0, value: $0.1.map { ByteBuffer(bytes: $0) }) }
+            // Straight from the caller's arrays into the batch: no buffer per key or value.
+            Self.withBytes(pending.record.key) { key in
+                Self.withBytes(pending.record.value) { value in
+                    builder.append(timestamp: pending.timestamp, key: key, value: value, headers: headers)
+                }
+            }
         }
         return try builder.build(compression: self.compression).buffer
+    }
+
+    private static func withBytes<Result>(_ bytes: [UInt8]?, _ body: (UnsafeRawBufferPointer?) -> Result) -> Result {
+        guard let bytes else { return body(nil) }
+        return bytes.withUnsafeBytes { body($0) }
     }
 
     /// The producer id and epoch, asked for once when idempotence is on.
