@@ -6,13 +6,15 @@ partitions; acks=1 and acks=all; codecs none and lz4):
   `-P -l FILE`, consume `-C -o beginning -c N -e`, timed around the process;
 - logbroker-perf producer and consumer (`--json`), which also give the produce p99 (send to acknowledgement).
 
-Prints one table: records/s, MB/s (of record values) and p99 per broker, the ratio LogBroker/Tansu of records/s,
-and each broker's peak resident memory during the row (VmHWM, reset through /proc/PID/clear_refs before it).
+Each row runs COMPARE_ROUNDS times, the two brokers taking turns, into a new topic each time; it prints one table:
+the median records/s, MB/s (of record values) and p99 per broker, the ratio LogBroker/Tansu of the median
+records/s, and each broker's largest peak resident memory during the row (VmHWM, reset through
+/proc/PID/clear_refs before each run).
 Both brokers run on this machine with the clients, so the figures are of each broker with its client.
 
 Usage: compare.py LOGBROKER_SERVER LOGBROKER_PERF (benchmarks/compare.sh builds both in release mode first).
 Environment: COMPARE_SMALL (records of 100 B per row, default 500000), COMPARE_LARGE (records of 1 KiB, default
-100000), COMPARE_TIMEOUT (seconds each client may take, default 300).
+100000), COMPARE_ROUNDS (default 3), COMPARE_TIMEOUT (seconds each client may take, default 300).
 """
 import glob
 import json
@@ -30,6 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 SMALL = int(os.environ.get("COMPARE_SMALL", "500000"))
 LARGE = int(os.environ.get("COMPARE_LARGE", "100000"))
 TIMEOUT = int(os.environ.get("COMPARE_TIMEOUT", "300"))
+ROUNDS = int(os.environ.get("COMPARE_ROUNDS", "3"))
 
 
 def log(*words):
@@ -190,6 +193,18 @@ def perf_row(broker, perf, count, size, partitions, acks, codec, serial):
             peak)
 
 
+def median(values):
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def combine(runs):
+    """The median of each figure over the rounds of one broker and direction (p99 may be absent)."""
+    p99s = [run["p99"] for run in runs if run["p99"] is not None]
+    return {"rate": median([run["rate"] for run in runs]), "mb": median([run["mb"] for run in runs]),
+            "p99": median(p99s) if p99s else None}
+
+
 def cell(figures):
     p99 = "–" if figures["p99"] is None else f"{figures['p99']:.1f}"
     return f"{figures['rate']:,.0f} | {figures['mb']:,.1f} | {p99}"
@@ -217,17 +232,24 @@ def main():
                 for acks in ("1", "all"):
                     for codec in ("none", "lz4"):
                         for client in ("kcat", "logbroker-perf"):
-                            serial += 1
-                            results = []
-                            for broker in brokers:
-                                log(f"{broker.name}: {client} {size} B, {partitions} partitions, acks={acks}, {codec}")
-                                if client == "kcat":
-                                    results.append(kcat_row(broker, kcat_env, path, count, size, partitions, acks,
-                                                            codec, serial))
-                                else:
-                                    results.append(perf_row(broker, perf, count, size, partitions, acks, codec,
-                                                            serial))
-                            (ours_produce, ours_consume, ours_peak), (peer_produce, peer_consume, peer_peak) = results
+                            runs = {broker.name: [] for broker in brokers}
+                            for _ in range(ROUNDS):
+                                for broker in brokers:
+                                    serial += 1
+                                    log(f"{broker.name}: {client} {size} B, {partitions} partitions, acks={acks}, "
+                                        f"{codec}")
+                                    if client == "kcat":
+                                        run = kcat_row(broker, kcat_env, path, count, size, partitions, acks, codec,
+                                                       serial)
+                                    else:
+                                        run = perf_row(broker, perf, count, size, partitions, acks, codec, serial)
+                                    runs[broker.name].append(run)
+                            (ours_produce, ours_consume, ours_peak), (peer_produce, peer_consume, peer_peak) = [
+                                (combine([run[0] for run in runs[broker.name]]),
+                                 combine([run[1] for run in runs[broker.name]]),
+                                 max(run[2] for run in runs[broker.name]))
+                                for broker in brokers
+                            ]
                             for direction, ours, peer in (("produce", ours_produce, peer_produce),
                                                           ("consume", ours_consume, peer_consume)):
                                 print(f"| {size} B | {partitions} | {acks} | {codec} | {client} | {direction} "
