@@ -15,6 +15,7 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
         case unknownAPIKey(APIKey, correlationID: Int32?)
         case malformedResponse(apiKey: APIKey, version: Int16, WireError)
         case correlationMismatch(expected: Int32, received: Int32)
+        case unexpectedCorrelationID(Int32)
         case connectionClosed
     }
 
@@ -59,6 +60,11 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
         KafkaNIOError(.correlationMismatch(expected: expected, received: received))
     }
 
+    /// A response whose correlation id names no request in flight (on a pipelined connection).
+    public static func unexpectedCorrelationID(_ received: Int32) -> KafkaNIOError {
+        KafkaNIOError(.unexpectedCorrelationID(received))
+    }
+
     /// The connection closed before the response arrived.
     public static let connectionClosed = KafkaNIOError(.connectionClosed)
 
@@ -72,6 +78,7 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
         case .unknownAPIKey: "unknown API key"
         case .malformedResponse: "malformed response"
         case .correlationMismatch: "correlation id mismatch"
+        case .unexpectedCorrelationID: "unexpected correlation id"
         case .connectionClosed: "connection closed"
         }
     }
@@ -92,6 +99,8 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
             "malformed \(apiKey) v\(version) response: \(error)"
         case .correlationMismatch(let expected, let received):
             "correlation id mismatch: expected \(expected), received \(received)"
+        case .unexpectedCorrelationID(let received):
+            "unexpected correlation id \(received): no request in flight has it"
         case .connectionClosed:
             "connection closed before the response arrived"
         }

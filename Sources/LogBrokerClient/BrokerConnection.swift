@@ -4,55 +4,54 @@ import KafkaWire
 import NIOCore
 import Synchronization
 
-/// One open connection to a broker, shared by every task of a client: requests queue and go one at a time, each
-/// at the highest version both sides speak (ApiVersions is asked once, right after connecting; a broker that does
-/// not know v3 gets v0, KIP-511). Once the connection fails, every queued and later request fails with an error
-/// naming the broker, and `isAlive` turns false so the client opens a new one.
+/// One open connection to a broker, shared by every task of a client. Requests are pipelined: each goes out at
+/// once, at the highest version both sides speak, without waiting for the answers to earlier ones (ApiVersions is
+/// asked once, right after connecting; a broker that does not know v3 gets v0, KIP-511). Once the connection
+/// fails, every waiting and later request fails with an error naming the broker, and `isAlive` turns false so the
+/// client opens a new one.
 ///
-/// Thread-safe: the connection lives in its own task; callers hand it jobs.
+/// Thread-safe: the connection lives in its own task until it fails or this object goes away.
 final class BrokerConnection: Sendable {
-    /// A job runs in the connection's task with the connection and the negotiated versions; returns false when
-    /// the connection broke.
-    private typealias Job = @Sendable (KafkaClientConnection?, [Int16: ClosedRange<Int16>]) async -> Bool
-
     let host: String
     let port: Int
-    private let jobs: AsyncStream<Job>.Continuation
     private let state: ConnectionState
+    private let task: Task<Void, Never>
 
-    var isAlive: Bool { self.state.alive.load(ordering: .relaxed) }
+    var isAlive: Bool { self.state.isAlive }
     var address: String { "\(self.host):\(self.port)" }
 
     init(host: String, port: Int, clientID: String) {
         self.host = host
         self.port = port
-        let (stream, jobs) = AsyncStream.makeStream(of: Job.self)
-        self.jobs = jobs
         let state = ConnectionState()
         self.state = state
-        Task {
+        let address = "\(host):\(port)"
+        self.task = Task {
             do {
-                let configuration = KafkaClientConnection.Configuration(clientID: clientID)
-                try await KafkaClientConnection.withConnection(host: host, port: port, configuration: configuration) {
+                let configuration = KafkaPipelinedConnection.Configuration(clientID: clientID)
+                try await KafkaPipelinedConnection.withConnection(host: host, port: port, configuration: configuration) {
                     connection in
                     let versions = try await Self.negotiate(on: connection)
-                    for await job in stream {
-                        guard await job(connection, versions) else { break }
+                    state.open(Session(connection: connection, versions: versions))
+                    await withTaskCancellationHandler {
+                        await connection.closed()
+                    } onCancel: {
+                        connection.close()
                     }
                 }
-            } catch {}
-            state.alive.store(false, ordering: .relaxed)
-            jobs.finish()
-            for await job in stream { _ = await job(nil, [:]) }
+                state.fail(ClientError("broker \(address): the connection closed"))
+            } catch {
+                state.fail(ClientError("broker \(address) is not reachable: \(error)"))
+            }
         }
     }
 
     deinit {
-        self.jobs.finish()
+        self.task.cancel()
     }
 
     /// The versions the broker advertises, by API key.
-    private static func negotiate(on connection: KafkaClientConnection) async throws -> [Int16: ClosedRange<Int16>] {
+    private static func negotiate(on connection: KafkaPipelinedConnection) async throws -> [Int16: ClosedRange<Int16>] {
         var response = try await connection.send(
             ApiVersionsRequest(clientSoftwareName: "logbroker-client", clientSoftwareVersion: "1.0"),
             version: 3
@@ -85,51 +84,86 @@ final class BrokerConnection: Sendable {
         _ build: @escaping @Sendable (Int16) -> Request
     ) async throws {
         try await self.run(Request.self, supported: supported) { connection, version in
-            let frame = KafkaFrame.request(
-                build(version),
-                version: version,
-                correlationID: connection.takeCorrelationID(),
-                clientID: connection.configuration.clientID
-            )
-            try await connection.sendFrame(frame)
+            try await connection.sendWithoutResponse(build(version), version: version)
         }
     }
 
-    /// Runs `work` in the connection's task at the version chosen for `Request`, after the requests queued before.
+    /// Runs `work` on the connection, once it is open, at the version chosen for `Request`.
     private func run<Request: KafkaRequest, Result: Sendable>(
         _ type: Request.Type,
         supported: ClosedRange<Int16>,
-        _ work: @escaping @Sendable (KafkaClientConnection, Int16) async throws -> Result
+        _ work: (KafkaPipelinedConnection, Int16) async throws -> Result
     ) async throws -> Result {
-        let address = self.address
-        return try await withCheckedThrowingContinuation { continuation in
-            let job: Job = { connection, versions in
-                guard let connection else {
-                    continuation.resume(throwing: ClientError("broker \(address) is not reachable"))
-                    return false
-                }
-                guard let advertised = versions[Request.apiKey.rawValue], advertised.overlaps(supported) else {
-                    continuation.resume(
-                        throwing: ClientError("broker \(address) does not support \(Request.apiKey) \(supported)")
-                    )
-                    return true
-                }
-                do {
-                    continuation.resume(returning: try await work(connection, min(advertised.upperBound, supported.upperBound)))
-                    return true
-                } catch {
-                    continuation.resume(throwing: ClientError("broker \(address): \(error)"))
-                    return false
-                }
-            }
-            if case .terminated = self.jobs.yield(job) {
-                continuation.resume(throwing: ClientError("broker \(address) is not reachable"))
-            }
+        let session = try await self.state.session()
+        guard let advertised = session.versions[Request.apiKey.rawValue], advertised.overlaps(supported) else {
+            throw ClientError("broker \(self.address) does not support \(Request.apiKey) \(supported)")
+        }
+        do {
+            return try await work(session.connection, min(advertised.upperBound, supported.upperBound))
+        } catch {
+            throw ClientError("broker \(self.address): \(error)")
         }
     }
 }
 
-/// Whether the connection's task still serves requests; shared by the connection and its task.
+/// The open connection and the versions its broker speaks.
+private struct Session: Sendable {
+    let connection: KafkaPipelinedConnection
+    let versions: [Int16: ClosedRange<Int16>]
+}
+
+/// Where the connection's task is: connecting (with the requests waiting for it), open, or failed; shared by the
+/// connection and its task.
 private final class ConnectionState: Sendable {
-    let alive = Atomic<Bool>(true)
+    private enum Phase {
+        case connecting([CheckedContinuation<Session, any Error>])
+        case open(Session)
+        case failed(ClientError)
+    }
+
+    private let phase = Mutex(Phase.connecting([]))
+
+    var isAlive: Bool {
+        self.phase.withLock { phase in
+            switch phase {
+            case .connecting: true
+            case .open(let session): session.connection.isOpen
+            case .failed: false
+            }
+        }
+    }
+
+    /// The open session, once connected and negotiated.
+    func session() async throws -> Session {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<Session, ClientError>? = self.phase.withLock { phase in
+                switch phase {
+                case .connecting(var waiters):
+                    waiters.append(continuation)
+                    phase = .connecting(waiters)
+                    return nil
+                case .open(let session): return .success(session)
+                case .failed(let error): return .failure(error)
+                }
+            }
+            if let ready { continuation.resume(with: ready.mapError { $0 as any Error }) }
+        }
+    }
+
+    func open(_ session: Session) {
+        self.settle(.open(session)).forEach { $0.resume(returning: session) }
+    }
+
+    func fail(_ error: ClientError) {
+        self.settle(.failed(error)).forEach { $0.resume(throwing: error) }
+    }
+
+    /// Moves to `next` and returns the requests that waited for the connection.
+    private func settle(_ next: Phase) -> [CheckedContinuation<Session, any Error>] {
+        self.phase.withLock { phase in
+            defer { phase = next }
+            if case .connecting(let waiters) = phase { return waiters }
+            return []
+        }
+    }
 }

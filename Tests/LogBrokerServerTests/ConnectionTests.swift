@@ -19,6 +19,16 @@ struct StubMetadataHandler: KafkaHandler {
     }
 }
 
+/// A Metadata handler (v1–4) that answers with the first topic asked for as the cluster id, so a test can tell
+/// which request an answer belongs to.
+struct EchoMetadataHandler: KafkaHandler {
+    typealias Request = MetadataRequest
+    var versions: ClosedRange<Int16> { 1...4 }
+    func handle(_ request: MetadataRequest, context: RequestContext) async -> MetadataResponse {
+        MetadataResponse(clusterID: request.topics?.first?.name ?? nil)
+    }
+}
+
 @Suite struct ConnectionTests {
     /// Sends ApiVersions v3 on `connection` and expects a normal answer.
     static func expectWorking(_ connection: KafkaClientConnection) async throws {
@@ -225,6 +235,49 @@ struct SlowHeartbeatHandler: KafkaHandler {
         let (response, closed) = try await inFlight.value
         #expect(response == [0, 0, 0, 6, 0, 0, 0, 9, 0, 0])
         #expect(closed)
+    }
+
+    @Test func pipelinedRequestsEachGetTheirOwnAnswer() async throws {
+        var table = HandlerTable()
+        table.register(EchoMetadataHandler())
+        try await withServer(handlers: table) { port in
+            try await KafkaPipelinedConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                // Sent from 200 tasks at once: the answers come back in the broker's order, and each must reach
+                // the request that named its topic.
+                let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                    for index in 0..<200 {
+                        group.addTask {
+                            let request = MetadataRequest(topics: [.init(name: "topic-\(index)")])
+                            return (index, try await connection.send(request, version: 4).clusterID)
+                        }
+                    }
+                    return try await group.reduce(into: [Int: String?]()) { $0[$1.0] = $1.1 }
+                }
+                #expect(answers.count == 200)
+                #expect(answers.allSatisfy { $0.value == "topic-\($0.key)" })
+                #expect(connection.isOpen)
+            }
+        }
+    }
+
+    @Test func aPipelinedConnectionThatTheBrokerClosesFailsEveryLaterRequest() async throws {
+        var table = HandlerTable()
+        table.register(EchoMetadataHandler())
+        try await withServer(handlers: table) { port in
+            try await KafkaPipelinedConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                let first = try await connection.send(MetadataRequest(topics: [.init(name: "a")]), version: 4)
+                #expect(first.clusterID == "a")
+                // v9 is not advertised: the broker closes the connection instead of answering.
+                await #expect(throws: KafkaNIOError.connectionClosed) {
+                    try await connection.send(MetadataRequest(), version: 9)
+                }
+                #expect(!connection.isOpen)
+                await #expect(throws: KafkaNIOError.connectionClosed) {
+                    try await connection.send(MetadataRequest(), version: 4)
+                }
+                await connection.closed()
+            }
+        }
     }
 }
 
