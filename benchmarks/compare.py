@@ -6,7 +6,11 @@ partitions; acks=1 and acks=all; codecs none and lz4):
   `-P -l FILE`, consume `-C -o beginning -c N -e`, timed around the process;
 - logbroker-perf producer and consumer (`--json`), which also give the produce p99 (send to acknowledgement).
 
-Each row runs COMPARE_ROUNDS times, the two brokers taking turns, into a new topic each time; it prints one table:
+Each row runs COMPARE_ROUNDS times, the two brokers taking turns, into a new topic each time that is deleted after
+its run (LogBroker unlinks deleted logs at once here), so every run writes into memory the previous ones used:
+on the VM this was measured on, page-cache memory touched for the first time costs a fault on the host, and the
+same 1 KiB run fell from 600k to 175k records/s once 1.4 GB of earlier topics had been kept (dd shows the same).
+A scratch file of WARM_MB is written and deleted before the first run for the same reason. It prints one table:
 the median records/s, MB/s (of record values) and p99 per broker, the ratio LogBroker/Tansu of the median
 records/s, and each broker's largest peak resident memory during the row (VmHWM, reset through
 /proc/PID/clear_refs before each run).
@@ -14,7 +18,7 @@ Both brokers run on this machine with the clients, so the figures are of each br
 
 Usage: compare.py LOGBROKER_SERVER LOGBROKER_PERF (benchmarks/compare.sh builds both in release mode first).
 Environment: COMPARE_SMALL (records of 100 B per row, default 500000), COMPARE_LARGE (records of 1 KiB, default
-100000), COMPARE_ROUNDS (default 3), COMPARE_TIMEOUT (seconds each client may take, default 300).
+100000), COMPARE_ROUNDS (default 3), COMPARE_WARM_MB (default 2048), COMPARE_TIMEOUT (seconds each client may take, default 300).
 """
 import glob
 import json
@@ -33,6 +37,7 @@ SMALL = int(os.environ.get("COMPARE_SMALL", "500000"))
 LARGE = int(os.environ.get("COMPARE_LARGE", "100000"))
 TIMEOUT = int(os.environ.get("COMPARE_TIMEOUT", "300"))
 ROUNDS = int(os.environ.get("COMPARE_ROUNDS", "3"))
+WARM_MB = int(os.environ.get("COMPARE_WARM_MB", "2048"))
 
 
 def log(*words):
@@ -93,7 +98,7 @@ def start_logbroker(server, workdir):
     config = os.path.join(directory, "server.properties")
     with open(config, "w") as out:
         out.write(f"node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:{port}\n"
-                  f"log.dirs={directory}/logs\n")
+                  f"log.dirs={directory}/logs\nlog.segment.delete.delay.ms=0\n")
     return Broker("LogBroker", [server, config], port, workdir)
 
 
@@ -155,6 +160,19 @@ def create_topic(broker, topic, partitions):
     time.sleep(0.2)
 
 
+def delete_topic(broker, topic):
+    admin = AdminClient({"bootstrap.servers": broker.address})
+    admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+def warm(workdir):
+    """Writes and deletes WARM_MB of scratch file, so the page cache the runs fill was in use before."""
+    scratch = os.path.join(workdir, "warm.out")
+    subprocess.run(["dd", "if=/dev/zero", f"of={scratch}", "bs=1M", f"count={WARM_MB}", "status=none"], check=True)
+    os.remove(scratch)
+    os.sync()
+
+
 def kcat_row(broker, kcat_env, path, count, size, partitions, acks, codec, serial):
     topic = f"kcat-{size}-{partitions}-{acks}-{codec}-{serial}"
     create_topic(broker, topic, partitions)
@@ -168,6 +186,7 @@ def kcat_row(broker, kcat_env, path, count, size, partitions, acks, codec, seria
     if received != count:
         sys.exit(f"{broker.name} {topic}: produced {count}, kcat read {received}")
     peak = broker.peak_mib()
+    delete_topic(broker, topic)
     megabytes = count * size / 1e6
     return ({"rate": count / produce, "mb": megabytes / produce, "p99": None},
             {"rate": count / consume, "mb": megabytes / consume, "p99": None}, peak)
@@ -186,7 +205,7 @@ def perf_row(broker, perf, count, size, partitions, acks, codec, serial):
     produce, consume = json.loads(produced.stdout), json.loads(consumed.stdout)
     if produce["records_acknowledged"] != count or consume["records_received"] != count:
         sys.exit(f"{broker.name} {topic}: audit {produce} / {consume}")
-    megabytes = count * size / 1e6
+    delete_topic(broker, topic)
     return ({"rate": produce["records_per_second"], "mb": produce["records_per_second"] * size / 1e6,
              "p99": produce["latency_ms"]["p99"]},
             {"rate": consume["records_per_second"], "mb": consume["records_per_second"] * size / 1e6, "p99": None},
@@ -220,6 +239,7 @@ def main():
         kcat_env = dict(os.environ, LD_LIBRARY_PATH=wheel_librdkafka(workdir))
         log(f"generating {SMALL} records of 100 B and {LARGE} of 1 KiB")
         inputs = {100: (SMALL, input_file(workdir, SMALL, 100)), 1024: (LARGE, input_file(workdir, LARGE, 1024))}
+        warm(workdir)
         brokers.append(start_logbroker(server, workdir))
         brokers.append(start_tansu(workdir))
         print("| size | partitions | acks | codec | client | direction | LogBroker rec/s | MB/s | p99 ms "
