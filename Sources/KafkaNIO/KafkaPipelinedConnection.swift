@@ -84,10 +84,34 @@ public final class KafkaPipelinedConnection: Sendable {
         }
     }
 
+    /// A request written whose response has not been read yet. Await `response()` once: an answer nobody takes
+    /// stays held by the connection.
+    public struct PendingResponse<Request: KafkaRequest>: Sendable {
+        let connection: KafkaPipelinedConnection
+        let correlationID: Int32
+        /// The version the request was sent at.
+        public let version: Int16
+
+        /// The decoded response.
+        /// - Throws: `KafkaNIOError.connectionClosed` (or the error that broke the connection) if the connection
+        ///   fails before the answer, or `malformedResponse` for an answer that does not decode.
+        public func response() async throws -> Request.Response {
+            let frame = try await self.connection.response(to: self.correlationID)
+            return try KafkaFrame.decodeResponse(frame, to: Request.self, version: self.version).response
+        }
+    }
+
     /// Sends `request` at `version` and returns its decoded response.
-    /// - Throws: `KafkaNIOError.connectionClosed` (or the error that broke the connection) if the connection fails
-    ///   before the answer, `malformedResponse` for an answer that does not decode, or the channel's error.
+    /// - Throws: as `write` and `PendingResponse.response()`.
     public func send<Request: KafkaRequest>(_ request: Request, version: Int16) async throws -> Request.Response {
+        try await self.write(request, version: version).response()
+    }
+
+    /// Writes `request` at `version` and returns at once; the answer is awaited with the result's `response()`.
+    /// Requests go out in the order their writes are called, so a caller that awaits each write before the next
+    /// keeps its requests in order while their answers are awaited side by side.
+    /// - Throws: the connection's failure, or the channel's error.
+    public func write<Request: KafkaRequest>(_ request: Request, version: Int16) async throws -> PendingResponse<Request> {
         let correlationID = try self.takeCorrelationID(expectingResponse: true)
         do {
             try await self.outbound.write(self.frame(request, version: version, correlationID: correlationID))
@@ -95,8 +119,7 @@ public final class KafkaPipelinedConnection: Sendable {
             _ = self.state.withLock { $0.inFlight.removeValue(forKey: correlationID) }
             throw error
         }
-        let frame = try await self.response(to: correlationID)
-        return try KafkaFrame.decodeResponse(frame, to: Request.self, version: version).response
+        return PendingResponse(connection: self, correlationID: correlationID, version: version)
     }
 
     /// Sends a request the broker does not answer (Produce with acks=0).

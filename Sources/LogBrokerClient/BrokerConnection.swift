@@ -67,14 +67,41 @@ final class BrokerConnection: Sendable {
         return versions
     }
 
+    /// A request written whose answer has not been read yet (see `write`).
+    struct PendingResponse<Request: KafkaRequest>: Sendable {
+        let pending: KafkaPipelinedConnection.PendingResponse<Request>
+        let address: String
+        var version: Int16 { self.pending.version }
+
+        /// - Throws: `ClientError` naming the broker when the connection failed before the answer.
+        func response() async throws -> Request.Response {
+            do {
+                return try await self.pending.response()
+            } catch {
+                throw ClientError("broker \(self.address): \(error)")
+            }
+        }
+    }
+
     /// Sends the request `build` makes for the version chosen: the highest both the broker and `supported` allow.
     /// - Throws: `ClientError` when the broker speaks no version in `supported`, or the connection failed.
     func send<Request: KafkaRequest>(
         supported: ClosedRange<Int16> = Request.validVersions,
         _ build: @escaping @Sendable (Int16) -> Request
     ) async throws -> (response: Request.Response, version: Int16) {
-        try await self.run(Request.self, supported: supported) { connection, version in
-            (try await connection.send(build(version), version: version), version)
+        let pending = try await self.write(supported: supported, build)
+        return (try await pending.response(), pending.version)
+    }
+
+    /// Writes the request `build` makes, as `send` does, and returns once it is written: requests written one
+    /// after another go out in that order, and their answers can be awaited side by side.
+    func write<Request: KafkaRequest>(
+        supported: ClosedRange<Int16> = Request.validVersions,
+        _ build: @escaping @Sendable (Int16) -> Request
+    ) async throws -> PendingResponse<Request> {
+        let address = self.address
+        return try await self.run(Request.self, supported: supported) { connection, version in
+            PendingResponse(pending: try await connection.write(build(version), version: version), address: address)
         }
     }
 

@@ -55,8 +55,11 @@ public struct RecordMetadata: Hashable, Sendable {
 /// by Kafka's partitioners, compressed with any codec, sent with acks 0, 1 or all, retried after a pause on
 /// retriable errors (with a metadata refresh when leadership may have moved) until `delivery.timeout.ms`, and
 /// idempotent by default (InitProducerId, one sequence per partition; one batch in flight per partition, so
-/// retries keep order and the broker drops duplicates). Memory is bounded: `send` waits while `buffer.memory` is
-/// full instead of growing.
+/// retries keep order and the broker drops duplicates). Without idempotence a partition keeps up to
+/// `max.in.flight.requests.per.connection` batches awaiting their answers, written in order on the pipelined
+/// connection, so the next batch is on its way while the broker writes the last; as with Kafka's producer, a
+/// retry can then put a batch after later ones. Delivery callbacks run in each partition's record order. Memory is
+/// bounded: `send` waits while `buffer.memory` is full instead of growing.
 ///
 /// Thread safety: an actor; each partition's batches go out from their own task.
 public actor Producer {
@@ -79,6 +82,9 @@ public actor Producer {
         public var bufferMemory = 32 * 1024 * 1024
         /// `request.timeout.ms`: the Produce timeout the broker is given.
         public var requestTimeoutMs: Int32 = 30_000
+        /// `max.in.flight.requests.per.connection`: batches of one partition awaiting their answers at once when
+        /// idempotence is off (an idempotent producer keeps one). Default 5, Kafka's.
+        public var maxInFlightRequestsPerConnection = 5
 
         public init() {}
     }
@@ -151,6 +157,9 @@ public actor Producer {
             throw ClientError("enable.idempotence needs acks=all (-1), not acks=\(configuration.acks)")
         }
         guard [0, 1, -1].contains(configuration.acks) else { throw ClientError("acks must be 0, 1 or -1") }
+        guard configuration.maxInFlightRequestsPerConnection >= 1 else {
+            throw ClientError("max.in.flight.requests.per.connection must be at least 1")
+        }
         self.client = client
         self.configuration = configuration
     }
@@ -209,8 +218,8 @@ public actor Producer {
     /// Appends `batch` (whole record batches, as a mirror copies them) to `partition` of `topic` as they are, and
     /// returns the base offset the broker gave them.
     public func send(batch: ByteBuffer, topic: String, partition: Int32) async throws -> Int64 {
-        let response = try await self.produce(batch, topic: topic, partition: partition, acks: self.configuration.acks)
-        return response.baseOffset
+        let answer = try await self.produce(batch, topic: topic, partition: partition, acks: self.configuration.acks)
+        return try await answer.get().baseOffset
     }
 
     // MARK: Partitions
@@ -235,36 +244,57 @@ public actor Producer {
 
     // MARK: The partition senders
 
-    /// Sends the partition's queued records, a batch at a time, until its queue is empty.
+    /// Sends the partition's queued records, a batch at a time, until its queue is empty and every batch is
+    /// answered. A batch's first request is written before the next batch is taken, so they reach the broker in
+    /// order; each then awaits its answer in its own task, which runs the batch's callbacks after the previous
+    /// batch's.
     private func drain(_ key: TopicPartitionKey) async {
-        while let first = self.queues[key]?.first {
+        let window = self.configuration.enableIdempotence ? 1 : self.configuration.maxInFlightRequestsPerConnection
+        var inFlight: [Task<Void, Never>] = []
+        while true {
+            guard let first = self.queues[key]?.first else {
+                guard !inFlight.isEmpty else { break }
+                await inFlight.removeFirst().value
+                continue
+            }
             if self.flushing == 0 {
                 let deadline = first.enqueuedAt + .milliseconds(self.configuration.lingerMs)
                 while self.flushing == 0, self.queuedBytes(key) < self.configuration.batchSize, deadline > .now {
                     try? await Task.sleep(until: deadline, tolerance: .milliseconds(1))
                 }
             }
+            if inFlight.count == window { await inFlight.removeFirst().value }
             let batch = self.takeBatch(key)
             // The sticky partition moves on once its batch is on its way (KIP-480).
             if self.sticky[key.topic] == key.partition { self.sticky[key.topic] = nil }
-            let result = await self.deliver(batch, to: key)
-            for (index, pending) in batch.enumerated() {
-                pending.onDelivery(
-                    result.map {
-                        RecordMetadata(
-                            topic: key.topic,
-                            partition: key.partition,
-                            offset: $0.baseOffset < 0 ? -1 : $0.baseOffset + Int64(index),
-                            timestamp: $0.logAppendTime >= 0 ? $0.logAppendTime : pending.timestamp
-                        )
-                    }
-                )
-                self.buffered -= pending.record.size
-                self.outstanding -= 1
-            }
-            self.resumeWaiters()
+            let attempt = await self.attempt(batch, to: key, built: nil)
+            let previous = inFlight.last
+            inFlight.append(Task {
+                let result = await self.deliver(batch, to: key, first: attempt)
+                await previous?.value
+                self.complete(batch, to: key, result)
+            })
         }
         self.draining.remove(key)
+    }
+
+    /// Calls the callbacks of `batch` with where its records were written, or why not, and frees their memory.
+    private func complete(_ batch: [Pending], to key: TopicPartitionKey, _ result: Result<Written, ClientError>) {
+        for (index, pending) in batch.enumerated() {
+            pending.onDelivery(
+                result.map {
+                    RecordMetadata(
+                        topic: key.topic,
+                        partition: key.partition,
+                        offset: $0.baseOffset < 0 ? -1 : $0.baseOffset + Int64(index),
+                        timestamp: $0.logAppendTime >= 0 ? $0.logAppendTime : pending.timestamp
+                    )
+                }
+            )
+            self.buffered -= pending.record.size
+            self.outstanding -= 1
+        }
+        self.resumeWaiters()
     }
 
     private func queuedBytes(_ key: TopicPartitionKey) -> Int { self.queues[key]?.bytes ?? 0 }
@@ -292,34 +322,57 @@ public actor Producer {
         var logAppendTime: Int64
     }
 
-    /// Writes one batch, retrying retriable errors until `delivery.timeout.ms` from its oldest record.
-    private func deliver(_ records: [Pending], to key: TopicPartitionKey) async -> Result<Written, ClientError> {
-        let deadline = (records.first?.enqueuedAt ?? .now) + .milliseconds(self.configuration.deliveryTimeoutMs)
-        var lastError = ClientError("\(key.topic)-\(key.partition): not sent")
+    /// One try at writing a batch: its bytes (built once, when the producer id is known, so every retry resends
+    /// the same bytes and sequence) and its request written, or why either failed.
+    private struct Attempt {
         var built: (batch: ByteBuffer, sequence: Int32?)?
+        var sent: Result<ProduceAnswer, any Error>
+    }
+
+    /// Builds the batch of `records` unless `built`, and writes its Produce request to the partition's leader.
+    private func attempt(
+        _ records: [Pending],
+        to key: TopicPartitionKey,
+        built: (batch: ByteBuffer, sequence: Int32?)?
+    ) async -> Attempt {
+        var built = built
+        do {
+            if built == nil {
+                let producer = try await self.idempotentProducer()
+                let sequence = producer.map { _ in self.sequences[key] ?? 0 }
+                built = (try self.build(records, producer: producer, sequence: sequence), sequence)
+            }
+            let answer = try await self.produce(built!.batch, topic: key.topic, partition: key.partition,
+                                                acks: self.configuration.acks)
+            return Attempt(built: built, sent: .success(answer))
+        } catch {
+            return Attempt(built: built, sent: .failure(error))
+        }
+    }
+
+    /// Awaits the answer to `first` and writes the batch again after retriable errors, until
+    /// `delivery.timeout.ms` from its oldest record.
+    private func deliver(
+        _ records: [Pending],
+        to key: TopicPartitionKey,
+        first: Attempt
+    ) async -> Result<Written, ClientError> {
+        let deadline = (records.first?.enqueuedAt ?? .now) + .milliseconds(self.configuration.deliveryTimeoutMs)
+        var attempt = first
         while true {
             do {
-                // Built once, when the producer id is known: every retry resends the same bytes and sequence.
-                let (batch, sequence): (ByteBuffer, Int32?)
-                if let built {
-                    (batch, sequence) = built
-                } else {
-                    let producer = try await self.idempotentProducer()
-                    sequence = producer.map { _ in self.sequences[key] ?? 0 }
-                    batch = try self.build(records, producer: producer, sequence: sequence)
-                    built = (batch, sequence)
+                let written = try await attempt.sent.get().get()
+                if let sequence = attempt.built?.sequence {
+                    self.sequences[key] = Self.sequence(sequence, plus: Int32(records.count))
                 }
-                let written = try await self.produce(batch, topic: key.topic, partition: key.partition,
-                                                     acks: self.configuration.acks)
-                if let sequence { self.sequences[key] = Self.sequence(sequence, plus: Int32(records.count)) }
                 return .success(Written(baseOffset: written.baseOffset, logAppendTime: written.logAppendTimeMs))
             } catch let error as ClientError where error.isRetriable {
-                lastError = error
                 if error.invalidatesMetadata { await self.client.invalidate(key.topic) }
                 guard ContinuousClock.now + .milliseconds(self.configuration.retryBackoffMs) < deadline else {
-                    return .failure(ClientError("\(lastError) (delivery.timeout.ms passed)", code: lastError.code))
+                    return .failure(ClientError("\(error) (delivery.timeout.ms passed)", code: error.code))
                 }
                 try? await Task.sleep(for: .milliseconds(self.configuration.retryBackoffMs))
+                attempt = await self.attempt(records, to: key, built: attempt.built)
             } catch let error as ClientError {
                 return .failure(error)
             } catch {
@@ -370,13 +423,34 @@ public actor Producer {
         return self.producerID
     }
 
-    /// One Produce of `batch` to the partition's leader; the partition's answer, or its error thrown.
+    /// The answer to come to one Produce of a batch to one partition.
+    private struct ProduceAnswer: Sendable {
+        /// nil with acks=0: the broker does not answer.
+        let pending: BrokerConnection.PendingResponse<ProduceRequest>?
+        let topic: String
+        let partition: Int32
+
+        /// The partition's answer, or its error thrown.
+        func get() async throws -> ProduceResponse.PartitionProduceResponse {
+            guard let pending else { return .init(index: self.partition, errorCode: 0, baseOffset: -1) }
+            let response = try await pending.response()
+            guard let answer = response.responses.first?.partitionResponses.first else {
+                throw ClientError("\(self.topic)-\(self.partition): the broker's Produce answer names no partition")
+            }
+            guard answer.errorCode == 0 else {
+                throw ClientError.kafka(answer.errorCode, "\(self.topic)-\(self.partition)", message: answer.errorMessage)
+            }
+            return answer
+        }
+    }
+
+    /// Writes one Produce of `batch` to the partition's leader and returns its answer to come.
     private func produce(
         _ batch: ByteBuffer,
         topic: String,
         partition: Int32,
         acks: Int16
-    ) async throws -> ProduceResponse.PartitionProduceResponse {
+    ) async throws -> ProduceAnswer {
         let leader = try await self.client.leader(of: topic, partition: partition)
         let timeout = self.configuration.requestTimeoutMs
         let request = ProduceRequest(
@@ -387,16 +461,10 @@ public actor Producer {
         )
         if acks == 0 {
             try await leader.sendWithoutResponse(supported: 3...9) { _ in request }
-            return .init(index: partition, errorCode: 0, baseOffset: -1)
+            return ProduceAnswer(pending: nil, topic: topic, partition: partition)
         }
-        let (response, _) = try await leader.send(supported: 3...9) { _ in request }
-        guard let answer = response.responses.first?.partitionResponses.first else {
-            throw ClientError("\(topic)-\(partition): the broker's Produce answer names no partition")
-        }
-        guard answer.errorCode == 0 else {
-            throw ClientError.kafka(answer.errorCode, "\(topic)-\(partition)", message: answer.errorMessage)
-        }
-        return answer
+        let pending = try await leader.write(supported: 3...9) { _ in request }
+        return ProduceAnswer(pending: pending, topic: topic, partition: partition)
     }
 
     /// `sequence + increment`, wrapping past Int32.max to 0 as Kafka's producer does.

@@ -24,7 +24,7 @@ struct Logcat: AsyncParsableCommand {
             FORMAT tokens: %t topic, %p partition, %o offset, %k key, %K key length, %s value, %S value length \
             (-1 for null), %T timestamp (ms), %h headers (name=value,...); \\n \\r \\t \\\\ and \\xNN escapes. \
             Delimiters take the same escapes. -X key=value sets client properties: acks, linger.ms, batch.size, \
-            enable.idempotence, compression.type, buffer.memory, client.id.
+            enable.idempotence, compression.type, buffer.memory, max.in.flight.requests.per.connection, client.id.
             """
     )
 
@@ -113,6 +113,9 @@ struct Logcat: AsyncParsableCommand {
         if let value = self.property("linger.ms").flatMap(Int64.init) { configuration.lingerMs = value }
         if let value = self.property("batch.size").flatMap(Int.init) { configuration.batchSize = value }
         if let value = self.property("buffer.memory").flatMap(Int.init) { configuration.bufferMemory = value }
+        if let value = self.property("max.in.flight.requests.per.connection").flatMap(Int.init) {
+            configuration.maxInFlightRequestsPerConnection = value
+        }
         let producer = try Producer(client: client, configuration: configuration)
         let headers: [(String, [UInt8]?)] = try self.headers.map { header in
             guard let equals = header.firstIndex(of: "=") else { throw ValidationError("-H \(header): not name=value") }

@@ -112,6 +112,42 @@ import Testing
         }
     }
 
+    /// Without idempotence up to 5 batches of a partition await their answers at once: the log still holds the
+    /// records in send order, and the callbacks come in that order with consecutive offsets.
+    @Test func batchesInFlightKeepThePartitionsOrder() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)
+            try await Admin(client: client).createTopic("window", partitions: 1, replicationFactor: 1)
+            var configuration = Producer.Configuration()
+            configuration.acks = 1
+            configuration.enableIdempotence = false
+            configuration.batchSize = 2_000
+            configuration.lingerMs = 0
+            let producer = try Producer(client: client, configuration: configuration)
+            let offsets = Collected()
+            let failures = Failures()
+            for index in 0..<5_000 {
+                var value = [UInt8](repeating: 0, count: 100)
+                value.replaceSubrange(0..<4, with: withUnsafeBytes(of: UInt32(index).bigEndian, Array.init))
+                try await producer.send(ProducerRecord(topic: "window", value: value)) { result in
+                    switch result {
+                    case .success(let metadata): offsets.add([Int(metadata.offset)])
+                    case .failure(let error): failures.add(error)
+                    }
+                }
+            }
+            await producer.flush()
+            #expect(failures.all.isEmpty)
+            #expect(offsets.all == Array(0..<5_000))
+            let records = try await Self.consumeAll(client, [TopicPartition("window", 0)], count: 5_000)
+            let sent = records.map { record in record.value!.prefix(4).reduce(0) { $0 << 8 | Int($1) } }
+            #expect(sent == Array(0..<5_000))
+
+            configuration.maxInFlightRequestsPerConnection = 0
+            #expect(throws: ClientError.self) { _ = try Producer(client: client, configuration: configuration) }
+        }
+    }
+
     @Test func seeksAndPreBuiltBatches() async throws {
         try await BrokerProcess.withBroker { broker in
             let client = try LogBrokerClient(bootstrapServers: broker.bootstrap)

@@ -184,6 +184,49 @@ struct EchoMetadataHandler: KafkaHandler {
         }
         #expect(try await idle.value)
     }
+
+    @Test func pipelinedRequestsEachGetTheirOwnAnswer() async throws {
+        var table = HandlerTable()
+        table.register(EchoMetadataHandler())
+        try await withServer(handlers: table) { port in
+            try await KafkaPipelinedConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                // Sent from 200 tasks at once: the answers come back in the broker's order, and each must reach
+                // the request that named its topic.
+                let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                    for index in 0..<200 {
+                        group.addTask {
+                            let request = MetadataRequest(topics: [.init(name: "topic-\(index)")])
+                            return (index, try await connection.send(request, version: 4).clusterID)
+                        }
+                    }
+                    return try await group.reduce(into: [Int: String?]()) { $0[$1.0] = $1.1 }
+                }
+                #expect(answers.count == 200)
+                #expect(answers.allSatisfy { $0.value == "topic-\($0.key)" })
+                #expect(connection.isOpen)
+            }
+        }
+    }
+
+    @Test func aPipelinedConnectionThatTheBrokerClosesFailsEveryLaterRequest() async throws {
+        var table = HandlerTable()
+        table.register(EchoMetadataHandler())
+        try await withServer(handlers: table) { port in
+            try await KafkaPipelinedConnection.withConnection(host: "127.0.0.1", port: port) { connection in
+                let first = try await connection.send(MetadataRequest(topics: [.init(name: "a")]), version: 4)
+                #expect(first.clusterID == "a")
+                // v9 is not advertised: the broker closes the connection instead of answering.
+                await #expect(throws: KafkaNIOError.connectionClosed) {
+                    try await connection.send(MetadataRequest(), version: 9)
+                }
+                #expect(!connection.isOpen)
+                await #expect(throws: KafkaNIOError.connectionClosed) {
+                    try await connection.send(MetadataRequest(), version: 4)
+                }
+                await connection.closed()
+            }
+        }
+    }
 }
 
 /// A small seeded generator, so "random bytes" are the same on every run.
@@ -235,49 +278,6 @@ struct SlowHeartbeatHandler: KafkaHandler {
         let (response, closed) = try await inFlight.value
         #expect(response == [0, 0, 0, 6, 0, 0, 0, 9, 0, 0])
         #expect(closed)
-    }
-
-    @Test func pipelinedRequestsEachGetTheirOwnAnswer() async throws {
-        var table = HandlerTable()
-        table.register(EchoMetadataHandler())
-        try await withServer(handlers: table) { port in
-            try await KafkaPipelinedConnection.withConnection(host: "127.0.0.1", port: port) { connection in
-                // Sent from 200 tasks at once: the answers come back in the broker's order, and each must reach
-                // the request that named its topic.
-                let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
-                    for index in 0..<200 {
-                        group.addTask {
-                            let request = MetadataRequest(topics: [.init(name: "topic-\(index)")])
-                            return (index, try await connection.send(request, version: 4).clusterID)
-                        }
-                    }
-                    return try await group.reduce(into: [Int: String?]()) { $0[$1.0] = $1.1 }
-                }
-                #expect(answers.count == 200)
-                #expect(answers.allSatisfy { $0.value == "topic-\($0.key)" })
-                #expect(connection.isOpen)
-            }
-        }
-    }
-
-    @Test func aPipelinedConnectionThatTheBrokerClosesFailsEveryLaterRequest() async throws {
-        var table = HandlerTable()
-        table.register(EchoMetadataHandler())
-        try await withServer(handlers: table) { port in
-            try await KafkaPipelinedConnection.withConnection(host: "127.0.0.1", port: port) { connection in
-                let first = try await connection.send(MetadataRequest(topics: [.init(name: "a")]), version: 4)
-                #expect(first.clusterID == "a")
-                // v9 is not advertised: the broker closes the connection instead of answering.
-                await #expect(throws: KafkaNIOError.connectionClosed) {
-                    try await connection.send(MetadataRequest(), version: 9)
-                }
-                #expect(!connection.isOpen)
-                await #expect(throws: KafkaNIOError.connectionClosed) {
-                    try await connection.send(MetadataRequest(), version: 4)
-                }
-                await connection.closed()
-            }
-        }
     }
 }
 
