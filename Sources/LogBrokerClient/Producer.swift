@@ -143,6 +143,9 @@ public actor Producer {
     private var draining: Set<TopicPartitionKey> = []
     private var sequences: [TopicPartitionKey: Int32] = [:]
     private var sticky: [String: Int32] = [:]
+    /// Each topic's partition count and when it was read from the client, so a record costs no hop to the
+    /// client's actor (see `partitionCount`).
+    private var partitionCounts: [String: (count: Int, read: ContinuousClock.Instant)] = [:]
     private var buffered = 0
     private var outstanding = 0
     private var spaceWaiters: [CheckedContinuation<Void, Never>] = []
@@ -182,13 +185,14 @@ public actor Producer {
         while self.buffered > 0 && self.buffered + size > self.configuration.bufferMemory {
             await withCheckedContinuation { self.spaceWaiters.append($0) }
         }
-        let partition = try await self.choosePartition(record)
+        let now = ContinuousClock.now
+        let partition = try await self.choosePartition(record, now: now)
         let key = TopicPartitionKey(topic: record.topic, partition: partition)
         self.buffered += size
         self.outstanding += 1
         let timestamp = record.timestamp ?? Self.nowMs()
         self.queues[key, default: PartitionQueue()].append(
-            Pending(record: record, timestamp: timestamp, enqueuedAt: .now, onDelivery: onDelivery)
+            Pending(record: record, timestamp: timestamp, enqueuedAt: now, onDelivery: onDelivery)
         )
         if !self.draining.contains(key) {
             self.draining.insert(key)
@@ -224,9 +228,22 @@ public actor Producer {
 
     // MARK: Partitions
 
-    private func choosePartition(_ record: ProducerRecord) async throws -> Int32 {
-        let topic = try await self.client.topic(record.topic, allowAutoCreation: true)
-        let count = topic.partitions.count
+    /// How long a topic's partition count is reused before it is asked of the client again (which may have
+    /// refreshed it after an error, or because partitions were added).
+    private static let partitionCountReuse = Duration.seconds(1)
+
+    private func partitionCount(_ topic: String, now: ContinuousClock.Instant, atLeast: Int = 0) async throws -> Int {
+        if let known = self.partitionCounts[topic], now - known.read < Self.partitionCountReuse, known.count >= atLeast {
+            return known.count
+        }
+        let count = try await self.client.topic(topic, allowAutoCreation: true).partitions.count
+        self.partitionCounts[topic] = (count, now)
+        return count
+    }
+
+    private func choosePartition(_ record: ProducerRecord, now: ContinuousClock.Instant) async throws -> Int32 {
+        // An explicit partition past the count known here is checked against the client's metadata.
+        let count = try await self.partitionCount(record.topic, now: now, atLeast: Int(record.partition ?? 0) + 1)
         guard count > 0 else { throw ClientError("topic \(record.topic) has no partitions") }
         if let partition = record.partition {
             guard partition >= 0, Int(partition) < count else {
