@@ -6,7 +6,7 @@ import NIOPosix
 /// One client connection to a Kafka broker, used from one task: send a request, await its response, then the
 /// next. It numbers requests with correlation ids and checks that each response carries the id of the request in
 /// flight. There is never more than one request in flight, which keeps it simple and is how Kafka's own tests
-/// talk to a broker; a pipelining client belongs in the client library.
+/// talk to a broker; `KafkaPipelinedConnection` is the one that pipelines.
 ///
 /// Open one with `withConnection(host:port:configuration:_:)`; the connection is closed when the closure returns.
 /// Not thread-safe, and deliberately not `Sendable`: it belongs to the task that opened it.
