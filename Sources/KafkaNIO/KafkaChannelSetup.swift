@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 
 /// Installs Kafka framing on a freshly created channel and wraps it for async use: inbound, the contents of each
 /// frame (size removed, bounded by `maxFrameSize`); outbound, frame contents to which the size is added
@@ -31,6 +32,25 @@ public enum KafkaChannelSetup {
             wrappingChannelSynchronously: channel,
             configuration: .init(backPressureStrategy: Self.inboundBackPressure)
         )
+    }
+
+    /// A client's TCP connection to `host:port` (TCP_NODELAY, `configuration`'s connect timeout) set up by
+    /// `makeAsyncChannel`; for `KafkaClientConnection` and `KafkaPipelinedConnection`.
+    static func connect(
+        host: String,
+        port: Int,
+        configuration: KafkaClientConnection.Configuration,
+        eventLoopGroup: any EventLoopGroup
+    ) async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+        let maxFrameSize = configuration.maxFrameSize
+        return try await ClientBootstrap(group: eventLoopGroup)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.makeAsyncChannel(channel, maxFrameSize: maxFrameSize)
+                }
+            }
     }
 
     /// The broker's side: `KafkaFrameDecoder` inbound; outbound, whole frames as `IOData` parts written in order

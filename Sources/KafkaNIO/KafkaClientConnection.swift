@@ -59,15 +59,12 @@ public final class KafkaClientConnection {
         isolation: isolated (any Actor)? = #isolation,
         _ body: (KafkaClientConnection) async throws -> sending Result
     ) async throws -> sending Result {
-        let maxFrameSize = configuration.maxFrameSize
-        let channel = try await ClientBootstrap(group: eventLoopGroup)
-            .connectTimeout(configuration.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .connect(host: host, port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try KafkaChannelSetup.makeAsyncChannel(channel, maxFrameSize: maxFrameSize)
-                }
-            }
+        let channel = try await KafkaChannelSetup.connect(
+            host: host,
+            port: port,
+            configuration: configuration,
+            eventLoopGroup: eventLoopGroup
+        )
         let remoteAddress = channel.channel.remoteAddress
         return try await channel.executeThenClose { inbound, outbound in
             let connection = KafkaClientConnection(
