@@ -25,12 +25,12 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchtools import Broker, free_port, log, median, start_logbroker, warm
 from confluent_kafka.admin import AdminClient, NewTopic
 
 SMALL = int(os.environ.get("COMPARE_SMALL", "500000"))
@@ -38,68 +38,6 @@ LARGE = int(os.environ.get("COMPARE_LARGE", "100000"))
 TIMEOUT = int(os.environ.get("COMPARE_TIMEOUT", "300"))
 ROUNDS = int(os.environ.get("COMPARE_ROUNDS", "3"))
 WARM_MB = int(os.environ.get("COMPARE_WARM_MB", "2048"))
-
-
-def log(*words):
-    print(*words, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port, process, name):
-    for _ in range(400):
-        if process.poll() is not None:
-            sys.exit(f"{name} exited with {process.returncode} while starting")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    sys.exit(f"{name} did not listen on {port}")
-
-
-class Broker:
-    """A fresh broker process on an ephemeral port of 127.0.0.1."""
-
-    def __init__(self, name, command, port, workdir):
-        self.name = name
-        self.port = port
-        self.address = f"127.0.0.1:{port}"
-        self.log = open(os.path.join(workdir, f"{name}.log"), "w")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, cwd=workdir)
-        wait_for_port(port, self.process, name)
-
-    def reset_peak(self):
-        with open(f"/proc/{self.process.pid}/clear_refs", "w") as refs:
-            refs.write("5")
-
-    def peak_mib(self):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) // 1024
-        return 0
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
-def start_logbroker(server, workdir):
-    port = free_port()
-    directory = os.path.join(workdir, "logbroker")
-    os.makedirs(directory)
-    config = os.path.join(directory, "server.properties")
-    with open(config, "w") as out:
-        out.write(f"node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:{port}\n"
-                  f"log.dirs={directory}/logs\nlog.segment.delete.delay.ms=0\n")
-    return Broker("LogBroker", [server, config], port, workdir)
 
 
 def start_tansu(workdir):
@@ -165,14 +103,6 @@ def delete_topic(broker, topic):
     admin.delete_topics([topic])[topic].result(timeout=30)
 
 
-def warm(workdir):
-    """Writes and deletes WARM_MB of scratch file, so the page cache the runs fill was in use before."""
-    scratch = os.path.join(workdir, "warm.out")
-    subprocess.run(["dd", "if=/dev/zero", f"of={scratch}", "bs=1M", f"count={WARM_MB}", "status=none"], check=True)
-    os.remove(scratch)
-    os.sync()
-
-
 def kcat_row(broker, kcat_env, path, count, size, partitions, acks, codec, serial):
     topic = f"kcat-{size}-{partitions}-{acks}-{codec}-{serial}"
     create_topic(broker, topic, partitions)
@@ -212,11 +142,6 @@ def perf_row(broker, perf, count, size, partitions, acks, codec, serial):
             peak)
 
 
-def median(values):
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 def combine(runs):
     """The median of each figure over the rounds of one broker and direction (p99 may be absent)."""
     p99s = [run["p99"] for run in runs if run["p99"] is not None]
@@ -239,7 +164,7 @@ def main():
         kcat_env = dict(os.environ, LD_LIBRARY_PATH=wheel_librdkafka(workdir))
         log(f"generating {SMALL} records of 100 B and {LARGE} of 1 KiB")
         inputs = {100: (SMALL, input_file(workdir, SMALL, 100)), 1024: (LARGE, input_file(workdir, LARGE, 1024))}
-        warm(workdir)
+        warm(workdir, WARM_MB)
         brokers.append(start_logbroker(server, workdir))
         brokers.append(start_tansu(workdir))
         print("| size | partitions | acks | codec | client | direction | LogBroker rec/s | MB/s | p99 ms "

@@ -17,41 +17,18 @@ records per run, default 2048), TARGETS_LARGE_ROUNDS (runs of them, default 5).
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from benchtools import log, median, settle, start_logbroker, warm, write_zeros
+
 SOAK_SECONDS = int(os.environ.get("TARGETS_SOAK_SECONDS", "600"))
 SOAK_RATE = int(os.environ.get("TARGETS_SOAK_RATE", "100000"))
 LARGE_MB = int(os.environ.get("TARGETS_LARGE_MB", "2048"))
 LARGE_ROUNDS = int(os.environ.get("TARGETS_LARGE_ROUNDS", "5"))
-
-
-def log(*words):
-    print(*words, file=sys.stderr, flush=True)
-
-
-def start_broker(server, workdir):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = os.path.join(workdir, "server.properties")
-    with open(config, "w") as out:
-        out.write(f"node.id=1\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:{port}\n"
-                  f"log.dirs={workdir}/logs\n")
-    process = subprocess.Popen([server, config], stdout=subprocess.DEVNULL,
-                               stderr=open(os.path.join(workdir, "server.log"), "w"))
-    for _ in range(400):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return process, f"127.0.0.1:{port}"
-        if process.poll() is not None:
-            sys.exit("logbroker-server exited while starting")
-        time.sleep(0.05)
-    sys.exit("logbroker-server did not start")
 
 
 def perf(binary, broker, *arguments):
@@ -62,36 +39,14 @@ def perf(binary, broker, *arguments):
     return json.loads(result.stdout)
 
 
-def settle():
-    """Writes back what the last phase left dirty, so its writeback does not stall the next one (seen: a p99 of
-    14 ms right after 2 GB of large records, 0.6 ms without them)."""
-    os.sync()
-
-
-def warm(workdir, megabytes):
-    """Writes back what is dirty, then writes and deletes a scratch file of the run's size, so the timed write that
-    follows at once gets page-cache memory that was just in use: on this VM memory the guest has not used for a
-    while faults to the host again on first touch, and the same dd of 2 GB ran at 1.8 GB/s and then at 0.45 GB/s
-    (the kernel's copy into the page cache took 78% of the broker's time). The sync comes first because memory
-    left free during a long sync goes cold again."""
-    settle()
-    scratch = os.path.join(workdir, "warm.out")
-    subprocess.run(["dd", "if=/dev/zero", f"of={scratch}", "bs=1M", f"count={megabytes}", "status=none"], check=True)
-    os.remove(scratch)
-
-
 def dd_mb_per_second(workdir, megabytes):
     """dd's rate writing `megabytes` MiB with bs=1M into the page cache, timed around the process."""
     target = os.path.join(workdir, "dd.out")
     started = time.monotonic()
-    subprocess.run(["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={megabytes}", "status=none"], check=True)
+    write_zeros(target, megabytes)
     elapsed = time.monotonic() - started
     os.remove(target)
     return megabytes * 1.048576 / elapsed
-
-
-def median(values):
-    return sorted(values)[len(values) // 2]
 
 
 def rss_mb(pid):
@@ -115,9 +70,10 @@ def slope_per_minute(samples):
 def main():
     server, binary = sys.argv[1], sys.argv[2]
     workdir = tempfile.mkdtemp(prefix="logbroker-targets-")
-    process = None
+    logbroker = None
     try:
-        process, broker = start_broker(server, workdir)
+        logbroker = start_logbroker(server, workdir)
+        broker = logbroker.address
         rows = []
 
         log("latency: the maximum rate with linger.ms=0")
@@ -171,7 +127,7 @@ def main():
         started = time.monotonic()
         samples = []
         while any(thread.is_alive() for thread in threads):
-            samples.append((time.monotonic() - started, rss_mb(process.pid)))
+            samples.append((time.monotonic() - started, rss_mb(logbroker.process.pid)))
             for thread in threads:
                 thread.join(timeout=10 / len(threads))
         after_warmup = [sample for sample in samples if sample[0] >= SOAK_SECONDS / 4]
@@ -188,9 +144,8 @@ def main():
         for row in rows:
             print(f"| {row[0]} | {row[1]} | {row[2]} |")
     finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
+        if logbroker is not None:
+            logbroker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
