@@ -150,6 +150,20 @@ enum FileIO {
         }
     }
 
+    /// Creates `path` and any missing parents (as `mkdir -p`, and as Kafka creates a missing `log.dirs` entry).
+    static func makeDirectories(_ path: FilePath) throws(StorageError) {
+        if self.isDirectory(path) { return }
+        var parent = path
+        parent.removeLastComponent()
+        if !parent.isEmpty && parent != path { try self.makeDirectories(parent) }
+        try self.makeDirectory(path)
+    }
+
+    /// Whether this process may create files in `path`.
+    static func isWritable(_ path: FilePath) -> Bool {
+        path.withPlatformString { access($0, W_OK | X_OK) } == 0
+    }
+
     static func removeDirectory(_ path: FilePath) throws(StorageError) {
         guard path.withPlatformString({ rmdir($0) }) == 0 else {
             throw .io("rmdir", path, Errno(rawValue: Glibc.errno))

@@ -146,8 +146,11 @@ public final class LogManager: Sendable {
                     do { return try body() } catch { throw LogDirectoryError(directory: directory, underlying: error) }
                 }
                 try check { () throws(StorageError) in
-                    try FileIO.makeDirectory(directory)
+                    try FileIO.makeDirectories(directory)
                     guard FileIO.isDirectory(directory) else { throw .io("open log dir", directory, .notDirectory) }
+                    guard FileIO.isWritable(directory) else {
+                        throw .io("open log dir", directory, .permissionDenied)
+                    }
                 }
                 locks.append(try check { () throws(StorageError) in try LogDirectoryLock(directory: directory) })
                 try check { () throws(StorageError) in
