@@ -7,7 +7,7 @@ import ServiceLifecycle
 import Synchronization
 
 /// The broker's network edge: one bound server socket per listener and, per accepted connection, one child task
-/// that reads a frame, reads its header, checks the version against the handler table, runs the handler and writes
+/// (on the connection's event loop, through `EventLoopTaskExecutor`) that reads a frame, reads its header, checks the version against the handler table, runs the handler and writes
 /// the response, then reads the next frame. That is Kafka's connection model: responses are in order by
 /// construction, and a slow request holds up only its own connection.
 ///
@@ -102,7 +102,10 @@ public struct KafkaServer: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 try await listener.channel.executeThenClose { connections in
                     for try await connection in connections {
-                        group.addTask { await self.serve(connection, listener: listener.listener.name) }
+                        let executor = EventLoopTaskExecutor(connection.channel.eventLoop)
+                        group.addTask(executorPreference: executor) {
+                            await self.serve(connection, listener: listener.listener.name, executor: executor)
+                        }
                     }
                 }
                 self.logger.info("stopped accepting connections", metadata: ["listener": "\(listener.listener.name)"])
@@ -114,7 +117,12 @@ public struct KafkaServer: Service {
 
     /// Serves one connection until the peer closes it, a request closes it, or graceful shutdown. Never throws:
     /// whatever goes wrong ends this connection only, with a log line.
-    private func serve(_ connection: NIOAsyncChannel<ByteBuffer, IOData>, listener: String) async {
+    /// Runs on `executor`, the connection's event loop, and so does each request's handler.
+    private func serve(
+        _ connection: NIOAsyncChannel<ByteBuffer, IOData>,
+        listener: String,
+        executor: EventLoopTaskExecutor
+    ) async {
         var logger = self.logger
         let remoteAddress = connection.channel.remoteAddress
         logger[metadataKey: "peer"] = "\(remoteAddress.map(Self.describe) ?? "?")"
@@ -135,7 +143,7 @@ public struct KafkaServer: Service {
                             return
                         }
                         guard state.startRequest() else { return }
-                        let request = Task { [logger] in
+                        let request = Task(executorPreference: executor) { [logger] in
                             await self.handle(frame, remoteAddress: remoteAddress, listener: listener, logger: logger)
                         }
                         state.serving(request)
