@@ -79,6 +79,8 @@ import Testing
                 #expect(try await lookup(-1, 1) == (0, [9]), "what Burrow asks")
                 // Earliest (-2): the log start alone, however many are allowed.
                 #expect(try await lookup(-2, 10) == (0, [0]))
+                #expect(try await lookup(-4, 10) == (0, [0]), "earliest local: the same without tiered storage")
+                #expect(try await lookup(-3, 10) == (0, []), "max timestamp is no special value at v0")
                 // A timestamp: from the newest segment modified at or before it.
                 #expect(try await lookup(nowMs - 150_000, 10) == (0, [3, 0]))
                 #expect(try await lookup(nowMs - 150_000, 1) == (0, [3]))
