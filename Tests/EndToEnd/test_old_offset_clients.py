@@ -1,6 +1,6 @@
 """An old client's offset commits and a modern client's, read by each other: kafka-python 3.0.12 configured as a
-Kafka 0.8.2 client (api_version=(0, 8, 2): OffsetCommit v1 and OffsetFetch v1, no ApiVersions) and confluent-kafka
-2.16.1 (librdkafka: OffsetCommit v7+, OffsetFetch v7+).
+Kafka 0.8.2 client (api_version=(0, 8, 2): OffsetCommit v1, OffsetFetch v1, ListOffsets v0, no ApiVersions) and
+confluent-kafka 2.16.1 (librdkafka: OffsetCommit v7+, OffsetFetch v7+, ListOffsets v1+).
 
 The old client is used only for the offset APIs, with manual assignment: as a 0.8.2 client it would fetch records
 with Fetch v0, which this broker does not serve yet."""
@@ -10,7 +10,7 @@ import time
 import warnings
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition as ConfluentPartition
+from confluent_kafka import Consumer, Producer, TopicPartition as ConfluentPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 with warnings.catch_warnings():
@@ -95,3 +95,28 @@ def test_old_client_commit_is_refused_while_a_modern_group_has_members(make_brok
         assert committed[0].offset == 4
     finally:
         member.close()
+
+
+def test_old_client_reads_the_same_log_bounds_with_list_offsets_v0(broker, caplog):
+    create_topic(broker, "bounds", 1)
+    producer = Producer({"bootstrap.servers": broker})
+    for index in range(7):
+        producer.produce("bounds", value=b"%d" % index, partition=0)
+    assert producer.flush(10) == 0
+    admin = AdminClient({"bootstrap.servers": broker})
+    deleted = admin.delete_records([ConfluentPartition("bounds", 0, 3)])
+    next(iter(deleted.values())).result(10)
+
+    caplog.set_level(logging.DEBUG, logger="kafka")
+    old = old_consumer(broker, "bounds-reader")
+    try:
+        tp = TopicPartition("bounds", 0)
+        old_bounds = (old.beginning_offsets([tp])[tp], old.end_offsets([tp])[tp])
+        assert sent_versions(caplog.records, "ListOffsetsRequest") == {0}
+    finally:
+        old.close()
+    modern = modern_consumer(broker, "bounds-reader")
+    try:
+        assert modern.get_watermark_offsets(ConfluentPartition("bounds", 0), timeout=10) == old_bounds == (3, 7)
+    finally:
+        modern.close()
