@@ -40,7 +40,8 @@ import Testing
             groups: [.init(groupID: "g", topics: [.init(name: "t", partitionIndexes: [0, 1])])]
         )
         for version in Int16(0)...9 {
-            let response = await handler.handle(request, context: ZeroCopyTests.context(version: version, correlationID: 1))
+            let context = ZeroCopyTests.context(version: version, correlationID: 1)
+            let response = await handler.handle(request, context: context)
             switch version {
             case 0...1:
                 // No group error field: every partition asked for carries it, with offset -1.
