@@ -174,6 +174,14 @@ enum FileIO {
         path.withPlatformString { access($0, F_OK) } == 0
     }
 
+    /// The file's modification time in milliseconds, 0 when it cannot be read (Java's `File.lastModified`, what
+    /// Kafka's segment reports).
+    static func modificationTimeMs(_ path: FilePath) -> Int64 {
+        var info = stat()
+        guard path.withPlatformString({ stat($0, &info) }) == 0 else { return 0 }
+        return Int64(info.st_mtim.tv_sec) * 1000 + Int64(info.st_mtim.tv_nsec) / 1_000_000
+    }
+
     static func isDirectory(_ path: FilePath) -> Bool {
         var info = stat()
         guard path.withPlatformString({ stat($0, &info) }) == 0 else { return false }

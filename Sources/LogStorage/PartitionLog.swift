@@ -706,6 +706,40 @@ public final class PartitionLog: Sendable {
         }
     }
 
+    /// ListOffsets v0's old-style offsets (Kafka's `legacyFetchOffsetsBefore`): each segment's base offset (the log
+    /// start offset for the first) with the `.log` file's modification time, then the log end offset stamped
+    /// `nowMs` when the active segment holds bytes. -1 (latest) starts from the last entry, -2 (earliest) and -4
+    /// (earliest local) from the first, any other timestamp from the newest entry modified at or before it; at most
+    /// `maxCount` offsets from there back, in descending order. Nothing matches (or `maxCount` is not positive): none.
+    /// Only a timestamp look-up reads modification times, from the newest segment back to the first match.
+    public func legacyOffsets(before timestamp: Int64, maxCount: Int, nowMs: Int64 = PartitionLog.nowMs())
+        throws(StorageError) -> [Int64]
+    {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            let segments = state.segments
+            let hasLogEnd = segments.last.map { $0.size > 0 } ?? false
+            let entryCount = segments.count + (hasLogEnd ? 1 : 0)
+            func offset(_ index: Int) -> Int64 {
+                index < segments.count ? max(segments[index].baseOffset, state.logStartOffset) : state.nextOffset
+            }
+            let start: Int
+            switch timestamp {
+            case -1: start = entryCount - 1
+            case -2, -4: start = 0  // -4, the earliest local offset, is the earliest without tiered storage
+            default:
+                start =
+                    (0..<entryCount).last { index in
+                        (index < segments.count ? segments[index].lastModifiedMs : nowMs) <= timestamp
+                    } ?? -1
+            }
+            let count = min(maxCount, start + 1)
+            guard count > 0 else { return [] }
+            // Entries ascend, so walking back from `start` gives Kafka's descending order.
+            return stride(from: start, to: start - count, by: -1).map(offset)
+        }
+    }
+
     private func find(_ state: inout State, timestamp: Int64, from segments: [Segment]) throws(StorageError)
         -> TimestampAndOffset?
     {

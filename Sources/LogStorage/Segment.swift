@@ -123,6 +123,9 @@ final class Segment {
     }
 
     var logPath: FilePath { self.directory.appending(Self.fileName(self.baseOffset, ".log")) }
+
+    /// The `.log` file's modification time in ms (Kafka's `LogSegment.lastModified`), read without opening it.
+    var lastModifiedMs: Int64 { FileIO.modificationTimeMs(self.logPath) }
     var isOpen: Bool { self.files != nil }
     /// The open `.log`; only after `open`.
     var file: SegmentFile { self.files!.log }

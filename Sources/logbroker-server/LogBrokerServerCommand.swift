@@ -99,7 +99,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(HeartbeatHandler(coordinator: groups))
             handlers.register(LeaveGroupHandler(coordinator: groups))
             handlers.register(OffsetCommitHandler(coordinator: groups, replicas: storage.replicas))
-            handlers.register(OffsetFetchHandler(coordinator: groups))
+            handlers.register(OffsetFetchHandler(coordinator: groups, replicas: storage.replicas))
             handlers.register(DescribeGroupsHandler(coordinator: groups))
             handlers.register(ListGroupsHandler(coordinator: groups))
             handlers.register(DeleteGroupsHandler(coordinator: groups))

@@ -433,10 +433,10 @@ struct SlowHeartbeatHandler: KafkaHandler {
         #expect(log.all.contains { $0.contains("malformed Produce(0) v3 request body") }, "\(log.all)")
     }
 
-    /// Unknown keys and versions outside the advertised ranges (Produce 0-11, Fetch 4-12, ListOffsets 1-7,
+    /// Unknown keys and versions outside the advertised ranges (Produce 0-11, Fetch 4-12, ListOffsets 0-7,
     /// OffsetForLeaderEpoch 2-4) close their connection, as Kafka's failed parse does; the bystander is unaffected.
     @Test(arguments: [
-        (Int16(0), Int16(12)), (1, 3), (1, 13), (2, 0), (2, 8), (23, 1), (23, 5), (27, 0), (1000, 0), (-1, 0),
+        (Int16(0), Int16(12)), (1, 3), (1, 13), (2, 8), (2, 9), (23, 1), (23, 5), (27, 0), (1000, 0), (-1, 0),
     ])
     func anUnknownKeyOrUnsupportedVersionClosesOnlyItsConnection(key: Int16, version: Int16) async throws {
         try await Self.withDataPath { port in
