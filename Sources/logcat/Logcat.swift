@@ -299,12 +299,13 @@ struct Logcat: AsyncParsableCommand {
         do {
             while count.map({ received < $0 }) ?? true, !Task.isCancelled {
                 let records = try await consumer.poll()
-                let room = Task.isCancelled ? 0 : count.map { $0 - received } ?? records.count
+                let stopping = Task.isCancelled
+                let room = stopping ? 0 : count.map { $0 - received } ?? records.count
                 for record in records.dropFirst(room) {
                     let partition = TopicPartition(record.topic, record.partition)
                     unprinted[partition] = min(unprinted[partition] ?? .max, record.offset)
                 }
-                if Task.isCancelled { break }
+                if stopping { break }
                 if exitAtEnd, records.isEmpty, await consumer.isAtEnd { break }
                 for record in records.prefix(room) {
                     try output.write(formatter.format(record))
@@ -317,9 +318,9 @@ struct Logcat: AsyncParsableCommand {
                 // records again, as at-least-once delivery allows.
                 try await consumer.commit()
             }
-        } catch is CancellationError {
         } catch {
-            failure = error
+            // A stop signal may surface as whatever the call it interrupted throws: still a stop, not a failure.
+            if !(error is CancellationError), !Task.isCancelled { failure = error }
         }
         // A task of its own, not cancelled with this one, so that a stop signal does not cut the commit and the
         // LeaveGroup short.
