@@ -159,10 +159,9 @@ struct Topics: AsyncParsableCommand {
                 // As kafka-topics.sh: every config whose source is not the built-in default (the topic's own, and
                 // broker settings that feed topic defaults).
                 var configs: [String: [ConfigEntry]] = [:]
-                for topic in metadata.topics {
-                    configs[topic.name] = try await admin.describeConfigs(.topic(topic.name)).filter {
-                        $0.source != "DEFAULT_CONFIG" && !$0.isSensitive && $0.value != nil
-                    }
+                for (resource, entries) in try await admin.describeConfigs(metadata.topics.map { .topic($0.name) }) {
+                    guard case .topic(let name) = resource else { continue }
+                    configs[name] = entries.filter { $0.source != "DEFAULT_CONFIG" && !$0.isSensitive && $0.value != nil }
                 }
                 if self.connection.json {
                     try self.connection.printJSON(

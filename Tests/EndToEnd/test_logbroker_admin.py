@@ -140,6 +140,11 @@ def test_topics_describe_shows_the_configs_that_are_not_defaults(broker):
     code, out, _ = admin_text("topics", "describe", "tuned", "-b", broker)
     header = out.splitlines()[0]
     assert code == 0 and "Configs: cleanup.policy=compact,retention.ms=3600000" in header
+    # Every topic, each with its own.
+    assert admin(broker, "topics", "create", "plain")[0] == 0
+    code, described = admin(broker, "topics", "describe")
+    by_topic = {topic["topic"]: topic["configs"] for topic in described}
+    assert code == 0 and by_topic["plain"] == {} and by_topic["tuned"]["retention.ms"] == "3600000"
 
 
 def test_groups_describe_says_when_a_group_does_not_exist_or_has_no_offsets(make_broker):
