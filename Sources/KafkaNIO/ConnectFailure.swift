@@ -1,8 +1,9 @@
+import NIOCore
+import NIOPosix
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import NIOCore
-import NIOPosix
 
 /// Why a TCP connect failed, in the few words a command-line tool prints after "cannot connect to HOST:PORT:"
 /// ("connection refused", "connection timed out", "unknown host"), rather than NIO's error values in full.
