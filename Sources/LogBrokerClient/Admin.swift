@@ -115,24 +115,38 @@ public struct Admin: Sendable {
 
     /// The configs of `resource` (all of them, with their sources).
     public func describeConfigs(_ resource: ConfigResource) async throws -> [ConfigEntry] {
+        try await self.describeConfigs([resource])[resource] ?? []
+    }
+
+    /// The configs of each of `resources`, in one request.
+    /// - Throws: `ClientError` naming the first resource the broker refused.
+    public func describeConfigs(_ resources: [ConfigResource]) async throws -> [ConfigResource: [ConfigEntry]] {
+        guard !resources.isEmpty else { return [:] }
         let (response, _) = try await self.client.sendToAny(supported: 1...4) { _ in
             DescribeConfigsRequest(
-                resources: [.init(resourceType: resource.type, resourceName: resource.name, configurationKeys: nil)]
+                resources: resources.map {
+                    .init(resourceType: $0.type, resourceName: $0.name, configurationKeys: nil)
+                }
             )
         }
-        guard let result = response.results.first else { throw ClientError("\(resource): no answer") }
-        guard result.errorCode == 0 else {
-            throw ClientError.kafka(result.errorCode, "\(resource)", message: result.errorMessage)
+        var described: [ConfigResource: [ConfigEntry]] = [:]
+        for resource in resources {
+            let answer = response.results.first { $0.resourceType == resource.type && $0.resourceName == resource.name }
+            guard let result = answer else { throw ClientError("\(resource): no answer") }
+            guard result.errorCode == 0 else {
+                throw ClientError.kafka(result.errorCode, "\(resource)", message: result.errorMessage)
+            }
+            described[resource] = result.configs.map {
+                ConfigEntry(
+                    name: $0.name,
+                    value: $0.value,
+                    source: Self.sourceNames[$0.configSource] ?? "UNKNOWN",
+                    isReadOnly: $0.readOnly,
+                    isSensitive: $0.isSensitive
+                )
+            }
         }
-        return result.configs.map {
-            ConfigEntry(
-                name: $0.name,
-                value: $0.value,
-                source: Self.sourceNames[$0.configSource] ?? "UNKNOWN",
-                isReadOnly: $0.readOnly,
-                isSensitive: $0.isSensitive
-            )
-        }
+        return described
     }
 
     static let sourceNames: [Int8: String] = [

@@ -18,6 +18,8 @@ final class BrokerConnection: Sendable {
     private let task: Task<Void, Never>
 
     var isAlive: Bool { self.state.isAlive }
+    /// Why the connection failed, once it has.
+    var failure: ClientError? { self.state.failure }
     var address: String { "\(self.host):\(self.port)" }
 
     init(host: String, port: Int, clientID: String) {
@@ -27,10 +29,12 @@ final class BrokerConnection: Sendable {
         self.state = state
         let address = "\(host):\(port)"
         self.task = Task {
+            let connected = Atomic(false)
             do {
                 let configuration = KafkaPipelinedConnection.Configuration(clientID: clientID)
                 try await KafkaPipelinedConnection.withConnection(host: host, port: port, configuration: configuration) {
                     connection in
+                    connected.store(true, ordering: .relaxed)
                     let versions = try await Self.negotiate(on: connection)
                     state.open(Session(connection: connection, versions: versions))
                     await withTaskCancellationHandler {
@@ -40,8 +44,10 @@ final class BrokerConnection: Sendable {
                     }
                 }
                 state.fail(ClientError("broker \(address): the connection closed"))
+            } catch where !connected.load(ordering: .relaxed) {
+                state.fail(ClientError("cannot connect to \(address): \(ConnectFailure.reason(error))"))
             } catch {
-                state.fail(ClientError("broker \(address) is not reachable: \(error)"))
+                state.fail(ClientError("broker \(address): \(error)"))
             }
         }
     }
@@ -157,6 +163,13 @@ private final class ConnectionState: Sendable {
             case .open(let session): session.connection.isOpen
             case .failed: false
             }
+        }
+    }
+
+    var failure: ClientError? {
+        self.phase.withLock { phase in
+            if case .failed(let error) = phase { return error }
+            return nil
         }
     }
 

@@ -22,6 +22,10 @@ public struct ConsumerRecord: Hashable, Sendable {
     public var partition: Int32
     public var offset: Int64
     public var timestamp: Int64
+    /// Whose clock `timestamp` is: the producer's (CreateTime) or the broker's (LogAppendTime), from the batch.
+    public var timestampType: TimestampType
+    /// The node id of the broker the record was fetched from.
+    public var broker: Int32
     public var key: [UInt8]?
     public var value: [UInt8]?
     public var headers: [Header]
@@ -112,6 +116,11 @@ public actor Consumer {
 
     /// The offset the next poll reads `partition` from, once resolved.
     public func position(of partition: TopicPartition) -> Int64? { self.positions[partition] }
+
+    /// The offset after the records polls have returned, per partition (its starting offset while none came),
+    /// unlike `position(of:)` not moved by a fetch running ahead: the offsets to commit once those records are
+    /// handled.
+    public var deliveredPositions: [TopicPartition: Int64] { self.delivered.positions }
 
     /// Whether the records returned so far reach the high watermark of every assigned partition (as of the fetch
     /// that brought them).
@@ -280,7 +289,7 @@ public actor Consumer {
                 }
                 self.highWatermarks[partition] = data.highWatermark
                 guard let bytes = data.records else { continue }
-                let (decoded, next) = try self.decode(bytes, partition: partition, from: position)
+                let (decoded, next) = try self.decode(bytes, partition: partition, from: position, broker: leader)
                 records += decoded
                 // The session keeps the offset this client last sent (as Kafka's does), so the next incremental
                 // fetch names the partition again with its new position.
@@ -295,7 +304,8 @@ public actor Consumer {
     private func decode(
         _ bytes: ByteBuffer,
         partition: TopicPartition,
-        from position: Int64
+        from position: Int64,
+        broker: Int32
     ) throws -> ([ConsumerRecord], Int64) {
         var splitter = RecordBatchSplitter(bytes)
         var records: [ConsumerRecord] = []
@@ -320,6 +330,8 @@ public actor Consumer {
                         partition: partition.partition,
                         offset: record.offset,
                         timestamp: record.timestamp,
+                        timestampType: batch.attributes.timestampType,
+                        broker: broker,
                         key: record.key.map { Array($0.readableBytesView) },
                         value: record.value.map { Array($0.readableBytesView) },
                         headers: record.headers.map { .init(key: $0.key, value: $0.value.map { Array($0.readableBytesView) }) }

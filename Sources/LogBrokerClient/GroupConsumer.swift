@@ -76,13 +76,32 @@ public actor GroupConsumer {
         }
     }
 
-    /// Commits the positions reached in the assigned partitions.
-    public func commit() async throws {
-        guard self.joined, let coordinator = self.coordinator, !self.assignment.isEmpty else { return }
-        var positions: [TopicPartition: Int64] = [:]
-        for partition in self.assignment {
-            if let position = await self.consumer.position(of: partition) { positions[partition] = position }
+    /// The offset after the records `poll` has returned in each assigned partition (its starting offset while none
+    /// came): what `commit()` commits.
+    public var positions: [TopicPartition: Int64] {
+        get async {
+            guard self.joined else { return [:] }
+            return await self.consumer.deliveredPositions.filter { self.assignment.contains($0.key) }
         }
+    }
+
+    /// Commits the positions reached in the assigned partitions, after the records `poll` returned (see
+    /// `commit(_:)`).
+    @discardableResult
+    public func commit() async throws -> Bool {
+        guard self.joined, !self.assignment.isEmpty else { return false }
+        return try await self.commit(await self.positions)
+    }
+
+    /// Commits `offsets` (each the offset of the next record to read, as Kafka's commits are) for those of the
+    /// partitions this member is still assigned; the others are another member's to commit since the last rebalance.
+    /// Returns false when the coordinator refused the commit because the group is rebalancing or has moved on to a
+    /// new generation: the member rejoins on its next poll, and the records are read again by their next owner.
+    @discardableResult
+    public func commit(_ offsets: [TopicPartition: Int64]) async throws -> Bool {
+        guard self.joined, let coordinator = self.coordinator else { return false }
+        let positions = offsets.filter { self.assignment.contains($0.key) }
+        guard !positions.isEmpty else { return true }
         let (groupID, generation, memberID) = (self.groupID, self.generation, self.memberID)
         let byTopic = Dictionary(grouping: positions, by: \.key.topic)
         let (response, _) = try await coordinator.send(supported: 2...8) { _ in
@@ -101,10 +120,12 @@ public actor GroupConsumer {
             for partition in topic.partitions where partition.errorCode != 0 {
                 if [ErrorCode.rebalanceInProgress, .illegalGeneration, .unknownMemberID].contains(ErrorCode(partition.errorCode)) {
                     self.joined = false
+                    return false
                 }
                 throw ClientError.kafka(partition.errorCode, "group \(groupID) commit of \(topic.name)-\(partition.partitionIndex)")
             }
         }
+        return true
     }
 
     /// Leaves the group, so its partitions move at once instead of after the session timeout.

@@ -104,11 +104,15 @@ public actor LogBrokerClient {
     func anyConnection() async throws -> BrokerConnection {
         var candidates = self.brokers.values.sorted { $0.nodeID < $1.nodeID }.map { ($0.host, $0.port) }
         for server in self.configuration.bootstrapServers { candidates.append(try Self.hostAndPort(server)) }
+        var failure: ClientError?
         for (host, port) in candidates {
             let connection = self.connection(host: host, port: port)
             if connection.isAlive { return connection }
+            failure = connection.failure ?? failure
         }
-        throw ClientError("no broker of \(self.configuration.bootstrapServers.joined(separator: ",")) is reachable")
+        // The last broker's own reason (a connect refused at once fails before it is looked at).
+        let servers = self.configuration.bootstrapServers.joined(separator: ",")
+        throw failure ?? ClientError("no broker of \(servers) is reachable")
     }
 
     /// Sends `build`'s request to any broker, trying the next one when a broker cannot be reached.

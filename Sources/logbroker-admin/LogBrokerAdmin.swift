@@ -4,15 +4,45 @@ import LogBrokerCLI
 import LogBrokerClient
 
 /// `logbroker-admin`, Kafka's admin tools' habits on the LogBroker client library: topics, configs, the cluster,
-/// records deletion and consumer groups. Tables for people, `--json` for scripts. Exit status: 0 done, 1 the broker refused (the line
-/// on stderr names the resource and Kafka's error) or could not be reached, 64 a usage error.
+/// records deletion and consumer groups. Tables for people, `--json` for scripts. Exit status: 0 done, 1 the broker
+/// refused (the line on stderr names the resource and Kafka's error) or could not be reached, 64 a usage error.
 @main
 struct LogBrokerAdmin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logbroker-admin",
-        abstract: "Topics, configs, the cluster and records deletion.",
+        abstract: "Topics, configs, the cluster, records deletion and consumer groups.",
+        discussion: """
+            Every command takes -b/--bootstrap-server HOST:PORT (default localhost:9092), before or after the \
+            subcommand, and --json to print JSON instead of a table.
+            """,
         subcommands: [Topics.self, Configs.self, Cluster.self, Records.self, Groups.self]
     )
+
+    static func main() async {
+        await Self.main(Self.movingConnectionOptions(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// The arguments with the connection options given before the subcommand (`logbroker-admin -b HOST:PORT topics
+    /// list`, as Kafka's tools take them anywhere) moved after it, where the subcommand's `Connection` reads them.
+    static func movingConnectionOptions(_ arguments: [String]) -> [String] {
+        var leading: [String] = []
+        var rest = arguments[...]
+        while let first = rest.first, first.hasPrefix("-") {
+            if ["-b", "--bootstrap-server"].contains(first), rest.count >= 2 {
+                leading += rest.prefix(2)
+                rest = rest.dropFirst(2)
+            } else if first.hasPrefix("--bootstrap-server=") || first.hasPrefix("-b") || first == "--json" {
+                leading.append(first)
+                rest = rest.dropFirst()
+            } else {
+                break  // --help and the like stay the root command's
+            }
+        }
+        guard !leading.isEmpty, !rest.isEmpty else { return arguments }
+        // Before a "--", after which every word is a positional argument.
+        let end = rest.firstIndex(of: "--") ?? rest.endIndex
+        return Array(rest[..<end]) + leading + Array(rest[end...])
+    }
 }
 
 /// The options every command takes.
@@ -78,9 +108,10 @@ struct Topics: AsyncParsableCommand {
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a topic.")
         @OptionGroup var connection: Connection
-        @Argument var topic: String
-        @Option(help: "Partitions (default: the broker's num.partitions).") var partitions: Int32 = -1
-        @Option(help: "Replicas per partition (default: the broker's).") var replicationFactor: Int16 = -1
+        @Argument(help: "The topic's name.") var topic: String
+        @Option(help: "Partitions (default: the broker's num.partitions).") var partitions: Int32?
+        @Option(help: "Replicas per partition (default: the broker's default.replication.factor).")
+        var replicationFactor: Int16?
         @Option(name: .customLong("config"), help: "A topic config key=value (repeatable).") var configs: [String] = []
         @Flag(help: "Check only; create nothing.") var validateOnly = false
 
@@ -89,8 +120,8 @@ struct Topics: AsyncParsableCommand {
             try await self.connection.run { admin in
                 try await admin.createTopic(
                     self.topic,
-                    partitions: self.partitions,
-                    replicationFactor: self.replicationFactor,
+                    partitions: self.partitions ?? -1,
+                    replicationFactor: self.replicationFactor ?? -1,
                     configs: configs,
                     validateOnly: self.validateOnly
                 )
@@ -116,19 +147,32 @@ struct Topics: AsyncParsableCommand {
     }
 
     struct Describe: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Partitions, leaders, replicas and ISR.")
+        static let configuration = CommandConfiguration(
+            abstract: "Partitions, leaders, replicas and ISR, and the configs that are not defaults."
+        )
         @OptionGroup var connection: Connection
         @Argument(help: "Topics (default: all).") var topics: [String] = []
 
         func run() async throws {
             try await self.connection.run { admin in
                 let metadata = try await admin.describeTopics(self.topics.isEmpty ? nil : self.topics)
+                // As kafka-topics.sh: every config whose source is not the built-in default (the topic's own, and
+                // broker settings that feed topic defaults).
+                var configs: [String: [ConfigEntry]] = [:]
+                for (resource, entries) in try await admin.describeConfigs(metadata.topics.map { .topic($0.name) }) {
+                    guard case .topic(let name) = resource else { continue }
+                    configs[name] = entries.filter { $0.source != "DEFAULT_CONFIG" && !$0.isSensitive && $0.value != nil }
+                }
                 if self.connection.json {
                     try self.connection.printJSON(
                         metadata.topics.map { topic in
                             [
                                 "topic": topic.name,
                                 "topic_id": "\(topic.id)",
+                                "configs": Dictionary(
+                                    (configs[topic.name] ?? []).map { ($0.name, $0.value ?? "") },
+                                    uniquingKeysWith: { $1 }
+                                ),
                                 "partitions": topic.partitions.map {
                                     ["partition": $0.partition, "leader": $0.leader, "replicas": $0.replicas, "isr": $0.isr]
                                 },
@@ -139,8 +183,9 @@ struct Topics: AsyncParsableCommand {
                 }
                 for topic in metadata.topics {
                     let replication = topic.partitions.first?.replicas.count ?? 0
+                    let overrides = (configs[topic.name] ?? []).map { "\($0.name)=\($0.value ?? "")" }
                     print("Topic: \(topic.name)  TopicId: \(topic.id)  PartitionCount: \(topic.partitions.count)  "
-                        + "ReplicationFactor: \(replication)")
+                        + "ReplicationFactor: \(replication)  Configs: \(overrides.joined(separator: ","))")
                     printTable(
                         ["  Partition", "Leader", "Replicas", "Isr"],
                         topic.partitions.map {
@@ -156,7 +201,7 @@ struct Topics: AsyncParsableCommand {
     struct Alter: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add partitions to a topic.")
         @OptionGroup var connection: Connection
-        @Argument var topic: String
+        @Argument(help: "The topic.") var topic: String
         @Option(help: "The new partition count (it can only grow).") var partitions: Int32
 
         func run() async throws {
@@ -174,7 +219,7 @@ struct Topics: AsyncParsableCommand {
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a topic.")
         @OptionGroup var connection: Connection
-        @Argument var topic: String
+        @Argument(help: "The topic.") var topic: String
 
         func run() async throws {
             try await self.connection.run { admin in
@@ -266,7 +311,10 @@ struct Configs: AsyncParsableCommand {
 // MARK: Cluster and records
 
 struct Cluster: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The cluster.", subcommands: [Describe.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Describe the cluster: its id, controller and brokers.",
+        subcommands: [Describe.self]
+    )
 
     struct Describe: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Cluster id, controller and brokers.")
@@ -299,13 +347,16 @@ struct Cluster: AsyncParsableCommand {
 }
 
 struct Records: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Records.", subcommands: [Delete.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Delete records: move a partition's start offset.",
+        subcommands: [Delete.self]
+    )
 
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a partition's records below an offset.")
         @OptionGroup var connection: Connection
-        @Option var topic: String
-        @Option var partition: Int32
+        @Option(help: "The topic.") var topic: String
+        @Option(help: "The partition.") var partition: Int32
         @Option(help: "Delete the records below this offset (-1: all of them).") var before: Int64
 
         func run() async throws {
@@ -352,11 +403,15 @@ struct Groups: AsyncParsableCommand {
             abstract: "State, members, and per partition the committed offset, log end offset and lag."
         )
         @OptionGroup var connection: Connection
-        @Argument var group: String
+        @Argument(help: "The group id.") var group: String
 
         func run() async throws {
             try await self.connection.run { admin in
                 let description = try await admin.describeGroup(self.group)
+                // DescribeGroups answers an unknown group as "Dead", as Kafka does.
+                guard description.state != "Dead" else {
+                    throw ClientError("Consumer group '\(self.group)' does not exist.")
+                }
                 let committed = try await admin.committedOffsets(self.group)
                 var owners: [TopicPartition: GroupDescription.Member] = [:]
                 for member in description.members { for partition in member.assignment { owners[partition] = member } }
@@ -386,6 +441,8 @@ struct Groups: AsyncParsableCommand {
                     return
                 }
                 print("Group \(self.group): \(description.state), \(description.members.count) members")
+                if committed.isEmpty { print("Consumer group '\(self.group)' has no committed offsets.") }
+                guard !partitions.isEmpty else { return }
                 printTable(
                     ["TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG", "MEMBER", "CLIENT", "HOST"],
                     partitions.map { partition in
@@ -407,13 +464,14 @@ struct Groups: AsyncParsableCommand {
             abstract: "Move a stopped group's committed offsets of a topic (a dry run unless --execute)."
         )
         @OptionGroup var connection: Connection
-        @Argument var group: String
-        @Option var topic: String
-        @Flag var toEarliest = false
-        @Flag var toLatest = false
-        @Option(help: "An ISO 8601 date and time, e.g. 2026-11-29T10:00:00Z.") var toDatetime: String?
-        @Option var toOffset: Int64?
-        @Option var shiftBy: Int64?
+        @Argument(help: "The group id.") var group: String
+        @Option(help: "The topic whose partitions move.") var topic: String
+        @Flag(help: "To each partition's first offset.") var toEarliest = false
+        @Flag(help: "To each partition's end.") var toLatest = false
+        @Option(help: "To the first record at or after an ISO 8601 date and time, e.g. 2026-11-29T10:00:00Z.")
+        var toDatetime: String?
+        @Option(help: "To this offset (kept within each partition's first offset and end).") var toOffset: Int64?
+        @Option(help: "By this many records from the committed offset (negative: back).") var shiftBy: Int64?
         @Flag(help: "Commit the new offsets (otherwise only print them).") var execute = false
 
         func run() async throws {
@@ -477,7 +535,7 @@ struct Groups: AsyncParsableCommand {
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete a group without members, offsets and all.")
         @OptionGroup var connection: Connection
-        @Argument var group: String
+        @Argument(help: "The group id.") var group: String
 
         func run() async throws {
             try await self.connection.run { admin in

@@ -6,7 +6,7 @@ struct LogBrokerMirror: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logbroker-mirror",
         abstract: "Copies topics from one cluster to another.",
-        discussion: UnbuiltTool.discussion(plannedIn: "logbroker-mirror comes after the client library and consumer groups.")
+        discussion: UnbuiltTool.discussion(plannedIn: "mirroring has its own issue, which comes later.")
     )
 
     func run() throws {

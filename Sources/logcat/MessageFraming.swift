@@ -37,20 +37,23 @@ struct DelimitedReader {
     }
 }
 
-/// kcat's consumer output: `-f FORMAT` with its tokens, else the value (prefixed by the key and `-K`'s delimiter
-/// when given) followed by `-D`'s delimiter. Stateless.
-struct MessageFormatter {
+/// kcat's consumer output: `-J`'s JSON envelope, else `-f FORMAT` with its tokens, else the value (prefixed by the
+/// key and `-K`'s delimiter when given) followed by `-D`'s delimiter. Stateless.
+struct MessageFormatter: Sendable {
     let format: [UInt8]?
+    let json: Bool
     let delimiter: [UInt8]
     let keyDelimiter: [UInt8]?
 
-    init(format: String?, delimiter: [UInt8], keyDelimiter: [UInt8]?) throws {
+    init(format: String?, json: Bool = false, delimiter: [UInt8], keyDelimiter: [UInt8]?) throws {
         self.format = try format.map(Escapes.decode)
+        self.json = json
         self.delimiter = delimiter
         self.keyDelimiter = keyDelimiter
     }
 
     func format(_ record: ConsumerRecord) -> [UInt8] {
+        if self.json { return JSONEnvelope.encode(record) + self.delimiter }
         guard let format = self.format else {
             var out: [UInt8] = []
             if let keyDelimiter = self.keyDelimiter { out += (record.key ?? []) + keyDelimiter }
