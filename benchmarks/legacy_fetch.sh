@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch through the down-conversion path (message format v1 for a 0.10.0 client) beside the normal v2 path, in one
+# Fetch through the down-conversion path (v0-3: message formats v0/v1) beside the normal v2 path, in one
 # run against a fresh broker; prints one table (progress on stderr). Builds logbroker-server in release mode first.
 # See legacy_fetch.py for what is measured and its environment variables; LOGBROKER_SCRATCH_PATH is passed to swift
 # as --scratch-path.
