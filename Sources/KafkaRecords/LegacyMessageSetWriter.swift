@@ -295,7 +295,7 @@ public struct LegacyMessageSetWriter {
 
     /// CRC-32 (IEEE, zlib's), the checksum of legacy messages.
     @inline(__always)
-    static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    private static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
         return UInt32(truncatingIfNeeded: CZlib.crc32(0, base.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
     }
@@ -351,7 +351,7 @@ private struct RecordWalk {
 }
 
 /// XXH32 with seed 0 for inputs shorter than 16 bytes: all the lz4 frame descriptor checksum needs.
-enum XXH32 {
+private enum XXH32 {
     private static let prime1: UInt32 = 2_654_435_761
     private static let prime2: UInt32 = 2_246_822_519
     private static let prime3: UInt32 = 3_266_489_917
