@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import confluent_kafka
+import confluent_kafka.admin
 import kafka
 import kafka.errors
 import pytest
@@ -210,3 +211,29 @@ def test_zstd_batches_answer_unsupported_compression_type(broker):
                 assert consumer.poll(timeout_ms=500) == {}
     finally:
         consumer.close()
+
+
+def test_topic_without_down_conversion_answers_unsupported_version(broker):
+    topic = "legacy-disabled"
+    admin = confluent_kafka.admin.AdminClient({"bootstrap.servers": broker})
+    created = admin.create_topics([confluent_kafka.admin.NewTopic(
+        topic, 1, 1, config={"message.downconversion.enable": "false"})])
+    created[topic].result(timeout=30)
+    produce(broker, topic, "none", count=10)
+    old = kafka_python_consumer(broker, (0, 10, 1))
+    partition = KafkaPythonTopicPartition(topic, 0)
+    old.assign([partition])
+    old.seek(partition, 0)
+    try:
+        with pytest.raises(kafka.errors.UnsupportedVersionError):
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                assert old.poll(timeout_ms=500) == {}
+    finally:
+        old.close()
+    # A current consumer reads the topic as usual.
+    current = kafka.KafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    try:
+        assert [(r.offset, r.key, r.value) for r in read_kafka_python(current, topic, 0, 10)] == expected(0, 10)
+    finally:
+        current.close()

@@ -1,6 +1,7 @@
 import KafkaMessages
 import KafkaRecords
 import KafkaWire
+import LogStorage
 import Logging
 import NIOCore
 import Replication
@@ -16,7 +17,8 @@ extension FetchHandler {
     /// -1 (`FetchResponse.partitionResponse`); KAFKA_STORAGE_ERROR becomes NOT_LEADER_OR_FOLLOWER, which clients
     /// this old know (`maybeDownConvertStorageError`). A batch that cannot be converted (damaged on disk) answers
     /// CORRUPT_MESSAGE. Kafka also sends a 12-byte stub when a partition has nothing to send; the records are empty
-    /// here.
+    /// here. A topic with `message.downconversion.enable=false` answers consumers UNSUPPORTED_VERSION, as Kafka 3.x
+    /// does.
     func legacyResponse(_ request: FetchRequest, context: RequestContext) async -> FetchResponse {
         let (unconverted, ranges) = await self.answer(request, context: context)
         var response = await self.loaded(unconverted, ranges: ranges)
@@ -33,6 +35,15 @@ extension FetchHandler {
                 var partition = response.responses[topic].partitions[index]
                 if partition.errorCode == ErrorCode.kafkaStorageError.rawValue {
                     partition.errorCode = ErrorCode.notLeaderOrFollower.rawValue
+                }
+                if slot < reads.count, request.replicaID < 0,
+                    self.replicas.partition(reads[slot].topicPartition)?.log.config.downConversionEnabled == false
+                {
+                    response.responses[topic].partitions[index] = Self.failed(
+                        partition.partitionIndex,
+                        .unsupportedVersion
+                    )
+                    continue
                 }
                 if let records = partition.records, records.readableBytes > 0, slot < reads.count {
                     do {
