@@ -23,8 +23,8 @@ import Replication
 /// are a `FileRegion` of its segment file, sent by the kernel with sendfile (`FetchResponseWriter`). `handle` (the
 /// generated response, for tests and in-process callers) reads them into memory with pread on the disk pool.
 ///
-/// v0–3 clients read message formats v0 and v1 only: their partitions' batches are read into memory and converted
-/// down (`FetchHandler+Legacy.swift`), so they take neither sendfile nor any path of v4+.
+/// v0–3 clients read message formats v0 and v1 only: after the same reads and long poll, their partitions' batches
+/// are read into memory and converted down (`FetchHandler+Legacy.swift`); they never take sendfile.
 ///
 /// A `Sendable` value shared by every connection; thread-safe.
 public struct FetchHandler: KafkaHandler {
