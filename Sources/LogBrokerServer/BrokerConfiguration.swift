@@ -179,6 +179,7 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("log.cleaner.min.cleanable.ratio", .double, default: .double(0.5)),
         SettingDefinition("min.insync.replicas", .int, default: .int(1), validator: .atLeast(1)),
         SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
+        SettingDefinition("log.message.downconversion.enable", .boolean, default: .boolean(true)),
         LogConfig.compressionType,
         SettingDefinition("offsets.topic.replication.factor", .int, default: .int(3), validator: .between(1, 32767)),
         SettingDefinition("offsets.topic.num.partitions", .int, default: .int(50), validator: .atLeast(1)),

@@ -52,6 +52,9 @@ public struct LogConfig: Hashable, Sendable {
     public var minCleanableDirtyRatio: Double
     /// `unclean.leader.election.enable`: kept; unclean election is not built.
     public var uncleanLeaderElection: Bool
+    /// `message.downconversion.enable`: whether consumers fetching with Fetch v0–3 get the records converted to
+    /// message format v0/v1, or UNSUPPORTED_VERSION (Kafka 3.x; deprecated there, gone in 4.0 with the conversion).
+    public var downConversionEnabled: Bool
 
     public static let table = SettingsTable([
         SettingDefinition("segment.bytes", .int, default: .int(1 << 30), validator: .atLeast(14)),
@@ -90,6 +93,7 @@ public struct LogConfig: Hashable, Sendable {
         SettingDefinition("max.compaction.lag.ms", .long, default: .long(Int64.max), validator: .atLeast(1)),
         SettingDefinition("min.cleanable.dirty.ratio", .double, default: .double(0.5), validator: .between(0, 1)),
         SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
+        SettingDefinition("message.downconversion.enable", .boolean, default: .boolean(true)),
         Self.compressionType,
         // Replication throttles: validated and kept, not applied (replication throttling is not implemented).
         SettingDefinition("leader.replication.throttled.replicas", .list, default: .list([]), validator: .replicaList),
@@ -136,6 +140,7 @@ public struct LogConfig: Hashable, Sendable {
         "min.insync.replicas": ["min.insync.replicas"],
         "compression.type": ["compression.type"],
         "unclean.leader.election.enable": ["unclean.leader.election.enable"],
+        "message.downconversion.enable": ["log.message.downconversion.enable"],
     ]
 
     /// Kafka's defaults.
@@ -174,6 +179,7 @@ public struct LogConfig: Hashable, Sendable {
         self.maxCompactionLagMs = settings.long("max.compaction.lag.ms")
         self.minCleanableDirtyRatio = settings.double("min.cleanable.dirty.ratio")
         self.uncleanLeaderElection = settings.bool("unclean.leader.election.enable")
+        self.downConversionEnabled = settings.bool("message.downconversion.enable")
     }
 }
 

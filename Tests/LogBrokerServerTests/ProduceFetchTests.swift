@@ -242,7 +242,7 @@ import Testing
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
                 let versions = try await connection.send(ApiVersionsRequest(), version: 0)
                 #expect(versions.apiKeys.contains(.init(apiKey: 0, minVersion: 0, maxVersion: 11)))
-                #expect(versions.apiKeys.contains(.init(apiKey: 1, minVersion: 4, maxVersion: 12)))
+                #expect(versions.apiKeys.contains(.init(apiKey: 1, minVersion: 0, maxVersion: 12)))
                 #expect(versions.apiKeys.contains(.init(apiKey: 2, minVersion: 0, maxVersion: 7)))
                 await #expect(throws: KafkaNIOError.connectionClosed) {
                     try await connection.send(Self.produceRequest(try Self.batch(["old"])), version: 2)

@@ -193,7 +193,8 @@ import Testing
         #expect(LogConfig.brokerSynonyms["segment.ms"] == ["log.roll.ms", "log.roll.hours"])
         #expect(LogConfig.brokerSynonyms["min.cleanable.dirty.ratio"] == ["log.cleaner.min.cleanable.ratio"])
         #expect(LogConfig.brokerSynonyms["max.message.bytes"] == ["message.max.bytes"])
-        #expect(LogConfig.brokerSynonyms.count == 22)
+        #expect(LogConfig.brokerSynonyms["message.downconversion.enable"] == ["log.message.downconversion.enable"])
+        #expect(LogConfig.brokerSynonyms.count == 23)
     }
 
     @Test func uuidStringsRoundTrip() {

@@ -5,7 +5,7 @@ import LogStorage
 import NIOCore
 import Replication
 
-/// Fetch (key 1), v4–12 (v12 is the last without topic ids, CLIENTS.md §1; below v4 needs message format v0/v1).
+/// Fetch (key 1), v0–12 (v12 is the last without topic ids, CLIENTS.md §1).
 ///
 /// Reads whole batches for each partition with `ReplicaManager.read` (Kafka's max.bytes and partition max bytes,
 /// with at least one batch from the first partition that has data). If fewer than min.bytes are available and
@@ -23,6 +23,9 @@ import Replication
 /// are a `FileRegion` of its segment file, sent by the kernel with sendfile (`FetchResponseWriter`). `handle` (the
 /// generated response, for tests and in-process callers) reads them into memory with pread on the disk pool.
 ///
+/// v0–3 clients read message formats v0 and v1 only: after the same reads and long poll, their partitions' batches
+/// are read into memory and converted down (`FetchHandler+Legacy.swift`); they never take sendfile.
+///
 /// A `Sendable` value shared by every connection; thread-safe.
 public struct FetchHandler: KafkaHandler {
     public typealias Request = FetchRequest
@@ -35,14 +38,16 @@ public struct FetchHandler: KafkaHandler {
         self.sessions = sessions
     }
 
-    public var versions: ClosedRange<Int16> { 4...12 }
+    public var versions: ClosedRange<Int16> { 0...12 }
 
     public func handle(_ request: FetchRequest, context: RequestContext) async -> FetchResponse {
+        if context.apiVersion < 4 { return await self.legacyResponse(request, context: context) }
         let (response, ranges) = await self.answer(request, context: context)
         return await self.loaded(response, ranges: ranges)
     }
 
     public func respond(to request: FetchRequest, context: RequestContext) async -> HandlerResult<FetchResponse> {
+        if context.apiVersion < 4 { return .response(await self.legacyResponse(request, context: context)) }
         let (response, ranges) = await self.answer(request, context: context)
         do {
             return .responseParts(
@@ -61,7 +66,7 @@ public struct FetchHandler: KafkaHandler {
 
     /// The response with each partition's records left out where the matching entry of the returned ranges (one per
     /// partition, in encoding order) holds them.
-    private func answer(_ request: FetchRequest, context: RequestContext) async -> (FetchResponse, [FileRange?]) {
+    func answer(_ request: FetchRequest, context: RequestContext) async -> (FetchResponse, [FileRange?]) {
         let session = self.sessions.context(for: request, version: context.apiVersion)
         let reads: [PartitionRead]
         switch session {
