@@ -2,7 +2,7 @@ import CZlib
 import NIOCore
 
 /// What down-converting one partition's fetched batches gave.
-public enum LegacyDownConversion {
+public enum LegacyDownConversion: Sendable {
     /// The message set (magic 0 or 1), possibly empty when nothing convertible was there.
     case messages(ByteBuffer)
     /// The first convertible batch uses a codec the old message formats do not have (zstd): the partition answers

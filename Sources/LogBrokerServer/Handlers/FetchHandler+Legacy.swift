@@ -4,6 +4,7 @@ import KafkaWire
 import LogStorage
 import Logging
 import NIOCore
+import NIOPosix
 import Replication
 
 extension FetchHandler {
@@ -24,10 +25,9 @@ extension FetchHandler {
         var response = await self.loaded(unconverted, ranges: ranges)
         // Fetch v0–3 have no sessions: the response holds every requested partition, in request order.
         let reads = FetchSessionCache.reads(of: request, version: context.apiVersion)
-        var writer = LegacyMessageSetWriter(
-            magic: context.apiVersion <= 1 ? 0 : 1,
-            maxDecompressedBytes: self.replicas.configuration.maxDecompressedBytes
-        )
+        let magic: Int8 = context.apiVersion <= 1 ? 0 : 1
+        // What to convert: (topic index, partition index, records, fetch offset).
+        var work: [(Int, Int, ByteBuffer, Int64)] = []
         var slot = 0
         for topic in response.responses.indices {
             for index in response.responses[topic].partitions.indices {
@@ -39,37 +39,46 @@ extension FetchHandler {
                 if slot < reads.count, request.replicaID < 0,
                     self.replicas.partition(reads[slot].topicPartition)?.log.config.downConversionEnabled == false
                 {
-                    response.responses[topic].partitions[index] = Self.failed(
-                        partition.partitionIndex,
-                        .unsupportedVersion
-                    )
-                    continue
-                }
-                if let records = partition.records, records.readableBytes > 0, slot < reads.count {
-                    do {
-                        let conversion = try writer.downConvert(
-                            records,
-                            fetchOffset: reads[slot].fetchOffset,
-                            maxBytes: records.readableBytes
-                        )
-                        switch conversion {
-                        case .messages(let messages):
-                            partition.records = messages
-                        case .unsupportedCompression:
-                            partition = Self.failed(partition.partitionIndex, .unsupportedCompressionType)
-                        }
-                    } catch {
-                        context.logger.warning(
-                            "cannot convert fetched batches to message format v\(writer.magic)",
-                            metadata: [
-                                "topic": "\(response.responses[topic].topic)",
-                                "partition": "\(partition.partitionIndex)", "error": "\(error)",
-                            ]
-                        )
-                        partition = Self.failed(partition.partitionIndex, .corruptMessage)
-                    }
+                    partition = Self.failed(partition.partitionIndex, .unsupportedVersion)
+                } else if let records = partition.records, records.readableBytes > 0, slot < reads.count {
+                    work.append((topic, index, records, reads[slot].fetchOffset))
                 }
                 response.responses[topic].partitions[index] = partition
+            }
+        }
+        guard !work.isEmpty else { return response }
+        // Converting (recompressing a gzip batch costs ~70 ms a megabyte) runs on NIO's blocking pool, not on the
+        // connection's event loop, which serves other connections too.
+        let maxDecompressedBytes = self.replicas.configuration.maxDecompressedBytes
+        let converted: [Result<LegacyDownConversion, any Error>]
+        do {
+            converted = try await NIOThreadPool.singleton.runIfActive { [work] in
+                var writer = LegacyMessageSetWriter(magic: magic, maxDecompressedBytes: maxDecompressedBytes)
+                return work.map { _, _, records, fetchOffset in
+                    Result {
+                        try writer.downConvert(records, fetchOffset: fetchOffset, maxBytes: records.readableBytes)
+                    }
+                }
+            }
+        } catch {
+            converted = work.map { _ in .failure(error) }
+        }
+        for ((topic, index, _, _), result) in zip(work, converted) {
+            let partitionIndex = response.responses[topic].partitions[index].partitionIndex
+            switch result {
+            case .success(.messages(let messages)):
+                response.responses[topic].partitions[index].records = messages
+            case .success(.unsupportedCompression):
+                response.responses[topic].partitions[index] = Self.failed(partitionIndex, .unsupportedCompressionType)
+            case .failure(let error):
+                context.logger.warning(
+                    "cannot convert fetched batches to message format v\(magic)",
+                    metadata: [
+                        "topic": "\(response.responses[topic].topic)", "partition": "\(partitionIndex)",
+                        "error": "\(error)",
+                    ]
+                )
+                response.responses[topic].partitions[index] = Self.failed(partitionIndex, .corruptMessage)
             }
         }
         return response
