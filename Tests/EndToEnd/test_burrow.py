@@ -106,12 +106,11 @@ servers=["{zookeeper}"]
 timeout=6
 root-path="/burrow"
 
-# Burrow's sarama consumer reads __consumer_offsets with the Fetch version kafka-version implies: 0.11.0 gives
-# Fetch v4 (this broker serves Fetch v4-12). Its cluster module asks end offsets with ListOffsets v0 whatever the
-# version.
+# No kafka-version: Burrow's default (0.8) makes its sarama consumer read __consumer_offsets with Fetch v0, in
+# message format v0, as a Burrow left at its defaults does. Its cluster module asks end offsets with ListOffsets v0
+# whatever the version.
 [client-profile.logbroker]
 client-id="burrow-test"
-kafka-version="0.11.0"
 
 [cluster.{CLUSTER}]
 class-name="kafka"
