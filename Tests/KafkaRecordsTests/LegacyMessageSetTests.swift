@@ -396,6 +396,86 @@ struct LegacyMessageSetTests {
         #expect(legacyRefusal(wrapper, logAppendTimeTopic: true) == .invalidTimestamp)
     }
 
+    /// Every byte of every fixture damaged in turn: outside the CRC (the offsets) the set still converts; inside,
+    /// the CRC catches it (CORRUPT_MESSAGE) or the size or magic checks come first. For the wrappers, every byte of
+    /// the inflated inner set is damaged too and the wrapper recompressed and resealed, so the inner parser sees it:
+    /// whatever comes out is either a refusal with a Kafka error code or a v2 batch the validator accepts.
+    @Test(arguments: LegacyFixture.all)
+    func everyDamagedByteIsRefusedOrConvertsToAValidBatch(fixture: LegacyFixture) throws {
+        let original = Array(try fixture.bytes().readableBytesView)
+        var converter = LegacyMessageSetConverter(options: LegacyMessageSetConversionOptions(maxMessageBytes: 1 << 20))
+        var validator = RecordBatchValidator()
+        func check(_ bytes: [UInt8]) -> ErrorCode? {
+            do {
+                let conversion = try converter.convert(ByteBuffer(bytes: bytes))
+                #expect(try validator.validate(conversion.batch).recordCount == conversion.recordCount)
+                return nil
+            } catch {
+                #expect(error.kafkaErrorCode != .unknownServerError)
+                return error.kafkaErrorCode
+            }
+        }
+        // The outer bytes; each message's offset (its first 8 bytes) is outside its CRC.
+        var offsetFields = Set<Int>()
+        var start = 0
+        while start < original.count {
+            offsetFields.formUnion(start..<(start + 8))
+            start +=
+                12
+                + Int(
+                    Int32(
+                        bigEndian: original[(start + 8)..<(start + 12)].withUnsafeBytes {
+                            $0.loadUnaligned(as: Int32.self)
+                        }
+                    )
+                )
+        }
+        for position in original.indices {
+            var damaged = original
+            damaged[position] ^= 0x5A
+            let refusal = check(damaged)
+            #expect(
+                (refusal == nil) == offsetFields.contains(position),
+                "byte \(position): \(String(describing: refusal))"
+            )
+        }
+        guard fixture.codec != "none" else { return }
+        // The inner set, recompressed with the wrapper's codec and resealed.
+        let codec: CompressionCodec = ["gzip": .gzip, "snappy": .snappy, "lz4": .lz4][fixture.codec]!
+        let valueStart = fixture.magic == 0 ? 26 : 34
+        var inflated = ByteBuffer()
+        try original[valueStart...].withUnsafeBytes { compressed in
+            var source = ByteBuffer(bytes: compressed)
+            if fixture.magic == 0, codec == .lz4 { LegacyMessageSet.repairLZ4DescriptorChecksum(&source) }
+            try source.withUnsafeReadableBytes {
+                try CompressionContext().decompress(
+                    $0,
+                    codec: codec,
+                    maxDecompressedBytes: 1 << 20,
+                    appendingTo: &inflated
+                )
+            }
+        }
+        let inner = Array(inflated.readableBytesView)
+        var refused = 0
+        for position in inner.indices {
+            var damaged = inner
+            damaged[position] ^= 0x5A
+            var set = legacyMessage(
+                offset: 0,
+                magic: fixture.magic,
+                attributes: UInt8(codec.rawValue),
+                timestamp: 0,
+                key: nil,
+                value: Array(try compress(damaged, codec).readableBytesView)
+            )
+            resealLegacyMessage(&set)
+            if check(Array(set.readableBytesView)) != nil { refused += 1 }
+        }
+        // Only inner offsets lie outside the inner CRCs.
+        #expect(refused >= inner.count - 8 * fixture.records.count)
+    }
+
     /// One converter serves many sets in turn: nothing of one leaks into the next.
     @Test func aConverterIsReusable() throws {
         var converter = LegacyMessageSetConverter(options: LegacyMessageSetConversionOptions(maxMessageBytes: 1 << 20))
