@@ -250,6 +250,7 @@ public struct LegacyMessageSetConverter {
         var setMagic: Int8 = -1
         var wrapper: (message: LegacyMessageLayout, codec: CompressionCodec)?
         var count = 0
+        var refusedRecord: Int?
         try messageSet.withUnsafeReadableBytes { bytes throws(RecordBatchError) in
             var position = 0
             while position < bytes.count {
@@ -273,15 +274,15 @@ public struct LegacyMessageSetConverter {
                     }
                     wrapper = (message, codec)
                 } else {
-                    try Self.append(
+                    let refused = Self.append(
                         message,
                         from: bytes,
                         timestamp: message.timestamp,
-                        index: count,
                         logAppendTime: message.isLogAppendTime,
                         options: options,
                         to: &self.builder
                     )
+                    if refused, refusedRecord == nil { refusedRecord = count }
                 }
                 count += 1
                 position = message.end
@@ -293,8 +294,9 @@ public struct LegacyMessageSetConverter {
         var codec = CompressionCodec.none
         if let wrapper {
             codec = wrapper.codec
-            count = try self.appendInner(of: wrapper.message, in: messageSet, codec: codec)
+            (count, refusedRecord) = try self.appendInner(of: wrapper.message, in: messageSet, codec: codec)
         }
+        if let refusedRecord { throw .legacyLogAppendTime(index: refusedRecord) }
         self.builder.codec = codec
         let batch = try self.builder.build(compression: self.compression)
         return LegacyMessageSetConversion(batch: batch, magic: setMagic, codec: codec, recordCount: count)
@@ -314,31 +316,30 @@ public struct LegacyMessageSetConverter {
         return codec
     }
 
-    /// Appends one uncompressed message's key, value and timestamp to the batch, after the LogAppendTime check.
+    /// Appends one uncompressed message's key, value and timestamp to the batch; returns whether Kafka's
+    /// `validateTimestamp` refuses it: a CreateTime topic checks the bounds of a real timestamp (the v2 path does that
+    /// here), otherwise a batch the producer marked LogAppendTime is refused. The caller throws for the first refused
+    /// record only after every message was read, as Kafka collects record errors but throws CRC errors at once.
     @inline(__always)
     private static func append(
         _ message: LegacyMessageLayout,
         from bytes: UnsafeRawBufferPointer,
         timestamp: Int64,
-        index: Int,
         logAppendTime: Bool,
         options: LegacyMessageSetConversionOptions,
         to builder: inout RecordBatchBuilder
-    ) throws(RecordBatchError) {
-        // Kafka's `validateTimestamp`: a CreateTime topic checks the bounds of a real timestamp (the v2 path does
-        // that here); otherwise a batch the producer marked LogAppendTime is refused.
-        if logAppendTime, options.logAppendTimeTopic || timestamp == -1 {
-            throw .legacyLogAppendTime(index: index)
-        }
+    ) -> Bool {
         builder.append(timestamp: timestamp, key: message.key(in: bytes), value: message.value(in: bytes))
+        return logAppendTime && (options.logAppendTimeTopic || timestamp == -1)
     }
 
-    /// Inflates `wrapper`'s value, checks its inner messages and appends them; returns how many.
+    /// Inflates `wrapper`'s value, checks its inner messages and appends them; returns how many, and the first one
+    /// refused for a LogAppendTime mark.
     private mutating func appendInner(
         of wrapper: LegacyMessageLayout,
         in messageSet: ByteBuffer,
         codec: CompressionCodec
-    ) throws(RecordBatchError) -> Int {
+    ) throws(RecordBatchError) -> (count: Int, refusedRecord: Int?) {
         guard wrapper.valueLength >= 0 else {
             throw .invalidLegacyMessage(position: wrapper.start, what: "a compressed wrapper with a null value")
         }
@@ -379,6 +380,7 @@ public struct LegacyMessageSetConverter {
             var position = 0
             var count = 0
             var lastInnerOffset: Int64 = 0
+            var refusedRecord: Int?
             while position < bytes.count {
                 // Kafka reads inner messages without a size limit beyond the inflated bytes themselves.
                 let inner = try LegacyMessageLayout.parse(bytes, at: position, maxSize: Int.max)
@@ -391,15 +393,15 @@ public struct LegacyMessageSetConverter {
                 guard inner.codecID == 0 else {
                     throw .invalidLegacyMessage(position: position, what: "an inner message is compressed itself")
                 }
-                try Self.append(
+                let refused = Self.append(
                     inner,
                     from: bytes,
                     timestamp: wrapperLogAppendTime ? wrapper.timestamp : inner.timestamp,
-                    index: count,
                     logAppendTime: wrapperLogAppendTime,
                     options: options,
                     to: &self.builder
                 )
+                if refused, refusedRecord == nil { refusedRecord = count }
                 lastInnerOffset = inner.offset
                 count += 1
                 position = inner.end
@@ -415,7 +417,7 @@ public struct LegacyMessageSetConverter {
                         + "and not 0"
                 )
             }
-            return count
+            return (count, refusedRecord)
         }
     }
 }

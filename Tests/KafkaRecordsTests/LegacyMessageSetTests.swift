@@ -394,6 +394,14 @@ struct LegacyMessageSetTests {
         )
         #expect(try iterator.collect().map(\.timestamp) == [5000, 5000, 5000])
         #expect(legacyRefusal(wrapper, logAppendTimeTopic: true) == .invalidTimestamp)
+
+        // A CRC error later in the set wins over a record refused earlier: Kafka collects record errors, but a
+        // corrupt message ends the request at once.
+        var marksThenCorrupt = marked
+        var corrupt = legacyMessage(offset: 1, magic: 1, key: nil, value: [2])
+        corrupt.setInteger(UInt8(0xFF), at: corrupt.writerIndex - 1)
+        marksThenCorrupt.writeImmutableBuffer(corrupt)
+        #expect(legacyRefusal(marksThenCorrupt, logAppendTimeTopic: true) == .corruptMessage)
     }
 
     /// Every byte of every fixture damaged in turn: outside the CRC (the offsets) the set still converts; inside,
