@@ -198,6 +198,7 @@ let package = Package(
         .testTarget(
             name: "KafkaRecordsTests",
             dependencies: ["KafkaRecords", "KafkaWire", nioCore],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaPropertiesTests", dependencies: ["KafkaProperties"], swiftSettings: swiftSettings),

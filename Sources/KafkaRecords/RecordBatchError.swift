@@ -5,7 +5,8 @@ import KafkaWire
 /// One struct around a private `Code` (as NIO and AsyncHTTPClient do), so new cases do not break callers. The
 /// `description` says what was wrong and where (byte position, record index); `kafkaErrorCode` is what a Produce
 /// response carries: CORRUPT_MESSAGE for size and CRC failures, INVALID_RECORD for record-level problems,
-/// UNSUPPORTED_COMPRESSION_TYPE for unknown codec ids, INVALID_TIMESTAMP for timestamps out of bounds.
+/// UNSUPPORTED_COMPRESSION_TYPE for unknown codec ids, INVALID_TIMESTAMP for timestamps out of bounds, and for magic
+/// 0/1 message sets MESSAGE_TOO_LARGE for a message over max.message.bytes.
 /// A value type; Sendable.
 public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertible {
     private enum Code: Hashable, Sendable {
@@ -29,6 +30,10 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
         case decompressedTooLarge(codec: CompressionCodec, limit: Int)
         case corruptCompressedData(codec: CompressionCodec, what: String)
         case compressionFailed(codec: CompressionCodec, what: String)
+        case corruptLegacyMessage(position: Int, what: String)
+        case invalidLegacyMessage(position: Int, what: String)
+        case legacyMessageTooLarge(position: Int, size: Int, limit: Int)
+        case legacyLogAppendTime(index: Int)
     }
 
     private let code: Code
@@ -109,11 +114,32 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
         Self(.compressionFailed(codec: codec, what: what))
     }
 
+    /// A magic 0/1 message whose size, CRC-32 or field lengths are wrong (Kafka's `CorruptRecordException`);
+    /// `position` is the message's first byte in its message set (or in a wrapper's inflated inner set).
+    public static func corruptLegacyMessage(position: Int, what: String) -> Self {
+        Self(.corruptLegacyMessage(position: position, what: what))
+    }
+
+    /// A magic 0/1 message set whose structure Kafka refuses (`InvalidRecordException`): mixed magic, a compressed
+    /// wrapper beside other messages or inside one, an empty wrapper, a wrapper offset below its inner offsets.
+    public static func invalidLegacyMessage(position: Int, what: String) -> Self {
+        Self(.invalidLegacyMessage(position: position, what: what))
+    }
+
+    /// A magic 0/1 message (12-byte head included) larger than max.message.bytes (Kafka's RecordTooLargeException).
+    public static func legacyMessageTooLarge(position: Int, size: Int, limit: Int) -> Self {
+        Self(.legacyMessageTooLarge(position: position, size: size, limit: limit))
+    }
+
+    /// A magic 1 message the producer marked LogAppendTime, which only the broker may set: refused on a
+    /// LogAppendTime topic, or when the message has no timestamp.
+    public static func legacyLogAppendTime(index: Int) -> Self { Self(.legacyLogAppendTime(index: index)) }
+
     /// The index inside its batch of the record that failed a per-record check (a null key, a timestamp out of
     /// bounds), which Kafka reports as a Produce `record_errors` entry; nil for failures of the batch as a whole.
     public var recordIndex: Int? {
         switch self.code {
-        case .missingKey(let index), .timestampOutOfBounds(let index, _, _): index
+        case .missingKey(let index), .timestampOutOfBounds(let index, _, _), .legacyLogAppendTime(let index): index
         default: nil
         }
     }
@@ -121,17 +147,20 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
     /// The error code a Produce response (or a storage error) carries for this failure.
     public var kafkaErrorCode: ErrorCode {
         switch self.code {
-        case .batchTooShort, .batchLengthMismatch, .batchTooLarge, .crcMismatch, .corruptCompressedData:
+        case .batchTooShort, .batchLengthMismatch, .batchTooLarge, .crcMismatch, .corruptCompressedData,
+            .corruptLegacyMessage:
             return .corruptMessage
+        case .legacyMessageTooLarge:
+            return .messageTooLarge
         case .unsupportedCompression:
             return .unsupportedCompressionType
-        case .timestampOutOfBounds:
+        case .timestampOutOfBounds, .legacyLogAppendTime:
             return .invalidTimestamp
         case .compressionFailed:
             return .unknownServerError
         case .unsupportedMagic, .invalidRecordCount, .recordCountMismatch, .recordsWalkedMismatch, .malformedRecord,
             .nonConsecutiveOffsetDelta, .offsetDeltaOutOfOrder, .trailingBytes, .controlBatchNotAllowed, .missingKey, .invalidSequence,
-            .decompressedTooLarge:
+            .decompressedTooLarge, .invalidLegacyMessage:
             return .invalidRecord
         }
     }
@@ -181,6 +210,15 @@ public struct RecordBatchError: Error, Hashable, Sendable, CustomStringConvertib
             return "\(codec) records cannot be decompressed: \(what)"
         case .compressionFailed(let codec, let what):
             return "\(codec) compression failed: \(what)"
+        case .corruptLegacyMessage(let position, let what):
+            return "message at byte \(position) of the message set is corrupt: \(what)"
+        case .invalidLegacyMessage(let position, let what):
+            return "message at byte \(position) of the message set is invalid: \(what)"
+        case .legacyMessageTooLarge(let position, let size, let limit):
+            return "message at byte \(position) of the message set is \(size) bytes, larger than max.message.bytes "
+                + "\(limit)"
+        case .legacyLogAppendTime(let index):
+            return "message \(index) is marked LogAppendTime by the producer; only the broker sets LogAppendTime"
         }
     }
 }

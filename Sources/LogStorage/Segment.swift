@@ -168,7 +168,14 @@ final class Segment {
         if self.size + Int64(batchSize) > Int64(Int32.max) { return true }
         if lastOffset - self.baseOffset > Int64(Int32.max) { return true }
         if self.offsetIndex.isFull || self.timeIndex.isFull { return true }
-        let waited = self.rollingBasedTimestamp.map { maxTimestamp - $0 } ?? (nowMs - self.createdMs)
+        // Kafka's `timeWaitedForRoll`: from the first batch's timestamp only when it has one (>= 0); a first batch
+        // without (-1, as magic 0 data converts) falls back to the segment's age, or every later batch would roll.
+        let waited: Int64
+        if let first = self.rollingBasedTimestamp, first >= 0 {
+            waited = maxTimestamp - first
+        } else {
+            waited = nowMs - self.createdMs
+        }
         return waited > config.segmentMs
     }
 

@@ -124,7 +124,11 @@ public final class ReplicaManager: Sendable {
     public let delayedFetches = DelayedOperationQueue<TopicPartition>()
     private let partitions = Mutex<[TopicPartition: Partition]>([:])
     /// Validators keep their decompression contexts and scratch buffer, so a produce does not build them anew.
-    private let validators = ValidatorPool()
+    private let validators = ReusablePool { RecordBatchValidator() }
+    /// The same for Produce v0-2's message-set conversions.
+    private let legacyConverters = ReusablePool {
+        LegacyMessageSetConverter(options: LegacyMessageSetConversionOptions(maxMessageBytes: 0))
+    }
     private let logger: Logger
 
     public init(
@@ -215,7 +219,9 @@ public final class ReplicaManager: Sendable {
     /// Checks `records` (one partition's Produce records field) and appends them as leader.
     ///
     /// The checks, in Kafka's order: acks in {0, 1, -1} (INVALID_REQUIRED_ACKS); the partition is hosted
-    /// (UNKNOWN_TOPIC_OR_PARTITION); from a client exactly one magic-2 batch (INVALID_RECORD), zstd only from
+    /// (UNKNOWN_TOPIC_OR_PARTITION); a magic 0/1 message set from Produce v0-2 is checked and converted into one v2
+    /// batch (`LegacyMessageSetConverter`; from Produce v3 such a set is INVALID_RECORD), which then takes the same
+    /// checks as a producer's v2 batch; from a client exactly one magic-2 batch (INVALID_RECORD), zstd only from
     /// Produce v7 (UNSUPPORTED_COMPRESSION_TYPE), transactional batches refused until transactions exist
     /// (TRANSACTIONAL_ID_AUTHORIZATION_FAILED without a transactional id, INVALID_TXN_STATE with one: no
     /// transaction can have begun); each batch at most max.message.bytes (MESSAGE_TOO_LARGE); then the validator:
@@ -239,7 +245,23 @@ public final class ReplicaManager: Sendable {
             return AppendResult(error: .unknownTopicOrPartition)
         }
         let config = hosted.log.config
-        let records = records ?? ByteBuffer()
+        var received = records ?? ByteBuffer()
+        if case .client(let version, _) = origin, LegacyMessageSet.legacyMagic(of: received) != nil {
+            // Kafka's `ProduceRequest.validateRecords`: from v3 only magic 2 batches.
+            guard version < 3 else {
+                return AppendResult(
+                    error: .invalidRecord,
+                    errorMessage: "Produce requests with version \(version) are only allowed to contain record "
+                        + "batches with magic version 2"
+                )
+            }
+            do {
+                received = try self.convertMessageSet(received, config: config)
+            } catch {
+                return Self.refusal(error)
+            }
+        }
+        let records = received
         if let refusal = self.validate(records, config: config, origin: origin) { return refusal }
         let leaderEpoch = hosted.leaderEpoch
         let info: LogAppendInfo
@@ -261,6 +283,19 @@ public final class ReplicaManager: Sendable {
         return result
     }
 
+    /// A Produce v0-2 message set (magic 0/1) checked and converted into the one v2 batch Kafka's `LogValidator`
+    /// would build from it, for the v2 checks and append that follow.
+    private func convertMessageSet(_ messageSet: ByteBuffer, config: LogConfig) throws(RecordBatchError) -> ByteBuffer {
+        var converter = self.legacyConverters.take()
+        defer { if converter.retainedBytes <= 1 << 20 { self.legacyConverters.give(converter) } }
+        converter.options = LegacyMessageSetConversionOptions(
+            maxMessageBytes: config.maxMessageBytes,
+            maxDecompressedBytes: self.configuration.maxDecompressedBytes,
+            logAppendTimeTopic: config.logAppendTime
+        )
+        return try converter.convert(messageSet).batch.buffer
+    }
+
     /// The refusal of `records`, nil if they may be appended. Walks raw bytes: the batches are slices of `records`.
     private func validate(_ records: ByteBuffer, config: LogConfig, origin: AppendOrigin) -> AppendResult? {
         var options = RecordBatchValidationOptions(maxDecompressedBytes: self.configuration.maxDecompressedBytes)
@@ -276,7 +311,7 @@ public final class ReplicaManager: Sendable {
         options.requireKeys = config.compacts
         var validator = self.validators.take()
         var largestInflated = 0
-        defer { self.validators.give(validator, largestInflated: largestInflated) }
+        defer { if largestInflated <= 1 << 20 { self.validators.give(validator) } }
         validator.options = options
         var splitter = RecordBatchSplitter(records)
         var count = 0
@@ -458,34 +493,38 @@ public final class ReplicaManager: Sendable {
     }
 }
 
-/// Idle `RecordBatchValidator`s (each owns a `CompressionContext` and a scratch buffer, which are worth reusing),
-/// handed out to one append at a time. At most `limit` are kept; a validator whose scratch buffer inflated more
-/// than 1 MiB is dropped, so one huge batch does not pin memory.
+/// Idle values worth reusing (a `RecordBatchValidator` or a `LegacyMessageSetConverter` owns a `CompressionContext`
+/// and scratch buffers), handed out to one append at a time. At most `limit` are kept; the caller gives back only
+/// what it wants kept (not one whose buffers grew past 1 MiB, so one huge batch does not pin memory).
 ///
-/// Thread-safe: `@unchecked Sendable` because a validator is not Sendable, but each is used by one task between
+/// Thread-safe: `@unchecked Sendable` because the elements are not Sendable, but each is used by one task between
 /// `take` and `give`, and the idle list is only touched under the `Mutex`.
-final class ValidatorPool: @unchecked Sendable {
+final class ReusablePool<Element>: @unchecked Sendable {
     private struct Idle: @unchecked Sendable {
-        var validators: [RecordBatchValidator] = []
+        var elements: [Element] = []
     }
 
     private let idle = Mutex(Idle())
     private let limit = 16
+    private let make: () -> Element
 
-    func take() -> RecordBatchValidator {
-        let reused: Idle = self.idle.withLock { idle in
-            guard let validator = idle.validators.popLast() else { return Idle() }
-            return Idle(validators: [validator])
-        }
-        return reused.validators.first ?? RecordBatchValidator()
+    init(make: @escaping () -> Element) {
+        self.make = make
     }
 
-    /// Returns `validator` for reuse; `largestInflated` is the most bytes its scratch buffer held.
-    func give(_ validator: RecordBatchValidator, largestInflated: Int) {
-        guard largestInflated <= 1 << 20 else { return }
-        let box = Idle(validators: [validator])
+    func take() -> Element {
+        let reused: Idle = self.idle.withLock { idle in
+            guard let element = idle.elements.popLast() else { return Idle() }
+            return Idle(elements: [element])
+        }
+        return reused.elements.first ?? self.make()
+    }
+
+    /// Returns `element` for reuse.
+    func give(_ element: Element) {
+        let box = Idle(elements: [element])
         self.idle.withLock { idle in
-            if idle.validators.count < self.limit { idle.validators.append(contentsOf: box.validators) }
+            if idle.elements.count < self.limit { idle.elements.append(contentsOf: box.elements) }
         }
     }
 }

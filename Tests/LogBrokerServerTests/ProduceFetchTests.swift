@@ -237,16 +237,61 @@ import Testing
         }
     }
 
-    @Test func produceV2ClosesTheConnection() async throws {
+    /// A magic 0 message set of `values` (offset, size, CRC-32, magic, attributes, null key, value per message).
+    static func magic0Set(_ values: [String]) -> ByteBuffer {
+        var set = ByteBuffer()
+        for (index, value) in values.enumerated() {
+            var body = ByteBuffer()
+            body.writeInteger(Int8(0))  // magic
+            body.writeInteger(Int8(0))  // attributes: uncompressed
+            body.writeInteger(Int32(-1))  // null key
+            body.writeInteger(Int32(value.utf8.count))
+            body.writeString(value)
+            set.writeInteger(Int64(index))
+            set.writeInteger(Int32(4 + body.readableBytes))
+            set.writeInteger(body.withUnsafeReadableBytes { LegacyMessageSet.crc32($0) })
+            set.writeImmutableBuffer(body)
+        }
+        return set
+    }
+
+    /// Produce v0-2 are served as Kafka 3.9 serves them: magic 0/1 message sets converted to v2 batches, and magic 2
+    /// batches too (Kafka checks the magic only from v3); from v3 a message set is INVALID_RECORD.
+    @Test func produceV0To2TakeMessageSetsAndV3RefusesThem() async throws {
         try await Self.withBroker { port, _ in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
                 let versions = try await connection.send(ApiVersionsRequest(), version: 0)
                 #expect(versions.apiKeys.contains(.init(apiKey: 0, minVersion: 0, maxVersion: 11)))
                 #expect(versions.apiKeys.contains(.init(apiKey: 1, minVersion: 0, maxVersion: 12)))
                 #expect(versions.apiKeys.contains(.init(apiKey: 2, minVersion: 0, maxVersion: 7)))
-                await #expect(throws: KafkaNIOError.connectionClosed) {
-                    try await connection.send(Self.produceRequest(try Self.batch(["old"])), version: 2)
+                var offsets: [Int64] = []
+                for version: Int16 in 0...2 {
+                    let legacy = try await connection.send(
+                        Self.produceRequest(Self.magic0Set(["old-\(version)-a", "old-\(version)-b"])),
+                        version: version
+                    )
+                    let answer = try #require(legacy.responses.first?.partitionResponses.first)
+                    #expect(answer.errorCode == 0)
+                    offsets.append(answer.baseOffset)
+                    let batch = try await connection.send(
+                        Self.produceRequest(try Self.batch(["v2-in-v\(version)"])),
+                        version: version
+                    )
+                    #expect(batch.responses.first?.partitionResponses.first?.errorCode == 0)
                 }
+                #expect(offsets == [0, 3, 6])
+                let refused = try await connection.send(Self.produceRequest(Self.magic0Set(["new"])), version: 3)
+                let refusal = refused.responses.first?.partitionResponses.first
+                #expect(refusal?.errorCode == ErrorCode.invalidRecord.rawValue)
+                let fetched = try await connection.send(Self.fetchRequest(offset: 0, maxWaitMs: 0), version: 12)
+                let records = try Self.decode(fetched.responses.first?.partitions.first?.records)
+                #expect(
+                    records.values == [
+                        "old-0-a", "old-0-b", "v2-in-v0", "old-1-a", "old-1-b", "v2-in-v1", "old-2-a", "old-2-b",
+                        "v2-in-v2",
+                    ]
+                )
+                #expect(records.baseOffsets == [0, 2, 3, 5, 6, 8])
             }
         }
     }

@@ -86,6 +86,22 @@ let partition = TopicPartition("orders", 0)
         }
     }
 
+    /// segment.ms counts from the first batch's timestamp only when it has one: after a batch without timestamps
+    /// (-1, as converted magic 0 data carries), timestamped batches join the same segment, as in Kafka.
+    @Test func aFirstBatchWithoutTimestampDoesNotRollEveryLaterBatch() throws {
+        try TemporaryDirectory.with { directory in
+            let log = try PartitionLog(
+                logDirectory: directory.path, topicPartition: partition, config: smallConfig(segmentBytes: 1 << 20))
+            _ = try log.appendAsLeader(Batches.make(count: 2, timestamps: [-1, -1]), leaderEpoch: 0)
+            for _ in 0..<3 {
+                _ = try log.appendAsLeader(Batches.make(count: 2, firstTimestamp: PartitionLog.nowMs()), leaderEpoch: 0)
+            }
+            #expect(log.segmentBaseOffsets == [0])
+            #expect(Batches.headers(ByteBuffer(bytes: try log.read(from: 0, maxBytes: 1 << 20).range!.readBytes())).count == 4)
+            try log.close()
+        }
+    }
+
     @Test func rollsAtSegmentBytesAndReadsAcrossSegments() throws {
         try TemporaryDirectory.with { directory in
             let log = try PartitionLog(

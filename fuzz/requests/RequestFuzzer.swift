@@ -12,7 +12,8 @@ import NIOCore
 /// 3. for a decoded request, encode it again and decode that: it must give the same value (a decoder that
 ///    accepts what the encoder cannot reproduce would answer a different request than the client sent);
 /// 4. for Produce, every partition's records through the splitter and the validator (CRC, codecs, record walk),
-///    with the broker's decompression limit.
+///    with the broker's decompression limit; a magic 0/1 message set (Produce v0-2) through the converter first, and
+///    the v2 batch it gives through the validator.
 /// Errors are expected outcomes; only a crash, a hang, a leak or an allocation past libFuzzer's limits is a finding.
 enum RequestFuzzer {
     static func run(_ bytes: UnsafeRawBufferPointer) {
@@ -41,9 +42,17 @@ enum RequestFuzzer {
 
     private static func validate(_ produce: ProduceRequest) {
         var validator = RecordBatchValidator(options: .init(maxDecompressedBytes: 8 << 20))
+        var converter = LegacyMessageSetConverter(
+            options: .init(maxMessageBytes: 1 << 20, maxDecompressedBytes: 8 << 20)
+        )
         for topic in produce.topicData {
             for partition in topic.partitionData {
-                var splitter = RecordBatchSplitter(partition.records ?? ByteBuffer())
+                var records = partition.records ?? ByteBuffer()
+                if LegacyMessageSet.legacyMagic(of: records) != nil {
+                    guard let converted = try? converter.convert(records) else { continue }
+                    records = converted.batch.buffer
+                }
+                var splitter = RecordBatchSplitter(records)
                 while let batch = try? splitter.next() {
                     _ = try? validator.validate(batch)
                 }

@@ -2,9 +2,10 @@ import KafkaMessages
 import KafkaWire
 import Replication
 
-/// Produce (key 0). Advertised from v0 as Kafka 4 does (librdkafka 2.0.2 turns compression off unless the range
-/// includes Produce 0, CLIENTS.md §1), but v0–2 (magic 0/1 message sets) close the connection, as Kafka 4's failed
-/// parse does: no client in scope sends them to a broker that advertises v3.
+/// Produce (key 0), v0–11 as Kafka 3.9 serves them. v0–2 carry magic 0/1 message sets (older clients, or newer ones
+/// told to assume an old broker); `ReplicaManager.append` converts each partition's set into one v2 batch, as Kafka's
+/// `LogValidator` does for a v2 log, so storage and every reader see only v2 batches. Those versions also accept
+/// magic 2 batches, as Kafka did; from v3 a magic 0/1 set gets INVALID_RECORD.
 ///
 /// acks must be 0, 1 or -1 (INVALID_REQUIRED_ACKS for every partition otherwise). acks=0 gets no response at all;
 /// an error on it closes the connection, which is how the producer learns of it (Kafka's `closeConnection`). The
@@ -34,9 +35,6 @@ public struct ProduceHandler: KafkaHandler {
     }
 
     public func respond(to request: ProduceRequest, context: RequestContext) async -> HandlerResult<ProduceResponse> {
-        guard context.apiVersion >= 3 else {
-            return .close(reason: "Produce v\(context.apiVersion) (message format v0/v1) is not supported; v3+ is")
-        }
         let acks = request.acks
         let origin = AppendOrigin.client(produceVersion: context.apiVersion, transactionalID: request.transactionalID)
         var firstError: (String, Int32, AppendResult)?
