@@ -348,7 +348,7 @@ public struct LegacyMessageSetConverter {
         let compression = self.compression
         if codec == .lz4, wrapper.magic == 0 {
             self.repairedFrame.clear()
-            messageSet.withUnsafeReadableBytes { bytes in
+            _ = messageSet.withUnsafeReadableBytes { bytes in
                 self.repairedFrame.writeBytes(
                     UnsafeRawBufferPointer(
                         rebasing: bytes[wrapper.valueStart..<(wrapper.valueStart + wrapper.valueLength)]
@@ -468,13 +468,15 @@ enum XXHash32 {
     private static let prime5: UInt32 = 374_761_393
 
     static func hash(_ input: [UInt8], seed: UInt32) -> UInt32 {
+        input.withUnsafeBytes { Self.hash($0, seed: seed) }
+    }
+
+    static func hash(_ input: UnsafeRawBufferPointer, seed: UInt32) -> UInt32 {
         precondition(input.count < 16, "only the short-input path of xxHash32 is implemented")
         var hash = seed &+ Self.prime5 &+ UInt32(input.count)
         var position = 0
         while position + 4 <= input.count {
-            let word =
-                UInt32(input[position]) | UInt32(input[position + 1]) << 8 | UInt32(input[position + 2]) << 16
-                | UInt32(input[position + 3]) << 24
+            let word = input.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian
             hash = Self.rotate(hash &+ word &* Self.prime3, 17) &* Self.prime4
             position += 4
         }

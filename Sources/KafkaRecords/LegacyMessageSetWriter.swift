@@ -1,4 +1,3 @@
-import CZlib
 import NIOCore
 
 /// What down-converting one partition's fetched batches gave.
@@ -216,7 +215,7 @@ public struct LegacyMessageSetWriter {
         output.setInteger(Int32(output.writerIndex - start - Self.logOverhead), at: start + 8)
         output.setInteger(Int32(valueLength), at: valueLengthIndex)
         let crc = output.withUnsafeReadableBytes { bytes in
-            Self.crc32(UnsafeRawBufferPointer(rebasing: bytes[(start - output.readerIndex + 16)...]))
+            LegacyMessageSet.crc32(UnsafeRawBufferPointer(rebasing: bytes[(start - output.readerIndex + 16)...]))
         }
         output.setInteger(crc, at: start + 12)
         return true
@@ -231,7 +230,7 @@ public struct LegacyMessageSetWriter {
         guard checksumIndex < output.writerIndex else { return }
         let hash = output.withUnsafeReadableBytes { bytes in
             let from = start - output.readerIndex
-            return XXH32.hashShort(UnsafeRawBufferPointer(rebasing: bytes[from..<(from + checksumIndex - start)]))
+            return XXHash32.hash(UnsafeRawBufferPointer(rebasing: bytes[from..<(from + checksumIndex - start)]), seed: 0)
         }
         output.setInteger(UInt8(truncatingIfNeeded: hash >> 8), at: checksumIndex)
     }
@@ -279,7 +278,7 @@ public struct LegacyMessageSetWriter {
             if magic == 1 { put(timestamp) }
             put(key)
             put(value)
-            let crc = Self.crc32(UnsafeRawBufferPointer(start: base + 16, count: position - 16))
+            let crc = LegacyMessageSet.crc32(UnsafeRawBufferPointer(start: base + 16, count: position - 16))
             (base + 12).storeBytes(of: crc.bigEndian, as: UInt32.self)
             return position
         }
@@ -291,13 +290,6 @@ public struct LegacyMessageSetWriter {
     {
         guard length >= 0 else { return nil }
         return UnsafeRawBufferPointer(rebasing: records[start..<(start + length)])
-    }
-
-    /// CRC-32 (IEEE, zlib's), the checksum of legacy messages.
-    @inline(__always)
-    private static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        return UInt32(truncatingIfNeeded: CZlib.crc32(0, base.assumingMemoryBound(to: Bytef.self), uInt(bytes.count)))
     }
 }
 
@@ -347,40 +339,5 @@ private struct RecordWalk {
             let timestamp = self.logAppendTime ?? (self.baseTimestamp &+ layout.timestampDelta)
             guard body(layout, offset, timestamp) else { return }
         }
-    }
-}
-
-/// XXH32 with seed 0 for inputs shorter than 16 bytes: all the lz4 frame descriptor checksum needs.
-private enum XXH32 {
-    private static let prime1: UInt32 = 2_654_435_761
-    private static let prime2: UInt32 = 2_246_822_519
-    private static let prime3: UInt32 = 3_266_489_917
-    private static let prime4: UInt32 = 668_265_263
-    private static let prime5: UInt32 = 374_761_393
-
-    static func hashShort(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        precondition(bytes.count < 16, "the short form covers fewer than 16 bytes")
-        var hash = Self.prime5 &+ UInt32(bytes.count)
-        var position = 0
-        while position + 4 <= bytes.count {
-            let lane = bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self).littleEndian
-            hash = Self.rotate(hash &+ lane &* Self.prime3, 17) &* Self.prime4
-            position += 4
-        }
-        while position < bytes.count {
-            hash = Self.rotate(hash &+ UInt32(bytes[position]) &* Self.prime5, 11) &* Self.prime1
-            position += 1
-        }
-        hash ^= hash >> 15
-        hash = hash &* Self.prime2
-        hash ^= hash >> 13
-        hash = hash &* Self.prime3
-        hash ^= hash >> 16
-        return hash
-    }
-
-    @inline(__always)
-    private static func rotate(_ value: UInt32, _ count: UInt32) -> UInt32 {
-        (value << count) | (value >> (32 - count))
     }
 }
