@@ -5,10 +5,10 @@ Each row is a `Row`: a label, the codec, and a function that runs it once into a
 took. Produce rows time `kcat -P -l FILE` (linger.ms=5, batch.size=1000000, acks=1) and then check the topic's end
 offset; the conversion rows add `api.version.request=false` and `broker.version.fallback=0.9.0`, which makes
 librdkafka send Produce v1 with magic 0 message sets, converted by the broker into v2 batches. (librdkafka cannot be
-made to send magic 1 here: with a fallback of 0.10.0 or later it asks ApiVersions anyway, and magic 1 also needs
-Fetch v2, which LogBroker does not serve, so it sends magic 2.) Before timing, each kcat row produces a few records
-with `-d msg` and must show the message version it is meant to measure. More rows (the Fetch down-conversion) go
-into ROWS. Every row runs LEGACY_ROUNDS times, the rows taking turns, each run into a new topic
+made to send magic 1 here: with a fallback of 0.10.0 or later it asks ApiVersions anyway and, seeing Produce v3+,
+sends magic 2.) Before timing, each kcat row produces a few records
+with `-d msg` and must show the message version it is meant to measure. More rows go into ROWS; the Fetch side is
+legacy_fetch.py. Every row runs LEGACY_ROUNDS times, the rows taking turns, each run into a new topic
 deleted afterwards (so every run writes into page-cache memory earlier runs used; see compare.py). It prints one
 table: median records/s and MB/s (of record values), and the broker's CPU time per run (user + system, from
 /proc/PID/stat), which says whether the broker or kcat limits a row. kcat runs on the same machine.

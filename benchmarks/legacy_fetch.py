@@ -18,7 +18,7 @@ prefetch queue that holds the whole topic, as broker.sh does, and every record c
 counts record values (100 B each, 10^6 B per MB). The clients share the machine with the broker, so rates are of
 the pair; the CPU seconds are the broker's own.
 
-Usage: legacy_fetch.py LOGBROKER_SERVER (benchmarks/legacy_fetch.sh builds it in release mode first).
+Usage: legacy_fetch.py LOGBROKER_SERVER (benchmarks/legacy.sh builds it in release mode first).
 Environment: LEGACY_COUNT (default 1000000), LEGACY_ROUNDS (default 3), LEGACY_TIMEOUT (seconds each read may
 take, default 300).
 """
