@@ -8,8 +8,8 @@ Fetch v2, (0, 9) Fetch v1, (0, 8, 2) Fetch v0. librdkafka (kcat 1.7 on librdkafk
 reads v2 batches (seen with `-d protocol`). So librdkafka is tested with 0.9.0 (Fetch v1) and 0.8.2 (Fetch v0), both
 message format v0, and message format v1 with kafka-python.
 
-Every read names its start offset: the 0.10.0-and-older settings make the clients list offsets with ListOffsets
-v0, which this broker does not serve yet, and an explicit offset needs no look-up. The records carry headers, which
+Most reads name their start offset (the group test below finds it with ListOffsets v0 and the group's commits, as an
+old client does). The records carry headers, which
 the old formats cannot hold: headers arriving empty show the records went through the conversion; magic 0 also
 loses the timestamps."""
 import subprocess
@@ -237,3 +237,43 @@ def test_topic_without_down_conversion_answers_unsupported_version(broker):
         assert [(r.offset, r.key, r.value) for r in read_kafka_python(current, topic, 0, 10)] == expected(0, 10)
     finally:
         current.close()
+
+
+@pytest.mark.parametrize("api_version,codec", [((0, 9), "gzip"), ((0, 9), "snappy"), ((0, 10, 1), "gzip")])
+def test_an_old_client_produces_and_consumes_in_a_group_and_resumes_from_its_commits(broker, api_version, codec):
+    """kafka-python as a whole old client: (0, 9) produces with Produce v1 (magic 0) and, in a group (JoinGroup v0),
+    finds its start with ListOffsets v0, fetches with v1 and commits with OffsetCommit v2; (0, 10, 1) uses Produce v2
+    (magic 1) and Fetch v3. A second member after a restart resumes from the first one's commit."""
+    topic = f"old-client-{codec}-{'-'.join(map(str, api_version))}"
+    producer = kafka.KafkaProducer(bootstrap_servers=broker, api_version=api_version, compression_type=codec,
+                                   linger_ms=5)
+    for i in range(COUNT):
+        producer.send(topic, key=key_of(i), value=value_of(i) or b"")
+    producer.flush(30)
+    producer.close()
+    want = [(i, key_of(i), value_of(i) or b"") for i in range(COUNT)]
+    partition = KafkaPythonTopicPartition(topic, 0)
+    group = f"old-readers-{topic}"
+
+    def read(consumer, count):
+        records = []
+        deadline = time.time() + 60
+        while len(records) < count and time.time() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return [(r.offset, r.key, r.value) for r in records]
+
+    consumer = kafka_python_consumer(broker, api_version, group_id=group, auto_offset_reset="earliest",
+                                     max_poll_records=100)
+    consumer.subscribe([topic])
+    first = read(consumer, 100)[:100]
+    consumer.commit({partition: OffsetAndMetadata(100, "", -1)})
+    consumer.close()
+    assert first == want[:100]
+
+    consumer = kafka_python_consumer(broker, api_version, group_id=group, auto_offset_reset="earliest")
+    consumer.subscribe([topic])
+    rest = read(consumer, COUNT - 100)
+    assert consumer.committed(partition) == 100
+    consumer.close()
+    assert rest == want[100:]
