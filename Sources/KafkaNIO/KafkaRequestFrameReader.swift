@@ -95,7 +95,7 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
     /// The deadline passed while the broker held reads back; it restarts with the next read.
     private var deadlineDeferred = false
     private var idleCheck: Scheduled<Void>?
-    private var lastActivity = NIODeadline.now()
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var context: ChannelHandlerContext?
 
     init(framing: KafkaServerFraming) {
@@ -106,7 +106,7 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.lastActivity = .now()
+        self.lastActivity = context.eventLoop.now
         self.scheduleIdleCheck(in: self.framing.idleTimeout)
     }
 
@@ -154,7 +154,7 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = Self.unwrapInboundIn(data)
-        self.lastActivity = .now()
+        self.lastActivity = context.eventLoop.now
         self.process(&input, context: context)
     }
 
@@ -309,7 +309,7 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
     }
 
     func flush(context: ChannelHandlerContext) {
-        self.lastActivity = .now()
+        self.lastActivity = context.eventLoop.now
         context.flush()
     }
 
@@ -358,7 +358,7 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
         case .size, .body:
             break
         }
-        let idleFor = NIODeadline.now() - self.lastActivity
+        let idleFor = context.eventLoop.now - self.lastActivity
         if idleFor >= idleTimeout {
             self.fail(.idleTimeout(ms: idleTimeout.nanoseconds / 1_000_000), context: context, close: true)
         } else {
