@@ -245,7 +245,10 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
     ) {
         if input.readableBytes >= size {
             self.phase = .size
-            self.fire(KafkaRequestFrame(bytes: input.readSlice(length: size)!, reservation: reservation), context: context)
+            self.fire(
+                KafkaRequestFrame(bytes: input.readSlice(length: size)!, reservation: reservation),
+                context: context
+            )
             return
         }
         self.phase = .body(size: size, reservation: reservation)
@@ -336,7 +339,11 @@ final class KafkaRequestFrameReader: ChannelDuplexHandler {
         }
         let timeoutMs = self.framing.readTimeout.map { $0.nanoseconds / 1_000_000 } ?? 0
         let received = self.body?.readableBytes ?? 0
-        self.fail(.requestReadTimeout(declared: size, received: received, timeoutMs: timeoutMs), context: context, close: true)
+        self.fail(
+            .requestReadTimeout(declared: size, received: received, timeoutMs: timeoutMs),
+            context: context,
+            close: true
+        )
     }
 
     private func scheduleIdleCheck(in delay: TimeAmount?) {

@@ -439,7 +439,8 @@ public struct BrokerConfiguration: Sendable {
         }
         let overridesText = settings.string("max.connections.per.ip.overrides")
         var overrides: [String: Int] = [:]
-        for entry in overridesText.split(separator: ",").map({ $0.trimmingCharacters(in: " \t") }) where !entry.isEmpty {
+        let entries = overridesText.split(separator: ",").map { $0.trimmingCharacters(in: " \t") }
+        for entry in entries where !entry.isEmpty {
             // The last colon splits, so IPv6 addresses work (Kafka's parseCsvMap does the same).
             guard let colon = entry.lastIndex(of: ":"),
                 let count = Int32(entry[entry.index(after: colon)...].trimmingCharacters(in: " \t")), count >= 0

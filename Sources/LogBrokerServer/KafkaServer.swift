@@ -129,12 +129,15 @@ public struct KafkaServer: Service {
         quotas: ConnectionQuotas,
         framing: KafkaServerFraming
     ) throws -> NIOAsyncChannel<KafkaRequestFrame, IOData> {
-        let address = channel.remoteAddress?.ipAddress ?? "?"
+        var address = channel.remoteAddress?.ipAddress ?? "?"
+        // An IPv4 client of a dual-stack listener counts as its IPv4 address, as the overrides name it.
+        if address.hasPrefix("::ffff:"), address.contains(".") { address.removeFirst("::ffff:".count) }
         guard quotas.admit(listener: listener, address: address, eventLoop: channel.eventLoop) else {
             channel.close(promise: nil)
             throw ConnectionRefused()
         }
-        channel.closeFuture.whenComplete { _ in quotas.release(listener: listener, address: address) }
+        let counted = address
+        channel.closeFuture.whenComplete { _ in quotas.release(listener: listener, address: counted) }
         do {
             return try KafkaChannelSetup.makeServerAsyncChannel(channel, framing: framing)
         } catch {
