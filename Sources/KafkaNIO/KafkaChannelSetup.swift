@@ -53,18 +53,17 @@ public enum KafkaChannelSetup {
             }
     }
 
-    /// The broker's side: `KafkaFrameDecoder` inbound; outbound, whole frames as `IOData` parts written in order
-    /// (the caller writes the size), so responses can send log segment bytes as `FileRegion`s (sendfile), each
-    /// owning its descriptor (`FileRegionOwner`).
+    /// The broker's side: `KafkaRequestFrameReader` inbound (frames bounded by `framing`: size, memory pool, read
+    /// deadline, idle timeout); outbound, whole frames as `IOData` parts written in order (the caller writes the
+    /// size), so responses can send log segment bytes as `FileRegion`s (sendfile), each owning its descriptor
+    /// (`FileRegionOwner`).
     ///
     /// Must run on `channel`'s event loop, before any read.
     public static func makeServerAsyncChannel(
         _ channel: any Channel,
-        maxFrameSize: Int
-    ) throws -> NIOAsyncChannel<ByteBuffer, IOData> {
-        try channel.pipeline.syncOperations.addHandler(
-            ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxFrameSize))
-        )
+        framing: KafkaServerFraming
+    ) throws -> NIOAsyncChannel<KafkaRequestFrame, IOData> {
+        try channel.pipeline.syncOperations.addHandler(KafkaRequestFrameReader(framing: framing))
         try channel.pipeline.syncOperations.addHandler(FileRegionOwner())
         return try NIOAsyncChannel(
             wrappingChannelSynchronously: channel,

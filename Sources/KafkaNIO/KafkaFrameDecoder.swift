@@ -1,9 +1,10 @@
 import NIOCore
 
 /// Splits a byte stream into Kafka frames: a 4-byte big-endian size, then that many bytes (request or response
-/// header and body). Emits each frame's contents without the size, as a slice of the received bytes.
+/// header and body). Emits each frame's contents without the size, as a slice of the received bytes. Clients read
+/// responses with it; the broker reads requests with `KafkaRequestFrameReader`, which also bounds their memory.
 ///
-/// A declared size below 0 or above `maxFrameSize` (the broker's `socket.request.max.bytes`) throws as soon as the
+/// A declared size below 0 or above `maxFrameSize` throws as soon as the
 /// four size bytes are in, before any of the frame is buffered, so a hostile 2 GB prefix costs nothing; NIO then
 /// fires the error and drops further input, and the connection's owner logs it and closes the socket. A connection
 /// that ends in the middle of a frame throws `truncatedFrame` so that is logged too.

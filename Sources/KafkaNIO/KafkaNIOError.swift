@@ -17,6 +17,9 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
         case correlationMismatch(expected: Int32, received: Int32)
         case unexpectedCorrelationID(Int32)
         case connectionClosed
+        case frameExceedsMemoryPool(declared: Int, pool: Int)
+        case requestReadTimeout(declared: Int, received: Int, timeoutMs: Int64)
+        case idleTimeout(ms: Int64)
     }
 
     private let code: Code
@@ -68,6 +71,28 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
     /// The connection closed before the response arrived.
     public static let connectionClosed = KafkaNIOError(.connectionClosed)
 
+    /// A frame larger than the whole request memory pool (`queued.max.request.bytes`): it could never be read.
+    public static func frameExceedsMemoryPool(declared: Int, pool: Int) -> KafkaNIOError {
+        KafkaNIOError(.frameExceedsMemoryPool(declared: declared, pool: pool))
+    }
+
+    /// A frame whose bytes did not all arrive within the read deadline (`socket.request.read.timeout.ms`) after
+    /// its size did, while the broker was reading: a slow or stalled sender holding memory.
+    public static func requestReadTimeout(declared: Int, received: Int, timeoutMs: Int64) -> KafkaNIOError {
+        KafkaNIOError(.requestReadTimeout(declared: declared, received: received, timeoutMs: timeoutMs))
+    }
+
+    /// A connection with no bytes read or written for `connections.max.idle.ms`.
+    public static func idleTimeout(ms: Int64) -> KafkaNIOError {
+        KafkaNIOError(.idleTimeout(ms: ms))
+    }
+
+    /// Whether this is `idleTimeout`: a routine close, not a client's fault.
+    public var isIdleTimeout: Bool {
+        if case .idleTimeout = self.code { return true }
+        return false
+    }
+
     /// A short, value-free name of the failure, usable as a metric label.
     public var shortDescription: String {
         switch self.code {
@@ -80,6 +105,9 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
         case .correlationMismatch: "correlation id mismatch"
         case .unexpectedCorrelationID: "unexpected correlation id"
         case .connectionClosed: "connection closed"
+        case .frameExceedsMemoryPool: "frame exceeds memory pool"
+        case .requestReadTimeout: "request read timeout"
+        case .idleTimeout: "idle connection"
         }
     }
 
@@ -103,6 +131,14 @@ public struct KafkaNIOError: Error, Hashable, Sendable, CustomStringConvertible 
             "unexpected correlation id \(received): no request in flight has it"
         case .connectionClosed:
             "connection closed before the response arrived"
+        case .frameExceedsMemoryPool(let declared, let pool):
+            "frame too large for the request memory pool: \(declared) bytes declared, the pool "
+                + "(queued.max.request.bytes) holds \(pool)"
+        case .requestReadTimeout(let declared, let received, let timeoutMs):
+            "request read timeout: \(received) of the frame's \(declared) bytes arrived within \(timeoutMs) ms of "
+                + "its size (socket.request.read.timeout.ms)"
+        case .idleTimeout(let ms):
+            "idle for \(ms) ms (connections.max.idle.ms)"
         }
     }
 }

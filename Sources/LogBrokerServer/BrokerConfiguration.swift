@@ -1,6 +1,7 @@
 import GroupCoordinator
 import KafkaProperties
 import LogStorage
+import NIOCore
 
 /// The broker's settings, read from `server.properties` and `--override` arguments with Kafka's property names,
 /// types, defaults and validation (`KafkaConfig`), so a Kafka operator's file means the same here.
@@ -50,6 +51,28 @@ public struct BrokerConfiguration: Sendable {
         public var cleaner: LogCleaner.Configuration
     }
 
+    /// How many connections the broker keeps and for how long (Kafka's `max.connections*` and
+    /// `connections.max.idle.ms`).
+    public struct ConnectionLimits: Hashable, Sendable {
+        /// `max.connections`: connections across all listeners. Default Int.MAX_VALUE; the descriptor split
+        /// (`FileHandleBudget.split`) may lower it further.
+        public var maxConnections: Int
+        /// `listener.name.NAME.max.connections`, by listener name (as written in `listeners`).
+        public var perListener: [String: Int]
+        /// `max.connections.per.ip`: connections from one address. Default Int.MAX_VALUE.
+        public var maxConnectionsPerIP: Int
+        /// `max.connections.per.ip.overrides` (`host:count,…`), by IP address (host names resolved at start).
+        public var perIPOverrides: [String: Int]
+        /// `connections.max.idle.ms`: a connection that reads and writes nothing this long is closed; nil (a
+        /// negative value) never. Default 600,000.
+        public var idleTimeoutMs: Int64?
+
+        /// The most connections `address` may hold.
+        public func limit(forIP address: String) -> Int {
+            self.perIPOverrides[address] ?? self.maxConnectionsPerIP
+        }
+    }
+
     /// `listeners`: where clients connect. Default `PLAINTEXT://127.0.0.1:9092`.
     public var listeners: [Listener]
     /// `advertised.listeners`: what Metadata tells clients; `listeners` when not set.
@@ -70,6 +93,15 @@ public struct BrokerConfiguration: Sendable {
     public var socketRequestMaxBytes: Int32
     /// `max.incremental.fetch.session.cache.slots`. Default 1000.
     public var maxIncrementalFetchSessionCacheSlots: Int32
+    /// `max.connections`, `max.connections.per.ip(.overrides)`, `listener.name.NAME.max.connections`,
+    /// `connections.max.idle.ms`.
+    public var connections: ConnectionLimits
+    /// `queued.max.request.bytes`: the memory all request frames being read or served may take; ≤ 0 (Kafka's
+    /// default -1) is unbounded.
+    public var queuedMaxRequestBytes: Int64
+    /// `socket.request.read.timeout.ms` (LogBroker's own; Kafka has none): once a frame's size has arrived, its
+    /// bytes must arrive within this, or the connection is closed; -1 never. Default 30,000.
+    public var socketRequestReadTimeoutMs: Int64
     /// The log manager's schedule.
     public var log: LogSchedule
     /// `group.*` and `offset.metadata.max.bytes`.
@@ -120,6 +152,46 @@ public struct BrokerConfiguration: Sendable {
             .int,
             default: .int(1000),
             validator: .atLeast(0)
+        ),
+        SettingDefinition(
+            "max.connections",
+            .int,
+            default: .int(Int32.max),
+            validator: .atLeast(0),
+            documentation: "Connections the broker accepts across all listeners; more are closed at accept."
+        ),
+        SettingDefinition(
+            "max.connections.per.ip",
+            .int,
+            default: .int(Int32.max),
+            validator: .atLeast(0),
+            documentation: "Connections accepted from one IP address; more are closed at accept."
+        ),
+        SettingDefinition(
+            "max.connections.per.ip.overrides",
+            .string,
+            default: .string(""),
+            documentation: "Per-IP or hostname limits overriding max.connections.per.ip: host:count,host:count."
+        ),
+        SettingDefinition(
+            "connections.max.idle.ms",
+            .long,
+            default: .long(600_000),
+            documentation: "Idle connections are closed after this many milliseconds; -1 never."
+        ),
+        SettingDefinition(
+            "queued.max.request.bytes",
+            .long,
+            default: .long(-1),
+            documentation: "Bytes of requests read and not yet handled, across connections; -1 unbounded."
+        ),
+        SettingDefinition(
+            "socket.request.read.timeout.ms",
+            .long,
+            default: .long(30_000),
+            validator: .atLeast(-1),
+            documentation:
+                "LogBroker's own: a request's bytes must arrive within this many milliseconds of its size; -1 never."
         ),
         SettingDefinition("log.segment.bytes", .int, default: .int(1 << 30), validator: .atLeast(14)),
         SettingDefinition("log.roll.ms", .long, default: .long(604_800_000), validator: .atLeast(1)),
@@ -223,6 +295,7 @@ public struct BrokerConfiguration: Sendable {
         }
         var warnings: [String] = []
         for (key, _) in settings.unknown {
+            if Self.listenerMaxConnectionsName(key) != nil { continue }  // parsed by init
             if KafkaBrokerSettingNames.contains(key) {
                 let origin = source(key).map { "\($0): " } ?? ""
                 warnings.append(
@@ -311,6 +384,9 @@ public struct BrokerConfiguration: Sendable {
         self.autoCreateTopicsEnable = settings.bool("auto.create.topics.enable")
         self.socketRequestMaxBytes = settings.int("socket.request.max.bytes")
         self.maxIncrementalFetchSessionCacheSlots = settings.int("max.incremental.fetch.session.cache.slots")
+        self.connections = try Self.parseConnectionLimits(settings, listeners: self.listeners, source: source)
+        self.queuedMaxRequestBytes = settings.long("queued.max.request.bytes")
+        self.socketRequestReadTimeoutMs = settings.long("socket.request.read.timeout.ms")
 
         var groups = GroupCoordinator.Configuration()
         groups.minSessionTimeoutMs = settings.int("group.min.session.timeout.ms")
@@ -331,6 +407,81 @@ public struct BrokerConfiguration: Sendable {
             flushIntervalMessages: settings.long("log.flush.interval.messages"),
             flushIntervalMs: settings.long("log.flush.interval.ms"),
             cleaner: cleaner
+        )
+    }
+
+    /// The listener name of a `listener.name.NAME.max.connections` key, or nil for any other key.
+    static func listenerMaxConnectionsName(_ key: String) -> String? {
+        let prefix = "listener.name.", suffix = ".max.connections"
+        guard key.hasPrefix(prefix), key.hasSuffix(suffix), key.count > prefix.count + suffix.count else { return nil }
+        let name = key.dropFirst(prefix.count).dropLast(suffix.count)
+        return name.contains(".") ? nil : String(name)
+    }
+
+    /// `max.connections`, its per-listener form, `max.connections.per.ip` and its overrides, and
+    /// `connections.max.idle.ms`, checked as Kafka does (a per-IP limit of 0 needs overrides).
+    private static func parseConnectionLimits(
+        _ settings: Settings,
+        listeners: [Listener],
+        source: (String) -> String?
+    ) throws(LogBrokerServerError) -> ConnectionLimits {
+        var perListener: [String: Int] = [:]
+        for (key, value) in settings.unknown {
+            guard let name = Self.listenerMaxConnectionsName(key) else { continue }
+            // Kafka's per-listener prefixes use the listener name in lower case; either case is taken here.
+            guard let listener = listeners.first(where: { $0.name.lowercased() == name.lowercased() }) else {
+                throw .invalidValue(value, for: key, reason: "no listener is named \(name)", source: source(key))
+            }
+            guard let limit = Int32(value.trimmingCharacters(in: " \t")), limit >= 0 else {
+                throw .invalidValue(value, for: key, reason: "expected a number from 0 up", source: source(key))
+            }
+            perListener[listener.name] = Int(limit)
+        }
+        let overridesText = settings.string("max.connections.per.ip.overrides")
+        var overrides: [String: Int] = [:]
+        let entries = overridesText.split(separator: ",").map { $0.trimmingCharacters(in: " \t") }
+        for entry in entries where !entry.isEmpty {
+            // The last colon splits, so IPv6 addresses work (Kafka's parseCsvMap does the same).
+            guard let colon = entry.lastIndex(of: ":"),
+                let count = Int32(entry[entry.index(after: colon)...].trimmingCharacters(in: " \t")), count >= 0
+            else {
+                throw .invalidValue(
+                    overridesText,
+                    for: "max.connections.per.ip.overrides",
+                    reason: "\(entry) is not host:count",
+                    source: source("max.connections.per.ip.overrides")
+                )
+            }
+            var host = String(entry[..<colon]).trimmingCharacters(in: " \t")
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            // Host names are resolved once, at start, as Kafka's InetAddress.getByName does.
+            guard let address = try? SocketAddress.makeAddressResolvingHost(host, port: 0), let ip = address.ipAddress
+            else {
+                throw .invalidValue(
+                    overridesText,
+                    for: "max.connections.per.ip.overrides",
+                    reason: "\(host) is not an IP address or a host name that resolves",
+                    source: source("max.connections.per.ip.overrides")
+                )
+            }
+            overrides[ip] = Int(count)
+        }
+        let perIP = Int(settings.int("max.connections.per.ip"))
+        if perIP == 0, overrides.isEmpty {
+            throw .invalidValue(
+                "0",
+                for: "max.connections.per.ip",
+                reason: "max.connections.per.ip can be set to zero only if max.connections.per.ip.overrides is set",
+                source: source("max.connections.per.ip")
+            )
+        }
+        let idle = settings.long("connections.max.idle.ms")
+        return ConnectionLimits(
+            maxConnections: Int(settings.int("max.connections")),
+            perListener: perListener,
+            maxConnectionsPerIP: perIP,
+            perIPOverrides: overrides,
+            idleTimeoutMs: idle < 0 ? nil : idle
         )
     }
 

@@ -28,7 +28,12 @@ public final class BrokerStorage: Service, Sendable {
     /// Opens (and after an unclean stop recovers) every partition in `log.dirs`.
     /// - Throws: `LogDirectoryError` naming an unusable directory; `StorageError.invalidConfig` when the `log.*`
     ///   settings make a topic config Kafka would refuse.
-    public init(configuration: BrokerConfiguration, logger: Logger) throws {
+    /// - Parameter fileHandleLimit: the descriptors open segments may hold (`FileHandleBudget.split`'s `logs`).
+    public init(
+        configuration: BrokerConfiguration,
+        fileHandleLimit: Int = FileHandleBudget.defaultLimit(),
+        logger: Logger
+    ) throws {
         let configs = try TopicConfigs(layers: ConfigLayers(configuration: configuration))
         let ioPool = DiskIOPool(threadCount: 2)
         var managerConfig = LogManagerConfig(
@@ -36,7 +41,8 @@ public final class BrokerStorage: Service, Sendable {
             topicConfig: { topic in configs.config(of: topic) },
             flushIntervalMessages: configuration.log.flushIntervalMessages,
             flushIntervalMs: configuration.log.flushIntervalMs,
-            retentionCheckIntervalMs: configuration.log.retentionCheckIntervalMs
+            retentionCheckIntervalMs: configuration.log.retentionCheckIntervalMs,
+            fileHandleLimit: fileHandleLimit
         )
         managerConfig.cleaner = configuration.log.cleaner
         do {

@@ -15,6 +15,12 @@ import Synchronization
 /// end inside a frame, a header that does not parse, an unknown API key or an unadvertised version each close that
 /// connection with a log line, while every other connection goes on.
 ///
+/// Connections and the memory they hold are bounded (DESIGN.md, principle 5): `ConnectionQuotas` closes a connection
+/// over `max.connections` (or the descriptor split's share), its listener's or its address's limit at accept; each
+/// connection's `KafkaRequestFrameReader` reserves every frame in the `queued.max.request.bytes` pool before reading
+/// it, closes a connection whose frame does not arrive within `socket.request.read.timeout.ms` of its size, and one
+/// idle for `connections.max.idle.ms`.
+///
 /// Use: `bind` (so bind errors are reported before anything runs, and tests learn the ports), then `run`, as a
 /// `Service` in a `ServiceGroup`. On graceful shutdown (SIGTERM/SIGINT through the group) it stops accepting, lets
 /// each connection finish the request it is serving and write its response, closes idle connections, and returns
@@ -25,35 +31,69 @@ public struct KafkaServer: Service {
     /// One bound listener: its configuration, its address, and the stream of accepted connections.
     struct BoundListener: Sendable {
         let listener: BrokerConfiguration.Listener
-        let channel: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, IOData>, Never>
+        let channel: NIOAsyncChannel<NIOAsyncChannel<KafkaRequestFrame, IOData>, Never>
     }
 
     private let listeners: [BoundListener]
     private let handlers: HandlerTable
     private let logger: Logger
+    private let quotas: ConnectionQuotas
+    /// The request memory pool (`queued.max.request.bytes`), shared by every connection.
+    public let memoryPool: RequestMemoryPool
+
+    /// Client connections open now.
+    public var openConnections: Int { self.quotas.openConnections }
 
     /// The addresses actually bound, in the order of `listeners` (a port 0 listener shows its real port here).
     public var localAddresses: [SocketAddress] {
         self.listeners.compactMap { $0.channel.channel.localAddress }
     }
 
-    private init(listeners: [BoundListener], handlers: HandlerTable, logger: Logger) {
+    private init(
+        listeners: [BoundListener],
+        handlers: HandlerTable,
+        quotas: ConnectionQuotas,
+        memoryPool: RequestMemoryPool,
+        logger: Logger
+    ) {
         self.listeners = listeners
         self.handlers = handlers
+        self.quotas = quotas
+        self.memoryPool = memoryPool
         self.logger = logger
     }
 
     /// Binds every listener of `configuration`. Connections are accepted only once `run` is called.
+    /// - Parameter connectionLimit: the descriptor split's share for connections (`FileHandleBudget.split`), which
+    ///   lowers `max.connections` when it is smaller; nil: `max.connections` alone.
     /// - Throws: `LogBrokerServerError.bindFailed` naming the listener (the ones already bound are closed).
     public static func bind(
         configuration: BrokerConfiguration,
         handlers: HandlerTable,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        connectionLimit: Int? = nil,
         logger: Logger
     ) async throws -> KafkaServer {
-        let maxFrameSize = Int(configuration.socketRequestMaxBytes)
+        let limits = configuration.connections
+        let quotas = ConnectionQuotas(
+            limits: limits,
+            maxConnections: min(limits.maxConnections, connectionLimit ?? Int.max),
+            logger: logger
+        )
+        let memoryPool = RequestMemoryPool(
+            capacity: configuration.queuedMaxRequestBytes > 0
+                ? Int(configuration.queuedMaxRequestBytes) : nil
+        )
+        let readTimeoutMs = configuration.socketRequestReadTimeoutMs
+        let framing = KafkaServerFraming(
+            maxFrameSize: Int(configuration.socketRequestMaxBytes),
+            memoryPool: memoryPool,
+            readTimeout: readTimeoutMs > 0 ? .milliseconds(readTimeoutMs) : nil,
+            idleTimeout: limits.idleTimeoutMs.map { .milliseconds($0) }
+        )
         var bound: [BoundListener] = []
         for listener in configuration.listeners {
+            let name = listener.name
             do {
                 let host = listener.host.isEmpty ? "0.0.0.0" : listener.host
                 let channel = try await ServerBootstrap(group: eventLoopGroup)
@@ -63,7 +103,7 @@ public struct KafkaServer: Service {
                     .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .bind(host: host, port: listener.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try KafkaChannelSetup.makeServerAsyncChannel(channel, maxFrameSize: maxFrameSize)
+                            try Self.setUpConnection(channel, listener: name, quotas: quotas, framing: framing)
                         }
                     }
                 bound.append(BoundListener(listener: listener, channel: channel))
@@ -72,8 +112,42 @@ public struct KafkaServer: Service {
                 throw LogBrokerServerError.bindFailed(listener: listener.description, reason: "\(error)")
             }
         }
-        return KafkaServer(listeners: bound, handlers: handlers, logger: logger)
+        return KafkaServer(
+            listeners: bound,
+            handlers: handlers,
+            quotas: quotas,
+            memoryPool: memoryPool,
+            logger: logger
+        )
     }
+
+    /// An accepted connection: counted by `quotas` (given back when it closes) and given Kafka framing, or closed
+    /// at once when it would pass a limit (NIO then drops it; the refusal is logged by `quotas`).
+    private static func setUpConnection(
+        _ channel: any Channel,
+        listener: String,
+        quotas: ConnectionQuotas,
+        framing: KafkaServerFraming
+    ) throws -> NIOAsyncChannel<KafkaRequestFrame, IOData> {
+        var address = channel.remoteAddress?.ipAddress ?? "?"
+        // An IPv4 client of a dual-stack listener counts as its IPv4 address, as the overrides name it.
+        if address.hasPrefix("::ffff:"), address.contains(".") { address.removeFirst("::ffff:".count) }
+        guard quotas.admit(listener: listener, address: address, eventLoop: channel.eventLoop) else {
+            channel.close(promise: nil)
+            throw ConnectionRefused()
+        }
+        let counted = address
+        channel.closeFuture.whenComplete { _ in quotas.release(listener: listener, address: counted) }
+        do {
+            return try KafkaChannelSetup.makeServerAsyncChannel(channel, framing: framing)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// A connection closed at accept because it would pass a connection limit.
+    private struct ConnectionRefused: Error {}
 
     public func run() async throws {
         for listener in self.listeners {
@@ -119,7 +193,7 @@ public struct KafkaServer: Service {
     /// whatever goes wrong ends this connection only, with a log line.
     /// Runs on `executor`, the connection's event loop, and so does each request's handler.
     private func serve(
-        _ connection: NIOAsyncChannel<ByteBuffer, IOData>,
+        _ connection: NIOAsyncChannel<KafkaRequestFrame, IOData>,
         listener: String,
         executor: EventLoopTaskExecutor
     ) async {
@@ -144,7 +218,12 @@ public struct KafkaServer: Service {
                         }
                         guard state.startRequest() else { return }
                         let request = Task(executorPreference: executor) { [logger] in
-                            await self.handle(frame, remoteAddress: remoteAddress, listener: listener, logger: logger)
+                            await self.handle(
+                                frame.bytes,
+                                remoteAddress: remoteAddress,
+                                listener: listener,
+                                logger: logger
+                            )
                         }
                         state.serving(request)
                         let outcome = await withTaskCancellationHandler {
@@ -152,6 +231,8 @@ public struct KafkaServer: Service {
                         } onCancel: {
                             request.cancel()
                         }
+                        // Handled: its bytes go back to the pool (the response is not the request's memory).
+                        frame.release()
                         if state.isClosed {
                             Self.release(outcome)
                             return
@@ -182,6 +263,9 @@ public struct KafkaServer: Service {
             let cause = Self.unwrap(error)
             if state.isShuttingDown {
                 logger.debug("connection ended during shutdown: \(cause)")
+            } else if let cause = cause as? KafkaNIOError, cause.isIdleTimeout {
+                // Routine (Kafka logs it at debug too); thousands at once must not flood the log.
+                logger.debug("closing idle connection: \(cause)")
             } else if cause is KafkaNIOError {
                 // Bytes that break Kafka's framing: worth an operator's attention.
                 logger.warning("closing connection: \(cause)")

@@ -78,11 +78,46 @@ public final class FileHandleBudget: Sendable {
         return Int(limit.rlim_cur)
     }
 
-    /// Half of `ulimit -n` (the other half is for sockets, checkpoints and readers' duplicated descriptors), at
-    /// least 64; 50,000 when the limit is unknown.
+    /// The logs' share of `ulimit -n` when nothing else is known (`split(processLimit:maxConnections:)` with no
+    /// connection limit); 50,000 when the limit is unknown.
     public static func defaultLimit() -> Int {
-        guard let processLimit = Self.processDescriptorLimit() else { return 50_000 }
-        return max(64, processLimit / 2)
+        Self.split(processLimit: Self.processDescriptorLimit(), maxConnections: nil).logs
+    }
+
+    /// How the process's descriptors are shared, so that connections can never take the ones the logs need.
+    public struct DescriptorSplit: Hashable, Sendable, CustomStringConvertible {
+        /// `ulimit -n`, or nil when unknown or unlimited.
+        public var processLimit: Int?
+        /// The budget of open segments (`FileHandleBudget.limit`).
+        public var logs: Int
+        /// The most client connections the broker keeps open at once.
+        public var connections: Int
+        /// Left for everything else: listening sockets, the event loops' own descriptors, checkpoints, the metadata
+        /// store, and the duplicated segment descriptors of fetch responses being sent.
+        public var reserved: Int
+
+        public var description: String {
+            guard let processLimit = self.processLimit else {
+                return "descriptors: limit unknown, logs \(self.logs), connections \(self.connections)"
+            }
+            return "descriptors: limit \(processLimit), logs \(self.logs), connections \(self.connections), "
+                + "other \(self.reserved)"
+        }
+    }
+
+    /// Splits `processLimit` descriptors between the logs and connections. First a reserve is set aside for the
+    /// rest (64 plus 1/16 of the limit); then the connections get `maxConnections` if that is set and at most half
+    /// of what remains, else half; the logs get the rest. With an unknown limit, the logs get 50,000 and the
+    /// connections `maxConnections` (or Int.max).
+    public static func split(processLimit: Int?, maxConnections: Int?) -> DescriptorSplit {
+        guard let processLimit else {
+            return DescriptorSplit(processLimit: nil, logs: 50_000, connections: maxConnections ?? Int.max, reserved: 0)
+        }
+        let reserved = min(processLimit / 2, 64 + processLimit / 16)
+        let shared = processLimit - reserved
+        let connections = min(maxConnections ?? Int.max, shared / 2)
+        let logs = max(Segment.descriptorsPerSegment, shared - connections)
+        return DescriptorSplit(processLimit: processLimit, logs: logs, connections: connections, reserved: reserved)
     }
 
     /// Descriptors charged to open segments now.

@@ -3,6 +3,7 @@ import Foundation
 import KafkaProperties
 import GroupCoordinator
 import LogBrokerServer
+import LogStorage
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -76,7 +77,15 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
         do {
             // The logs first (recovered if the last stop was unclean), then the in-process controller and its local
             // metadata store, registered once the listeners are bound; its elections open the partitions' logs.
-            storage = try BrokerStorage(configuration: configuration, logger: logger)
+            // Connections and open segments share `ulimit -n`: split it once, so connections can never take the
+            // descriptors a segment roll needs.
+            let descriptors = FileHandleBudget.split(
+                processLimit: FileHandleBudget.processDescriptorLimit(),
+                maxConnections: configuration.connections.maxConnections == Int(Int32.max)
+                    ? nil : configuration.connections.maxConnections
+            )
+            logger.info("\(descriptors)")
+            storage = try BrokerStorage(configuration: configuration, fileHandleLimit: descriptors.logs, logger: logger)
             let controller = try MetadataHandler.makeController(configuration: configuration, logger: logger)
             await storage.follow(controller)
             var handlers = HandlerTable()
@@ -107,7 +116,12 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(SaslHandshakeHandler())
             handlers.register(SaslAuthenticateHandler())
             storage.register(in: &handlers)
-            server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: logger)
+            server = try await KafkaServer.bind(
+                configuration: configuration,
+                handlers: handlers,
+                connectionLimit: descriptors.connections,
+                logger: logger
+            )
             try await MetadataHandler.startController(controller, configuration: configuration, server: server)
             try await storage.removeStrayLogs(notIn: controller)
             await groups.load(try await offsetsTopic.readAll())

@@ -1,6 +1,7 @@
 """A real logbroker-server (the debug build `bin/test` made) on an ephemeral port, in a temporary directory."""
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -47,8 +48,10 @@ class Broker:
     that can be stopped and started again on the same data. It listens on `port`, or on an ephemeral port, and then
     `address` changes with every start."""
 
-    def __init__(self, directory, properties="", port=0):
+    def __init__(self, directory, properties="", port=0, nofile=None):
         self.directory = directory
+        # The process's descriptor limit (soft and hard, as `prlimit --nofile=N`), or None to inherit the test's.
+        self.nofile = nofile
         self.log_dir = directory / "logs"
         self.config = directory / "server.properties"
         directory.mkdir(exist_ok=True)
@@ -63,7 +66,10 @@ class Broker:
     def start(self):
         self.runs += 1
         log = open(self.directory / f"server-{self.runs}.log", "w+")
-        self.process = subprocess.Popen([server_binary(), str(self.config)], stdout=subprocess.DEVNULL, stderr=log)
+        limit = self.nofile
+        set_limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))) if limit else None
+        self.process = subprocess.Popen([server_binary(), str(self.config)], stdout=subprocess.DEVNULL, stderr=log,
+                                        preexec_fn=set_limit)
         text = ""
         for _ in range(200):
             log.seek(0)
@@ -75,6 +81,10 @@ class Broker:
             time.sleep(0.05)
         self.process.kill()
         pytest.fail("logbroker-server did not start:\n" + text)
+
+    def stderr(self):
+        """The current run's log so far."""
+        return (self.directory / f"server-{self.runs}.log").read_text()
 
     def stop(self):
         """SIGTERM, and the graceful stop must exit with status 0."""
@@ -101,13 +111,13 @@ def broker(tmp_path):
 
 @pytest.fixture
 def make_broker(tmp_path):
-    """A factory: make_broker(properties, port) starts a `Broker` with extra server.properties lines (on `port`, else
-    an ephemeral one) and returns it (it can be stopped and started again); every broker it made is stopped at the
+    """A factory: make_broker(properties, port, nofile) starts a `Broker` with extra server.properties lines (on
+    `port`, else an ephemeral one; under a descriptor limit of `nofile`) and returns it (it can be stopped and started again); every broker it made is stopped at the
     end, each expected to exit with 0."""
     made = []
 
-    def make(properties="", port=0):
-        server = Broker(tmp_path / f"broker-{len(made)}", properties, port)
+    def make(properties="", port=0, nofile=None):
+        server = Broker(tmp_path / f"broker-{len(made)}", properties, port, nofile)
         made.append(server)
         server.start()
         return server

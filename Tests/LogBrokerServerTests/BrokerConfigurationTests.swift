@@ -202,4 +202,61 @@ import Testing
             #expect("\(error)" == "f.properties: Invalid value x for configuration node.id: Not a number of type INT")
         }
     }
+    @Test func connectionLimitsAndRequestMemoryAreSettingsNotIgnoredNames() throws {
+        let (defaults, _) = try Self.resolve([("node.id", "1")])
+        #expect(defaults.connections.maxConnections == Int(Int32.max))
+        #expect(defaults.connections.maxConnectionsPerIP == Int(Int32.max))
+        #expect(defaults.connections.idleTimeoutMs == 600_000)
+        #expect(defaults.queuedMaxRequestBytes == -1)
+        #expect(defaults.socketRequestReadTimeoutMs == 30_000)
+
+        let (configuration, warnings) = try Self.resolve([
+            ("node.id", "1"), ("listeners", "PLAINTEXT://:9092,INTERNAL://:9093"),
+            ("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT"),
+            ("max.connections", "100"), ("listener.name.internal.max.connections", "7"),
+            ("max.connections.per.ip", "0"), ("max.connections.per.ip.overrides", "127.0.0.2:5, [::1]:3,localhost:4"),
+            ("connections.max.idle.ms", "-1"), ("queued.max.request.bytes", "209715200"),
+            ("socket.request.read.timeout.ms", "2000"),
+        ])
+        #expect(warnings.isEmpty)
+        #expect(configuration.connections.maxConnections == 100)
+        #expect(configuration.connections.perListener == ["INTERNAL": 7])
+        #expect(configuration.connections.limit(forIP: "127.0.0.2") == 5)
+        #expect(configuration.connections.limit(forIP: "::1") == 3)
+        #expect(configuration.connections.limit(forIP: "127.0.0.1") == 4)
+        #expect(configuration.connections.limit(forIP: "10.0.0.1") == 0)
+        #expect(configuration.connections.idleTimeoutMs == nil)
+        #expect(configuration.queuedMaxRequestBytes == 209_715_200)
+        #expect(configuration.socketRequestReadTimeoutMs == 2000)
+
+        #expect(
+            Self.error([("node.id", "1"), ("max.connections.per.ip", "0")])?.contains(
+                "can be set to zero only if max.connections.per.ip.overrides is set"
+            ) == true
+        )
+        #expect(
+            Self.error([("node.id", "1"), ("max.connections.per.ip.overrides", "127.0.0.1")])?.contains(
+                "127.0.0.1 is not host:count"
+            ) == true
+        )
+        #expect(
+            Self.error([("node.id", "1"), ("listener.name.other.max.connections", "3")])?.contains(
+                "no listener is named other"
+            ) == true
+        )
+    }
+
+    @Test func theDescriptorLimitIsSplitBetweenLogsAndConnections() {
+        let split = FileHandleBudget.split(processLimit: 1024, maxConnections: nil)
+        #expect(split.logs == 448)
+        #expect(split.connections == 448)
+        #expect(split.reserved == 128)
+        #expect(split.description == "descriptors: limit 1024, logs 448, connections 448, other 128")
+        // A lower max.connections leaves the rest to the logs; a higher one is capped at half.
+        #expect(FileHandleBudget.split(processLimit: 1024, maxConnections: 100).logs == 796)
+        #expect(FileHandleBudget.split(processLimit: 1024, maxConnections: 5000).connections == 448)
+        let large = FileHandleBudget.split(processLimit: 1_048_576, maxConnections: nil)
+        #expect(large.logs + large.connections + large.reserved == 1_048_576)
+        #expect(FileHandleBudget.split(processLimit: nil, maxConnections: nil).logs == 50_000)
+    }
 }
