@@ -1,6 +1,7 @@
 """A real logbroker-server (the debug build `bin/test` made) on an ephemeral port, in a temporary directory."""
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -47,8 +48,10 @@ class Broker:
     that can be stopped and started again on the same data. It listens on `port`, or on an ephemeral port, and then
     `address` changes with every start."""
 
-    def __init__(self, directory, properties="", port=0):
+    def __init__(self, directory, properties="", port=0, open_files=None):
         self.directory = directory
+        # The process's RLIMIT_NOFILE (`ulimit -n`), None: inherited.
+        self.open_files = open_files
         self.log_dir = directory / "logs"
         self.config = directory / "server.properties"
         directory.mkdir(exist_ok=True)
@@ -63,7 +66,10 @@ class Broker:
     def start(self):
         self.runs += 1
         log = open(self.directory / f"server-{self.runs}.log", "w+")
-        self.process = subprocess.Popen([server_binary(), str(self.config)], stdout=subprocess.DEVNULL, stderr=log)
+        limit = self.open_files
+        preexec = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))) if limit else None
+        self.process = subprocess.Popen([server_binary(), str(self.config)], stdout=subprocess.DEVNULL, stderr=log,
+                                        preexec_fn=preexec)
         text = ""
         for _ in range(200):
             log.seek(0)
