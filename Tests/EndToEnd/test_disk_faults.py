@@ -120,7 +120,8 @@ FULL_DISK_PROPERTIES = "log.retention.check.interval.ms=200\nlog.segment.delete.
 
 @needs_root
 def test_delete_records_on_a_full_disk_frees_space_and_produce_resumes(tmp_path):
-    """acks=all produce fills a 64 MiB tmpfs until KAFKA_STORAGE_ERROR; DeleteRecords then succeeds on the full disk
+    """acks=all produce fills a 64 MiB tmpfs until KAFKA_STORAGE_ERROR (and a file takes the last bytes);
+    DeleteRecords then succeeds on the full disk
     (its leader-epoch-checkpoint cannot be written, and waits), retention deletes the segments below the new log
     start, and produce resumes on the same broker; the records kept are intact."""
     broker = Broker(tmp_path / "broker", FULL_DISK_PROPERTIES)
@@ -130,6 +131,8 @@ def test_delete_records_on_a_full_disk_frees_space_and_produce_resumes(tmp_path)
             create_topic(address, "full", {"segment.bytes": str(2 * 1024 * 1024)})
             stored = fill(address, "full")
             assert stored > 200
+            # What the failed batch left is less than a batch but may hold a small file: fill it too.
+            fill_to_the_last_byte(broker.log_dir / "filler")
             admin = AdminClient({"bootstrap.servers": address})
             cut = stored // 2
             deleted = admin.delete_records([TopicPartition("full", 0, cut)])
