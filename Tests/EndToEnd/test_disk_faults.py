@@ -201,29 +201,37 @@ def open_file_count(pid):
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def take_every_descriptor(broker, limit):
+    """Opens idle connections to the broker until it holds `limit` descriptors (connects beyond it wait in the listen
+    backlog); returns them."""
+    host, port = broker.address.split(":")
+    pid = broker.process.pid
+    idle = []
+    deadline = time.monotonic() + 60
+    while open_file_count(pid) < limit:
+        assert time.monotonic() < deadline, f"the broker holds {open_file_count(pid)} of {limit} descriptors"
+        for _ in range(16):
+            idle.append(socket.create_connection((host, int(port))))
+        time.sleep(0.05)
+    return idle
+
+
 def test_a_roll_without_file_descriptors_fails_one_produce_and_the_partition_stays_online(tmp_path):
     """A broker limited to 256 file descriptors (RLIMIT_NOFILE) whose descriptors are all taken by idle client
     connections: a produce that must roll a segment fails with KAFKA_STORAGE_ERROR (no descriptor for the new
     segment's files). Once the connections close, the same partition takes produce again, without a restart, and
-    every record is readable."""
+    every record is readable. A SIGTERM while the descriptors are taken again still stops cleanly: exit status 0 and
+    the clean-shutdown marker written."""
     limit = 256
     # Connections are capped explicitly above the descriptor limit, so that the descriptors run out first.
     broker = Broker(tmp_path / "broker", "max.connections=100000\n", open_files=limit)
     address = broker.start()
-    host, port = address.split(":")
     idle = []
     try:
         create_topic(address, "rolls", {"segment.bytes": str(3 * VALUE_SIZE)})
         sender = producer(address)
         assert sender.send("rolls", value(0)).get(timeout=30).offset == 0
-        pid = broker.process.pid
-        # Take every descriptor the broker has left, then some: connects beyond it wait in the listen backlog.
-        deadline = time.monotonic() + 60
-        while open_file_count(pid) < limit:
-            assert time.monotonic() < deadline, f"the broker holds {open_file_count(pid)} of {limit} descriptors"
-            for _ in range(16):
-                idle.append(socket.create_connection((host, int(port))))
-            time.sleep(0.05)
+        idle = take_every_descriptor(broker, limit)
 
         failures = 0
         number = 1
@@ -238,6 +246,7 @@ def test_a_roll_without_file_descriptors_fails_one_produce_and_the_partition_sta
         for connection in idle:
             connection.close()
         idle = []
+        pid = broker.process.pid
         deadline = time.monotonic() + 30
         while open_file_count(pid) >= limit - 16:
             assert time.monotonic() < deadline, "the broker kept the closed connections' descriptors"
@@ -247,10 +256,15 @@ def test_a_roll_without_file_descriptors_fails_one_produce_and_the_partition_sta
         sender.close(timeout=5)
         records = consume(address, "rolls", 0, number + 4)
         assert records == [(offset, f"record-{offset:06d}") for offset in range(number + 4)]
+
+        idle = take_every_descriptor(broker, limit)
+        broker.stop()
+        assert (broker.log_dir / ".kafka_cleanshutdown").exists()
     finally:
         for connection in idle:
             connection.close()
-        broker.stop()
+        if broker.process is not None:
+            broker.stop()
 
 
 def test_an_offline_partition_comes_back_with_an_election(tmp_path):
