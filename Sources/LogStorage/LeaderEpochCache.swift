@@ -111,7 +111,7 @@ public final class LeaderEpochCache {
         do throws(StorageError) {
             try CheckpointFile.write(self.path, lines: self.entries.map { "\($0.epoch) \($0.startOffset)" })
             self.needsFlush = false
-        } catch where error.isTransient {
+        } catch let error where error.isTransient {
             self.needsFlush = true
         }
     }

@@ -518,7 +518,7 @@ public final class LogManager: Sendable {
         }
         do {
             try self.checkpoint()
-        } catch where error.isTransient {
+        } catch let error where error.isTransient {
             // A full disk: the logs are flushed and closed, so the marker stands; the next start reads the older
             // checkpoints, whose recovery points only matter after an unclean stop.
             self.logger.warning("Offset checkpoints not written at the clean stop", metadata: ["error": "\(error)"])
@@ -551,7 +551,7 @@ public final class LogManager: Sendable {
         while true {
             do throws(StorageError) {
                 return try body()
-            } catch where error.isTransient && attempts < 30 {
+            } catch let error where error.isTransient && attempts < 30 {
                 attempts += 1
                 usleep(100_000)
             }

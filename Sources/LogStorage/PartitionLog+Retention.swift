@@ -110,7 +110,7 @@ extension PartitionLog {
             // (or without descriptors) the roll fails; the older segments still go, which is what frees the space.
             do throws(StorageError) {
                 try self.roll(&state, baseOffset: state.nextOffset, nowMs: nowMs)
-            } catch where error.isTransient {
+            } catch let error where error.isTransient {
                 self.logger.warning(
                     "Retention keeps the active segment: it could not roll",
                     metadata: ["error": "\(error)"]

@@ -206,11 +206,10 @@ public final class LocalMetadataStore: MetadataStore {
 
     /// `write`, and when the disk is full (ENOSPC, EDQUOT) `write` again after giving the reserve back; the
     /// reserve is grown again afterwards as far as the disk allows.
-    private static func writeUsingReserve(_ state: State, to path: String, logger: Logger) throws(MetadataStoreError)
-    {
+    private static func writeUsingReserve(_ state: State, to path: String, logger: Logger) throws(MetadataStoreError) {
         do {
             try Self.write(state, to: path)
-        } catch where error.errno == ENOSPC || error.errno == EDQUOT {
+        } catch let error where error.errno == ENOSPC || error.errno == EDQUOT {
             guard truncate(path + ".reserve", 0) == 0 else { throw error }
             logger.warning("The disk is full: the metadata store commits into its reserved space")
             try Self.write(state, to: path)
