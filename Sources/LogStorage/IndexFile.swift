@@ -48,8 +48,7 @@ final class IndexFile {
 
     /// The bytes of a file of `length` that hold entries: up to the end of the last entry with a non-zero byte,
     /// looking only before the file's first hole (entries are written from the start, each page allocated before
-    /// its first entry, so nothing was ever written past a hole). Read backwards with pread in 64 KiB steps; a
-    /// trimmed file's last entry is found in the first.
+    /// its first entry, so nothing was ever written past a hole), read backwards with pread.
     static func validLength(
         _ fd: FileDescriptor,
         length: Int,
@@ -61,10 +60,12 @@ final class IndexFile {
         let hole = lseek(fd.rawValue, 0, Self.seekHole)
         if hole >= 0 { end = min(end, Int(hole)) }
         end = end / entrySize * entrySize
-        let step = 65_536 / entrySize * entrySize
-        var chunk = [UInt8](repeating: 0, count: step)
+        // A trimmed file's last entry is non-zero: the first, small read finds it (start-up reads no more than
+        // that per index); only the zeros an unclean stop left are read in larger steps.
+        var chunk = [UInt8](repeating: 0, count: 4_096 / entrySize * entrySize)
+        let largeChunk = 65_536 / entrySize * entrySize
         while end > 0 {
-            let start = max(0, end - step)
+            let start = max(0, end - chunk.count)
             let count = try chunk.withUnsafeMutableBytes { buffer in
                 Result { () throws(StorageError) in
                     try FileIO.read(
@@ -79,6 +80,7 @@ final class IndexFile {
                 return (start + last) / entrySize * entrySize + entrySize
             }
             end = start
+            if chunk.count < largeChunk { chunk = [UInt8](repeating: 0, count: largeChunk) }
         }
         return 0
     }
