@@ -78,10 +78,10 @@ public final class BrokerStorage: Service, Sendable {
     /// lead gets its log and its new leader epoch before the controller reports the election (and Metadata names
     /// this broker the leader), and a deleted topic's partitions stop being served and their logs go.
     public func follow(_ controller: Controller) async {
-        await controller.addListener { change in await self.apply(change) }
+        await controller.addListener { change in await self.apply(change, controller: controller) }
     }
 
-    private func apply(_ change: MetadataChange) async {
+    private func apply(_ change: MetadataChange, controller: Controller) async {
         switch change {
         case .brokerConfigs(let resource, let configs):
             guard self.configs.setBroker(resource, configs) else { return }
@@ -90,6 +90,32 @@ public final class BrokerStorage: Service, Sendable {
         case .topicConfigs(let topic, let configs):
             self.logManager.updateConfig(topic: topic, self.configs.setTopic(topic, configs))
         case .leadership(let leadership):
+            await self.becomeLeader(leadership, controller: controller)
+        case .topicDeleted(let topic):
+            self.configs.setTopic(topic.name, nil)
+            for index in topic.partitions.indices {
+                await self.deleteLog(TopicPartition(topic.name, Int32(index)))
+            }
+        }
+    }
+
+    /// Opens the log of a partition this broker was elected to lead. A transient failure (no descriptor, a full
+    /// disk: creating the directory or writing `partition.metadata`) is retried every second, in a task of its own
+    /// (the image's later changes are not held up), while the image still gives this broker that leadership, so the
+    /// partition is served once the condition clears, without a restart.
+    private func becomeLeader(_ leadership: PartitionLeadership, controller: Controller, retrying: Bool = false) async {
+        let name = "\(leadership.topic)-\(leadership.partition)"
+        while true {
+            if retrying {
+                try? await Task.sleep(for: .seconds(1))
+                // Stop when the image moved on: the topic deleted or re-created, or a newer election (retried
+                // itself).
+                guard !Task.isCancelled, let image = try? await controller.image(),
+                    let topic = image.topics[leadership.topic], topic.id == leadership.topicID,
+                    Int(leadership.partition) < topic.partitions.count,
+                    topic.partitions[Int(leadership.partition)].leaderEpoch == leadership.leaderEpoch
+                else { return }
+            }
             do {
                 try await self.replicas.becomeLeader(
                     topic: leadership.topic,
@@ -97,16 +123,25 @@ public final class BrokerStorage: Service, Sendable {
                     topicID: leadership.topicID,
                     leaderEpoch: leadership.leaderEpoch
                 )
+                if retrying {
+                    self.logger.info("Opened the log of a partition after a retry", metadata: ["partition": "\(name)"])
+                }
+                return
+            } catch let error as StorageError where error.isTransient {
+                guard retrying else {
+                    self.logger.warning(
+                        "Cannot open the log of a partition this broker leads yet; retrying every second",
+                        metadata: ["partition": "\(name)", "error": "\(error)"]
+                    )
+                    Task { await self.becomeLeader(leadership, controller: controller, retrying: true) }
+                    return
+                }
             } catch {
                 self.logger.error(
                     "Cannot open the log of a partition this broker leads",
-                    metadata: ["partition": "\(leadership.topic)-\(leadership.partition)", "error": "\(error)"]
+                    metadata: ["partition": "\(name)", "error": "\(error)"]
                 )
-            }
-        case .topicDeleted(let topic):
-            self.configs.setTopic(topic.name, nil)
-            for index in topic.partitions.indices {
-                await self.deleteLog(TopicPartition(topic.name, Int32(index)))
+                return
             }
         }
     }

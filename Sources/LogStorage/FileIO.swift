@@ -1,3 +1,4 @@
+import Synchronization
 import SystemPackage
 
 #if canImport(Glibc)
@@ -10,12 +11,35 @@ import SystemPackage
 /// listing) and over the ones it has, converting failures to `StorageError`s that name the file. Every function is
 /// a blocking disk call: run it on `DiskIOPool`, never on an event loop. Stateless; thread-safe.
 enum FileIO {
+    /// Fault injection for tests: `open` of a path under one of these directories fails with the errno given, as
+    /// it would with the process out of descriptors (which a test cannot cause in a process that runs other tests
+    /// at the same time). Empty outside tests; `injectedFaultCount` keeps the check to one atomic load then.
+    static let injectedOpenFaults = Mutex<[String: Errno]>([:])
+    static let injectedFaultCount = Atomic<Int>(0)
+
+    /// Makes `open` under `directory` fail with `errno` (nil: stop).
+    static func injectOpenFault(under directory: FilePath, _ errno: Errno?) {
+        self.injectedOpenFaults.withLock { faults in
+            faults[directory.string + "/"] = errno
+            self.injectedFaultCount.store(faults.count, ordering: .relaxed)
+        }
+    }
+
+    private static func injectedFault(for path: FilePath) -> Errno? {
+        guard self.injectedFaultCount.load(ordering: .relaxed) > 0 else { return nil }
+        let name = path.string
+        return self.injectedOpenFaults.withLock { faults in
+            faults.first { name.hasPrefix($0.key) }?.value
+        }
+    }
+
     static func open(
         _ path: FilePath,
         _ mode: FileDescriptor.AccessMode,
         options: FileDescriptor.OpenOptions = [],
         permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]
     ) throws(StorageError) -> FileDescriptor {
+        if let errno = Self.injectedFault(for: path) { throw .io("open", path, errno) }
         do {
             return try FileDescriptor.open(path, mode, options: options.union(.closeOnExec), permissions: permissions)
         } catch {

@@ -20,9 +20,12 @@ final class IndexFile {
     private(set) var capacityBytes: Int
     private(set) var entryCount: Int
 
-    /// Opens or creates the file. An existing file's entries are all its whole entries (a file from a clean stop
-    /// was trimmed to them; after a crash, recovery rebuilds the index); it is then grown to `capacityBytes` if
-    /// that is larger, so a reopened active segment can take appends.
+    /// Opens or creates the file. An existing file's entries end at its last entry that is not all zeros, read
+    /// with pread from the part of the file that has data, never from a hole (`validLength`): after an unclean stop
+    /// the active segment's file still has its preallocated length, mostly sparse, and on a full tmpfs touching a
+    /// hole through the mapping raises SIGBUS. The file is then cut to those entries, or grown to `capacityBytes`
+    /// if that is larger, so a reopened active segment can take appends (as Kafka sizes an index by its entries and
+    /// trims it on load).
     init(path: FilePath, entrySize: Int, capacityBytes: Int) throws(StorageError) {
         self.path = path
         self.entrySize = entrySize
@@ -30,13 +33,56 @@ final class IndexFile {
         self.fd = fd
         do {
             let length = Int(try FileIO.size(fd, path: path))
-            self.entryCount = length / entrySize
+            let valid = try Self.validLength(fd, length: length, entrySize: entrySize, path: path)
+            self.entryCount = valid / entrySize
             self.capacityBytes = 0
-            try self.remap(capacityBytes: max(capacityBytes, length) / entrySize * entrySize)
+            try self.remap(capacityBytes: max(capacityBytes, valid) / entrySize * entrySize)
         } catch {
             FileIO.close(fd)
             throw error
         }
+    }
+
+    /// Linux's SEEK_HOLE, which the C headers define only under _GNU_SOURCE, out of Swift's sight.
+    static let seekHole: Int32 = 4
+
+    /// The bytes of a file of `length` that hold entries: up to the end of the last entry with a non-zero byte,
+    /// looking only before the file's first hole (entries are written from the start, each page allocated before
+    /// its first entry, so nothing was ever written past a hole), read backwards with pread.
+    static func validLength(
+        _ fd: FileDescriptor,
+        length: Int,
+        entrySize: Int,
+        path: FilePath
+    ) throws(StorageError) -> Int {
+        guard length > 0 else { return 0 }
+        var end = length
+        let hole = lseek(fd.rawValue, 0, Self.seekHole)
+        if hole >= 0 { end = min(end, Int(hole)) }
+        end = end / entrySize * entrySize
+        // A trimmed file's last entry is non-zero: the first, small read finds it (start-up reads no more than
+        // that per index); only the zeros an unclean stop left are read in larger steps.
+        var chunk = [UInt8](repeating: 0, count: 4_096 / entrySize * entrySize)
+        let largeChunk = 65_536 / entrySize * entrySize
+        while end > 0 {
+            let start = max(0, end - chunk.count)
+            let count = try chunk.withUnsafeMutableBytes { buffer in
+                Result { () throws(StorageError) in
+                    try FileIO.read(
+                        fd,
+                        into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<(end - start)]),
+                        at: Int64(start),
+                        path: path
+                    )
+                }
+            }.get()
+            if let last = chunk[..<count].lastIndex(where: { $0 != 0 }) {
+                return (start + last) / entrySize * entrySize + entrySize
+            }
+            end = start
+            if chunk.count < largeChunk { chunk = [UInt8](repeating: 0, count: largeChunk) }
+        }
+        return 0
     }
 
     deinit {

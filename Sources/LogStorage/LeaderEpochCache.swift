@@ -99,7 +99,25 @@ public final class LeaderEpochCache {
         return (floor.epoch, higher.startOffset)
     }
 
+    /// Whether the entries changed since the file last took them: a write that failed transiently (a full disk,
+    /// no descriptor) leaves the cache changed in memory and is retried by `flushIfNeeded` (the log's periodic
+    /// work, its close, the next change). A stale file is safe: the loader cuts it to the log's bounds at start-up.
+    public private(set) var needsFlush = false
+
+    /// Writes the file. A transient failure is not thrown but remembered (`needsFlush`): a checkpoint that cannot
+    /// be written on a full disk must not fail the operation that changed it (DeleteRecords, retention, a new
+    /// leader epoch), nor take the partition offline. Other failures (EIO) are thrown.
     public func flush() throws(StorageError) {
-        try CheckpointFile.write(self.path, lines: self.entries.map { "\($0.epoch) \($0.startOffset)" })
+        do throws(StorageError) {
+            try CheckpointFile.write(self.path, lines: self.entries.map { "\($0.epoch) \($0.startOffset)" })
+            self.needsFlush = false
+        } catch let error where error.isTransient {
+            self.needsFlush = true
+        }
+    }
+
+    /// Retries a write that failed transiently; nothing to do otherwise.
+    public func flushIfNeeded() throws(StorageError) {
+        if self.needsFlush { try self.flush() }
     }
 }

@@ -511,13 +511,17 @@ public final class LogManager: Sendable {
         var failure: StorageError?
         for log in logs {
             do {
-                try log.flush()
+                try Self.retryingTransientFailures { () throws(StorageError) in try log.flush() }
             } catch {
                 failure = failure ?? error
             }
         }
         do {
             try self.checkpoint()
+        } catch let error where error.isTransient {
+            // A full disk: the logs are flushed and closed, so the marker stands; the next start reads the older
+            // checkpoints, whose recovery points only matter after an unclean stop.
+            self.logger.warning("Offset checkpoints not written at the clean stop", metadata: ["error": "\(error)"])
         } catch {
             failure = failure ?? error
         }
@@ -533,8 +537,24 @@ public final class LogManager: Sendable {
             throw failure
         }
         for directory in self.config.logDirectories {
-            try FileIO.writeAtomically(directory.appending(Self.cleanShutdownFileName), [UInt8]())
+            try Self.retryingTransientFailures { () throws(StorageError) in
+                try FileIO.writeAtomically(directory.appending(Self.cleanShutdownFileName), [UInt8]())
+            }
         }
         self.logger.info("Logs closed cleanly", metadata: ["partitions": "\(logs.count)"])
+    }
+
+    /// Runs `body`, again after 100 ms while it fails transiently (no descriptor: the connections a stop is closing
+    /// still hold them), for at most 3 s; then its failure is thrown. For the clean stop's fsyncs and marker.
+    private static func retryingTransientFailures(_ body: () throws(StorageError) -> Void) throws(StorageError) {
+        var attempts = 0
+        while true {
+            do throws(StorageError) {
+                return try body()
+            } catch let error where error.isTransient && attempts < 30 {
+                attempts += 1
+                usleep(100_000)
+            }
+        }
     }
 }

@@ -334,7 +334,8 @@ public final class ManagedLog: Sendable {
 
     /// The periodic part of the flush policy: an fsync if `flush.ms` has passed since the last one and messages
     /// are unflushed; a background fsync if a segment rolled since the last look (appends made directly on the
-    /// `PartitionLog` inside `withLog` are seen here). Also unlinks `.deleted` files whose delay has passed.
+    /// `PartitionLog` inside `withLog` are seen here). Also unlinks `.deleted` files whose delay has passed and
+    /// retries a checkpoint write that a full disk deferred.
     func periodicMaintenance(nowMs: Int64) {
         let (log, flushDue): (PartitionLog?, Bool) = self.state.withLock { state in
             guard !state.deleted else { return (nil, false) }
@@ -345,6 +346,7 @@ public final class ManagedLog: Sendable {
         }
         if let log {
             log.deleteExpiredFiles(nowMs: nowMs)
+            log.retryDeferredWrites()
             self.unpin(log)
         }
         if flushDue {
@@ -376,6 +378,44 @@ public final class ManagedLog: Sendable {
                 "Retention check failed",
                 metadata: ["partition": "\(self.topicPartition)", "error": "\(error)"]
             )
+        }
+    }
+
+    // MARK: Offline
+
+    /// Whether the open log went offline (a failed disk call that may have left its data wrong, corruption).
+    public var isOffline: Bool { self.state.withLock { $0.log?.isOffline ?? false } }
+
+    /// Brings back a log that went offline, for an operator who fixed the cause (ElectLeaders on the partition): the
+    /// log is opened anew as after an unclean stop, so its tail past the recovery point is checked and cut at the
+    /// first torn batch, and its indexes are rebuilt where they fail their check. The offline `PartitionLog` is
+    /// dropped, not closed (closing writes index entries); callers still inside `withLog` finish with it, and it
+    /// refuses everything. Nothing happens to an online log.
+    /// - Returns: whether the log was offline and is now online.
+    /// - Throws: what opening throws, or `partitionOffline` if the new log is offline again (corruption below the
+    ///   recovery point that the index check found).
+    public func reopenIfOffline() throws(StorageError) -> Bool {
+        try self.state.withLock { state throws(StorageError) in
+            guard !state.deleted, let offline = state.log, offline.isOffline else { return false }
+            Self.remember(offline, in: &state)
+            let log = try PartitionLog(
+                logDirectory: self.logDirectory,
+                topicPartition: self.topicPartition,
+                config: state.config,
+                recoveryPoint: state.recoveryPoint,
+                logStartOffset: state.logStartOffset,
+                hadCleanShutdown: false,
+                budget: self.budget,
+                logger: self.logger
+            )
+            state.log = log
+            Self.remember(log, in: &state)
+            state.highWatermark = min(max(state.highWatermark, log.logStartOffset), log.logEndOffset)
+            state.segmentCount = log.segmentBaseOffsets.count
+            state.lastSegmentBaseOffset = log.segmentBaseOffsets.last ?? 0
+            if let reason = log.offlineReason { throw .partitionOffline("\(self.topicPartition)", reason) }
+            self.logger.info("Reopened an offline partition", metadata: ["partition": "\(self.topicPartition)"])
+            return true
         }
     }
 

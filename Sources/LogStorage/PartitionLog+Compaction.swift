@@ -219,6 +219,8 @@ extension PartitionLog {
             try FileIO.sync(descriptor, path: cleaned)
         } catch {
             FileIO.close(descriptor)
+            // A full disk: the partial copy must not keep the space the log needs until the next start.
+            try? FileIO.unlink(cleaned)
             throw error
         }
         FileIO.close(descriptor)

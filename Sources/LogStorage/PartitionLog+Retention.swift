@@ -41,6 +41,10 @@ extension PartitionLog {
     /// `deleteExpiredFiles` after `file.delete.delay.ms`, so a fetch already sending one completes. The log start
     /// moves to the first remaining segment; the epoch cache and producer snapshots are trimmed to it (producer
     /// entries stay until they expire, as in Kafka, so a producer whose batches were deleted is still known).
+    ///
+    /// Nothing is written before segments go, so a pass works on a full disk: the `leader-epoch-checkpoint` write
+    /// after it is retried later if it fails (`LeaderEpochCache.needsFlush`), and a roll that fails keeps the
+    /// active segment while the older ones still go.
     @discardableResult
     public func deleteOldSegments(
         nowMs: Int64 = PartitionLog.nowMs(),
@@ -76,6 +80,7 @@ extension PartitionLog {
                     return .logStartOffset(logStartOffset)
                 }
             } catch {
+                // A transient failure (no space, no descriptor) fails this pass only: the next one retries.
                 throw error.errno != nil ? self.takeOffline(&state, error) : error
             }
             return RetentionResult(deletedSegments: deleted, logStartOffset: state.logStartOffset)
@@ -101,8 +106,18 @@ extension PartitionLog {
         }
         guard !deletable.isEmpty else { return [] }
         if deletable.count == state.segments.count {
-            // At least one segment must remain: roll, so that the old active segment can go too.
-            try self.roll(&state, baseOffset: state.nextOffset, nowMs: nowMs)
+            // At least one segment must remain: roll, so that the old active segment can go too. On a full disk
+            // (or without descriptors) the roll fails; the older segments still go, which is what frees the space.
+            do throws(StorageError) {
+                try self.roll(&state, baseOffset: state.nextOffset, nowMs: nowMs)
+            } catch let error where error.isTransient {
+                self.logger.warning(
+                    "Retention keeps the active segment: it could not roll",
+                    metadata: ["error": "\(error)"]
+                )
+                deletable.removeLast()
+                guard !deletable.isEmpty else { return [] }
+            }
         }
         for (segment, why) in deletable {
             self.logger.info(

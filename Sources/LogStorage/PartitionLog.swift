@@ -201,6 +201,8 @@ public final class PartitionLog: Sendable {
     public var segmentBaseOffsets: [Int64] { self.state.withLock { $0.segments.map(\.baseOffset) } }
     public var epochEntries: [EpochEntry] { self.state.withLock { $0.epochCache.entries } }
     public var isOffline: Bool { self.state.withLock { $0.offlineReason != nil } }
+    /// Why the partition went offline (the failure's description), nil while it is online.
+    public var offlineReason: String? { self.state.withLock { $0.offlineReason } }
     /// The producer state per producer id (what DescribeProducers shows).
     public var producerStates: [Int64: ProducerStateEntry] { self.state.withLock { $0.producers.producers } }
     /// The offsets of the producer snapshot files on disk, ascending.
@@ -236,8 +238,18 @@ public final class PartitionLog: Sendable {
         if let reason = state.offlineReason { throw .partitionOffline("\(self.topicPartition)", reason) }
     }
 
-    /// Marks the partition offline after a failed disk call, so later calls fail fast with KAFKA_STORAGE_ERROR.
-    func takeOffline(_ state: inout State, _ error: StorageError) -> StorageError {
+    /// Marks the partition offline after a failed disk call that may have left its data wrong, so later calls fail
+    /// fast with KAFKA_STORAGE_ERROR; returns `error` for the caller to throw. A transient failure (no descriptor, no
+    /// space: `StorageError.isTransient`) fails only the operation that met it, and the partition stays online,
+    /// unless `force` (the operation could not undo what it had half done).
+    func takeOffline(_ state: inout State, _ error: StorageError, force: Bool = false) -> StorageError {
+        if error.isTransient && !force {
+            self.logger.warning(
+                "A disk call failed transiently; the partition stays online",
+                metadata: ["error": "\(error)"]
+            )
+            return error
+        }
         if state.offlineReason == nil {
             state.offlineReason = error.description
             self.logger.error("Taking partition offline", metadata: ["error": "\(error)"])
@@ -486,21 +498,12 @@ public final class PartitionLog: Sendable {
             }
             try? state.epochCache.truncate(fromEnd: before.0)
             rolledBack = rolledBack && state.nextOffset == before.0 && state.segments.last!.size == before.1
-            // A full disk (ENOSPC, EDQUOT) whose partial write was cut back leaves the log exactly as it was: the
-            // append fails with KAFKA_STORAGE_ERROR but the partition stays online, so appends succeed again once
-            // space is freed. Kafka instead takes the whole log dir offline on any IOException; we keep that
-            // for every other failed disk call (EIO, ...) and for a rollback that did not complete.
-            if let errno = error.errno {
-                let diskFull = errno == .noSpace || errno == .diskQuotaExceeded
-                if diskFull && rolledBack {
-                    self.logger.error(
-                        "Append failed on a full disk; rolled back, partition stays online",
-                        metadata: ["error": "\(error)"]
-                    )
-                    throw error
-                }
-                throw self.takeOffline(&state, error)
-            }
+            // A transient failure (a full disk, no descriptor for a roll's new files) whose partial write was cut
+            // back leaves the log exactly as it was: the append fails with KAFKA_STORAGE_ERROR (retriable) but the
+            // partition stays online, so appends succeed again once space or descriptors are back. Kafka instead
+            // takes the whole log dir offline on any IOException; we keep that for failed disk calls that may
+            // have left the data wrong (EIO, a failed fsync) and for a rollback that did not complete.
+            if error.errno != nil { throw self.takeOffline(&state, error, force: !rolledBack) }
             throw error
         }
         if info.batchCount > 0 {
@@ -852,6 +855,22 @@ public final class PartitionLog: Sendable {
         }
     }
 
+    /// Retries the writes that a transient failure deferred (the `leader-epoch-checkpoint` after a change on a full
+    /// disk); LogManager calls it periodically. A failure is logged, and retried next time.
+    public func retryDeferredWrites() {
+        self.state.withLock { state in
+            guard state.offlineReason == nil, state.epochCache.needsFlush else { return }
+            do throws(StorageError) {
+                try state.epochCache.flushIfNeeded()
+            } catch {
+                _ = self.takeOffline(&state, error)
+            }
+            if !state.epochCache.needsFlush {
+                self.logger.info("Wrote a leader-epoch-checkpoint whose earlier write had failed")
+            }
+        }
+    }
+
     // MARK: Durability
 
     /// fsyncs the segments holding offsets from the recovery point up to `offset` (exclusive; nil: the log end),
@@ -897,6 +916,8 @@ public final class PartitionLog: Sendable {
             if state.offlineReason == nil {
                 state.producers.updateMapEndOffset(state.nextOffset)
                 self.snapshotProducerState(state.producers)
+                // Still unwritten (a full disk): the next start cuts the stale file to the log's bounds.
+                try? state.epochCache.flushIfNeeded()
             }
             for segment in state.segments { try segment.close() }
             self.budget?.releaseAll(ObjectIdentifier(self))

@@ -29,7 +29,8 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         self.code = code
     }
 
-    /// A system call on `path` failed; the partition must be treated as offline.
+    /// A system call on `path` failed. Whether the partition must go offline depends on the errno: see
+    /// `isTransient`.
     public static func io(_ operation: String, _ path: FilePath, _ errno: Errno) -> StorageError {
         StorageError(.io(operation: operation, path: path, errno: errno))
     }
@@ -133,10 +134,27 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         return nil
     }
 
+    /// A failure that says nothing about the data already stored: no descriptor (EMFILE, ENFILE), no memory or a
+    /// call to retry (ENOMEM, EAGAIN, EINTR), no space (ENOSPC, EDQUOT). It fails the one operation, which can be
+    /// retried, and never takes a partition offline. A failed fsync or msync is never transient, whatever its errno:
+    /// the kernel may have dropped the dirty pages it could not write, so the file may no longer hold what was
+    /// written. Everything else (EIO, a bad read of existing bytes, corruption) means the data may be wrong.
+    public var isTransient: Bool {
+        guard case .io(let operation, _, let errno) = self.code else { return false }
+        guard operation != "fsync", operation != "msync" else { return false }
+        return Self.transientErrnos.contains(errno)
+    }
+
+    private static let transientErrnos: Set<Errno> = [
+        .tooManyOpenFiles, .tooManyOpenFilesInSystem, .resourceTemporarilyUnavailable, .noMemory, .interrupted,
+        .noSpace, .diskQuotaExceeded,
+    ]
+
     public var description: String {
         switch self.code {
         case .io(let operation, let path, let errno):
             "\(operation) failed on \(path): \(errno)"
+                + (self.isTransient ? " (a transient failure: the partition stays online; retry)" : "")
         case .corruptIndex(let path, let reason):
             "Corrupt index file \(path): \(reason)"
         case .corruptCheckpoint(let path, let line, let reason):

@@ -42,7 +42,9 @@ public final class LocalMetadataStore: MetadataStore {
         self.path = path
         self.logger = logger
         unlink(path + ".tmp")
-        self.state = Mutex(try Self.load(path: path))
+        let loaded = try Self.load(path: path)
+        self.state = Mutex(loaded)
+        Self.keepReserve(for: path, storeBytes: Self.encode(loaded).count, logger: logger)
     }
 
     public func revision() async throws(MetadataStoreError) -> Int64 {
@@ -85,7 +87,7 @@ public final class LocalMetadataStore: MetadataStore {
                     next.entries[write.key] = nil
                 }
             }
-            try Self.write(next, to: self.path)
+            try Self.writeUsingReserve(next, to: self.path, logger: self.logger)
             state = next
             return .committed(revision: next.revision)
         }
@@ -179,6 +181,40 @@ public final class LocalMetadataStore: MetadataStore {
             hash &*= 0x0000_0100_0000_01b3
         }
         return hash
+    }
+
+    /// The space kept for the store's own commits on a full disk: `<file>.reserve`, allocated with fallocate, at
+    /// least 1 MiB and twice the store. The store lives in the first log directory, which appends can fill to the
+    /// last byte; without the reserve a broker could then neither start (registration and its re-elections are
+    /// commits) nor run DeleteRecords' and retention's way out.
+    static func reserveBytes(storeBytes: Int) -> Int { max(1 << 20, 2 * storeBytes) }
+
+    /// Grows `<path>.reserve` to its size; on a disk without room it keeps what it has (logged, not thrown).
+    private static func keepReserve(for path: String, storeBytes: Int, logger: Logger) {
+        let reserve = path + ".reserve"
+        let descriptor = open(reserve, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        let result = posix_fallocate(descriptor, 0, off_t(Self.reserveBytes(storeBytes: storeBytes)))
+        if result != 0 && result != EOPNOTSUPP {
+            logger.warning(
+                "Could not reserve space for the metadata store's commits",
+                metadata: ["path": "\(reserve)", "errno": "\(result)"]
+            )
+        }
+    }
+
+    /// `write`, and when the disk is full (ENOSPC, EDQUOT) `write` again after giving the reserve back; the
+    /// reserve is grown again afterwards as far as the disk allows.
+    private static func writeUsingReserve(_ state: State, to path: String, logger: Logger) throws(MetadataStoreError) {
+        do {
+            try Self.write(state, to: path)
+        } catch let error where error.errno == ENOSPC || error.errno == EDQUOT {
+            guard truncate(path + ".reserve", 0) == 0 else { throw error }
+            logger.warning("The disk is full: the metadata store commits into its reserved space")
+            try Self.write(state, to: path)
+        }
+        Self.keepReserve(for: path, storeBytes: Self.encode(state).count, logger: logger)
     }
 
     /// Temp file, fsync, rename, directory fsync.

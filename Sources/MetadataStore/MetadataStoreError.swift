@@ -28,6 +28,12 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
     /// A transaction that names a key twice, or an empty key.
     public static func invalidWrite(_ reason: String) -> Self { Self(.invalidWrite(reason)) }
 
+    /// The errno of a failed system call, nil for other failures.
+    public var errno: Int32? {
+        if case .io(_, _, let errno) = self.code { return errno }
+        return nil
+    }
+
     public var isCorrupt: Bool {
         if case .corrupt = self.code { return true }
         return false

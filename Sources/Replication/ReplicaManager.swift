@@ -200,6 +200,26 @@ public final class ReplicaManager: Sendable {
         }
     }
 
+    /// Brings back a hosted partition whose log went offline (`ManagedLog.reopenIfOffline`: opened anew as after an
+    /// unclean stop), for ElectLeaders on it; an online or unknown partition is left as it is.
+    /// - Returns: nil when nothing needed doing, `.none` when the partition came back, else why it is still offline.
+    public func reopenIfOffline(_ topicPartition: TopicPartition) async -> (error: ErrorCode, message: String)? {
+        guard let hosted = self.partition(topicPartition), hosted.log.isOffline else { return nil }
+        do {
+            _ = try await self.ioPool.run { try hosted.log.reopenIfOffline() }
+        } catch let error as StorageError {
+            self.logger.error(
+                "An offline partition could not be reopened",
+                metadata: ["partition": "\(topicPartition)", "error": "\(error)"]
+            )
+            return (error.kafkaErrorCode, "\(error)")
+        } catch {
+            return (.kafkaStorageError, "\(error)")
+        }
+        self.delayedFetches.notify(topicPartition)
+        return (.none, "")
+    }
+
     /// Stops hosting the partition (its topic was deleted): from now on appends and reads answer
     /// UNKNOWN_TOPIC_OR_PARTITION, and its parked fetches are woken to answer so. The log is the caller's to delete.
     @discardableResult

@@ -97,7 +97,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             handlers.register(AlterConfigsHandler(controller: controller, nodeID: configuration.nodeID))
             handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
             handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
-            handlers.register(ElectLeadersHandler(controller: controller))
+            handlers.register(ElectLeadersHandler(controller: controller, replicas: storage.replicas))
             handlers.register(InitProducerIdHandler(controller: controller))
             let offsetsTopic = ConsumerOffsetsTopic(controller: controller, replicas: storage.replicas,
                                                     configuration: configuration, logger: logger)

@@ -45,12 +45,42 @@ import Testing
         }
     }
 
-    @Test func sanityCheckRefusesAnUntrimmedFileOfZeros() throws {
+    /// An untrimmed file (a crash left it at its preallocated size) has entries only up to its last non-zero one:
+    /// its zeros are not read as entries.
+    @Test func anUntrimmedFileHasItsEntriesNotItsLength() throws {
         try TemporaryDirectory.with { directory in
             let path = directory.appending("00000000000000000005.index")
-            try TestFiles.write(path, [UInt8](repeating: 0, count: 64))
+            try TestFiles.write(path, [0, 0, 0, 1, 0, 0, 0, 10] + [UInt8](repeating: 0, count: 56))
             let index = try OffsetIndex(path: path, baseOffset: 5, maxIndexSize: 64)
-            #expect(index.entryCount == 8)
+            #expect(index.entryCount == 1)
+            #expect(index.lastOffset == 6)
+            try index.sanityCheck()
+            try TestFiles.write(path, [UInt8](repeating: 0, count: 64))
+            #expect(try OffsetIndex(path: path, baseOffset: 5, maxIndexSize: 64).entryCount == 0)
+        }
+    }
+
+    /// Zeros written out (not a hole, as on a file system without sparse files) past the entries are read back in
+    /// steps until the last entry: 200 KiB of them, several read steps.
+    @Test func writtenZerosPastTheEntriesAreNotEntries() throws {
+        try TemporaryDirectory.with { directory in
+            let path = directory.appending("00000000000000000005.index")
+            let entries: [UInt8] = [0, 0, 0, 1, 0, 0, 0, 10, 0, 0, 0, 2, 0, 0, 0, 20]
+            try TestFiles.write(path, entries + [UInt8](repeating: 0, count: 200 << 10))
+            let index = try OffsetIndex(path: path, baseOffset: 5, maxIndexSize: 0)
+            #expect(index.entryCount == 2)
+            #expect(index.lastOffset == 7)
+            #expect(TestFiles.size(path) == entries.count)
+        }
+    }
+
+    /// Entries that are not in order (bytes changed underneath) fail the check, so the loader rebuilds the index.
+    @Test func sanityCheckRefusesEntriesOutOfOrder() throws {
+        try TemporaryDirectory.with { directory in
+            let path = directory.appending("00000000000000000005.index")
+            try TestFiles.write(path, [0, 0, 0, 9, 0, 0, 0, 90, 0, 0, 0, 3, 0, 0, 0, 30])
+            let index = try OffsetIndex(path: path, baseOffset: 5, maxIndexSize: 0)
+            #expect(index.entryCount == 2)
             #expect(throws: StorageError.self) { try index.sanityCheck() }
         }
     }

@@ -1,6 +1,8 @@
 import ClusterControl
 import KafkaMessages
 import KafkaWire
+import LogStorage
+import Replication
 
 /// ElectLeaders (key 43), v0–2, through the controller. Preferred election (type 0) makes each partition's first
 /// assigned replica its leader where it is live and in the ISR: ELECTION_NOT_NEEDED where it already leads (always,
@@ -9,6 +11,12 @@ import KafkaWire
 /// A null partition list means every partition, and then, as Kafka does, partitions that needed no election are
 /// left out of the answer. An unknown topic or partition answers UNKNOWN_TOPIC_OR_PARTITION.
 ///
+///
+/// It is also how an offline partition comes back without a restart: a partition of this broker whose log went
+/// offline (a failed disk call that may have left its data wrong, corruption) is reopened first, as after an unclean
+/// stop (`ReplicaManager.reopenIfOffline`), and answers NONE if it loads cleanly, KAFKA_STORAGE_ERROR naming the
+/// failure if not; the controller's answer applies to the others.
+///
 /// A `Sendable` value sharing the controller (an actor); thread-safe.
 public struct ElectLeadersHandler: KafkaHandler {
     public typealias Request = ElectLeadersRequest
@@ -16,9 +24,12 @@ public struct ElectLeadersHandler: KafkaHandler {
     public var versions: ClosedRange<Int16> { 0...2 }
 
     let controller: Controller
+    /// The partitions this broker hosts, whose offline logs an election reopens; nil: none are.
+    let replicas: ReplicaManager?
 
-    public init(controller: Controller) {
+    public init(controller: Controller, replicas: ReplicaManager? = nil) {
         self.controller = controller
+        self.replicas = replicas
     }
 
     public func handle(_ request: ElectLeadersRequest, context: RequestContext) async -> ElectLeadersResponse {
@@ -45,12 +56,27 @@ public struct ElectLeadersHandler: KafkaHandler {
             } catch {
                 outcomes = partitions.map { ($0, error) }
             }
-            if everything { outcomes.removeAll { $0.error == .electionNotNeeded } }
+            var reopened: [Int32: (error: ErrorCode, message: String)] = [:]
+            if let replicas = self.replicas {
+                for partition in partitions {
+                    reopened[partition] = await replicas.reopenIfOffline(TopicPartition(topic, partition))
+                }
+            }
+            if everything {
+                outcomes.removeAll { $0.error == .electionNotNeeded && reopened[$0.partition] == nil }
+            }
             results.append(
                 .init(
                     topic: topic,
                     partitionResult: outcomes.map {
-                        .init(
+                        if let (error, message) = reopened[$0.partition] {
+                            return .init(
+                                partitionID: $0.partition,
+                                errorCode: error.rawValue,
+                                errorMessage: error == .none ? nil : message
+                            )
+                        }
+                        return .init(
                             partitionID: $0.partition,
                             errorCode: ($0.error?.kafkaErrorCode ?? .none).rawValue,
                             errorMessage: $0.error.map { "\($0)" }
