@@ -205,7 +205,9 @@ def take_every_descriptor(broker):
     """Lowers the running broker's RLIMIT_NOFILE to the descriptors it holds now, so its next open fails with EMFILE
     (idle connections cannot do this any more: max.connections keeps the logs' share of descriptors free)."""
     held = open_file_count(broker.process.pid)
-    resource.prlimit(broker.process.pid, resource.RLIMIT_NOFILE, (held, held))
+    # Only the soft limit: raising a hard limit again needs a capability the test may not have.
+    _, hard = resource.prlimit(broker.process.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(broker.process.pid, resource.RLIMIT_NOFILE, (held, hard))
 
 
 def give_descriptors_back(broker, limit):
