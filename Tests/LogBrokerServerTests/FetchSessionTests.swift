@@ -112,14 +112,14 @@ import Testing
         }
     }
 
-    /// The incremental fetch waits up to 30 s; a produce wakes it long before (the bound is loose because the whole
-    /// suite shares two cores, and a timeout would answer only 30 s after parking).
+    /// The incremental fetch waits up to 120 s; a produce wakes it long before (the 60 s bound tells the two apart
+    /// however late the test's own tasks run on a loaded machine).
     @Test func anIncrementalFetchWaitsForNewRecordsAndWakesOnAProduce() async throws {
         try await ProduceFetchTests.withBroker { port, replicas in
             async let woken = KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
                 let full = try await connection.send(Self.fetch([(0, 0)]), version: 12)
                 #expect(full.sessionID != 0)
-                let parked = Self.fetch([], sessionID: full.sessionID, epoch: 1, maxWaitMs: 30_000)
+                let parked = Self.fetch([], sessionID: full.sessionID, epoch: 1, maxWaitMs: 120_000)
                 let response = try await connection.send(parked, version: 12)
                 return (response, ContinuousClock.now)
             }
@@ -129,7 +129,7 @@ import Testing
             }
             let produced = ContinuousClock.now
             let (response, answered) = try await woken
-            #expect(answered - produced < .seconds(10))
+            #expect(answered - produced < .seconds(60))
             #expect(try Self.partitions(response).map(\.1) == [["late"]])
         }
     }

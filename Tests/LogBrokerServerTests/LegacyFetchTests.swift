@@ -117,7 +117,7 @@ import Testing
                 group.addTask {
                     try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
                         let response = try await connection.send(
-                            Self.fetch([(0, 0)], maxWaitMs: 10_000, maxBytes: Int32.max),
+                            Self.fetch([(0, 0)], maxWaitMs: 120_000, maxBytes: Int32.max),
                             version: version
                         )
                         let partition = try #require(response.responses.first?.partitions.first)
@@ -134,8 +134,8 @@ import Testing
                 }
                 try await group.waitForAll()
             }
-            // Generous for a loaded 2-core machine; the wait itself was 10 s.
-            #expect(clock.now - start < .seconds(5))
+            // Woken by the produce, not answered at its 120 s max wait (see ProduceFetchTests' twin of this test).
+            #expect(clock.now - start < .seconds(60))
         }
     }
 
