@@ -4,6 +4,7 @@ import re
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import time
 import warnings
@@ -23,6 +24,27 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def read_exactly(sock, count):
+    """`count` bytes from `sock`, or None if the connection closes first."""
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """One Kafka frame's contents (without its size), or None if the connection closed first."""
+    size = read_exactly(sock, 4)
+    if size is None:
+        return None
+    (length,) = struct.unpack(">i", size)
+    assert 0 <= length < 100 << 20, f"implausible frame size {length}"
+    return read_exactly(sock, length)
 
 
 def tool_binary(name):

@@ -13,6 +13,8 @@ import time
 
 import confluent_kafka
 
+from conftest import read_exactly
+
 MiB = 1 << 20
 
 
@@ -22,16 +24,6 @@ def port_of(broker):
 
 def connect(port, source="127.0.0.1"):
     return socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0))
-
-
-def read_exactly(sock, count):
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
 
 
 def api_versions_frame(correlation_id):

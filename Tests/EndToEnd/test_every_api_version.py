@@ -16,6 +16,8 @@ import warnings
 
 import pytest
 
+from conftest import read_frame
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka.protocol.api_message import ApiMessage
@@ -63,26 +65,6 @@ def request_classes():
 def response_class(request_class):
     name = request_class.__name__[: -len("Request")] + "Response"
     return type(request_class(version=0)).__module__, name
-
-
-def read_exactly(sock, count):
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return data
-
-
-def read_frame(sock):
-    """One response frame's contents, or None if the connection closed first."""
-    size = read_exactly(sock, 4)
-    if size is None:
-        return None
-    (length,) = struct.unpack(">i", size)
-    assert 0 <= length < 100 << 20, f"implausible frame size {length}"
-    return read_exactly(sock, length)
 
 
 def decode_exactly(cls, version, payload):

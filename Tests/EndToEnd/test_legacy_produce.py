@@ -18,6 +18,8 @@ import confluent_kafka.admin
 import kafka
 import pytest
 
+from conftest import read_frame
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from kafka.protocol.producer import ProduceRequest, ProduceResponse
@@ -175,20 +177,6 @@ def produce_frame(version, topic, records, correlation_id, acks=-1):
             ProduceRequest.TopicProduceData.PartitionProduceData(index=0, records=bytes(records))])])
     request.with_header(correlation_id=correlation_id, client_id="legacy-refusals")
     return request.encode(header=True, framed=True)
-
-
-def read_frame(sock):
-    def read(count):
-        data = b""
-        while len(data) < count:
-            chunk = sock.recv(count - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return data
-
-    size = read(4)
-    return None if size is None else read(struct.unpack(">i", size)[0])
 
 
 def produce(sock, version, topic, records, correlation_id):
