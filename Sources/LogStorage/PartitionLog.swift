@@ -109,7 +109,10 @@ public final class PartitionLog: Sendable {
         self.logger = logger
         self.budget = budget
         try FileIO.makeDirectory(directory)
-        let epochCache = try LeaderEpochCache(path: directory.appending(LeaderEpochCache.fileName))
+        let (epochCache, epochCacheDamaged) = try LeaderEpochCache.loadOrReset(
+            path: directory.appending(LeaderEpochCache.fileName),
+            logger: logger
+        )
         var loader = Loader(
             directory: directory,
             config: config,
@@ -127,6 +130,13 @@ public final class PartitionLog: Sendable {
             producerIdExpirationMs: producerIdExpirationMs,
             logger: logger
         )
+        if loaded.offlineReason == nil && epochCacheDamaged {
+            try epochCache.rebuild(
+                from: loaded.segments,
+                logStartOffset: loaded.logStartOffset,
+                logEndOffset: loaded.nextOffset
+            )
+        }
         if loaded.offlineReason == nil {
             try producers.removeStraySnapshots(segmentBaseOffsets: Set(loaded.segments.map(\.baseOffset)))
             try Self.rebuildProducerState(
@@ -234,6 +244,12 @@ public final class PartitionLog: Sendable {
 
     func checkOnline(_ state: borrowing State) throws(StorageError) {
         if let reason = state.offlineReason { throw .partitionOffline("\(self.topicPartition)", reason) }
+    }
+
+    /// Marks the partition offline (its bookkeeping is unreadable), so every later call fails fast with
+    /// KAFKA_STORAGE_ERROR; nothing is deleted.
+    func takeOffline(_ error: StorageError) {
+        self.state.withLock { state in _ = self.takeOffline(&state, error) }
     }
 
     /// Marks the partition offline after a failed disk call, so later calls fail fast with KAFKA_STORAGE_ERROR.

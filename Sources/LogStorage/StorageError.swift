@@ -29,6 +29,12 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         self.code = code
     }
 
+    /// Whether a bookkeeping file's contents were malformed (repairable), as opposed to a failed disk call.
+    var isCorruptCheckpoint: Bool {
+        if case .corruptCheckpoint = self.code { return true }
+        return false
+    }
+
     /// A system call on `path` failed; the partition must be treated as offline.
     public static func io(_ operation: String, _ path: FilePath, _ errno: Errno) -> StorageError {
         StorageError(.io(operation: operation, path: path, errno: errno))

@@ -285,6 +285,34 @@ import Testing
         }
     }
 
+    @Test func eachCheckpointFollowsItsOwnInterval() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            let config = Self.managerConfig(directory) {
+                $0.checkpointIntervalMs = 1_000
+                $0.logStartOffsetCheckpointIntervalMs = 10_000
+            }
+            let manager = try LogManager(config: config, ioPool: pool)
+            let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
+            _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 0)
+            try log.flush()
+            let (recoveryPoints, logStarts) = (
+                directory.appending(OffsetCheckpointFile.recoveryPoint),
+                directory.appending(OffsetCheckpointFile.logStartOffset)
+            )
+            let now = PartitionLog.nowMs()
+            manager.runPeriodicTasks(nowMs: now + 500)
+            #expect(!TestFiles.exists(recoveryPoints) && !TestFiles.exists(logStarts))
+            manager.runPeriodicTasks(nowMs: now + 2_000)
+            #expect(TestFiles.text(recoveryPoints) == "0\n1\nt 0 3\n")
+            #expect(!TestFiles.exists(logStarts))
+            manager.runPeriodicTasks(nowMs: now + 11_000)
+            #expect(TestFiles.text(logStarts) == "0\n1\nt 0 0\n")
+            try manager.shutdown()
+        }
+    }
+
     @Test func periodicRetentionDeletesExpiredSegmentsOnlyBelowTheHighWatermark() throws {
         try TemporaryDirectory.with { directory in
             let pool = DiskIOPool(threadCount: 1)
