@@ -285,6 +285,45 @@ import Testing
         }
     }
 
+    @Test func malformedCheckpointsAreRepairedFromTheLogs() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            let config = Self.managerConfig(directory)
+            do {
+                let manager = try LogManager(config: config, ioPool: pool)
+                let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
+                _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 2)
+                try log.withLog { (log) throws(StorageError) in try log.assignLeaderEpoch(4) }
+                _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 4)
+                log.highWatermark = 5
+                try manager.shutdown()
+            }
+            let garbage = Array("\u{0}garbage\n".utf8)
+            let files = [
+                OffsetCheckpointFile.recoveryPoint, OffsetCheckpointFile.logStartOffset,
+                OffsetCheckpointFile.replicationOffset,
+            ].map { directory.appending($0) }
+            for file in files { try TestFiles.write(file, garbage) }
+            let epochs = directory.appending("t-0").appending(LeaderEpochCache.fileName)
+            try TestFiles.write(epochs, garbage)
+
+            let manager = try LogManager(config: config, ioPool: pool)
+            #expect(Set(manager.startupReport.repairedFiles) == Set(files))
+            // No recovery points: the directory was recovered as after a crash, not trusted as cleanly stopped.
+            #expect(manager.startupReport.cleanShutdownDirectories.isEmpty)
+            let log = try #require(manager.log(for: TopicPartition("t", 0)))
+            #expect(log.logStartOffset == 0 && log.logEndOffset == 5 && log.highWatermark == 5)
+            #expect(try log.withLog { $0.epochEntries } == [.init(epoch: 2, startOffset: 0), .init(epoch: 4, startOffset: 3)])
+            #expect(TestFiles.text(epochs) == "0\n2\n2 0\n4 3\n")
+            // The repaired files were written at once.
+            #expect(TestFiles.text(files[0]) == "0\n1\nt 0 0\n")
+            #expect(TestFiles.text(files[1]) == "0\n1\nt 0 0\n")
+            #expect(TestFiles.text(files[2]) == "0\n1\nt 0 5\n")
+            try manager.shutdown()
+        }
+    }
+
     @Test func eachCheckpointFollowsItsOwnInterval() throws {
         try TemporaryDirectory.with { directory in
             let pool = DiskIOPool(threadCount: 1)
