@@ -139,9 +139,17 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("log.flush.interval.messages", .long, default: .long(Int64.max), validator: .atLeast(1)),
         SettingDefinition("log.flush.interval.ms", .long, default: .long(Int64.max), validator: .atLeast(0)),
         SettingDefinition(
-            "log.flush.offset.checkpoint.interval.ms", .int, default: .int(60_000), validator: .atLeast(0)),
+            "log.flush.offset.checkpoint.interval.ms",
+            .int,
+            default: .int(60_000),
+            validator: .atLeast(0)
+        ),
         SettingDefinition(
-            "log.flush.start.offset.checkpoint.interval.ms", .int, default: .int(60_000), validator: .atLeast(0)),
+            "log.flush.start.offset.checkpoint.interval.ms",
+            .int,
+            default: .int(60_000),
+            validator: .atLeast(0)
+        ),
         SettingDefinition(
             "log.cleanup.policy",
             .list,

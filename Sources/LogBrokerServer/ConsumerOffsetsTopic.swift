@@ -104,7 +104,10 @@ public final class ConsumerOffsetsTopic: GroupStore {
                 topicID: topic.id,
                 leaderEpoch: topic.partitions[Int(index)].leaderEpoch
             )
-            self.logger.info("Opened an offsets partition on retry", metadata: ["partition": "\(partition.topicPartition)"])
+            self.logger.info(
+                "Opened an offsets partition on retry",
+                metadata: ["partition": "\(partition.topicPartition)"]
+            )
             return partition
         } catch {
             self.logger.warning(

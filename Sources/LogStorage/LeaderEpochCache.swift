@@ -49,7 +49,7 @@ public final class LeaderEpochCache {
     static func loadOrReset(path: FilePath, logger: Logger) throws(StorageError) -> (LeaderEpochCache, damaged: Bool) {
         do {
             return (try LeaderEpochCache(path: path), false)
-        } catch where error.isCorruptCheckpoint {
+        } catch let error where error.isCorruptCheckpoint {
             logger.warning(
                 "Malformed leader-epoch-checkpoint; rebuilding it from the batches' leader epochs",
                 metadata: ["file": "\(path)", "error": "\(error)"]

@@ -310,7 +310,7 @@ public final class LogManager: Sendable {
             let path = directory.appending(name)
             do {
                 return try OffsetCheckpointFile(path).read()
-            } catch where error.isCorruptCheckpoint {
+            } catch let error where error.isCorruptCheckpoint {
                 logger.warning(
                     "Malformed \(name); \(repair)",
                     metadata: ["file": "\(path)", "error": "\(error)"]
@@ -320,8 +320,9 @@ public final class LogManager: Sendable {
             }
         }
         if let offsets = try read(
-            OffsetCheckpointFile.recoveryPoint, "every log of this directory recovers from its start")
-        {
+            OffsetCheckpointFile.recoveryPoint,
+            "every log of this directory recovers from its start"
+        ) {
             checkpoints.recoveryPoints = offsets
         } else {
             checkpoints.recoveryPointsDamaged = true
@@ -329,8 +330,9 @@ public final class LogManager: Sendable {
         checkpoints.logStartOffsets =
             try read(OffsetCheckpointFile.logStartOffset, "each log starts at its first segment's base offset") ?? [:]
         if let offsets = try read(
-            OffsetCheckpointFile.replicationOffset, "each high watermark is taken from its log end offset")
-        {
+            OffsetCheckpointFile.replicationOffset,
+            "each high watermark is taken from its log end offset"
+        ) {
             checkpoints.highWatermarks = offsets
         } else {
             checkpoints.highWatermarksDamaged = true

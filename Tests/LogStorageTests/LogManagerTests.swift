@@ -314,7 +314,11 @@ import Testing
             #expect(manager.startupReport.cleanShutdownDirectories.isEmpty)
             let log = try #require(manager.log(for: TopicPartition("t", 0)))
             #expect(log.logStartOffset == 0 && log.logEndOffset == 5 && log.highWatermark == 5)
-            #expect(try log.withLog { $0.epochEntries } == [.init(epoch: 2, startOffset: 0), .init(epoch: 4, startOffset: 3)])
+            #expect(
+                try log.withLog { $0.epochEntries } == [
+                    .init(epoch: 2, startOffset: 0), .init(epoch: 4, startOffset: 3),
+                ]
+            )
             #expect(TestFiles.text(epochs) == "0\n2\n2 0\n4 3\n")
             // The repaired files were written at once.
             #expect(TestFiles.text(files[0]) == "0\n1\nt 0 0\n")

@@ -65,20 +65,38 @@ public struct FindCoordinatorHandler: KafkaHandler {
                         port: -1
                     )
                 }
-                return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: nodeID, host: endpoint.host,
-                                               port: endpoint.port)
+                return FindCoordinatorResponse(
+                    errorCode: 0,
+                    errorMessage: nil,
+                    nodeID: nodeID,
+                    host: endpoint.host,
+                    port: endpoint.port
+                )
             }
             var coordinators: [FindCoordinatorResponse.Coordinator] = []
             for key in request.coordinatorKeys {
                 if await offsets.isAvailable(forGroup: key) {
                     coordinators.append(
-                        .init(key: key, nodeID: nodeID, host: endpoint.host, port: endpoint.port, errorCode: 0,
-                              errorMessage: nil))
+                        .init(
+                            key: key,
+                            nodeID: nodeID,
+                            host: endpoint.host,
+                            port: endpoint.port,
+                            errorCode: 0,
+                            errorMessage: nil
+                        )
+                    )
                 } else {
                     coordinators.append(
-                        .init(key: key, nodeID: -1, host: "", port: -1,
-                              errorCode: ErrorCode.coordinatorNotAvailable.rawValue,
-                              errorMessage: Self.partitionUnavailable))
+                        .init(
+                            key: key,
+                            nodeID: -1,
+                            host: "",
+                            port: -1,
+                            errorCode: ErrorCode.coordinatorNotAvailable.rawValue,
+                            errorMessage: Self.partitionUnavailable
+                        )
+                    )
                 }
             }
             return FindCoordinatorResponse(coordinators: coordinators)
