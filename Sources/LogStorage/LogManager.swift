@@ -85,8 +85,8 @@ public struct LogDirectoryError: Error, Sendable, CustomStringConvertible {
 /// unusable directory stops start-up with `LogDirectoryError` naming it.
 ///
 /// Damaged bookkeeping is repaired, never fatal, and never deletes data (each repair logs a warning naming the file):
-/// a malformed `recovery-point-offset-checkpoint` makes every log of its directory recover from its start (a full
-/// scan, even after a clean stop); a malformed `log-start-offset-checkpoint` is rebuilt from the logs (each starts at
+/// a malformed `recovery-point-offset-checkpoint` makes every log of its directory recover from its start after a
+/// crash (after a clean stop, whose marker says every log was flushed, each recovery point is its log end); a malformed `log-start-offset-checkpoint` is rebuilt from the logs (each starts at
 /// its first segment's base offset); a malformed `replication-offset-checkpoint` takes each high watermark from its
 /// log end (the ISR is this broker alone). The repaired files are written before `init` returns. A malformed
 /// `partition.metadata` takes that partition alone offline (KAFKA_STORAGE_ERROR): its topic id is unknown, so it is
@@ -200,14 +200,12 @@ public final class LogManager: Sendable {
                         _ = try MetaProperties.read(in: directory)
                     }
                 }
-                let markerFound = FileIO.exists(directory.appending(Self.cleanShutdownFileName))
+                let hadCleanShutdown = FileIO.exists(directory.appending(Self.cleanShutdownFileName))
+                if hadCleanShutdown { cleanDirectories.append(directory) }
                 let checkpoints = try check { () throws(StorageError) in
-                    try Self.readCheckpoints(directory, logger: logger)
+                    try Self.readCheckpoints(directory, hadCleanShutdown: hadCleanShutdown, logger: logger)
                 }
                 repaired += checkpoints.damaged
-                // Without recovery points nothing says what was flushed: every log is scanned from its start.
-                let hadCleanShutdown = markerFound && !checkpoints.recoveryPointsDamaged
-                if hadCleanShutdown { cleanDirectories.append(directory) }
                 var partitions: [TopicPartition] = []
                 for name in try check({ () throws(StorageError) in try FileIO.listDirectory(directory) }) {
                     let path = directory.appending(name)
@@ -240,7 +238,7 @@ public final class LogManager: Sendable {
                 }
                 // From here a crash must be recovered: the marker goes before anything is appended.
                 try check { () throws(StorageError) in
-                    if markerFound {
+                    if hadCleanShutdown {
                         try FileIO.unlink(directory.appending(Self.cleanShutdownFileName))
                         try FileIO.syncDirectory(directory)
                     }
@@ -304,7 +302,11 @@ public final class LogManager: Sendable {
 
     /// The directory's three offset checkpoints. A malformed one reads as empty, with a warning naming it and what
     /// replaces it; a failed disk call still throws (the directory is unusable).
-    private static func readCheckpoints(_ directory: FilePath, logger: Logger) throws(StorageError) -> Checkpoints {
+    private static func readCheckpoints(
+        _ directory: FilePath,
+        hadCleanShutdown: Bool,
+        logger: Logger
+    ) throws(StorageError) -> Checkpoints {
         var checkpoints = Checkpoints()
         func read(_ name: String, _ repair: String) throws(StorageError) -> [TopicPartition: Int64]? {
             let path = directory.appending(name)
@@ -319,10 +321,13 @@ public final class LogManager: Sendable {
                 return nil
             }
         }
-        if let offsets = try read(
-            OffsetCheckpointFile.recoveryPoint,
-            "every log of this directory recovers from its start"
-        ) {
+        // After a clean stop every log was flushed whole, so nothing needs scanning; after a crash nothing says what
+        // was flushed, so every log is scanned from its start.
+        let recoveryRepair =
+            hadCleanShutdown
+            ? "the clean-shutdown marker says every log was flushed: each recovery point is its log end"
+            : "every log of this directory recovers from its start"
+        if let offsets = try read(OffsetCheckpointFile.recoveryPoint, recoveryRepair) {
             checkpoints.recoveryPoints = offsets
         } else {
             checkpoints.recoveryPointsDamaged = true
@@ -378,7 +383,8 @@ public final class LogManager: Sendable {
                         logDirectory: directory,
                         topicPartition: partition,
                         config: logConfig,
-                        recoveryPoint: checkpoints.recoveryPoints[partition] ?? 0,
+                        recoveryPoint: checkpoints.recoveryPointsDamaged && hadCleanShutdown
+                            ? Int64.max : checkpoints.recoveryPoints[partition] ?? 0,
                         logStartOffset: checkpoints.logStartOffsets[partition] ?? 0,
                         hadCleanShutdown: hadCleanShutdown,
                         budget: budget,

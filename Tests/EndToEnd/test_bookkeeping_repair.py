@@ -175,22 +175,39 @@ def test_an_unopenable_offsets_partition_affects_only_its_groups(make_broker):
     join_commit_fetch(broker.address, blocked, "events")
 
 
-def restart_with_garbage(broker, relative_path):
-    broker.stop()
+def restart_with_garbage(broker, relative_path, crash=False):
+    """Stops the broker (SIGTERM, or SIGKILL as a crash), writes garbage into one file, starts it again; its log."""
+    if crash:
+        broker.kill()
+    else:
+        broker.stop()
     (broker.log_dir / relative_path).write_bytes(GARBAGE)
     broker.start()
     return server_log(broker)
 
 
-def test_a_malformed_recovery_point_checkpoint_makes_the_logs_recover_from_their_start(make_broker):
+def test_a_malformed_recovery_point_checkpoint_after_a_crash_makes_the_logs_recover_from_their_start(make_broker):
+    broker = make_broker()
+    sent = produce(broker.address, "orders", 3, 200)
+    broker.stop()  # the clean stop checkpoints recovery points at the log ends
+    broker.start()
+    log = restart_with_garbage(broker, "recovery-point-offset-checkpoint", crash=True)
+    assert "Malformed recovery-point-offset-checkpoint; every log of this directory recovers from its start" in log
+    assert str(broker.log_dir / "recovery-point-offset-checkpoint") in log
+    scans = [line for line in log.splitlines() if "Recovered the unflushed tail" in line and "partition=orders-" in line]
+    assert len(scans) == 3 and all("recoveryPoint=0 " in line for line in scans), scans
+    assert consume(broker.address, "orders", range(3), len(sent)) == sent
+    assert (broker.log_dir / "recovery-point-offset-checkpoint").read_text().startswith("0\n")
+
+
+def test_a_malformed_recovery_point_checkpoint_after_a_clean_stop_takes_the_log_ends(make_broker):
     broker = make_broker()
     sent = produce(broker.address, "orders", 3, 200)
     log = restart_with_garbage(broker, "recovery-point-offset-checkpoint")
-    assert "Malformed recovery-point-offset-checkpoint; every log of this directory recovers from its start" in log
+    assert "Malformed recovery-point-offset-checkpoint; the clean-shutdown marker says every log was flushed" in log
     assert str(broker.log_dir / "recovery-point-offset-checkpoint") in log
-    assert "Recovered the unflushed tail" in log
     assert consume(broker.address, "orders", range(3), len(sent)) == sent
-    assert (broker.log_dir / "recovery-point-offset-checkpoint").read_text().startswith("0\n")
+    assert "orders 1 200\n" in (broker.log_dir / "recovery-point-offset-checkpoint").read_text()
 
 
 def test_a_malformed_log_start_offset_checkpoint_is_rebuilt_from_the_logs(make_broker):

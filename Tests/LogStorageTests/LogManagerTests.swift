@@ -308,11 +308,11 @@ import Testing
             let epochs = directory.appending("t-0").appending(LeaderEpochCache.fileName)
             try TestFiles.write(epochs, garbage)
 
-            let manager = try LogManager(config: config, ioPool: pool)
-            #expect(Set(manager.startupReport.repairedFiles) == Set(files))
-            // No recovery points: the directory was recovered as after a crash, not trusted as cleanly stopped.
-            #expect(manager.startupReport.cleanShutdownDirectories.isEmpty)
-            let log = try #require(manager.log(for: TopicPartition("t", 0)))
+            var manager: LogManager? = try LogManager(config: config, ioPool: pool)
+            #expect(Set(manager!.startupReport.repairedFiles) == Set(files))
+            // The clean stop flushed everything: each recovery point is the log end.
+            #expect(manager!.startupReport.cleanShutdownDirectories == [directory.path])
+            let log = try #require(manager!.log(for: TopicPartition("t", 0)))
             #expect(log.logStartOffset == 0 && log.logEndOffset == 5 && log.highWatermark == 5)
             #expect(
                 try log.withLog { $0.epochEntries } == [
@@ -321,10 +321,19 @@ import Testing
             )
             #expect(TestFiles.text(epochs) == "0\n2\n2 0\n4 3\n")
             // The repaired files were written at once.
-            #expect(TestFiles.text(files[0]) == "0\n1\nt 0 0\n")
+            #expect(TestFiles.text(files[0]) == "0\n1\nt 0 5\n")
             #expect(TestFiles.text(files[1]) == "0\n1\nt 0 0\n")
             #expect(TestFiles.text(files[2]) == "0\n1\nt 0 5\n")
-            try manager.shutdown()
+
+            // After a crash nothing says what was flushed: the log is recovered from its start.
+            manager = nil  // killed: no marker
+            try TestFiles.write(files[0], garbage)
+            let restarted = try LogManager(config: config, ioPool: pool)
+            #expect(restarted.startupReport.cleanShutdownDirectories.isEmpty)
+            #expect(restarted.startupReport.repairedFiles == [files[0]])
+            #expect(try #require(restarted.log(for: TopicPartition("t", 0))).logEndOffset == 5)
+            #expect(TestFiles.text(files[0]) == "0\n1\nt 0 0\n")
+            try restarted.shutdown()
         }
     }
 
