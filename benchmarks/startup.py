@@ -6,6 +6,7 @@ restart's spawn until the port accepts connections (the logs are loaded before t
 __consumer_offsets), and the time the SIGTERM stop itself took (flush, checkpoints, marker)."""
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +32,6 @@ def spawn(server, config, stderr_path):
 
 def wait_started(process, stderr, started, port, limit):
     """(seconds until the port accepted a connection, seconds until the started line)."""
-    import socket
-
     listening = None
     while True:
         if process.poll() is not None:
@@ -86,7 +85,9 @@ def main():
             producer.produce(topic, b"x" * 100, partition=partition)
         producer.poll(0)
     assert producer.flush(limit) == 0, "records left unsent"
-    log(f"wrote one record to each partition")
+    log("wrote one record to each partition")
+    # The clients go now, so they do not reconnect to every restart (and log each refusal).
+    del producer, admin
 
     results = {"SIGTERM": [], "SIGKILL": []}
     stops = []
