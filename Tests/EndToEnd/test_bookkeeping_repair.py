@@ -77,6 +77,13 @@ def find_coordinator(broker, group):
     return response.error_code, time.monotonic() - started
 
 
+def find_coordinators(broker, groups):
+    """FindCoordinator v4 for several groups at once: {group: error code}."""
+    request = FindCoordinatorRequest(version=4, key_type=0, coordinator_keys=groups)
+    response = round_trip(broker, request, FindCoordinatorResponse, 4)
+    return {coordinator.key: coordinator.error_code for coordinator in response.coordinators}
+
+
 def fetch_error(broker, topic, partition):
     """The error code a Fetch v4 from offset 0 gets for one partition."""
     request = FetchRequest(
@@ -164,6 +171,7 @@ def test_an_unopenable_offsets_partition_affects_only_its_groups(make_broker):
     assert error == 0 and seconds < 1, (error, seconds)
     error, seconds = find_coordinator(broker.address, blocked)
     assert error == COORDINATOR_NOT_AVAILABLE and seconds < 1, (error, seconds)
+    assert find_coordinators(broker.address, [working, blocked]) == {working: 0, blocked: COORDINATOR_NOT_AVAILABLE}
     join_commit_fetch(broker.address, working, "events")
 
     squatter.unlink()
