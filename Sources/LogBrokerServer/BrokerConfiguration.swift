@@ -47,6 +47,10 @@ public struct BrokerConfiguration: Sendable {
         public var flushIntervalMessages: Int64
         /// `log.flush.interval.ms`; Long.MAX_VALUE (the default) never fsyncs by time.
         public var flushIntervalMs: Int64
+        /// `log.flush.offset.checkpoint.interval.ms`: the recovery-point (and high-watermark) checkpoint's period.
+        public var offsetCheckpointIntervalMs: Int64
+        /// `log.flush.start.offset.checkpoint.interval.ms`: the log-start-offset checkpoint's period.
+        public var startOffsetCheckpointIntervalMs: Int64
         /// `log.cleaner.enable`, `.threads`, `.dedupe.buffer.size` and `.backoff.ms`.
         public var cleaner: LogCleaner.Configuration
     }
@@ -206,6 +210,18 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("log.segment.delete.delay.ms", .long, default: .long(60_000), validator: .atLeast(0)),
         SettingDefinition("log.flush.interval.messages", .long, default: .long(Int64.max), validator: .atLeast(1)),
         SettingDefinition("log.flush.interval.ms", .long, default: .long(Int64.max), validator: .atLeast(0)),
+        SettingDefinition(
+            "log.flush.offset.checkpoint.interval.ms",
+            .int,
+            default: .int(60_000),
+            validator: .atLeast(0)
+        ),
+        SettingDefinition(
+            "log.flush.start.offset.checkpoint.interval.ms",
+            .int,
+            default: .int(60_000),
+            validator: .atLeast(0)
+        ),
         SettingDefinition(
             "log.cleanup.policy",
             .list,
@@ -406,6 +422,8 @@ public struct BrokerConfiguration: Sendable {
             retentionCheckIntervalMs: settings.long("log.retention.check.interval.ms"),
             flushIntervalMessages: settings.long("log.flush.interval.messages"),
             flushIntervalMs: settings.long("log.flush.interval.ms"),
+            offsetCheckpointIntervalMs: Int64(settings.int("log.flush.offset.checkpoint.interval.ms")),
+            startOffsetCheckpointIntervalMs: Int64(settings.int("log.flush.start.offset.checkpoint.interval.ms")),
             cleaner: cleaner
         )
     }

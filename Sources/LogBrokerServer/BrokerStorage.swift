@@ -41,6 +41,8 @@ public final class BrokerStorage: Service, Sendable {
             topicConfig: { topic in configs.config(of: topic) },
             flushIntervalMessages: configuration.log.flushIntervalMessages,
             flushIntervalMs: configuration.log.flushIntervalMs,
+            checkpointIntervalMs: configuration.log.offsetCheckpointIntervalMs,
+            logStartOffsetCheckpointIntervalMs: configuration.log.startOffsetCheckpointIntervalMs,
             retentionCheckIntervalMs: configuration.log.retentionCheckIntervalMs,
             fileHandleLimit: fileHandleLimit
         )

@@ -8,6 +8,7 @@ import LogStorage
 import Logging
 import NIOCore
 import Replication
+import Synchronization
 
 /// `__consumer_offsets`, where the group coordinator keeps committed offsets in Kafka's record layouts, so tools
 /// that read the topic (Burrow) understand it: key `OffsetCommitKey` v1 (group, topic, partition) and value
@@ -16,30 +17,152 @@ import Replication
 /// group's records go to partition `abs(groupID.hashCode) % offsets.topic.num.partitions`, Java's `String.hashCode`,
 /// as Kafka places them. The topic is compacted and created on the first group lookup, as Kafka does.
 ///
-/// Thread-safe: its members are.
+/// Each group depends on its own partition only: one that cannot be opened (or is offline) makes its groups'
+/// coordinator unavailable, and no other group's; opening it is retried by later lookups, at most once per
+/// `retryIntervalMs`. A partition whose records were not read at start (it opened later) is read then, and its
+/// records handed to `whenPartitionLoadsLate`, before its groups are served.
+///
+/// Thread-safe: its members are, and its own state is behind a `Mutex`.
 public final class ConsumerOffsetsTopic: GroupStore {
     public static let name = "__consumer_offsets"
+    /// The least time between two attempts to open (or read) one unavailable partition.
+    static let retryIntervalMs: Int64 = 1_000
 
     let controller: Controller
     let replicas: ReplicaManager
+    let nodeID: Int32
     let partitionCount: Int32
     let replicationFactor: Int16
     let segmentBytes: Int32
     let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        /// Partitions whose records the group coordinator has (read at start, or late).
+        var loaded: Set<Int32> = []
+        /// Partitions being read late by one lookup; others answer unavailable meanwhile.
+        var loading: Set<Int32> = []
+        /// When opening or reading each unavailable partition was last tried.
+        var lastAttemptMs: [Int32: Int64] = [:]
+        /// Whether the start-up read (`readAll`) ran: only after it are partitions read late.
+        var startupReadDone = false
+        var lateLoader: (@Sendable ([StoredRecord]) async -> Void)?
+    }
 
     public init(controller: Controller, replicas: ReplicaManager, configuration: BrokerConfiguration, logger: Logger) {
         self.controller = controller
         self.logger = logger
         self.replicas = replicas
+        self.nodeID = configuration.nodeID
         self.partitionCount = configuration.settings.int("offsets.topic.num.partitions")
         self.replicationFactor = Int16(configuration.settings.int("offsets.topic.replication.factor"))
         self.segmentBytes = configuration.settings.int("offsets.topic.segment.bytes")
     }
 
-    /// Creates the topic if it does not exist yet and waits (up to 5 s) until this broker serves its partitions, so
-    /// the first group records can be appended; false when it is not ready (the caller answers
-    /// COORDINATOR_NOT_AVAILABLE, retriable). More replicas than live brokers are cut to the live count.
-    public func ensureCreated() async -> Bool {
+    /// Where the records of a partition read after start-up go (the group coordinator's `load`).
+    public func whenPartitionLoadsLate(_ loader: @escaping @Sendable ([StoredRecord]) async -> Void) {
+        self.state.withLock { $0.lateLoader = loader }
+    }
+
+    /// Whether this broker can coordinate `groupID` now: creates the topic if it does not exist yet (more replicas
+    /// than live brokers are cut to the live count), then checks the group's own partition only. A partition that
+    /// is not open is opened again (at most once per `retryIntervalMs`), and one opened after start-up is read
+    /// before its groups are served. False at once when it is not ready (the caller answers
+    /// COORDINATOR_NOT_AVAILABLE, retriable); never waits for other partitions.
+    public func isAvailable(forGroup groupID: String) async -> Bool {
+        guard await self.ensureCreated() else { return false }
+        let index = Self.partition(of: groupID, count: self.partitionCount)
+        let topicPartition = TopicPartition(Self.name, index)
+        var hosted = self.replicas.partition(topicPartition)
+        if hosted == nil {
+            guard self.claimAttempt(index) else { return false }
+            hosted = await self.reopen(index)
+        }
+        guard let hosted, !hosted.log.isOffline else { return false }
+        return await self.loadIfNeeded(index, hosted)
+    }
+
+    /// Whether a retry of partition `index` is due now; records the attempt when it is.
+    private func claimAttempt(_ index: Int32) -> Bool {
+        let now = PartitionLog.nowMs()
+        return self.state.withLock { state in
+            if let last = state.lastAttemptMs[index], now - last < Self.retryIntervalMs { return false }
+            state.lastAttemptMs[index] = now
+            return true
+        }
+    }
+
+    /// Opens partition `index` again as the controller's image says this broker leads it; nil when it cannot.
+    private func reopen(_ index: Int32) async -> Partition? {
+        guard let topic = try? await self.controller.image().topics[Self.name], Int(index) < topic.partitions.count,
+            topic.partitions[Int(index)].leader == self.nodeID
+        else { return nil }
+        do {
+            let partition = try await self.replicas.becomeLeader(
+                topic: Self.name,
+                partition: index,
+                topicID: topic.id,
+                leaderEpoch: topic.partitions[Int(index)].leaderEpoch
+            )
+            self.logger.info(
+                "Opened an offsets partition on retry",
+                metadata: ["partition": "\(partition.topicPartition)"]
+            )
+            return partition
+        } catch {
+            self.logger.warning(
+                "An offsets partition cannot be opened; its groups have no coordinator",
+                metadata: ["partition": "\(Self.name)-\(index)", "error": "\(error)"]
+            )
+            return self.replicas.partition(TopicPartition(Self.name, index))
+        }
+    }
+
+    /// Reads partition `index` for the group coordinator if the start-up read did not; whether its groups can be
+    /// served now.
+    private func loadIfNeeded(_ index: Int32, _ partition: Partition) async -> Bool {
+        enum Step { case ready, busy, load((@Sendable ([StoredRecord]) async -> Void)?) }
+        let deadline = ContinuousClock.now + .seconds(2)
+        var step = Step.busy
+        while true {
+            step = self.state.withLock { state in
+                guard state.startupReadDone, !state.loaded.contains(index) else { return .ready }
+                guard !state.loading.contains(index) else { return .busy }
+                state.loading.insert(index)
+                return .load(state.lateLoader)
+            }
+            // Another lookup is reading it (a few milliseconds for a new, empty partition).
+            guard case .busy = step, ContinuousClock.now < deadline else { break }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        let loader: (@Sendable ([StoredRecord]) async -> Void)?
+        switch step {
+        case .ready: return true
+        case .busy: return false
+        case .load(let late): loader = late
+        }
+        var loaded = false
+        defer {
+            self.state.withLock { state in
+                state.loading.remove(index)
+                if loaded { state.loaded.insert(index) }
+            }
+        }
+        do {
+            let records = try await self.read(partition)
+            if !records.isEmpty { await loader?(records) }
+            loaded = true
+        } catch {
+            self.logger.warning(
+                "An offsets partition cannot be read; its groups have no coordinator",
+                metadata: ["partition": "\(partition.topicPartition)", "error": "\(error)"]
+            )
+        }
+        return loaded
+    }
+
+    /// Creates the topic if it does not exist yet; false when it could not be.
+    private func ensureCreated() async -> Bool {
         if (try? await self.controller.image().topics[Self.name]) == nil {
             let live = Int16(clamping: await self.controller.liveBrokers.count)
             do {
@@ -52,12 +175,6 @@ public final class ConsumerOffsetsTopic: GroupStore {
             } catch {
                 guard (try? await self.controller.image().topics[Self.name]) != nil else { return false }
             }
-        }
-        // The controller's listener opens the new partitions' logs after the commit.
-        let deadline = ContinuousClock.now + .seconds(5)
-        while (0..<self.partitionCount).contains(where: { self.replicas.partition(TopicPartition(Self.name, $0)) == nil }) {
-            guard ContinuousClock.now < deadline else { return false }
-            try? await Task.sleep(for: .milliseconds(10))
         }
         return true
     }
@@ -148,29 +265,51 @@ public final class ConsumerOffsetsTopic: GroupStore {
     }
 
     /// Every offset commit and group state the topic holds on this broker, in log order per partition (for
-    /// `GroupCoordinator.load` at start).
+    /// `GroupCoordinator.load` at start). A partition that is offline or cannot be read is left out, with a
+    /// warning: its groups have no coordinator until a lookup reads it.
     public func readAll() async throws -> [StoredRecord] {
         var entries: [StoredRecord] = []
-        let compression = CompressionContext()
+        var loaded: Set<Int32> = []
         for index in 0..<self.partitionCount {
             guard let partition = self.replicas.partition(TopicPartition(Self.name, index)) else { continue }
-            var offset = partition.logStartOffset
-            while offset < partition.logEndOffset {
-                let start = offset
-                let bytes = try await self.replicas.ioPool.run {
-                    try partition.log.withLog { (log) throws(StorageError) in
-                        try log.read(from: start, maxBytes: 1 << 20).range?.readBytes()
-                    }
+            guard !partition.log.isOffline else { continue }
+            do {
+                entries += try await self.read(partition)
+                loaded.insert(index)
+            } catch {
+                self.logger.warning(
+                    "An offsets partition cannot be read; its groups have no coordinator",
+                    metadata: ["partition": "\(partition.topicPartition)", "error": "\(error)"]
+                )
+            }
+        }
+        self.state.withLock { state in
+            state.loaded.formUnion(loaded)
+            state.startupReadDone = true
+        }
+        return entries
+    }
+
+    /// The offset commits and group states in one partition, in log order.
+    private func read(_ partition: Partition) async throws -> [StoredRecord] {
+        var entries: [StoredRecord] = []
+        let compression = CompressionContext()
+        var offset = partition.logStartOffset
+        while offset < partition.logEndOffset {
+            let start = offset
+            let bytes = try await self.replicas.ioPool.run {
+                try partition.log.withLog { (log) throws(StorageError) in
+                    try log.read(from: start, maxBytes: 1 << 20).range?.readBytes()
                 }
-                guard let bytes else { break }
-                var splitter = RecordBatchSplitter(ByteBuffer(bytes: bytes))
-                while let batch = try splitter.next() {
-                    offset = batch.lastOffset + 1
-                    guard !batch.attributes.isControl else { continue }
-                    var records = try batch.makeRecordIterator(compression: compression, maxDecompressedBytes: 64 << 20)
-                    while let record = try records.next() {
-                        if let entry = try Self.decode(record) { entries.append(entry) }
-                    }
+            }
+            guard let bytes else { break }
+            var splitter = RecordBatchSplitter(ByteBuffer(bytes: bytes))
+            while let batch = try splitter.next() {
+                offset = batch.lastOffset + 1
+                guard !batch.attributes.isControl else { continue }
+                var records = try batch.makeRecordIterator(compression: compression, maxDecompressedBytes: 64 << 20)
+                while let record = try records.next() {
+                    if let entry = try Self.decode(record) { entries.append(entry) }
                 }
             }
         }

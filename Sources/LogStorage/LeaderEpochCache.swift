@@ -1,3 +1,4 @@
+import Logging
 import SystemPackage
 
 /// One leader epoch and the first offset appended under it.
@@ -35,6 +36,49 @@ public final class LeaderEpochCache {
             entries.append(EpochEntry(epoch: epoch, startOffset: offset))
         }
         self.entries = entries
+    }
+
+    /// An empty cache that will be written to `path`.
+    private init(emptyAt path: FilePath) {
+        self.path = path
+        self.entries = []
+    }
+
+    /// Loads the checkpoint at `path`; a malformed one is not fatal: the returned cache is empty and `damaged`
+    /// true, and the caller rebuilds it from the batches (`rebuild(from:)`). A failed disk call still throws.
+    static func loadOrReset(path: FilePath, logger: Logger) throws(StorageError) -> (LeaderEpochCache, damaged: Bool) {
+        do {
+            return (try LeaderEpochCache(path: path), false)
+        } catch let error where error.isCorruptCheckpoint {
+            logger.warning(
+                "Malformed leader-epoch-checkpoint; rebuilding it from the batches' leader epochs",
+                metadata: ["file": "\(path)", "error": "\(error)"]
+            )
+            return (LeaderEpochCache(emptyAt: path), true)
+        }
+    }
+
+    /// Rebuilds the cache from the leader epoch stamped on every batch in `segments` from `logStartOffset` to
+    /// `logEndOffset` (the first batch of each epoch starts it), and writes the file. Reads batch headers only;
+    /// segments opened for this close again, except the last.
+    func rebuild(from segments: [Segment], logStartOffset: Int64, logEndOffset: Int64) throws(StorageError) {
+        self.entries = []
+        for (number, segment) in segments.enumerated() {
+            // A segment wholly before the log start holds no batch to read.
+            if number + 1 < segments.count && segments[number + 1].baseOffset <= logStartOffset { continue }
+            let wasOpen = segment.isOpen
+            try segment.forEachBatchHeader(from: logStartOffset) { (header) throws(StorageError) in
+                guard header.lastOffset >= logStartOffset, header.baseOffset < logEndOffset,
+                    header.partitionLeaderEpoch >= 0
+                else { return }
+                if let latest = self.entries.last, header.partitionLeaderEpoch <= latest.epoch { return }
+                self.entries.append(
+                    EpochEntry(epoch: header.partitionLeaderEpoch, startOffset: max(header.baseOffset, logStartOffset))
+                )
+            }
+            if !wasOpen && segment !== segments.last { _ = try segment.closeFiles() }
+        }
+        try self.flush()
     }
 
     public var latest: EpochEntry? { self.entries.last }

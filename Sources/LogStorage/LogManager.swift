@@ -1,4 +1,5 @@
 import Dispatch
+import KafkaWire
 import Logging
 import Synchronization
 import SystemPackage
@@ -24,8 +25,12 @@ public struct LogManagerConfig: Sendable {
     /// `log.flush.interval.ms`: fsync when the last fsync is this old and messages are unflushed (off: Int64.max).
     /// A topic's `flush.ms` overrides it.
     public var flushIntervalMs: Int64
-    /// `log.flush.offset.checkpoint.interval.ms`: how often the three offset checkpoints are written.
+    /// `log.flush.offset.checkpoint.interval.ms`: how often `recovery-point-offset-checkpoint` (and with it
+    /// `replication-offset-checkpoint`) is written. Default 60,000.
     public var checkpointIntervalMs: Int64
+    /// `log.flush.start.offset.checkpoint.interval.ms`: how often `log-start-offset-checkpoint` is written.
+    /// Default 60,000.
+    public var logStartOffsetCheckpointIntervalMs: Int64
     /// `log.retention.check.interval.ms`: how often retention and producer-id expiry run over every log.
     public var retentionCheckIntervalMs: Int64
     /// `num.recovery.threads.per.data.dir`: threads loading (and recovering) partitions at start-up, per directory.
@@ -42,6 +47,7 @@ public struct LogManagerConfig: Sendable {
         flushIntervalMessages: Int64 = Int64.max,
         flushIntervalMs: Int64 = Int64.max,
         checkpointIntervalMs: Int64 = 60_000,
+        logStartOffsetCheckpointIntervalMs: Int64 = 60_000,
         retentionCheckIntervalMs: Int64 = 300_000,
         recoveryThreadsPerDirectory: Int = 2,
         fileHandleLimit: Int = FileHandleBudget.defaultLimit()
@@ -52,6 +58,7 @@ public struct LogManagerConfig: Sendable {
         self.flushIntervalMessages = flushIntervalMessages
         self.flushIntervalMs = flushIntervalMs
         self.checkpointIntervalMs = checkpointIntervalMs
+        self.logStartOffsetCheckpointIntervalMs = logStartOffsetCheckpointIntervalMs
         self.retentionCheckIntervalMs = retentionCheckIntervalMs
         self.recoveryThreadsPerDirectory = recoveryThreadsPerDirectory
         self.fileHandleLimit = fileHandleLimit
@@ -73,13 +80,21 @@ public struct LogDirectoryError: Error, Sendable, CustomStringConvertible {
 /// Start-up (`init`): per directory, takes the `.lock` (flock), checks `meta.properties`, reads the checkpoints and
 /// whether `.kafka_cleanshutdown` exists, then loads every `<topic>-<partition>` directory on a pool of
 /// `recoveryThreadsPerDirectory` threads per directory, each with its recovery point, log start offset and the topic
-/// id in its `partition.metadata` (a malformed one fails the directory, naming the file); after an unclean stop each
-/// scans only past its recovery point. Then the marker is removed, so a crash from here on is
-/// recovered. Leftover `-delete` directories are removed in the background. An unusable directory stops start-up
-/// with `LogDirectoryError` naming it.
+/// id in its `partition.metadata`; after an unclean stop each scans only past its recovery point. Then the marker is
+/// removed, so a crash from here on is recovered. Leftover `-delete` directories are removed in the background. An
+/// unusable directory stops start-up with `LogDirectoryError` naming it.
 ///
-/// Running: `getOrCreateLog`, `log(for:)`, `deleteLog`; `runPeriodicTasks` (or `run`) writes the three offset
-/// checkpoints every `checkpointIntervalMs` and applies `flush.ms`. Clean stop (`shutdown`): every log flushed and
+/// Damaged bookkeeping is repaired, never fatal, and never deletes data (each repair logs a warning naming the file):
+/// a malformed `recovery-point-offset-checkpoint` makes every log of its directory recover from its start after a
+/// crash (after a clean stop, whose marker says every log was flushed, each recovery point is its log end); a malformed `log-start-offset-checkpoint` is rebuilt from the logs (each starts at
+/// its first segment's base offset); a malformed `replication-offset-checkpoint` takes each high watermark from its
+/// log end (the ISR is this broker alone). The repaired files are written before `init` returns. A malformed
+/// `partition.metadata` takes that partition alone offline (KAFKA_STORAGE_ERROR): its topic id is unknown, so it is
+/// neither served nor rewritten. (`PartitionLog` rebuilds a malformed `leader-epoch-checkpoint` itself.)
+///
+/// Running: `getOrCreateLog`, `log(for:)`, `deleteLog`; `runPeriodicTasks` (or `run`) writes the recovery-point and
+/// replication-offset checkpoints every `checkpointIntervalMs`, the log-start-offset checkpoint every
+/// `logStartOffsetCheckpointIntervalMs`, and applies `flush.ms`. Clean stop (`shutdown`): every log flushed and
 /// closed, checkpoints written, then the marker, then the locks released. A manager dropped without `shutdown`
 /// releases its locks and nothing else, as a killed process would.
 ///
@@ -97,12 +112,31 @@ public final class LogManager: Sendable {
     private let logger: Logger
     private let locks: [LogDirectoryLock]
     private let state: Mutex<State>
-    /// Serialises checkpoint writes; holds when they were last written.
-    private let checkpointState = Mutex<Int64>(0)
+    /// Serialises checkpoint writes; holds when each kind was last written.
+    private let checkpointState = Mutex<CheckpointTimes>(CheckpointTimes())
     /// When retention last ran; the first check runs one interval after start, as Kafka's scheduler does.
     private let lastRetentionCheck = Mutex<Int64>(PartitionLog.nowMs())
     /// What start-up found, for operators and tests.
     public let startupReport: StartupReport
+
+    /// When the periodic checkpoints were last written.
+    private struct CheckpointTimes {
+        var recoveryPointsMs: Int64 = 0
+        var logStartOffsetsMs: Int64 = 0
+    }
+
+    /// Which offset checkpoint files a `checkpoint` call writes.
+    public struct CheckpointKinds: OptionSet, Sendable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+        /// `recovery-point-offset-checkpoint`.
+        public static let recoveryPoints = CheckpointKinds(rawValue: 1)
+        /// `log-start-offset-checkpoint`.
+        public static let logStartOffsets = CheckpointKinds(rawValue: 2)
+        /// `replication-offset-checkpoint`.
+        public static let highWatermarks = CheckpointKinds(rawValue: 4)
+        public static let all: CheckpointKinds = [.recoveryPoints, .logStartOffsets, .highWatermarks]
+    }
 
     private struct State: ~Copyable {
         var logs: [TopicPartition: ManagedLog] = [:]
@@ -117,6 +151,10 @@ public final class LogManager: Sendable {
         public var loadedPartitions: Int
         /// `-delete` directories found and being removed in the background.
         public var pendingDeletions: Int
+        /// Bookkeeping files found malformed and repaired (checkpoints, `leader-epoch-checkpoint` excepted).
+        public var repairedFiles: [FilePath] = []
+        /// Partitions loaded offline because their `partition.metadata` could not be read.
+        public var offlinePartitions: [TopicPartition] = []
     }
 
     /// Opens every log directory and loads its partitions (see the type's documentation).
@@ -135,6 +173,8 @@ public final class LogManager: Sendable {
         var loaded: [TopicPartition: ManagedLog] = [:]
         var cleanDirectories: [FilePath] = []
         var deletions: [FilePath] = []
+        var repaired: [FilePath] = []
+        var offline: [TopicPartition] = []
         let policy = ManagedLog.FlushPolicy(
             intervalMessages: config.flushIntervalMessages,
             intervalMs: config.flushIntervalMs,
@@ -162,7 +202,10 @@ public final class LogManager: Sendable {
                 }
                 let hadCleanShutdown = FileIO.exists(directory.appending(Self.cleanShutdownFileName))
                 if hadCleanShutdown { cleanDirectories.append(directory) }
-                let checkpoints = try check { () throws(StorageError) in try Self.readCheckpoints(directory) }
+                let checkpoints = try check { () throws(StorageError) in
+                    try Self.readCheckpoints(directory, hadCleanShutdown: hadCleanShutdown, logger: logger)
+                }
+                repaired += checkpoints.damaged
                 var partitions: [TopicPartition] = []
                 for name in try check({ () throws(StorageError) in try FileIO.listDirectory(directory) }) {
                     let path = directory.appending(name)
@@ -189,7 +232,10 @@ public final class LogManager: Sendable {
                     policy: policy,
                     logger: logger
                 )
-                for log in logs { loaded[log.topicPartition] = log }
+                for log in logs {
+                    loaded[log.topicPartition] = log
+                    if log.isOffline { offline.append(log.topicPartition) }
+                }
                 // From here a crash must be recovered: the marker goes before anything is appended.
                 try check { () throws(StorageError) in
                     if hadCleanShutdown {
@@ -207,9 +253,20 @@ public final class LogManager: Sendable {
         self.startupReport = StartupReport(
             cleanShutdownDirectories: cleanDirectories,
             loadedPartitions: loaded.count,
-            pendingDeletions: deletions.count
+            pendingDeletions: deletions.count,
+            repairedFiles: repaired,
+            offlinePartitions: offline.sorted()
         )
-        self.checkpointState.withLock { $0 = PartitionLog.nowMs() }
+        let now = PartitionLog.nowMs()
+        self.checkpointState.withLock { $0 = CheckpointTimes(recoveryPointsMs: now, logStartOffsetsMs: now) }
+        if !repaired.isEmpty {
+            // The malformed files are replaced now, not at the next interval.
+            do {
+                try self.checkpoint()
+            } catch {
+                logger.error("Rewriting repaired offset checkpoints failed", metadata: ["error": "\(error)"])
+            }
+        }
         for path in deletions { self.removeInBackground(path) }
         logger.info(
             "Loaded logs",
@@ -234,18 +291,58 @@ public final class LogManager: Sendable {
     }
 
     private struct Checkpoints {
-        var recoveryPoints: [TopicPartition: Int64]
-        var logStartOffsets: [TopicPartition: Int64]
-        var highWatermarks: [TopicPartition: Int64]
+        var recoveryPoints: [TopicPartition: Int64] = [:]
+        var logStartOffsets: [TopicPartition: Int64] = [:]
+        var highWatermarks: [TopicPartition: Int64] = [:]
+        /// The malformed files, read as empty.
+        var damaged: [FilePath] = []
+        var recoveryPointsDamaged = false
+        var highWatermarksDamaged = false
     }
 
-    private static func readCheckpoints(_ directory: FilePath) throws(StorageError) -> Checkpoints {
-        Checkpoints(
-            recoveryPoints: try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.recoveryPoint)).read(),
-            logStartOffsets: try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.logStartOffset)).read(),
-            highWatermarks: try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.replicationOffset))
-                .read()
-        )
+    /// The directory's three offset checkpoints. A malformed one reads as empty, with a warning naming it and what
+    /// replaces it; a failed disk call still throws (the directory is unusable).
+    private static func readCheckpoints(
+        _ directory: FilePath,
+        hadCleanShutdown: Bool,
+        logger: Logger
+    ) throws(StorageError) -> Checkpoints {
+        var checkpoints = Checkpoints()
+        func read(_ name: String, _ repair: String) throws(StorageError) -> [TopicPartition: Int64]? {
+            let path = directory.appending(name)
+            do {
+                return try OffsetCheckpointFile(path).read()
+            } catch let error where error.isCorruptCheckpoint {
+                logger.warning(
+                    "Malformed \(name); \(repair)",
+                    metadata: ["file": "\(path)", "error": "\(error)"]
+                )
+                checkpoints.damaged.append(path)
+                return nil
+            }
+        }
+        // After a clean stop every log was flushed whole, so nothing needs scanning; after a crash nothing says what
+        // was flushed, so every log is scanned from its start.
+        let recoveryRepair =
+            hadCleanShutdown
+            ? "the clean-shutdown marker says every log was flushed: each recovery point is its log end"
+            : "every log of this directory recovers from its start"
+        if let offsets = try read(OffsetCheckpointFile.recoveryPoint, recoveryRepair) {
+            checkpoints.recoveryPoints = offsets
+        } else {
+            checkpoints.recoveryPointsDamaged = true
+        }
+        checkpoints.logStartOffsets =
+            try read(OffsetCheckpointFile.logStartOffset, "each log starts at its first segment's base offset") ?? [:]
+        if let offsets = try read(
+            OffsetCheckpointFile.replicationOffset,
+            "each high watermark is taken from its log end offset"
+        ) {
+            checkpoints.highWatermarks = offsets
+        } else {
+            checkpoints.highWatermarksDamaged = true
+        }
+        return checkpoints
     }
 
     /// Loads `partitions` of one directory on `recoveryThreadsPerDirectory` threads (loading is disk-bound: after an
@@ -267,26 +364,39 @@ public final class LogManager: Sendable {
             pool.execute {
                 let result = Result { () throws(StorageError) -> ManagedLog in
                     let logConfig = config.topicConfig(partition.topic)
-                    // Read before the segments, so a malformed file fails the directory's load naming the file, as a
-                    // corrupt leader-epoch-checkpoint does, instead of surfacing at the first LeaderAndIsr.
-                    let topicID = try PartitionMetadataFile.read(
-                        directory.appending(partition.directoryName).appending(PartitionMetadataFile.fileName)
-                    )
+                    // Without its topic id the directory may belong to another topic of the same name: the partition
+                    // is loaded (so nothing creates a log over it) but offline, and the others are served.
+                    let metadataPath = directory.appending(partition.directoryName)
+                        .appending(PartitionMetadataFile.fileName)
+                    var topicID: KafkaUUID?
+                    var metadataError: StorageError?
+                    do throws(StorageError) {
+                        topicID = try PartitionMetadataFile.read(metadataPath)
+                    } catch {
+                        logger.warning(
+                            "Unreadable partition.metadata; partition offline until the file is repaired",
+                            metadata: ["file": "\(metadataPath)", "partition": "\(partition)", "error": "\(error)"]
+                        )
+                        metadataError = error
+                    }
                     let log = try PartitionLog(
                         logDirectory: directory,
                         topicPartition: partition,
                         config: logConfig,
-                        recoveryPoint: checkpoints.recoveryPoints[partition] ?? 0,
+                        recoveryPoint: checkpoints.recoveryPointsDamaged && hadCleanShutdown
+                            ? Int64.max : checkpoints.recoveryPoints[partition] ?? 0,
                         logStartOffset: checkpoints.logStartOffsets[partition] ?? 0,
                         hadCleanShutdown: hadCleanShutdown,
                         budget: budget,
                         logger: logger
                     )
+                    if let metadataError { log.takeOffline(metadataError) }
                     let managed = ManagedLog(
                         log: log,
                         logDirectory: directory,
                         config: logConfig,
-                        highWatermark: checkpoints.highWatermarks[partition],
+                        highWatermark: checkpoints.highWatermarksDamaged
+                            ? log.logEndOffset : checkpoints.highWatermarks[partition],
                         topicID: topicID,
                         budget: budget,
                         policy: policy,
@@ -436,8 +546,9 @@ public final class LogManager: Sendable {
     // MARK: Checkpoints and periodic work
 
     /// Writes `recovery-point-offset-checkpoint`, `log-start-offset-checkpoint` and `replication-offset-checkpoint`
-    /// in every log directory, from the logs' current values (high watermarks as the caller last set them).
-    public func checkpoint() throws(StorageError) {
+    /// (those of `kinds`) in every log directory, from the logs' current values (high watermarks as the caller last
+    /// set them).
+    public func checkpoint(_ kinds: CheckpointKinds = .all) throws(StorageError) {
         try self.checkpointState.withLock { last throws(StorageError) in
             var byDirectory: [FilePath: [ManagedLog]] = [:]
             for directory in self.config.logDirectories { byDirectory[directory] = [] }
@@ -452,20 +563,29 @@ public final class LogManager: Sendable {
                     logStartOffsets[log.topicPartition] = offsets.logStartOffset
                     highWatermarks[log.topicPartition] = offsets.highWatermark
                 }
-                try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.recoveryPoint)).write(recoveryPoints)
-                try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.logStartOffset)).write(
-                    logStartOffsets
-                )
-                try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.replicationOffset))
-                    .write(highWatermarks)
+                if kinds.contains(.recoveryPoints) {
+                    try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.recoveryPoint))
+                        .write(recoveryPoints)
+                }
+                if kinds.contains(.logStartOffsets) {
+                    try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.logStartOffset))
+                        .write(logStartOffsets)
+                }
+                if kinds.contains(.highWatermarks) {
+                    try OffsetCheckpointFile(directory.appending(OffsetCheckpointFile.replicationOffset))
+                        .write(highWatermarks)
+                }
             }
-            last = PartitionLog.nowMs()
+            let now = PartitionLog.nowMs()
+            if kinds.contains(.recoveryPoints) { last.recoveryPointsMs = now }
+            if kinds.contains(.logStartOffsets) { last.logStartOffsetsMs = now }
         }
     }
 
     /// One round of periodic work: per log the `flush.ms` policy, background fsync of rolled segments and unlinking
-    /// of expired `.deleted` files; retention when due; a log cleaner round when due; then the checkpoints if
-    /// `checkpointIntervalMs` has passed since the last ones.
+    /// of expired `.deleted` files; retention when due; a log cleaner round when due; then the recovery-point and
+    /// replication-offset checkpoints if `checkpointIntervalMs` has passed since they were last written, and the
+    /// log-start-offset checkpoint if `logStartOffsetCheckpointIntervalMs` has.
     public func runPeriodicTasks(nowMs: Int64 = PartitionLog.nowMs()) {
         for log in self.allLogs { log.periodicMaintenance(nowMs: nowMs) }
         let retentionDue = self.lastRetentionCheck.withLock { last in
@@ -477,18 +597,30 @@ public final class LogManager: Sendable {
             for log in self.allLogs { log.enforceRetention(nowMs: nowMs) }
         }
         self.cleaner.runIfDue(self.allLogs, directories: self.config.logDirectories, nowMs: nowMs)
-        let due = self.checkpointState.withLock { nowMs - $0 >= self.config.checkpointIntervalMs }
-        if due {
+        let due: CheckpointKinds = self.checkpointState.withLock { last in
+            var kinds: CheckpointKinds = []
+            if nowMs - last.recoveryPointsMs >= self.config.checkpointIntervalMs {
+                kinds.formUnion([.recoveryPoints, .highWatermarks])
+            }
+            if nowMs - last.logStartOffsetsMs >= self.config.logStartOffsetCheckpointIntervalMs {
+                kinds.insert(.logStartOffsets)
+            }
+            return kinds
+        }
+        if !due.isEmpty {
             do {
-                try self.checkpoint()
+                try self.checkpoint(due)
             } catch {
                 self.logger.error("Writing offset checkpoints failed", metadata: ["error": "\(error)"])
             }
         }
     }
 
-    /// Runs `runPeriodicTasks` on the I/O pool every `tickMs` until the task is cancelled or the manager stops.
+    /// Runs `runPeriodicTasks` on the I/O pool every `tickMs` (shorter when a checkpoint interval is) until the task
+    /// is cancelled or the manager stops.
     public func run(tickMs: Int64 = 1_000) async {
+        let intervals = [tickMs, self.config.checkpointIntervalMs, self.config.logStartOffsetCheckpointIntervalMs]
+        let tickMs = max(100, intervals.min()!)
         while !Task.isCancelled && !self.state.withLock({ $0.isShutDown }) {
             try? await Task.sleep(for: .milliseconds(tickMs))
             guard !Task.isCancelled else { return }
@@ -509,7 +641,10 @@ public final class LogManager: Sendable {
         }
         defer { self.releaseLocks() }
         var failure: StorageError?
-        for log in logs {
+        // Partitions loaded offline for their partition.metadata took no appends: there is nothing to flush, and
+        // they must not make every other log's stop unclean.
+        let loadedOffline = Set(self.startupReport.offlinePartitions)
+        for log in logs where !loadedOffline.contains(log.topicPartition) {
             do {
                 try Self.retryingTransientFailures { () throws(StorageError) in try log.flush() }
             } catch {

@@ -105,6 +105,9 @@ public final class ManagedLog: Sendable {
     public var recoveryPoint: Int64 { self.state.withLock { $0.log?.recoveryPoint ?? $0.recoveryPoint } }
     public var logStartOffset: Int64 { self.state.withLock { $0.log?.logStartOffset ?? $0.logStartOffset } }
     public var logEndOffset: Int64 { self.state.withLock { $0.log?.logEndOffset ?? $0.logEndOffset } }
+    /// Whether the partition is offline (unreadable bookkeeping or a failed disk call): its calls fail with
+    /// KAFKA_STORAGE_ERROR.
+    public var isOffline: Bool { self.state.withLock { $0.log?.isOffline ?? false } }
     /// The bytes of the segments' `.log` files (DescribeLogDirs' partition size), without opening a closed log.
     public var sizeInBytes: Int64 { self.state.withLock { $0.log?.size ?? $0.size } }
     /// The topic id in `partition.metadata`: what the log manager found there at start-up, or what `assignTopicID`
@@ -129,6 +132,8 @@ public final class ManagedLog: Sendable {
         try self.state.withLock { state throws(StorageError) in
             guard !state.deleted else { throw .partitionOffline("\(self.topicPartition)", "the log was deleted") }
             var recorded = state.topicID
+            // An offline log's unreadable file stays as found: the directory may belong to another topic.
+            if recorded == nil, state.log?.isOffline == true { return }
             if recorded == nil { recorded = try PartitionMetadataFile.read(path) }
             if let found = recorded {
                 state.topicID = found
@@ -382,9 +387,6 @@ public final class ManagedLog: Sendable {
     }
 
     // MARK: Offline
-
-    /// Whether the open log went offline (a failed disk call that may have left its data wrong, corruption).
-    public var isOffline: Bool { self.state.withLock { $0.log?.isOffline ?? false } }
 
     /// Brings back a log that went offline, for an operator who fixed the cause (ElectLeaders on the partition): the
     /// log is opened anew as after an unclean stop, so its tail past the recovery point is checked and cut at the

@@ -109,7 +109,10 @@ public final class PartitionLog: Sendable {
         self.logger = logger
         self.budget = budget
         try FileIO.makeDirectory(directory)
-        let epochCache = try LeaderEpochCache(path: directory.appending(LeaderEpochCache.fileName))
+        let (epochCache, epochCacheDamaged) = try LeaderEpochCache.loadOrReset(
+            path: directory.appending(LeaderEpochCache.fileName),
+            logger: logger
+        )
         var loader = Loader(
             directory: directory,
             config: config,
@@ -127,6 +130,13 @@ public final class PartitionLog: Sendable {
             producerIdExpirationMs: producerIdExpirationMs,
             logger: logger
         )
+        if loaded.offlineReason == nil && epochCacheDamaged {
+            try epochCache.rebuild(
+                from: loaded.segments,
+                logStartOffset: loaded.logStartOffset,
+                logEndOffset: loaded.nextOffset
+            )
+        }
         if loaded.offlineReason == nil {
             try producers.removeStraySnapshots(segmentBaseOffsets: Set(loaded.segments.map(\.baseOffset)))
             try Self.rebuildProducerState(
@@ -236,6 +246,12 @@ public final class PartitionLog: Sendable {
 
     func checkOnline(_ state: borrowing State) throws(StorageError) {
         if let reason = state.offlineReason { throw .partitionOffline("\(self.topicPartition)", reason) }
+    }
+
+    /// Marks the partition offline (its bookkeeping is unreadable), so every later call fails fast with
+    /// KAFKA_STORAGE_ERROR; nothing is deleted.
+    func takeOffline(_ error: StorageError) {
+        self.state.withLock { state in _ = self.takeOffline(&state, error, force: true) }
     }
 
     /// Marks the partition offline after a failed disk call that may have left its data wrong, so later calls fail

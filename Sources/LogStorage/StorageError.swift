@@ -29,6 +29,12 @@ public struct StorageError: Error, Sendable, CustomStringConvertible {
         self.code = code
     }
 
+    /// Whether a bookkeeping file's contents were malformed (repairable), as opposed to a failed disk call.
+    var isCorruptCheckpoint: Bool {
+        if case .corruptCheckpoint = self.code { return true }
+        return false
+    }
+
     /// A system call on `path` failed. Whether the partition must go offline depends on the errno: see
     /// `isTransient`.
     public static func io(_ operation: String, _ path: FilePath, _ errno: Errno) -> StorageError {

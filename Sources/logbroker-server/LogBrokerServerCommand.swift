@@ -102,6 +102,7 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             let offsetsTopic = ConsumerOffsetsTopic(controller: controller, replicas: storage.replicas,
                                                     configuration: configuration, logger: logger)
             let groups = GroupCoordinator(configuration: configuration.groupCoordinator, store: offsetsTopic)
+            offsetsTopic.whenPartitionLoadsLate { records in await groups.load(records) }
             handlers.register(FindCoordinatorHandler(groupsOn: (controller, configuration.nodeID, offsetsTopic)))
             handlers.register(JoinGroupHandler(coordinator: groups))
             handlers.register(SyncGroupHandler(coordinator: groups))

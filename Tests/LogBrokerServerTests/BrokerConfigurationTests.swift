@@ -42,6 +42,8 @@ import Testing
         #expect(topicDefaults.retentionBytes == -1)
         #expect(configuration.log.flushIntervalMessages == Int64.max)
         #expect(configuration.log.flushIntervalMs == Int64.max)
+        #expect(configuration.log.offsetCheckpointIntervalMs == 60_000)
+        #expect(configuration.log.startOffsetCheckpointIntervalMs == 60_000)
         #expect(configuration.maxIncrementalFetchSessionCacheSlots == 1000)
     }
 

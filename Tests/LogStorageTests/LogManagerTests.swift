@@ -285,6 +285,86 @@ import Testing
         }
     }
 
+    @Test func malformedCheckpointsAreRepairedFromTheLogs() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            let config = Self.managerConfig(directory)
+            do {
+                let manager = try LogManager(config: config, ioPool: pool)
+                let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
+                _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 2)
+                try log.withLog { (log) throws(StorageError) in try log.assignLeaderEpoch(4) }
+                _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 4)
+                log.highWatermark = 5
+                try manager.shutdown()
+            }
+            let garbage = Array("\u{0}garbage\n".utf8)
+            let files = [
+                OffsetCheckpointFile.recoveryPoint, OffsetCheckpointFile.logStartOffset,
+                OffsetCheckpointFile.replicationOffset,
+            ].map { directory.appending($0) }
+            for file in files { try TestFiles.write(file, garbage) }
+            let epochs = directory.appending("t-0").appending(LeaderEpochCache.fileName)
+            try TestFiles.write(epochs, garbage)
+
+            var manager: LogManager? = try LogManager(config: config, ioPool: pool)
+            #expect(Set(manager!.startupReport.repairedFiles) == Set(files))
+            // The clean stop flushed everything: each recovery point is the log end.
+            #expect(manager!.startupReport.cleanShutdownDirectories == [directory.path])
+            let log = try #require(manager!.log(for: TopicPartition("t", 0)))
+            #expect(log.logStartOffset == 0 && log.logEndOffset == 5 && log.highWatermark == 5)
+            #expect(
+                try log.withLog { $0.epochEntries } == [
+                    .init(epoch: 2, startOffset: 0), .init(epoch: 4, startOffset: 3),
+                ]
+            )
+            #expect(TestFiles.text(epochs) == "0\n2\n2 0\n4 3\n")
+            // The repaired files were written at once.
+            #expect(TestFiles.text(files[0]) == "0\n1\nt 0 5\n")
+            #expect(TestFiles.text(files[1]) == "0\n1\nt 0 0\n")
+            #expect(TestFiles.text(files[2]) == "0\n1\nt 0 5\n")
+
+            // After a crash nothing says what was flushed: the log is recovered from its start.
+            manager = nil  // killed: no marker
+            try TestFiles.write(files[0], garbage)
+            let restarted = try LogManager(config: config, ioPool: pool)
+            #expect(restarted.startupReport.cleanShutdownDirectories.isEmpty)
+            #expect(restarted.startupReport.repairedFiles == [files[0]])
+            #expect(try #require(restarted.log(for: TopicPartition("t", 0))).logEndOffset == 5)
+            #expect(TestFiles.text(files[0]) == "0\n1\nt 0 0\n")
+            try restarted.shutdown()
+        }
+    }
+
+    @Test func eachCheckpointFollowsItsOwnInterval() throws {
+        try TemporaryDirectory.with { directory in
+            let pool = DiskIOPool(threadCount: 1)
+            defer { pool.shutdown() }
+            let config = Self.managerConfig(directory) {
+                $0.checkpointIntervalMs = 1_000
+                $0.logStartOffsetCheckpointIntervalMs = 10_000
+            }
+            let manager = try LogManager(config: config, ioPool: pool)
+            let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
+            _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 0)
+            try log.flush()
+            let (recoveryPoints, logStarts) = (
+                directory.appending(OffsetCheckpointFile.recoveryPoint),
+                directory.appending(OffsetCheckpointFile.logStartOffset)
+            )
+            let now = PartitionLog.nowMs()
+            manager.runPeriodicTasks(nowMs: now + 500)
+            #expect(!TestFiles.exists(recoveryPoints) && !TestFiles.exists(logStarts))
+            manager.runPeriodicTasks(nowMs: now + 2_000)
+            #expect(TestFiles.text(recoveryPoints) == "0\n1\nt 0 3\n")
+            #expect(!TestFiles.exists(logStarts))
+            manager.runPeriodicTasks(nowMs: now + 11_000)
+            #expect(TestFiles.text(logStarts) == "0\n1\nt 0 0\n")
+            try manager.shutdown()
+        }
+    }
+
     @Test func periodicRetentionDeletesExpiredSegmentsOnlyBelowTheHighWatermark() throws {
         try TemporaryDirectory.with { directory in
             let pool = DiskIOPool(threadCount: 1)

@@ -113,29 +113,44 @@ import Testing
         }
     }
 
-    @Test func aMalformedPartitionMetadataFileFailsTheLoadNamingIt() throws {
+    @Test func aMalformedPartitionMetadataFileTakesOnlyThatPartitionOffline() throws {
         try TemporaryDirectory.with { directory in
             let pool = DiskIOPool(threadCount: 1)
             defer { pool.shutdown() }
             do {
                 let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
-                let log = try manager.getOrCreateLog(topic: "t", partition: 0, config: LogConfig())
-                #expect(log.topicID == nil)
-                _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 0)
+                for partition in Int32(0)...1 {
+                    let log = try manager.getOrCreateLog(topic: "t", partition: partition, config: LogConfig())
+                    #expect(log.topicID == nil)
+                    _ = try log.appendAsLeader(Batches.make(count: 3), leaderEpoch: 0)
+                }
                 try manager.shutdown()
             }
             let file = directory.appending("t-0").appending("partition.metadata")
-            try TestFiles.write(file, Array("version: 0\ntopic_id: \n".utf8))
-            #expect {
-                _ = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
-            } throws: { error in
-                "\(error)".contains(file.string) && "\(error)".contains("topic_id")
+            let garbage = Array("version: 0\ntopic_id: \n".utf8)
+            try TestFiles.write(file, garbage)
+            do {
+                let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
+                #expect(manager.startupReport.offlinePartitions == [TopicPartition("t", 0)])
+                let offline = try #require(manager.log(for: TopicPartition("t", 0)))
+                #expect(offline.isOffline)
+                // Its id is unknown, so the file is neither trusted nor rewritten, and reads fail as storage errors.
+                try offline.assignTopicID(Self.id)
+                #expect(TestFiles.read(file) == garbage)
+                #expect {
+                    try offline.withLog { (log) throws(StorageError) in _ = try log.read(from: 0, maxBytes: 1024) }
+                } throws: { error in
+                    (error as? StorageError)?.kafkaErrorCode == .kafkaStorageError
+                }
+                let online = try #require(manager.log(for: TopicPartition("t", 1)))
+                #expect(!online.isOffline && online.logEndOffset == 3)
+                try manager.shutdown()
             }
-            // Nothing else was touched: with a well-formed file the directory loads again.
+            // Nothing was deleted: with a well-formed file the partition loads again, whole.
             try TestFiles.write(file, Array("version: 0\ntopic_id: \(Self.id)\n".utf8))
             let manager = try LogManager(config: LogManagerTests.managerConfig(directory), ioPool: pool)
             let log = try #require(manager.log(for: TopicPartition("t", 0)))
-            #expect(log.topicID == Self.id && log.logEndOffset == 3)
+            #expect(log.topicID == Self.id && log.logEndOffset == 3 && !log.isOffline)
             try manager.shutdown()
         }
     }

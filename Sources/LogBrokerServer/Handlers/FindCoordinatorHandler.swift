@@ -6,8 +6,9 @@ import KafkaWire
 ///
 /// - A group key (key_type 0, and every v0 request) names this broker, with its endpoint on the listener the
 ///   request came in on, when the broker runs a group coordinator (`groupsOn`; the first lookup creates
-///   `__consumer_offsets`); without one, or while the topic cannot be created, it gets COORDINATOR_NOT_AVAILABLE
-///   (15, retriable) with node -1, as Kafka answers while `__consumer_offsets` is being created.
+///   `__consumer_offsets`); without one, while the topic cannot be created, or while the group's own partition
+///   of it cannot be served (not open, offline, or being read), it gets COORDINATOR_NOT_AVAILABLE (15, retriable)
+///   with node -1 at once, as Kafka answers while that partition is not loaded. Other groups are unaffected.
 /// - A transactional id (key_type 1) gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53): transactions are refused
 ///   cleanly, and this is the one FindCoordinator error Kafka gives a transactional id that is fatal to the client
 ///   (a producer's `init_transactions` fails at once with the message, instead of retrying
@@ -43,22 +44,62 @@ public struct FindCoordinatorHandler: KafkaHandler {
         }
     }
 
+    /// The answer for a group whose `__consumer_offsets` partition cannot be served now (retriable).
+    static let partitionUnavailable = "The group's __consumer_offsets partition is not available on this broker"
+
     public func handle(_ request: FindCoordinatorRequest, context: RequestContext) async -> FindCoordinatorResponse {
         let keyType = context.apiVersion >= 1 ? request.keyType : 0
-        if keyType == 0, let (controller, nodeID, offsets) = self.groupsOn, await offsets.ensureCreated(),
+        if keyType == 0, let (controller, nodeID, offsets) = self.groupsOn,
             let endpoint = try? await controller.image().brokers[nodeID]?.endpoints.first(where: {
                 $0.listener == context.listenerName
             })
         {
+            // Each group depends on its own offsets partition only.
             guard context.apiVersion >= 4 else {
-                return FindCoordinatorResponse(errorCode: 0, errorMessage: nil, nodeID: nodeID, host: endpoint.host,
-                                               port: endpoint.port)
-            }
-            return FindCoordinatorResponse(
-                coordinators: request.coordinatorKeys.map {
-                    .init(key: $0, nodeID: nodeID, host: endpoint.host, port: endpoint.port, errorCode: 0, errorMessage: nil)
+                guard await offsets.isAvailable(forGroup: request.key) else {
+                    return FindCoordinatorResponse(
+                        errorCode: ErrorCode.coordinatorNotAvailable.rawValue,
+                        errorMessage: Self.partitionUnavailable,
+                        nodeID: -1,
+                        host: "",
+                        port: -1
+                    )
                 }
-            )
+                return FindCoordinatorResponse(
+                    errorCode: 0,
+                    errorMessage: nil,
+                    nodeID: nodeID,
+                    host: endpoint.host,
+                    port: endpoint.port
+                )
+            }
+            var coordinators: [FindCoordinatorResponse.Coordinator] = []
+            for key in request.coordinatorKeys {
+                if await offsets.isAvailable(forGroup: key) {
+                    coordinators.append(
+                        .init(
+                            key: key,
+                            nodeID: nodeID,
+                            host: endpoint.host,
+                            port: endpoint.port,
+                            errorCode: 0,
+                            errorMessage: nil
+                        )
+                    )
+                } else {
+                    coordinators.append(
+                        .init(
+                            key: key,
+                            nodeID: -1,
+                            host: "",
+                            port: -1,
+                            errorCode: ErrorCode.coordinatorNotAvailable.rawValue,
+                            errorMessage: Self.partitionUnavailable
+                        )
+                    )
+                }
+            }
+            return FindCoordinatorResponse(coordinators: coordinators)
         }
         let (error, message) = Self.refusal(keyType: keyType)
         guard context.apiVersion >= 4 else {
