@@ -7,9 +7,10 @@ import ServiceLifecycle
 import Synchronization
 
 /// The broker's network edge: one bound server socket per listener and, per accepted connection, one child task
-/// (on the connection's event loop, through `EventLoopTaskExecutor`) that reads a frame, reads its header, checks the version against the handler table, runs the handler and writes
-/// the response, then reads the next frame. That is Kafka's connection model: responses are in order by
-/// construction, and a slow request holds up only its own connection.
+/// (on the connection's event loop, through `EventLoopTaskExecutor`) that reads a frame, reads its header, checks
+/// the version against the handler table, runs the handler and writes the response, then reads the next frame.
+/// That is Kafka's connection model: responses are in order by construction, and a slow request holds up only its
+/// own connection.
 ///
 /// Bad input costs only its own connection: a frame size below 0 or above `socket.request.max.bytes`, bytes that
 /// end inside a frame, a header that does not parse, an unknown API key or an unadvertised version each close that
