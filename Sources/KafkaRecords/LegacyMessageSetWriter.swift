@@ -323,16 +323,13 @@ private struct RecordWalk {
             guard position < records.count else {
                 throw .recordsWalkedMismatch(declared: self.count, walked: index)
             }
-            let layout = try RecordLayout.parse(records, at: position, index: index)
-            guard layout.offsetDelta > previousDelta, layout.offsetDelta <= self.lastOffsetDelta else {
-                throw .offsetDeltaOutOfOrder(
-                    index: index,
-                    previous: previousDelta,
-                    found: layout.offsetDelta,
-                    last: self.lastOffsetDelta
-                )
-            }
-            previousDelta = layout.offsetDelta
+            let layout = try RecordLayout.parseStored(
+                records,
+                at: position,
+                index: index,
+                previousDelta: &previousDelta,
+                lastOffsetDelta: self.lastOffsetDelta
+            )
             position = layout.end
             index += 1
             let offset = self.baseOffset &+ Int64(layout.offsetDelta)

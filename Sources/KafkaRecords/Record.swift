@@ -85,19 +85,18 @@ public struct RecordIterator {
         guard self.position < available else {
             throw .recordsWalkedMismatch(declared: self.declaredCount, walked: self.index)
         }
-        let (position, index) = (self.position, self.index)
+        let (position, index, lastOffsetDelta) = (self.position, self.index, self.lastOffsetDelta)
+        var previousDelta = self.previousDelta
         let layout = try self.records.withUnsafeReadableBytes { bytes throws(RecordBatchError) in
-            try RecordLayout.parse(bytes, at: position, index: index)
-        }
-        guard layout.offsetDelta > self.previousDelta, layout.offsetDelta <= self.lastOffsetDelta else {
-            throw .offsetDeltaOutOfOrder(
+            try RecordLayout.parseStored(
+                bytes,
+                at: position,
                 index: index,
-                previous: self.previousDelta,
-                found: layout.offsetDelta,
-                last: self.lastOffsetDelta
+                previousDelta: &previousDelta,
+                lastOffsetDelta: lastOffsetDelta
             )
         }
-        self.previousDelta = layout.offsetDelta
+        self.previousDelta = previousDelta
         var headers: [RecordHeader] = []
         if layout.headerCount > 0 {
             headers.reserveCapacity(layout.headerCount)

@@ -169,18 +169,17 @@ public struct RecordBatchValidator {
             guard index < declared else {
                 throw .trailingBytes(count: records.count - position, afterRecords: index)
             }
-            let layout = try RecordLayout.parse(records, at: position, index: index)
-            if storedBatch {
-                guard layout.offsetDelta > previousDelta, layout.offsetDelta <= batch.lastOffsetDelta else {
-                    throw .offsetDeltaOutOfOrder(
-                        index: index,
-                        previous: previousDelta,
-                        found: layout.offsetDelta,
-                        last: batch.lastOffsetDelta
-                    )
-                }
-                previousDelta = layout.offsetDelta
-            } else if layout.offsetDelta != Int32(truncatingIfNeeded: index) {
+            let layout =
+                storedBatch
+                ? try RecordLayout.parseStored(
+                    records,
+                    at: position,
+                    index: index,
+                    previousDelta: &previousDelta,
+                    lastOffsetDelta: batch.lastOffsetDelta
+                )
+                : try RecordLayout.parse(records, at: position, index: index)
+            if !storedBatch, layout.offsetDelta != Int32(truncatingIfNeeded: index) {
                 throw .nonConsecutiveOffsetDelta(index: index, expected: Int32(index), found: layout.offsetDelta)
             }
             if requireKeys, layout.keyLength < 0 { throw .missingKey(index: index) }

@@ -18,6 +18,29 @@ struct RecordLayout {
     /// The first byte after the record.
     var end: Int = 0
 
+    /// The record at `start` of a stored batch, whose offset deltas must grow and stay within `lastOffsetDelta`
+    /// (`previousDelta` is the last one seen, -1 before the first, and is moved on); the one walk the iterator, the
+    /// validator and the down-converter share.
+    static func parseStored(
+        _ bytes: UnsafeRawBufferPointer,
+        at start: Int,
+        index: Int,
+        previousDelta: inout Int32,
+        lastOffsetDelta: Int32
+    ) throws(RecordBatchError) -> Self {
+        let layout = try Self.parse(bytes, at: start, index: index)
+        guard layout.offsetDelta > previousDelta, layout.offsetDelta <= lastOffsetDelta else {
+            throw .offsetDeltaOutOfOrder(
+                index: index,
+                previous: previousDelta,
+                found: layout.offsetDelta,
+                last: lastOffsetDelta
+            )
+        }
+        previousDelta = layout.offsetDelta
+        return layout
+    }
+
     /// Parses the record starting at `start` of `bytes`, the `index`-th of its batch.
     ///
     /// Every length is checked against the record's own declared size before it is used, as Kafka's
