@@ -134,7 +134,9 @@ import Testing
             try FileManager.default.removeItem(at: input)
 
             let pid = try requireNonNilValue(broker.processIdentifier)
-            let trace = broker.directory.appendingPathComponent("strace.txt")
+            // One file per thread (-ff): in a shared file a call that another thread's call interrupts is split into
+            // "<unfinished ...>" and "<... sendfile resumed>" lines, and its byte count would be missed.
+            let trace = broker.directory.appendingPathComponent("strace")
             let output = broker.directory.appendingPathComponent("consumed.txt")
             // strace attaches to every thread of the running broker. It does not detach on a signal while the
             // broker idles (seen: SIGINT and SIGTERM both blocked), so the broker is stopped (SIGTERM, a graceful
@@ -142,7 +144,7 @@ import Testing
             // 2 s wait was too short on a loaded machine, and the first sendfile calls went untraced.
             let attached = broker.directory.appendingPathComponent("strace-attached.txt")
             let consume = try await KcatRoundTripTests.shell(
-                "strace -f -e trace=sendfile,write,writev -o \(trace.path) -p \(pid) 2> \(attached.path) & tracer=$!; "
+                "strace -ff -e trace=sendfile,write,writev -o \(trace.path) -p \(pid) 2> \(attached.path) & tracer=$!; "
                     + "for _ in $(seq 300); do "
                     + "[ \"$(grep -c attached \(attached.path))\" -ge \"$(ls /proc/\(pid)/task | wc -l)\" ] && break; "
                     + "sleep 0.1; done; "
@@ -152,7 +154,11 @@ import Testing
             #expect(consume.status == 0, "\(consume.output)")
             let consumed = try FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int ?? 0
             #expect(consumed == line.utf8.count * count)
-            let totals = Self.bytesBySyscall(try String(contentsOf: trace, encoding: .utf8))
+            let perThread = try FileManager.default.contentsOfDirectory(atPath: broker.directory.path)
+                .filter { $0.hasPrefix("strace.") }
+                .map { try String(contentsOf: broker.directory.appendingPathComponent($0), encoding: .utf8) }
+            #expect(!perThread.isEmpty, "strace wrote no trace")
+            let totals = Self.bytesBySyscall(perThread.joined(separator: "\n"))
             let sent = totals["sendfile", default: 0]
             let written = totals["write", default: 0] + totals["writev", default: 0]
             print("strace during the consume: sendfile \(sent) bytes, write/writev \(written) bytes")
