@@ -20,6 +20,9 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case store(MetadataStoreError)
         case corruptImage(key: String, reason: String)
         case notStarted
+        case duplicateBrokerRegistration(Int32)
+        case brokerNotRegistered(Int32)
+        case staleBrokerEpoch(Int32, epoch: Int64, current: Int64)
     }
 
     private let code: Code
@@ -60,6 +63,14 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
     }
     /// The controller was used before `start`.
     public static let notStarted = Self(.notStarted)
+    /// Another incarnation of the node is registered and alive.
+    public static func duplicateBrokerRegistration(_ nodeID: Int32) -> Self {
+        Self(.duplicateBrokerRegistration(nodeID))
+    }
+    public static func brokerNotRegistered(_ nodeID: Int32) -> Self { Self(.brokerNotRegistered(nodeID)) }
+    public static func staleBrokerEpoch(_ nodeID: Int32, epoch: Int64, current: Int64) -> Self {
+        Self(.staleBrokerEpoch(nodeID, epoch: epoch, current: current))
+    }
 
     /// The code a Kafka handler answers with.
     public var kafkaErrorCode: ErrorCode {
@@ -76,6 +87,9 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .electionNotNeeded: return .electionNotNeeded
         case .eligibleLeadersNotAvailable: return .eligibleLeadersNotAvailable
         case .preferredLeaderNotAvailable: return .preferredLeaderNotAvailable
+        case .duplicateBrokerRegistration: return .duplicateBrokerRegistration
+        case .brokerNotRegistered: return .brokerIDNotRegistered
+        case .staleBrokerEpoch: return .staleBrokerEpoch
         case .store, .corruptImage, .notStarted: return .unknownServerError
         }
     }
@@ -99,6 +113,11 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .store(let error): return "\(error)"
         case .corruptImage(let key, let reason): return "metadata key \(key) does not decode: \(reason)"
         case .notStarted: return "the controller is not started"
+        case .duplicateBrokerRegistration(let nodeID):
+            return "node.id \(nodeID) is registered by another live process (another incarnation)"
+        case .brokerNotRegistered(let nodeID): return "broker \(nodeID) is not registered"
+        case .staleBrokerEpoch(let nodeID, let epoch, let current):
+            return "broker \(nodeID) sent broker epoch \(epoch); its registration has epoch \(current)"
         }
     }
 }

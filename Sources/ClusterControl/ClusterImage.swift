@@ -145,9 +145,8 @@ public struct ClusterImage: Hashable, Sendable {
         self.revision = revision
     }
 
-    /// A new topic with `partitions` partitions of `replicationFactor` replicas each, placed round-robin on the
-    /// `live` brokers (partition p starts at the (p mod n)-th broker in id order, as Kafka's rack-unaware
-    /// assignment without its random start), or on `assignment` (one replica list per partition) when given; every
+    /// A new topic with `partitions` partitions of `replicationFactor` replicas each, placed on the `live` brokers
+    /// as `placing` says, or on `assignment` (one replica list per partition) when given; every
     /// replica in the ISR, the first replica leading at epoch 0.
     /// - Throws: `invalidTopic` for a name Kafka refuses or one that collides with an existing topic once '.' and
     ///   '_' are treated alike, `topicAlreadyExists`, `invalidPartitions` below 1, `invalidReplicationFactor` below
@@ -175,15 +174,15 @@ public struct ClusterImage: Hashable, Sendable {
             guard replicationFactor >= 1, Int(replicationFactor) <= live.count else {
                 throw .invalidReplicationFactor(replicationFactor, liveBrokers: live.count)
             }
-            placement = Self.roundRobin(count: Int(partitions), from: 0, replicationFactor: Int(replicationFactor),
-                                        live: live)
+            placement = self.placing(count: Int(partitions), from: 0, replicationFactor: Int(replicationFactor),
+                                     live: live)
         }
         return TopicImage(name: name, id: id, partitions: placement.map(PartitionState.init(newReplicas:)),
                           configs: configs)
     }
 
     /// `name` grown to `count` partitions, the new ones placed on `assignment` (one replica list per new partition)
-    /// or round-robin with the topic's replication factor.
+    /// or as `placing` continues the topic's placement, with its replication factor.
     /// - Throws: `unknownTopic`, `invalidPartitions` unless `count` is above the current count,
     ///   `invalidReplicaAssignment`, `invalidReplicationFactor` when the live brokers are too few.
     public func addingPartitions(
@@ -209,21 +208,70 @@ public struct ClusterImage: Hashable, Sendable {
             guard replicationFactor <= live.count else {
                 throw .invalidReplicationFactor(Int16(replicationFactor), liveBrokers: live.count)
             }
-            placement = Self.roundRobin(count: Int(count) - current, from: current,
-                                        replicationFactor: replicationFactor, live: live)
+            placement = self.placing(count: Int(count) - current, from: current,
+                                     replicationFactor: replicationFactor, live: live)
         }
         topic.partitions += placement.map(PartitionState.init(newReplicas:))
         return topic
     }
 
-    /// Partitions `first` ..< `first + count` with `replicationFactor` replicas, partition p starting at the
-    /// (p mod n)-th live broker in id order.
-    private static func roundRobin(count: Int, from first: Int, replicationFactor: Int, live: Set<Int32>)
-        -> [[Int32]]
-    {
-        let brokers = live.sorted()
+    /// Replica lists for partitions `first` ..< `first + count`, placed as Kafka's `AdminUtils.assignReplicasToBrokers`
+    /// does with a fixed start (deterministic, so every controller computes the same placement): the first replica
+    /// of partition p is the (p mod n)-th broker, which spreads preferred leaders evenly, and the followers are
+    /// shifted by one more broker after each round of n partitions, so no two brokers share all their partitions.
+    /// When every live broker has a `broker.rack`, the brokers are taken alternately from each rack and a partition's
+    /// replicas go to distinct racks first (Kafka's rack-aware assignment); otherwise racks are ignored.
+    func placing(count: Int, from first: Int, replicationFactor: Int, live: Set<Int32>) -> [[Int32]] {
+        let racks = live.compactMap { self.brokers[$0]?.rack }
+        guard racks.count == live.count, Set(racks).count > 1 else {
+            let brokers = live.sorted()
+            return (first..<(first + count)).map { partition in
+                let start = partition % brokers.count
+                let shift = partition / brokers.count
+                return [brokers[start]] + (0..<(replicationFactor - 1)).map { replica in
+                    brokers[Self.replicaIndex(start, shift: shift, replica: replica, brokers: brokers.count)]
+                }
+            }
+        }
+        let rackOf = Dictionary(uniqueKeysWithValues: live.map { ($0, self.brokers[$0]?.rack ?? "") })
+        let brokers = Self.rackAlternated(rackOf)
+        let rackCount = Set(rackOf.values).count
         return (first..<(first + count)).map { partition in
-            (0..<replicationFactor).map { brokers[(partition + $0) % brokers.count] }
+            let start = partition % brokers.count
+            let shift = partition / brokers.count
+            var replicas = [brokers[start]]
+            var racksUsed: Set<String> = [rackOf[brokers[start]]!]
+            var candidate = 0
+            while replicas.count < replicationFactor {
+                let broker = brokers[
+                    Self.replicaIndex(start, shift: shift * rackCount, replica: candidate, brokers: brokers.count)
+                ]
+                candidate += 1
+                let rack = rackOf[broker]!
+                // A rack or broker already holding a replica is skipped until every rack (broker) holds one.
+                guard !racksUsed.contains(rack) || racksUsed.count == rackCount else { continue }
+                guard !replicas.contains(broker) || replicas.count == brokers.count else { continue }
+                replicas.append(broker)
+                racksUsed.insert(rack)
+            }
+            return replicas
+        }
+    }
+
+    /// The index of a follower: `start` moved on by 1 + (shift + replica) mod (n - 1), never `start` itself.
+    private static func replicaIndex(_ start: Int, shift: Int, replica: Int, brokers: Int) -> Int {
+        guard brokers > 1 else { return start }
+        return (start + 1 + (shift + replica) % (brokers - 1)) % brokers
+    }
+
+    /// Broker ids taken in turn from each rack (racks and the brokers in each in order): rack a's first broker,
+    /// rack b's first, ..., then each rack's second, as Kafka's `getRackAlternatedBrokerList`.
+    private static func rackAlternated(_ rackOf: [Int32: String]) -> [Int32] {
+        let byRack = Dictionary(grouping: rackOf.keys.sorted(), by: { rackOf[$0]! })
+        let racks = byRack.keys.sorted()
+        let deepest = byRack.values.map(\.count).max() ?? 0
+        return (0..<deepest).flatMap { depth in
+            racks.compactMap { rack in byRack[rack].flatMap { depth < $0.count ? $0[depth] : nil } }
         }
     }
 

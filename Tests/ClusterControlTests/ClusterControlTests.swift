@@ -9,12 +9,50 @@ import Testing
 @Suite struct ClusterImageTests {
     static let id = KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 2)
 
-    @Test func aTopicIsPlacedRoundRobinOnTheLiveBrokers() throws {
+    @Test func aTopicIsPlacedOnTheLiveBrokersAsKafkaPlacesIt() throws {
         let image = ClusterImage(clusterID: "c")
         let topic = try image.creatingTopic("t", id: Self.id, partitions: 4, replicationFactor: 2, live: [3, 1, 2])
-        #expect(topic.partitions.map(\.replicas) == [[1, 2], [2, 3], [3, 1], [1, 2]])
+        // After a round of three partitions the followers shift by one more broker: [1, 3], not [1, 2] again.
+        #expect(topic.partitions.map(\.replicas) == [[1, 2], [2, 3], [3, 1], [1, 3]])
         #expect(topic.partitions.allSatisfy { $0.isr == $0.replicas && $0.leader == $0.replicas.first })
         #expect(topic.partitions.allSatisfy { $0.leaderEpoch == 0 && $0.partitionEpoch == 0 })
+    }
+
+    @Test func preferredLeadersAndReplicasSpreadEvenly() throws {
+        let image = ClusterImage(clusterID: "c")
+        let topic = try image.creatingTopic("t", id: Self.id, partitions: 12, replicationFactor: 3, live: [1, 2, 3])
+        let leaders = Dictionary(grouping: topic.partitions.compactMap(\.leader), by: { $0 }).mapValues(\.count)
+        #expect(leaders == [1: 4, 2: 4, 3: 4])
+        #expect(topic.partitions.allSatisfy { Set($0.replicas) == [1, 2, 3] })
+        // Added partitions continue the same placement.
+        var grown = image
+        grown.topics["t"] = try image.creatingTopic(
+            "t", id: Self.id, partitions: 4, replicationFactor: 2, live: [1, 2, 3])
+        let added = try grown.addingPartitions(to: "t", count: 12, assignment: nil, live: [1, 2, 3])
+        let whole = try image.creatingTopic("t", id: Self.id, partitions: 12, replicationFactor: 2, live: [1, 2, 3])
+        #expect(added.partitions.map(\.replicas) == whole.partitions.map(\.replicas))
+    }
+
+    @Test func replicasGoToDistinctRacksFirst() throws {
+        var image = ClusterImage(clusterID: "c")
+        let racks: [Int32: String] = [1: "a", 2: "a", 3: "b", 4: "b", 5: "c", 6: "c"]
+        for (id, rack) in racks { image.brokers[id] = BrokerRegistration(nodeID: id, endpoints: [], rack: rack) }
+        let live = Set(racks.keys)
+        let three = try image.creatingTopic("t", id: Self.id, partitions: 12, replicationFactor: 3, live: live)
+        #expect(three.partitions.allSatisfy { Set($0.replicas.map { racks[$0]! }) == ["a", "b", "c"] })
+        let leaders = Dictionary(grouping: three.partitions.compactMap(\.leader), by: { $0 }).mapValues(\.count)
+        #expect(leaders == [1: 2, 2: 2, 3: 2, 4: 2, 5: 2, 6: 2])
+        // Brokers alternate between racks: a's first, b's first, c's first, then each rack's second.
+        #expect(three.partitions.prefix(6).compactMap(\.leader) == [1, 3, 5, 2, 4, 6])
+        // Four replicas on three racks: every rack, and one rack twice on distinct brokers.
+        let four = try image.creatingTopic("u", id: Self.id, partitions: 6, replicationFactor: 4, live: live)
+        #expect(four.partitions.allSatisfy { Set($0.replicas).count == 4 })
+        #expect(four.partitions.allSatisfy { Set($0.replicas.map { racks[$0]! }).count == 3 })
+        // A broker without a rack: racks are ignored, as placement must still succeed.
+        image.brokers[7] = BrokerRegistration(nodeID: 7, endpoints: [])
+        let mixed = try image.creatingTopic(
+            "v", id: Self.id, partitions: 7, replicationFactor: 3, live: live.union([7]))
+        #expect(mixed.partitions.allSatisfy { Set($0.replicas).count == 3 })
     }
 
     @Test func refusalsCarryKafkasErrorCodes() throws {
