@@ -200,7 +200,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterControlTests",
-            dependencies: ["ClusterControl", "MetadataStore", "KafkaWire"],
+            dependencies: ["ClusterControl", "MetadataStore", "EtcdMetadataStore", "EtcdTestSupport", "KafkaWire"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

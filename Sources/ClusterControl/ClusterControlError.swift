@@ -20,6 +20,7 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case store(MetadataStoreError)
         case corruptImage(key: String, reason: String)
         case notStarted
+        case notController(activeNodeID: Int32?)
         case duplicateBrokerRegistration(Int32)
         case brokerNotRegistered(Int32)
         case staleBrokerEpoch(Int32, epoch: Int64, current: Int64)
@@ -63,6 +64,9 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
     }
     /// The controller was used before `start`.
     public static let notStarted = Self(.notStarted)
+    /// This process's controller is not the active one (a standby, or one that lost its election key); the request
+    /// belongs to controller `activeNodeID` when one is known (Kafka's NOT_CONTROLLER).
+    public static func notController(activeNodeID: Int32?) -> Self { Self(.notController(activeNodeID: activeNodeID)) }
     /// Another incarnation of the node is registered and alive.
     public static func duplicateBrokerRegistration(_ nodeID: Int32) -> Self {
         Self(.duplicateBrokerRegistration(nodeID))
@@ -87,6 +91,7 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .electionNotNeeded: return .electionNotNeeded
         case .eligibleLeadersNotAvailable: return .eligibleLeadersNotAvailable
         case .preferredLeaderNotAvailable: return .preferredLeaderNotAvailable
+        case .notController: return .notController
         case .duplicateBrokerRegistration: return .duplicateBrokerRegistration
         case .brokerNotRegistered: return .brokerIDNotRegistered
         case .staleBrokerEpoch: return .staleBrokerEpoch
@@ -113,6 +118,8 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .store(let error): return "\(error)"
         case .corruptImage(let key, let reason): return "metadata key \(key) does not decode: \(reason)"
         case .notStarted: return "the controller is not started"
+        case .notController(nil): return "this process is not the active controller, and none is elected"
+        case .notController(let nodeID?): return "this process is not the active controller; node \(nodeID) is"
         case .duplicateBrokerRegistration(let nodeID):
             return "node.id \(nodeID) is registered by another live process (another incarnation)"
         case .brokerNotRegistered(let nodeID): return "broker \(nodeID) is not registered"

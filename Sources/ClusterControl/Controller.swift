@@ -2,109 +2,135 @@ import KafkaWire
 import Logging
 import MetadataStore
 
-/// What a broker following the controller is told, in the order it must apply it: deleted topics first (a new topic
-/// of the same name must not lose its logs to the old one's deletion), then broker configs, then each topic's
-/// configs before its partitions' leaderships (a new log opens with the topic's config).
-public enum MetadataChange: Hashable, Sendable {
-    /// The dynamic config set of a broker resource ("" is the cluster-wide default) replaced.
-    case brokerConfigs(resource: String, configs: [String: String])
-    /// A topic's dynamic configs, on creation and on every change.
-    case topicConfigs(topic: String, configs: [String: String])
-    /// This broker now leads the partition at a new leader epoch.
-    case leadership(PartitionLeadership)
-    /// The topic left the image: its logs go.
-    case topicDeleted(TopicImage)
-}
-
-/// The in-process controller of the standalone broker (`process.roles=broker,controller`): the only writer of the
-/// cluster image, which it keeps in a `MetadataStore` under `cluster/id`, `brokers/<node id>`, `topics/<name>`,
-/// `configs/broker/<resource>` and `producer-ids`, each written with compare-and-set on the version it last read, so a concurrent
-/// writer (a second controller on the same store, or an interleaved call here while an earlier one awaits the
-/// store) can never be overwritten: on a conflict it re-reads the image and computes the change again.
+/// A node's view of the control plane, as the broker's handlers use it: an `ImageFollower` (every node) and, on a
+/// process with the controller role, an `ActiveController` campaigning for the election key. Reads come from the
+/// follower's image; changes go to the local controller while it is the active one (a standby answers
+/// `notController`; forwarding to the active controller comes with the controller listener).
 ///
-/// `start` loads the image (or creates the cluster id), registers this broker with its endpoints, and re-elects
-/// every partition it replicates, in one transaction: leader epochs are persisted, never go backwards, and grow on
-/// every restart. Admin changes (topics, partitions, configs, elections) go through the same path.
+/// The standalone broker (`process.roles=broker,controller` on the local store) runs the same code paths as a
+/// cluster, with one node: its follower watches the store's in-process watch and its controller wins the election
+/// through the store's in-process lease.
 ///
-/// In the local controller the only live broker is this one. Lease election, heartbeats and watches come with the
-/// cluster issue, behind the same store protocol.
+/// `start` reads the image (creating the cluster id on first start), registers this broker and re-elects every
+/// partition it replicates: leader epochs are persisted, never go backwards, and grow on every restart. Every
+/// change returns once the listeners have heard it.
 ///
-/// Thread safety: an actor. Listeners are called on it, in commit order, and must return quickly.
+/// Thread safety: an actor. Listeners hear each committed transaction's changes as one batch, in revision order,
+/// one at a time, and must return quickly.
 public actor Controller {
     public typealias Listener = @Sendable (MetadataChange) async -> Void
+    /// Hears each commit's changes as one list, in order, so it can apply many in one go (the elections of a start).
+    public typealias BatchListener = ImageFollower.BatchListener
 
-    private let store: any MetadataStore
+    public nonisolated let follower: ImageFollower
+    /// This process's controller role; nil on a broker-only process.
+    public nonisolated let activeController: ActiveController?
     private let nodeID: Int32
     private let logger: Logger
-    private var current: ClusterImage?
-    /// The `modRevision` of each key as last read or written.
-    private var versions: [String: Int64] = [:]
-    private var live: Set<Int32> = []
-    private var listeners: [Listener] = []
+    private var started = false
 
-    static let clusterIDKey = "cluster/id"
-    static func brokerKey(_ id: Int32) -> String { "brokers/\(id)" }
-    static func topicKey(_ name: String) -> String { "topics/\(name)" }
-    static let producerIDsKey = "producer-ids"
-    static let brokerConfigsPrefix = "configs/broker/"
-    static func brokerConfigsKey(_ resource: String) -> String { Self.brokerConfigsPrefix + resource }
-
-    public init(store: any MetadataStore, nodeID: Int32, logger: Logger) {
-        self.store = store
+    /// - Parameters:
+    ///   - isController: whether this process has the controller role (campaigns for the election key).
+    ///   - leaseTTLSeconds: the election key's lease TTL.
+    public init(
+        store: any MetadataStore,
+        nodeID: Int32,
+        logger: Logger,
+        isController: Bool = true,
+        leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds
+    ) {
+        let follower = ImageFollower(store: store, nodeID: nodeID, logger: logger)
+        self.follower = follower
+        self.activeController = isController
+            ? ActiveController(
+                store: store,
+                follower: follower,
+                nodeID: nodeID,
+                leaseTTLSeconds: leaseTTLSeconds,
+                logger: logger
+            )
+            : nil
         self.nodeID = nodeID
         self.logger = logger
     }
 
-    /// The current image. - Throws: `notStarted` before `start`.
-    public func image() throws(ClusterControlError) -> ClusterImage {
-        guard let current = self.current else { throw .notStarted }
-        return current
+    /// The image this node has applied. - Throws: `notStarted` before `start`.
+    public func image() async throws(ClusterControlError) -> ClusterImage {
+        guard self.started, let image = await self.follower.image else { throw .notStarted }
+        return image
     }
 
-    /// The brokers considered live (this one, once started).
-    public var liveBrokers: Set<Int32> { self.live }
+    /// The brokers considered live: those registered in the image (this one, once started; see
+    /// `ActiveController.liveBrokers(in:)`).
+    public var liveBrokers: Set<Int32> {
+        get async { await self.follower.image.map(ActiveController.liveBrokers(in:)) ?? [] }
+    }
 
     /// Calls `listener` now with the whole image as changes (broker configs, then each topic's configs, then the
     /// partitions this broker leads), then with every later change.
     public func addListener(_ listener: @escaping Listener) async {
-        self.listeners.append(listener)
-        guard let image = self.current else { return }
-        for change in Self.changes(from: ClusterImage(clusterID: image.clusterID), to: image, node: self.nodeID) {
-            await listener(change)
-        }
+        await self.follower.addListener(batches: { changes in
+            for change in changes { await listener(change) }
+        })
     }
 
-    /// Loads the image, creates the cluster id on first start, registers `registration` and re-elects its
-    /// partitions (bumping each leader epoch), all persisted before it returns.
+    /// `addListener`, with each commit's changes (and the whole image now) given as one list.
+    public func addListener(batches listener: @escaping BatchListener) async {
+        await self.follower.addListener(batches: listener)
+    }
+
+    /// Reads the image, then, when this process's controller wins the election: creates the cluster id on first
+    /// start, registers `registration` and re-elects its partitions (bumping each leader epoch), all persisted and
+    /// heard by the listeners (the whole image, as one batch) before it returns.
+    /// - Parameter controllerEndpoint: this process's CONTROLLER listener, named in the election key.
     @discardableResult
-    public func start(registration: BrokerRegistration) async throws(ClusterControlError) -> ClusterImage {
+    public func start(
+        registration: BrokerRegistration,
+        controllerEndpoint: BrokerEndpoint? = nil
+    ) async throws(ClusterControlError) -> ClusterImage {
         precondition(registration.nodeID == self.nodeID, "registering another node")
-        try await self.reload()
-        if self.current == nil {
-            let clusterID = Self.randomUUID().description
-            let result = try await self.commit([
-                MetadataWrite(key: Self.clusterIDKey, value: Array(clusterID.utf8), expectedVersion: 0)
-            ])
-            if case .conflict = result { try await self.reload() }
-            if self.current == nil { try await self.reload() }
-            self.logger.info("created cluster", metadata: ["cluster.id": "\(self.current?.clusterID ?? "?")"])
+        try await self.follower.start(holdingChanges: true)
+        if let active = self.activeController {
+            await active.start(endpoint: controllerEndpoint)
+            await active.waitUntil { role in
+                switch role {
+                case .active, .standby, .stopped: return true
+                case .campaigning: return false
+                }
+            }
+            if await active.epoch != nil {
+                try await self.createClusterIfNeeded(on: active)
+                let (topics, revision) = try await active.registerBroker(registration)
+                self.logger.info(
+                    "registered broker and re-elected its partitions",
+                    metadata: ["node.id": "\(self.nodeID)", "topics": "\(topics)", "revision": "\(revision)"]
+                )
+            } else {
+                let leader = await self.follower.followed.controller
+                self.logger.info(
+                    "Another controller is active; this one stands by",
+                    metadata: ["controller": "\(leader.map { "\($0.nodeID)" } ?? "?")"]
+                )
+            }
         }
-        self.live.insert(self.nodeID)
-        let nodeID = self.nodeID
-        let live = self.live
-        let topics = try await self.apply(replayingAll: true) { image throws(ClusterControlError) in
-            var next = image
-            next.brokers[nodeID] = registration
-            let topics = image.reelecting(after: nodeID, live: live)
-            for topic in topics { next.topics[topic.name] = topic }
-            return (next, topics.count)
-        }
-        let image = try self.image()
-        self.logger.info(
-            "registered broker and re-elected its partitions",
-            metadata: ["node.id": "\(self.nodeID)", "topics": "\(topics)", "revision": "\(image.revision)"]
-        )
-        return image
+        // A node whose controller is not the active one waits for the cluster the active one creates.
+        await self.follower.waitUntil { $0.hasCluster }
+        await self.follower.releaseChanges()
+        self.started = true
+        return try await self.image()
+    }
+
+    /// Resigns the controller role (a standby takes over at once) and stops following the store.
+    public func stop() async {
+        await self.activeController?.stop()
+        await self.follower.stop()
+    }
+
+    private func createClusterIfNeeded(on active: ActiveController) async throws(ClusterControlError) {
+        guard !(await self.follower.followed.hasCluster) else { return }
+        let id = Self.randomUUID().description
+        let (created, _) = try await active.perform { image, _ in ControllerDecisions.creatingCluster(image, id: id) }
+        self.logger.info("created cluster", metadata: ["cluster.id": "\(created)"])
     }
 
     /// Creates `name` with `partitions` partitions of `replicationFactor` replicas on the live brokers (or on
@@ -112,7 +138,7 @@ public actor Controller {
     /// With `validateOnly` the checks run and nothing is written. Concurrent creations of one name give one topic:
     /// the others get `topicAlreadyExists`.
     /// - Throws: `invalidTopic`, `topicAlreadyExists`, `invalidPartitions`, `invalidReplicationFactor`,
-    ///   `invalidReplicaAssignment`, `store`.
+    ///   `invalidReplicaAssignment`, `notController`, `store`.
     @discardableResult
     public func createTopic(
         _ name: String,
@@ -123,20 +149,18 @@ public actor Controller {
         validateOnly: Bool = false
     ) async throws(ClusterControlError) -> TopicImage {
         let id = Self.randomUUID()
-        let live = self.live
-        let topic = try await self.apply { image throws(ClusterControlError) in
-            let topic = try image.creatingTopic(
+        let topic = try await self.write { image, live throws(ClusterControlError) in
+            try ControllerDecisions.creatingTopic(
+                image,
                 name,
                 id: id,
                 partitions: partitions,
                 replicationFactor: replicationFactor,
                 assignment: assignment,
                 configs: configs,
+                validateOnly: validateOnly,
                 live: live
             )
-            var next = image
-            if !validateOnly { next.topics[name] = topic }
-            return (next, topic)
         }
         if !validateOnly {
             self.logger.info(
@@ -152,21 +176,8 @@ public actor Controller {
     /// - Throws: `unknownTopic`, `unknownTopicID`, `invalidRequest` for an internal topic.
     @discardableResult
     public func deleteTopic(named name: String?, id: KafkaUUID? = nil) async throws(ClusterControlError) -> TopicImage {
-        let topic = try await self.apply { image throws(ClusterControlError) in
-            let found: TopicImage?
-            if let name {
-                found = image.topics[name]
-                guard found != nil else { throw .unknownTopic(name) }
-            } else {
-                found = image.topics.values.first { $0.id == id }
-                guard found != nil else { throw .unknownTopicID(id ?? .zero) }
-            }
-            guard let topic = found, !topic.isInternal else {
-                throw .invalidRequest("'\(found?.name ?? "")' is a Kafka internal topic and cannot be deleted")
-            }
-            var next = image
-            next.topics[topic.name] = nil
-            return (next, topic)
+        let topic = try await self.write { image, _ throws(ClusterControlError) in
+            try ControllerDecisions.deletingTopic(image, named: name, id: id)
         }
         self.logger.info("deleted topic", metadata: ["topic": "\(topic.name)", "id": "\(topic.id)"])
         return topic
@@ -181,12 +192,15 @@ public actor Controller {
         assignment: [[Int32]]?,
         validateOnly: Bool = false
     ) async throws(ClusterControlError) -> TopicImage {
-        let live = self.live
-        return try await self.apply { image throws(ClusterControlError) in
-            let topic = try image.addingPartitions(to: name, count: count, assignment: assignment, live: live)
-            var next = image
-            if !validateOnly { next.topics[name] = topic }
-            return (next, topic)
+        try await self.write { image, live throws(ClusterControlError) in
+            try ControllerDecisions.addingPartitions(
+                image,
+                to: name,
+                count: count,
+                assignment: assignment,
+                validateOnly: validateOnly,
+                live: live
+            )
         }
     }
 
@@ -197,14 +211,10 @@ public actor Controller {
     public func alterTopicConfigs(
         _ name: String,
         validateOnly: Bool = false,
-        _ change: @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
+        _ change: @escaping @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
     ) async throws(ClusterControlError) -> [String: String] {
-        try await self.apply { image throws(ClusterControlError) in
-            guard var topic = image.topics[name] else { throw .unknownTopic(name) }
-            topic.configs = try change(topic.configs)
-            var next = image
-            if !validateOnly { next.topics[name] = topic }
-            return (next, topic.configs)
+        try await self.write { image, _ throws(ClusterControlError) in
+            try ControllerDecisions.alteringTopicConfigs(image, name, validateOnly: validateOnly, change)
         }
     }
 
@@ -214,13 +224,10 @@ public actor Controller {
     public func alterBrokerConfigs(
         _ resource: String,
         validateOnly: Bool = false,
-        _ change: @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
+        _ change: @escaping @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
     ) async throws(ClusterControlError) -> [String: String] {
-        try await self.apply { image throws(ClusterControlError) in
-            let configs = try change(image.brokerConfigs[resource] ?? [:])
-            var next = image
-            if !validateOnly { next.brokerConfigs[resource] = configs.isEmpty ? nil : configs }
-            return (next, configs)
+        try await self.write { image, _ throws(ClusterControlError) in
+            try ControllerDecisions.alteringBrokerConfigs(image, resource, validateOnly: validateOnly, change)
         }
     }
 
@@ -229,192 +236,56 @@ public actor Controller {
         of topic: String,
         partitions: [Int32]
     ) async throws(ClusterControlError) -> [(partition: Int32, error: ClusterControlError?)] {
-        let live = self.live
-        return try await self.apply { image throws(ClusterControlError) in
-            let (elected, results) = try image.electingPreferredLeaders(of: topic, partitions: partitions, live: live)
-            var next = image
-            next.topics[topic] = elected
-            return (next, results)
+        let outcomes = try await self.write { image, live throws(ClusterControlError) in
+            try ControllerDecisions.electingPreferredLeaders(image, of: topic, partitions: partitions, live: live)
         }
+        return outcomes.map { ($0.partition, $0.error) }
     }
 
     /// Kafka's producer id block size (`ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
-    public static let producerIDBlockSize: Int64 = 1000
+    public static let producerIDBlockSize = ControllerDecisions.producerIDBlockSize
 
     /// A block of `producerIDBlockSize` producer ids for this broker, recorded in the image before it returns, so
     /// no id of it is ever handed out again (Kafka's AllocateProducerIds).
     public func allocateProducerIDBlock() async throws(ClusterControlError) -> Range<Int64> {
-        try await self.apply { image throws(ClusterControlError) in
-            var next = image
-            let first = image.nextProducerID
-            let (end, overflow) = first.addingReportingOverflow(Self.producerIDBlockSize)
-            guard !overflow else { throw .invalidRequest("producer ids are exhausted") }
-            next.nextProducerID = end
-            return (next, first..<end)
+        try await self.write { image, _ throws(ClusterControlError) in
+            try ControllerDecisions.allocatingProducerIDBlock(image)
         }
     }
 
     // MARK: Committing
 
-    /// Computes the next image with `transition` from the current one and commits the keys that differ with
-    /// compare-and-set; on a conflict re-reads the image and computes again. Once committed, the listeners hear
-    /// of the changes before it returns; with `replayingAll` (at start, when the broker's logs were opened without
-    /// the image) of the whole new image.
-    private func apply<Result>(
-        replayingAll: Bool = false,
-        _ transition: (ClusterImage) throws(ClusterControlError) -> (ClusterImage, Result)
-    ) async throws(ClusterControlError) -> Result {
-        for _ in 0..<100 {
-            let image = try self.image()
-            let (next, result) = try transition(image)
-            let base = replayingAll ? ClusterImage(clusterID: image.clusterID) : image
-            let writes = self.writes(from: image, to: next)
-            guard !writes.isEmpty else {
-                await self.notify(Self.changes(from: base, to: next, node: self.nodeID))
-                return result
-            }
-            switch try await self.commit(writes) {
-            case .committed(let revision):
-                // Another call may have committed while this one awaited the store: it touched other keys (or this
-                // commit would have conflicted), so its changes are merged onto the newest image.
-                var merged = self.current ?? next
-                merged.brokers = Self.merging(merged.brokers, image.brokers, next.brokers)
-                merged.topics = Self.merging(merged.topics, image.topics, next.topics)
-                merged.brokerConfigs = Self.merging(merged.brokerConfigs, image.brokerConfigs, next.brokerConfigs)
-                if next.nextProducerID != image.nextProducerID { merged.nextProducerID = next.nextProducerID }
-                merged.revision = max(merged.revision, revision)
-                self.current = merged
-                for write in writes {
-                    if write.value == nil { self.versions[write.key] = nil } else { self.versions[write.key] = revision }
+    /// Has the local active controller decide and commit, then waits until the listeners heard the change. When
+    /// the local controller just lost its term (the process was paused past the lease TTL) and wins the election
+    /// again, the change is tried once more.
+    private func write<Answer: Sendable>(
+        _ decide: @escaping @Sendable (ClusterImage, Set<Int32>) throws(ClusterControlError) -> ControllerResult<Answer>
+    ) async throws(ClusterControlError) -> Answer {
+        guard self.started else { throw .notStarted }
+        guard let active = self.activeController else {
+            throw .notController(activeNodeID: await self.follower.followed.controller?.nodeID)
+        }
+        var retried = false
+        while true {
+            do {
+                let (answer, revision) = try await active.perform(decide)
+                await self.follower.waitUntilPublished(revision)
+                return answer
+            } catch let error where error.kafkaErrorCode == .notController && !retried {
+                retried = true
+                guard case .campaigning = await active.role else { throw error }
+                await active.waitUntil(timeout: .seconds(active.leaseTTLSeconds)) { role in
+                    if case .campaigning = role { return false }
+                    return true
                 }
-                await self.notify(Self.changes(from: base, to: next, node: self.nodeID))
-                return result
-            case .conflict:
-                try await self.reload()
+                guard await active.epoch != nil else { throw error }
             }
         }
-        throw .store(.invalidWrite("the metadata store kept conflicting"))
     }
 
-    private func notify(_ changes: [MetadataChange]) async {
-        for change in changes {
-            for listener in self.listeners { await listener(change) }
-        }
-    }
-
-    /// `newest` with the entries `next` changed relative to `base` (added, replaced or removed).
-    private static func merging<Key: Hashable, Value: Equatable>(
-        _ newest: [Key: Value],
-        _ base: [Key: Value],
-        _ next: [Key: Value]
-    ) -> [Key: Value] {
-        var merged = newest
-        for key in Set(base.keys).union(next.keys) where base[key] != next[key] { merged[key] = next[key] }
-        return merged
-    }
-
-    /// The compare-and-set writes that turn `image` into `next`.
-    private func writes(from image: ClusterImage, to next: ClusterImage) -> [MetadataWrite] {
-        var writes: [MetadataWrite] = []
-        func write(_ key: String, _ value: [UInt8]?) {
-            writes.append(MetadataWrite(key: key, value: value, expectedVersion: self.versions[key] ?? 0))
-        }
-        for (id, broker) in next.brokers where image.brokers[id] != broker {
-            write(Self.brokerKey(id), ImageCodec.encode(broker))
-        }
-        for name in Set(image.topics.keys).union(next.topics.keys).sorted() where image.topics[name] != next.topics[name] {
-            write(Self.topicKey(name), next.topics[name].map(ImageCodec.encode))
-        }
-        for resource in Set(image.brokerConfigs.keys).union(next.brokerConfigs.keys).sorted()
-        where image.brokerConfigs[resource] != next.brokerConfigs[resource] {
-            write(Self.brokerConfigsKey(resource), next.brokerConfigs[resource].map { ImageCodec.encode(configs: $0) })
-        }
-        if next.nextProducerID != image.nextProducerID {
-            write(Self.producerIDsKey, ImageCodec.encode(nextProducerID: next.nextProducerID))
-        }
-        return writes
-    }
-
-    /// What a follower of `node` must apply to go from `image` to `next`, in `MetadataChange`'s order.
+    /// What a follower of `node` must apply to go from `image` to `next` (see `MetadataChange.changes`).
     static func changes(from image: ClusterImage, to next: ClusterImage, node: Int32) -> [MetadataChange] {
-        var changes: [MetadataChange] = []
-        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) where next.topics[topic.name]?.id != topic.id {
-            changes.append(.topicDeleted(topic))
-        }
-        for resource in Set(image.brokerConfigs.keys).union(next.brokerConfigs.keys).sorted()
-        where image.brokerConfigs[resource] != next.brokerConfigs[resource] {
-            changes.append(.brokerConfigs(resource: resource, configs: next.brokerConfigs[resource] ?? [:]))
-        }
-        for topic in next.topics.values.sorted(by: { $0.name < $1.name }) {
-            let old = image.topics[topic.name].flatMap { $0.id == topic.id ? $0 : nil }
-            if old?.configs != topic.configs || old == nil {
-                changes.append(.topicConfigs(topic: topic.name, configs: topic.configs))
-            }
-            for (index, state) in topic.partitions.enumerated() where state.leader == node {
-                let before = old.flatMap { index < $0.partitions.count ? $0.partitions[index] : nil }
-                guard before?.leader != node || before?.leaderEpoch != state.leaderEpoch else { continue }
-                changes.append(
-                    .leadership(
-                        PartitionLeadership(
-                            topic: topic.name,
-                            topicID: topic.id,
-                            partition: Int32(index),
-                            leaderEpoch: state.leaderEpoch,
-                            isr: state.isr
-                        )
-                    )
-                )
-            }
-        }
-        return changes
-    }
-
-    private func commit(_ writes: [MetadataWrite]) async throws(ClusterControlError) -> MetadataCommit {
-        do {
-            return try await self.store.commit(writes)
-        } catch {
-            throw .store(error)
-        }
-    }
-
-    /// Reads the whole image from the store; `current` stays nil while there is no cluster id.
-    private func reload() async throws(ClusterControlError) {
-        let range: MetadataRange
-        do {
-            range = try await self.store.range(prefix: "")
-        } catch {
-            throw .store(error)
-        }
-        var image: ClusterImage?
-        var brokers: [Int32: BrokerRegistration] = [:]
-        var topics: [String: TopicImage] = [:]
-        var brokerConfigs: [String: [String: String]] = [:]
-        var nextProducerID: Int64 = 0
-        var versions: [String: Int64] = [:]
-        for entry in range.entries {
-            versions[entry.key] = entry.modRevision
-            if entry.key == Self.clusterIDKey {
-                image = ClusterImage(clusterID: String(decoding: entry.value, as: UTF8.self))
-            } else if entry.key.hasPrefix("brokers/") {
-                let broker = try ImageCodec.decodeBroker(entry.value, key: entry.key)
-                brokers[broker.nodeID] = broker
-            } else if entry.key.hasPrefix("topics/") {
-                let topic = try ImageCodec.decodeTopic(entry.value, key: entry.key)
-                topics[topic.name] = topic
-            } else if entry.key == Self.producerIDsKey {
-                nextProducerID = try ImageCodec.decodeNextProducerID(entry.value, key: entry.key)
-            } else if entry.key.hasPrefix(Self.brokerConfigsPrefix) {
-                let resource = String(entry.key.dropFirst(Self.brokerConfigsPrefix.count))
-                brokerConfigs[resource] = try ImageCodec.decodeConfigs(entry.value, key: entry.key)
-            }
-        }
-        image?.brokers = brokers
-        image?.topics = topics
-        image?.brokerConfigs = brokerConfigs
-        image?.nextProducerID = nextProducerID
-        image?.revision = range.revision
-        self.current = image
-        self.versions = versions
+        MetadataChange.changes(from: image, to: next, node: node)
     }
 
     /// A random version-4 UUID (topic ids and the cluster id), never the zero or reserved ids.

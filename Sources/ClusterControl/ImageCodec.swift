@@ -39,6 +39,38 @@ enum ImageCodec {
         return BrokerRegistration(nodeID: nodeID, endpoints: endpoints, rack: rack)
     }
 
+    /// The election key's value: the controller's node id and its CONTROLLER endpoint, if it has one.
+    static func encode(controllerNodeID nodeID: Int32, endpoint: BrokerEndpoint?) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.integer(Self.formatVersion)
+        writer.integer(nodeID)
+        writer.integer(UInt8(endpoint == nil ? 0 : 1))
+        if let endpoint {
+            writer.string(endpoint.listener)
+            writer.string(endpoint.host)
+            writer.integer(endpoint.port)
+        }
+        return writer.bytes
+    }
+
+    /// The controller named by the election key's value; `epoch` is the key's `createRevision`.
+    static func decodeController(_ bytes: [UInt8], key: String, epoch: Int64) throws(ClusterControlError)
+        -> ControllerLeader
+    {
+        var reader = ByteReader(bytes: bytes)
+        guard reader.integer(as: UInt8.self) == Self.formatVersion, let nodeID = reader.integer(as: Int32.self),
+            let hasEndpoint = reader.integer(as: UInt8.self)
+        else { throw .corruptImage(key: key, reason: "bad controller header") }
+        var endpoint: BrokerEndpoint?
+        if hasEndpoint == 1 {
+            guard let listener = reader.string(), let host = reader.string(), let port = reader.integer(as: Int32.self)
+            else { throw .corruptImage(key: key, reason: "truncated endpoint") }
+            endpoint = BrokerEndpoint(listener: listener, host: host, port: port)
+        }
+        guard reader.isAtEnd else { throw .corruptImage(key: key, reason: "trailing bytes") }
+        return ControllerLeader(nodeID: nodeID, endpoint: endpoint, epoch: epoch)
+    }
+
     static func encode(_ topic: TopicImage) -> [UInt8] {
         var writer = ByteWriter()
         writer.integer(Self.topicFormatVersion)

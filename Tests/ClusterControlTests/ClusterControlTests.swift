@@ -157,17 +157,16 @@ let registration = BrokerRegistration(
         let (directory, path) = try temporaryStorePath()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = try LocalMetadataStore(path: path)
-        // Two controllers on one store: neither knows of the other's writes; compare-and-set decides.
         let first = Controller(store: store, nodeID: 1, logger: self.logger)
-        let second = Controller(store: store, nodeID: 1, logger: self.logger)
         try await first.start(registration: registration)
+        // A second controller on the same store stands by: the first holds the election key, so only it writes.
+        let second = Controller(store: store, nodeID: 1, logger: self.logger)
         try await second.start(registration: registration)
         let ids = try await withThrowingTaskGroup(of: KafkaUUID?.self) { group in
-            for index in 0..<20 {
-                let controller = index.isMultiple(of: 2) ? first : second
+            for _ in 0..<20 {
                 group.addTask {
                     do {
-                        return try await controller.createTopic("t", partitions: 2, replicationFactor: 1).id
+                        return try await first.createTopic("t", partitions: 2, replicationFactor: 1).id
                     } catch let error as ClusterControlError where error == .topicAlreadyExists("t") {
                         return nil
                     }
@@ -176,9 +175,16 @@ let registration = BrokerRegistration(
             return try await group.reduce(into: [KafkaUUID]()) { if let id = $1 { $0.append(id) } }
         }
         #expect(ids.count == 1)
+        await #expect(throws: ClusterControlError.notController(activeNodeID: 1)) {
+            try await second.createTopic("t", partitions: 2, replicationFactor: 1)
+        }
         #expect(try await first.image().topics["t"]?.id == ids.first)
+        let revision = try await store.revision()
+        await second.follower.waitUntilApplied(revision)
         #expect(try await second.image().topics["t"]?.id == ids.first)
         #expect(try await store.range(prefix: "topics/").entries.count == 1)
+        await first.stop()
+        await second.stop()
     }
 
     @Test func listenersLearnOfLeadershipsWithTheirEpochs() async throws {
@@ -331,7 +337,7 @@ let registration = BrokerRegistration(
         #expect(try await controller.createPartitions("t", count: 6, assignment: [[1]]).partitions.count == 6)
     }
 
-    @Test func concurrentConfigChangesFromTwoControllersAreAllKept() async throws {
+    @Test func concurrentConfigChangesAreAllKeptAcrossAControllerChange() async throws {
         let (directory, path) = try temporaryStorePath()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = try LocalMetadataStore(path: path)
@@ -339,22 +345,28 @@ let registration = BrokerRegistration(
         let second = Controller(store: store, nodeID: 1, logger: self.logger)
         try await first.start(registration: registration)
         try await first.createTopic("t", partitions: 1, replicationFactor: 1)
-        // Each controller commits on the versions it last saw, so every other write conflicts and is recomputed.
         try await second.start(registration: registration)
+        // Each change decides on the image as the changes before it left it, so none is lost.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<100 {
-                let controller = index.isMultiple(of: 2) ? first : second
                 group.addTask {
-                    try await controller.alterTopicConfigs("t") { configs in
+                    try await first.alterTopicConfigs("t") { configs in
                         configs.merging(["key\(index)": "\(index)"]) { $1 }
                     }
                 }
             }
             try await group.waitForAll()
         }
+        // The first resigns; the standby wins the election and goes on from the image it followed.
+        await first.stop()
+        #expect(await second.activeController?.waitUntilActive(timeout: .seconds(30)) == true)
+        let configs = try await second.alterTopicConfigs("t") { $0.merging(["key100": "100"]) { $1 } }
+        #expect(configs.count == 101)
+        await second.stop()
         let restarted = Controller(store: store, nodeID: 1, logger: self.logger)
         let image = try await restarted.start(registration: registration)
-        #expect(image.topics["t"]?.configs.count == 100)
+        #expect(image.topics["t"]?.configs.count == 101)
+        await restarted.stop()
     }
 
     @Test func configsSurviveARestart() async throws {

@@ -1,0 +1,425 @@
+import Logging
+import MetadataStore
+
+/// The controller role of a process (DESIGN.md "Cluster"): it campaigns for the lease-backed election key, and the
+/// winner is the active controller, the only writer of the image. A standby waits for the key to go and campaigns
+/// again.
+///
+/// - **Election.** A transaction `absent(controller)` → put(`controller`, node id and CONTROLLER endpoint, lease).
+///   The winner's epoch is the key's `createRevision`. It keeps the lease alive every TTL/3; a lapsed lease, a keep-
+///   alive failing for a whole TTL, or the key going from the image makes it step down and campaign again.
+/// - **Fencing.** Every write is a transaction that also compares `createRevision(controller) == epoch`, so a
+///   controller that lost its lease (paused, partitioned) can never write again: the compare fails, it steps down
+///   and answers `notController`.
+/// - **Decisions** are pure functions of the image (`ControllerDecisions`) computed on the follower's image at its
+///   revision R, and committed with `modRevision` compares on the keys they write. On a conflict the controller
+///   waits until its follower has applied the conflicting revision and decides again. Before its first decision a
+///   new active controller waits until its follower has applied its own election: its state is the follower's image
+///   (time proportional to the keys, not to the bytes of the logs).
+/// - **Splitting.** A change writing more keys than `maxOperationsPerTransaction - 1` (one compare is the election
+///   key's), or more than `maxBytesPerTransaction`, goes as several fenced transactions in `ImageKeys.writes`'s
+///   order, each valid on its own (one topic is one key, so a batch of topics splits between keys). Should one of
+///   them conflict, the decision is made again on the newer image, which holds the parts already committed.
+///
+/// Thread safety: an actor. Writes run one at a time, in call order (KRaft's controller event queue), and each
+/// returns once the follower has applied it.
+public actor ActiveController {
+    /// Where this controller stands.
+    public enum Role: Hashable, Sendable {
+        /// Not started, or stopped.
+        case stopped
+        /// Trying to win the election key.
+        case campaigning
+        /// Another controller holds the key (`leader`, when its value could be read); waiting for it to go.
+        case standby(leader: ControllerLeader?)
+        /// This controller holds the key since revision `epoch`.
+        case active(epoch: Int64)
+    }
+
+    /// The lease TTL of the election key when none is given: how long a paused or partitioned controller keeps the
+    /// role before a standby takes over.
+    public static let defaultLeaseTTLSeconds: Int64 = 10
+    /// etcd refuses requests above 1.5 MiB; a transaction's values stay below this.
+    public static let maxBytesPerTransaction = 1 << 20
+
+    private let store: any MetadataStore
+    /// The image follower of this process: the state every decision is made on.
+    public nonisolated let follower: ImageFollower
+    public nonisolated let nodeID: Int32
+    public nonisolated let leaseTTLSeconds: Int64
+    private let logger: Logger
+    private var endpoint: BrokerEndpoint?
+    public private(set) var role: Role = .stopped
+    private var lease: MetadataLease?
+    private var campaignTask: Task<Void, Never>?
+    private var keepAliveTask: Task<Void, Never>?
+    private var monitorTask: Task<Void, Never>?
+    private var roleWaiters = ConditionWaiters<Role>()
+    private var writing = false
+    private var writeQueue: [CheckedContinuation<Void, Never>] = []
+
+    /// - Parameters:
+    ///   - follower: this process's image follower, started before this controller.
+    ///   - leaseTTLSeconds: the election key's lease TTL.
+    public init(
+        store: any MetadataStore,
+        follower: ImageFollower,
+        nodeID: Int32,
+        leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds,
+        logger: Logger
+    ) {
+        precondition(leaseTTLSeconds > 0, "a lease lasts at least a second")
+        self.store = store
+        self.follower = follower
+        self.nodeID = nodeID
+        self.leaseTTLSeconds = leaseTTLSeconds
+        self.logger = logger
+    }
+
+    /// The epoch while active, else nil.
+    public var epoch: Int64? {
+        if case .active(let epoch) = self.role { return epoch }
+        return nil
+    }
+
+    /// Starts campaigning; the election key will name `endpoint` (this process's CONTROLLER listener, if any).
+    public func start(endpoint: BrokerEndpoint? = nil) {
+        guard case .stopped = self.role else { return }
+        self.endpoint = endpoint
+        self.setRole(.campaigning)
+        self.campaignTask = Task { await self.campaign() }
+    }
+
+    /// Stops campaigning and resigns: an active controller revokes its lease, so its key goes at once and a
+    /// standby takes over without waiting out the TTL.
+    public func stop() async {
+        self.campaignTask?.cancel()
+        self.keepAliveTask?.cancel()
+        self.monitorTask?.cancel()
+        (self.campaignTask, self.keepAliveTask, self.monitorTask) = (nil, nil, nil)
+        let lease = self.lease
+        self.lease = nil
+        self.setRole(.stopped)
+        self.roleWaiters.cancelAll()
+        if let lease { try? await self.store.revoke(lease) }
+    }
+
+    /// Waits until `condition` holds for the role, at most `timeout` when given.
+    /// - Returns: false when cancelled or out of time first.
+    @discardableResult
+    public func waitUntil(timeout: Duration? = nil, _ condition: @escaping @Sendable (Role) -> Bool) async -> Bool {
+        if condition(self.role) { return true }
+        let id = self.roleWaiters.makeID()
+        if let timeout {
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.cancelWaiter(id)
+            }
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume(returning: false)
+                } else {
+                    self.roleWaiters.add(id, condition: condition, continuation: continuation)
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
+        }
+    }
+
+    /// Waits until this controller is active, at most `timeout` when given. - Returns: whether it is.
+    @discardableResult
+    public func waitUntilActive(timeout: Duration? = nil) async -> Bool {
+        await self.waitUntil(timeout: timeout) { role in
+            if case .active = role { return true }
+            return false
+        }
+    }
+
+    private func cancelWaiter(_ id: Int) {
+        self.roleWaiters.cancel(id)
+    }
+
+    private func setRole(_ role: Role) {
+        self.role = role
+        self.roleWaiters.resume(with: role)
+    }
+
+    // MARK: Election
+
+    /// Campaigns until this controller wins or the task is cancelled; a loser waits (as a standby) until its
+    /// follower sees the election key gone, then tries again. After `pause` (a controller that just lost its term)
+    /// the standbys get the first chance.
+    private func campaign(after pause: Duration = .zero) async {
+        if pause > .zero {
+            do {
+                try await Task.sleep(for: pause)
+            } catch {
+                return
+            }
+        }
+        var delay = Duration.milliseconds(100)
+        var reported = false
+        while !Task.isCancelled {
+            do {
+                let lease = try await self.store.grantLease(ttlSeconds: self.leaseTTLSeconds)
+                let value = ImageCodec.encode(controllerNodeID: self.nodeID, endpoint: self.endpoint)
+                let outcome = try await self.store.commit(
+                    MetadataTransaction(
+                        compares: [.absent(ImageKeys.controller)],
+                        operations: [.put(key: ImageKeys.controller, value: value, leaseID: lease.id)]
+                    )
+                )
+                reported = false
+                delay = .milliseconds(100)
+                guard !Task.isCancelled else {
+                    try? await self.store.revoke(lease)
+                    return
+                }
+                switch outcome {
+                case .committed(let revision):
+                    self.becomeActive(epoch: revision, lease: lease)
+                    return
+                case .conflict(_, let current):
+                    try? await self.store.revoke(lease)
+                    let leader = current.flatMap { entry in
+                        try? ImageCodec.decodeController(entry.value, key: entry.key, epoch: entry.createRevision)
+                    }
+                    self.setRole(.standby(leader: leader))
+                    self.logger.info(
+                        "Standing by: another controller is active",
+                        metadata: ["controller": "\(leader.map { "\($0.nodeID)" } ?? "?")",
+                                   "epoch": "\(leader.map { "\($0.epoch)" } ?? "?")"]
+                    )
+                    let seen = current?.modRevision ?? 0
+                    let gone = await self.follower.waitUntil { $0.revision >= seen && $0.controller == nil }
+                    guard gone, !Task.isCancelled else { return }
+                    self.setRole(.campaigning)
+                }
+            } catch {
+                if !reported {
+                    reported = true
+                    self.logger.warning(
+                        "Cannot campaign for the controller role; retrying",
+                        metadata: ["error": "\(error)"]
+                    )
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
+    private func becomeActive(epoch: Int64, lease: MetadataLease) {
+        self.lease = lease
+        self.setRole(.active(epoch: epoch))
+        self.logger.info(
+            "This process is the active controller",
+            metadata: ["node.id": "\(self.nodeID)", "controller.epoch": "\(epoch)"]
+        )
+        let interval = Duration.seconds(self.leaseTTLSeconds) / 3
+        let ttl = Duration.seconds(self.leaseTTLSeconds)
+        let store = self.store
+        self.keepAliveTask = Task { [weak self] in
+            var lastRenewal = ContinuousClock.now
+            while true {
+                do {
+                    try await Task.sleep(for: interval)
+                } catch {
+                    return
+                }
+                do throws(MetadataStoreError) {
+                    _ = try await store.keepAlive(lease)
+                    lastRenewal = .now
+                } catch {
+                    // A lapsed lease ends the term at once; another failure only once the TTL has passed without a
+                    // renewal, since the lease (and the key) may still be there.
+                    guard error.isLeaseNotFound || ContinuousClock.now - lastRenewal >= ttl else { continue }
+                    await self?.stepDown(epoch: epoch, reason: "its lease could not be kept alive: \(error)")
+                    return
+                }
+            }
+        }
+        let follower = self.follower
+        self.monitorTask = Task { [weak self] in
+            let lost = await follower.waitUntil { $0.revision >= epoch && $0.controller?.epoch != epoch }
+            guard lost, !Task.isCancelled else { return }
+            await self?.stepDown(epoch: epoch, reason: "its election key left the store")
+        }
+    }
+
+    /// Ends the term of `epoch` (if it is still the current one) and campaigns again.
+    private func stepDown(epoch: Int64, reason: String) {
+        guard case .active(let current) = self.role, current == epoch else { return }
+        self.keepAliveTask?.cancel()
+        self.monitorTask?.cancel()
+        (self.keepAliveTask, self.monitorTask) = (nil, nil)
+        if let lease = self.lease {
+            // Its key, if it is still there, goes at once, so the next election need not wait out the TTL.
+            let store = self.store
+            Task { try? await store.revoke(lease) }
+        }
+        self.lease = nil
+        self.logger.warning(
+            "This process is no longer the active controller",
+            metadata: ["controller.epoch": "\(epoch)", "reason": "\(reason)"]
+        )
+        self.setRole(.campaigning)
+        // A controller that lost its term may be the unhealthy one (paused, cut off): a standby wins first if
+        // there is one; alone, it wins again after a keep-alive interval.
+        let pause = Duration.seconds(self.leaseTTLSeconds) / 3
+        self.campaignTask = Task { await self.campaign(after: pause) }
+    }
+
+    /// As a process stopped with SIGSTOP: no keep-alives and no watching of the election key; the role stays as
+    /// it is until a write finds out. For tests of fencing.
+    func pause() {
+        self.keepAliveTask?.cancel()
+        self.monitorTask?.cancel()
+        self.campaignTask?.cancel()
+        (self.keepAliveTask, self.monitorTask, self.campaignTask) = (nil, nil, nil)
+    }
+
+    // MARK: Writing
+
+    /// Records `registration` and re-elects the partitions it replicates (`ControllerDecisions.registeringBroker`).
+    /// - Returns: the topics re-elected and the revision written.
+    @discardableResult
+    public func registerBroker(
+        _ registration: BrokerRegistration
+    ) async throws(ClusterControlError) -> (topics: Int, revision: Int64) {
+        let (topics, revision) = try await self.perform { image, live in
+            ControllerDecisions.registeringBroker(image, registration, live: live.union([registration.nodeID]))
+        }
+        return (topics, revision)
+    }
+
+    /// Decides on the follower's image with the live brokers, commits the writes fenced by the epoch, and answers
+    /// once the follower has applied them.
+    /// - Returns: the decision's answer and the revision of its last write (the image's revision when it wrote
+    ///   nothing).
+    /// - Throws: `notController` when this controller is not (or no longer) active, what `decide` throws, `store`
+    ///   when the store fails.
+    public func perform<Answer: Sendable>(
+        _ decide: @Sendable (ClusterImage, Set<Int32>) throws(ClusterControlError) -> ControllerResult<Answer>
+    ) async throws(ClusterControlError) -> (answer: Answer, revision: Int64) {
+        await self.acquireWriteTurn()
+        defer { self.releaseWriteTurn() }
+        for _ in 0..<100 {
+            let epoch = try await self.caughtUpEpoch()
+            let followed = await self.follower.followed
+            guard self.epoch == epoch else { throw await self.notController() }
+            let result = try decide(followed.image, Self.liveBrokers(in: followed.image))
+            guard !result.writes.isEmpty else { return (result.answer, followed.revision) }
+            switch try await self.commit(result.writes, on: followed, epoch: epoch) {
+            case .committed(let revision):
+                guard await self.follower.waitUntilApplied(revision) else { throw await self.notController() }
+                return (result.answer, revision)
+            case .conflict(let revision):
+                guard await self.follower.waitUntilApplied(revision) else { throw await self.notController() }
+            }
+        }
+        throw .store(.invalidWrite("the metadata store kept conflicting"))
+    }
+
+    private enum Outcome {
+        case committed(revision: Int64)
+        /// A key had moved on: the follower must apply `revision` before deciding again.
+        case conflict(revision: Int64)
+    }
+
+    /// Commits `writes` in fenced transactions within the store's limits; stops at the first conflict.
+    private func commit(
+        _ writes: [ImageWrite],
+        on followed: FollowedImage,
+        epoch: Int64
+    ) async throws(ClusterControlError) -> Outcome {
+        var revision = followed.revision
+        let limit = self.store.maxOperationsPerTransaction - 1
+        for chunk in Self.chunks(writes, maxOperations: limit, maxBytes: Self.maxBytesPerTransaction) {
+            let transaction = MetadataTransaction(
+                compares: [.createRevision(of: ImageKeys.controller, equals: epoch)]
+                    + chunk.map { .modRevision(of: $0.key, equals: followed.modRevisions[$0.key] ?? 0) },
+                operations: chunk.map { write in
+                    write.value.map { .put(key: write.key, value: $0) } ?? .delete(key: write.key)
+                }
+            )
+            let outcome: MetadataCommit
+            do {
+                outcome = try await self.store.commit(transaction)
+            } catch {
+                throw .store(error)
+            }
+            switch outcome {
+            case .committed(let committed):
+                revision = committed
+            case .conflict(let key, _) where key == ImageKeys.controller:
+                self.stepDown(epoch: epoch, reason: "a write was refused: the election key is no longer its own")
+                throw await self.notController()
+            case .conflict(let key, let current):
+                self.logger.debug("A controller write conflicted; deciding again", metadata: ["key": "\(key)"])
+                if let current { return .conflict(revision: current.modRevision) }
+                do {
+                    return .conflict(revision: try await self.store.revision())
+                } catch {
+                    throw .store(error)
+                }
+            }
+        }
+        return .committed(revision: revision)
+    }
+
+    /// The brokers decisions place replicas on and elect leaders among: every broker registered in the image, until
+    /// registrations and heartbeats (`BrokerLiveness`) reach the controller. On the standalone broker that is itself.
+    public static func liveBrokers(in image: ClusterImage) -> Set<Int32> { Set(image.brokers.keys) }
+
+    /// `writes` cut into transactions of at most `maxOperations` keys and about `maxBytes` of values (a single
+    /// larger value goes alone), in order.
+    static func chunks(_ writes: [ImageWrite], maxOperations: Int, maxBytes: Int) -> [[ImageWrite]] {
+        precondition(maxOperations >= 1, "a transaction needs room for one write besides the election compare")
+        var chunks: [[ImageWrite]] = []
+        var current: [ImageWrite] = []
+        var bytes = 0
+        for write in writes {
+            let size = write.key.utf8.count + (write.value?.count ?? 0)
+            if !current.isEmpty, current.count == maxOperations || bytes + size > maxBytes {
+                chunks.append(current)
+                (current, bytes) = ([], 0)
+            }
+            current.append(write)
+            bytes += size
+        }
+        if !current.isEmpty { chunks.append(current) }
+        return chunks
+    }
+
+    /// The epoch, once the follower has applied the election that started it.
+    private func caughtUpEpoch() async throws(ClusterControlError) -> Int64 {
+        guard let epoch = self.epoch else { throw await self.notController() }
+        guard await self.follower.waitUntilApplied(epoch), self.epoch == epoch else { throw await self.notController() }
+        return epoch
+    }
+
+    /// The refusal a request gets when this controller is not active, naming the active one when known.
+    private func notController() async -> ClusterControlError {
+        .notController(activeNodeID: await self.follower.followed.controller?.nodeID)
+    }
+
+    private func acquireWriteTurn() async {
+        guard self.writing else {
+            self.writing = true
+            return
+        }
+        await withCheckedContinuation { self.writeQueue.append($0) }
+    }
+
+    private func releaseWriteTurn() {
+        if self.writeQueue.isEmpty {
+            self.writing = false
+        } else {
+            self.writeQueue.removeFirst().resume()
+        }
+    }
+}
