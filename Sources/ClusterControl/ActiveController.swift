@@ -190,8 +190,10 @@ public actor ActiveController {
                     self.setRole(.standby(leader: leader))
                     self.logger.info(
                         "Standing by: another controller is active",
-                        metadata: ["controller": "\(leader.map { "\($0.nodeID)" } ?? "?")",
-                                   "epoch": "\(leader.map { "\($0.epoch)" } ?? "?")"]
+                        metadata: [
+                            "controller": "\(leader.map { "\($0.nodeID)" } ?? "?")",
+                            "epoch": "\(leader.map { "\($0.epoch)" } ?? "?")",
+                        ]
                     )
                     let seen = current?.modRevision ?? 0
                     let gone = await self.follower.waitUntil { $0.revision >= seen && $0.controller == nil }

@@ -41,7 +41,8 @@ public actor Controller {
     ) {
         let follower = ImageFollower(store: store, nodeID: nodeID, logger: logger)
         self.follower = follower
-        self.activeController = isController
+        self.activeController =
+            isController
             ? ActiveController(
                 store: store,
                 follower: follower,

@@ -91,7 +91,11 @@ public actor ImageFollower {
         guard self.holding else { return }
         self.holding = false
         let image = self.progress.followed.image
-        let changes = MetadataChange.changes(from: ClusterImage(clusterID: image.clusterID), to: image, node: self.nodeID)
+        let changes = MetadataChange.changes(
+            from: ClusterImage(clusterID: image.clusterID),
+            to: image,
+            node: self.nodeID
+        )
         await self.publish(changes, revision: image.revision, to: self.listeners).value
     }
 
@@ -109,7 +113,11 @@ public actor ImageFollower {
         self.listeners.append(listener)
         guard !self.holding, self.progress.followed.hasCluster else { return }
         let image = self.progress.followed.image
-        let changes = MetadataChange.changes(from: ClusterImage(clusterID: image.clusterID), to: image, node: self.nodeID)
+        let changes = MetadataChange.changes(
+            from: ClusterImage(clusterID: image.clusterID),
+            to: image,
+            node: self.nodeID
+        )
         await self.publish(changes, revision: image.revision, to: [listener]).value
     }
 
@@ -281,13 +289,19 @@ public actor ImageFollower {
             do {
                 try next.apply(.put(entry))
             } catch {
-                self.logger.error("A metadata key does not decode", metadata: ["key": "\(entry.key)", "error": "\(error)"])
+                self.logger.error(
+                    "A metadata key does not decode",
+                    metadata: ["key": "\(entry.key)", "error": "\(error)"]
+                )
             }
         }
         next.image.revision = range.revision
         let before = self.progress.followed.image
         self.progress.followed = next
-        self.publishUnlessHeld(MetadataChange.changes(from: before, to: next.image, node: self.nodeID), revision: next.revision)
+        self.publishUnlessHeld(
+            MetadataChange.changes(from: before, to: next.image, node: self.nodeID),
+            revision: next.revision
+        )
         self.waiters.resume(with: self.progress)
     }
 
@@ -309,7 +323,9 @@ public actor ImageFollower {
 
     /// Chains a publication after the previous one; the published revision moves once every listener returned.
     @discardableResult
-    private func publish(_ changes: [MetadataChange], revision: Int64, to listeners: [BatchListener]) -> Task<Void, Never> {
+    private func publish(_ changes: [MetadataChange], revision: Int64, to listeners: [BatchListener]) -> Task<
+        Void, Never
+    > {
         let previous = self.publication
         let task = Task {
             await previous?.value

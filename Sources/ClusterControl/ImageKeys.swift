@@ -24,10 +24,12 @@ public enum ImageKeys {
         if next.clusterID != image.clusterID, !next.clusterID.isEmpty {
             writes.append(ImageWrite(key: Self.clusterID, value: Array(next.clusterID.utf8)))
         }
-        for id in Set(image.brokers.keys).union(next.brokers.keys).sorted() where image.brokers[id] != next.brokers[id] {
+        for id in Set(image.brokers.keys).union(next.brokers.keys).sorted() where image.brokers[id] != next.brokers[id]
+        {
             writes.append(ImageWrite(key: Self.broker(id), value: next.brokers[id].map(ImageCodec.encode)))
         }
-        for name in Set(image.topics.keys).union(next.topics.keys).sorted() where image.topics[name] != next.topics[name] {
+        for name in Set(image.topics.keys).union(next.topics.keys).sorted()
+        where image.topics[name] != next.topics[name] {
             writes.append(ImageWrite(key: Self.topic(name), value: next.topics[name].map(ImageCodec.encode)))
         }
         for resource in Set(image.brokerConfigs.keys).union(next.brokerConfigs.keys).sorted()
@@ -40,7 +42,9 @@ public enum ImageKeys {
             )
         }
         if next.nextProducerID != image.nextProducerID {
-            writes.append(ImageWrite(key: Self.producerIDs, value: ImageCodec.encode(nextProducerID: next.nextProducerID)))
+            writes.append(
+                ImageWrite(key: Self.producerIDs, value: ImageCodec.encode(nextProducerID: next.nextProducerID))
+            )
         }
         return writes
     }
@@ -83,8 +87,11 @@ public struct FollowedImage: Hashable, Sendable {
     /// The controller whose election key is in the store, nil while none is.
     public var controller: ControllerLeader?
 
-    public init(image: ClusterImage = ClusterImage(clusterID: ""), modRevisions: [String: Int64] = [:],
-                controller: ControllerLeader? = nil) {
+    public init(
+        image: ClusterImage = ClusterImage(clusterID: ""),
+        modRevisions: [String: Int64] = [:],
+        controller: ControllerLeader? = nil
+    ) {
         self.image = image
         self.modRevisions = modRevisions
         self.controller = controller
@@ -136,9 +143,10 @@ public struct FollowedImage: Hashable, Sendable {
                 try ImageCodec.decodeConfigs(entry.value, key: key)
             }
         } else if key == ImageKeys.producerIDs {
-            self.image.nextProducerID = try entry.map { entry throws(ClusterControlError) in
-                try ImageCodec.decodeNextProducerID(entry.value, key: key)
-            } ?? 0
+            self.image.nextProducerID =
+                try entry.map { entry throws(ClusterControlError) in
+                    try ImageCodec.decodeNextProducerID(entry.value, key: key)
+                } ?? 0
         } else {
             return
         }

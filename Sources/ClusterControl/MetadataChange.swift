@@ -14,7 +14,8 @@ public enum MetadataChange: Hashable, Sendable {
     /// What a follower on `node` must apply to go from `image` to `next`, in this type's order.
     public static func changes(from image: ClusterImage, to next: ClusterImage, node: Int32) -> [MetadataChange] {
         var changes: [MetadataChange] = []
-        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) where next.topics[topic.name]?.id != topic.id {
+        for topic in image.topics.values.sorted(by: { $0.name < $1.name }) where next.topics[topic.name]?.id != topic.id
+        {
             changes.append(.topicDeleted(topic))
         }
         for resource in Set(image.brokerConfigs.keys).union(next.brokerConfigs.keys).sorted()

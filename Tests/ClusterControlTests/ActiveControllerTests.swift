@@ -1,10 +1,11 @@
-@testable import ClusterControl
 import Foundation
 import KafkaWire
 import Logging
 import MetadataStore
 import Synchronization
 import Testing
+
+@testable import ClusterControl
 
 /// One control-plane node of a test: its image follower and its controller role.
 private struct Node {
@@ -14,7 +15,12 @@ private struct Node {
     /// A node on `store` that has read the image and started campaigning.
     static func start(_ nodeID: Int32, on store: any MetadataStore, leaseTTLSeconds: Int64 = 10) async throws -> Node {
         let logger = Logger(label: "node-\(nodeID)")
-        let follower = ImageFollower(store: store, nodeID: nodeID, logger: logger, backoff: .milliseconds(10) ... .milliseconds(100))
+        let follower = ImageFollower(
+            store: store,
+            nodeID: nodeID,
+            logger: logger,
+            backoff: .milliseconds(10) ... .milliseconds(100)
+        )
         try await follower.start()
         let controller = ActiveController(
             store: store,
@@ -97,7 +103,11 @@ private func createTopic(
             #expect(key.leaseID != nil)
             let leader = ControllerLeader(
                 nodeID: active.controller.nodeID,
-                endpoint: BrokerEndpoint(listener: "CONTROLLER", host: "127.0.0.1", port: 9090 + active.controller.nodeID),
+                endpoint: BrokerEndpoint(
+                    listener: "CONTROLLER",
+                    host: "127.0.0.1",
+                    port: 9090 + active.controller.nodeID
+                ),
                 epoch: epoch
             )
             #expect(await standbys[0].controller.role == .standby(leader: leader))
@@ -128,7 +138,11 @@ private func createTopic(
             let newEpoch = try #require(await new.controller.epoch)
             #expect(newEpoch > oldEpoch)
             // The old one saw its key go, stepped down and now stands by behind the new one.
-            #expect(await old.controller.waitUntil(timeout: .seconds(30)) { $0 != .active(epoch: oldEpoch) && $0 != .campaigning })
+            #expect(
+                await old.controller.waitUntil(timeout: .seconds(30)) {
+                    $0 != .active(epoch: oldEpoch) && $0 != .campaigning
+                }
+            )
             #expect(await old.controller.epoch == nil)
             // The new one picks up from the image: broker 1 is there, and it writes.
             let topic = try await createTopic("after", through: new.controller)
@@ -167,10 +181,12 @@ private func createTopic(
             #expect(after.entries.first { $0.key == ImageKeys.topic("late") } == nil)
             // Nothing was written after its epoch ended: the store is as the new controller left it.
             #expect(after == before)
-            #expect(await old.controller.waitUntil(timeout: .seconds(30)) { role in
-                if case .standby = role { return true }
-                return false
-            })
+            #expect(
+                await old.controller.waitUntil(timeout: .seconds(30)) { role in
+                    if case .standby = role { return true }
+                    return false
+                }
+            )
             for node in nodes { await node.stop() }
         }
     }
@@ -228,7 +244,9 @@ private func createTopic(
 
             let first = try await createTopic("a", partitions: 2, through: node.controller)
             _ = try await node.controller.perform { image, _ throws(ClusterControlError) in
-                try ControllerDecisions.alteringTopicConfigs(image, "a", validateOnly: false) { _ in ["retention.ms": "5"] }
+                try ControllerDecisions.alteringTopicConfigs(image, "a", validateOnly: false) { _ in
+                    ["retention.ms": "5"]
+                }
             }
             _ = try await createTopic("b", through: node.controller)
             _ = try await node.controller.perform { image, _ throws(ClusterControlError) in
@@ -258,19 +276,39 @@ private func createTopic(
             #expect(await observer.waitUntilPublished(fresh.revision))
             let leadership = { (topic: TopicImage, partition: Int32) in
                 MetadataChange.leadership(
-                    PartitionLeadership(topic: topic.name, topicID: topic.id, partition: partition, leaderEpoch: 0, isr: [1])
+                    PartitionLeadership(
+                        topic: topic.name,
+                        topicID: topic.id,
+                        partition: partition,
+                        leaderEpoch: 0,
+                        isr: [1]
+                    )
                 )
             }
             // One batch per transaction, in revision order.
-            #expect(batches.withLock { $0 } == [
-                [.topicConfigs(topic: "a", configs: [:]), leadership(first, 0), leadership(first, 1)],
-                [.topicConfigs(topic: "a", configs: ["retention.ms": "5"])],
-                [.topicConfigs(topic: "b", configs: [:]), leadership(try #require(await observer.image?.topics["b"]), 0)],
-                [.topicDeleted(TopicImage(name: "a", id: first.id, partitions: first.partitions, configs: ["retention.ms": "5"]))],
-                [.topicConfigs(topic: "a", configs: [:])] + (0..<3).map { leadership(second, $0) },
-                [leadership(try #require(await observer.image?.topics["b"]), 1)],
-                [.brokerConfigs(resource: "", configs: ["x": "1"])],
-            ])
+            #expect(
+                batches.withLock { $0 } == [
+                    [.topicConfigs(topic: "a", configs: [:]), leadership(first, 0), leadership(first, 1)],
+                    [.topicConfigs(topic: "a", configs: ["retention.ms": "5"])],
+                    [
+                        .topicConfigs(topic: "b", configs: [:]),
+                        leadership(try #require(await observer.image?.topics["b"]), 0),
+                    ],
+                    [
+                        .topicDeleted(
+                            TopicImage(
+                                name: "a",
+                                id: first.id,
+                                partitions: first.partitions,
+                                configs: ["retention.ms": "5"]
+                            )
+                        )
+                    ],
+                    [.topicConfigs(topic: "a", configs: [:])] + (0..<3).map { leadership(second, $0) },
+                    [leadership(try #require(await observer.image?.topics["b"]), 1)],
+                    [.brokerConfigs(resource: "", configs: ["x": "1"])],
+                ]
+            )
             await observer.stop()
             await node.stop()
         }
@@ -316,12 +354,16 @@ private func createTopic(
             #expect(await follower.isStoreUnreachable == false)
             // The reload is heard as the difference: the deletion first, then the broker config, then the new topic.
             let last = try #require(batches.withLock { $0 }.last)
-            #expect(last == [
-                .topicDeleted(gone),
-                .brokerConfigs(resource: "", configs: ["x": "1"]),
-                .topicConfigs(topic: "born", configs: [:]),
-                .leadership(PartitionLeadership(topic: "born", topicID: born.id, partition: 0, leaderEpoch: 0, isr: [1])),
-            ])
+            #expect(
+                last == [
+                    .topicDeleted(gone),
+                    .brokerConfigs(resource: "", configs: ["x": "1"]),
+                    .topicConfigs(topic: "born", configs: [:]),
+                    .leadership(
+                        PartitionLeadership(topic: "born", topicID: born.id, partition: 0, leaderEpoch: 0, isr: [1])
+                    ),
+                ]
+            )
             await follower.stop()
             await node.stop()
         }
@@ -338,13 +380,21 @@ private func createTopic(
             try await follower.start(holdingChanges: true)
             // Re-elected while held: only the final epoch is heard, once.
             try await node.controller.registerBroker(broker(1))
-            #expect(await follower.waitUntil(timeout: .seconds(30)) { $0.image.topics["t"]?.partitions[0].leaderEpoch == 1 })
+            #expect(
+                await follower.waitUntil(timeout: .seconds(30)) { $0.image.topics["t"]?.partitions[0].leaderEpoch == 1 }
+            )
             #expect(batches.withLock { $0 }.isEmpty)
             await follower.releaseChanges()
-            #expect(batches.withLock { $0 } == [[
-                .topicConfigs(topic: "t", configs: [:]),
-                .leadership(PartitionLeadership(topic: "t", topicID: topic.id, partition: 0, leaderEpoch: 1, isr: [1])),
-            ]])
+            #expect(
+                batches.withLock { $0 } == [
+                    [
+                        .topicConfigs(topic: "t", configs: [:]),
+                        .leadership(
+                            PartitionLeadership(topic: "t", topicID: topic.id, partition: 0, leaderEpoch: 1, isr: [1])
+                        ),
+                    ]
+                ]
+            )
             await follower.stop()
             await node.stop()
         }

@@ -36,7 +36,10 @@ func withStore(
     case .etcd:
         try await EtcdServer.with { server in
             let store = try EtcdMetadataStore(
-                configuration: .init(endpoints: [server.endpoint], maxOperationsPerTransaction: maxOperationsPerTransaction)
+                configuration: .init(
+                    endpoints: [server.endpoint],
+                    maxOperationsPerTransaction: maxOperationsPerTransaction
+                )
             )
             do {
                 try await body(StoreFixture(store: store, compact: { try await store.compact(upTo: $0) }))
