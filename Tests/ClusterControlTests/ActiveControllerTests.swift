@@ -156,8 +156,8 @@ private func createTopic(
     func aPausedControllersLeaseLapsesAndItsLaterWritesAreRefused(kind: StoreKind) async throws {
         try await withStore(kind) { fixture in
             let nodes = [
-                try await Node.start(1, on: fixture.store, leaseTTLSeconds: 1),
-                try await Node.start(2, on: fixture.store, leaseTTLSeconds: 1),
+                try await Node.start(1, on: fixture.store, leaseTTLSeconds: 2),
+                try await Node.start(2, on: fixture.store, leaseTTLSeconds: 2),
             ]
             let (old, standbys) = try await elected(nodes)
             try await bootstrap(old.controller)
