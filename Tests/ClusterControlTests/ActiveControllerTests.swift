@@ -403,3 +403,55 @@ private func createTopic(
         }
     }
 }
+
+@Suite struct ControllerDecisionTests {
+    @Test func aDecisionWritesOnlyTheKeysItChangesInAnOrderValidAtEveryPrefix() throws {
+        var image = ClusterImage(clusterID: "")
+        let created = ControllerDecisions.creatingCluster(image, id: "c")
+        #expect(created.writes == [ImageWrite(key: ImageKeys.clusterID, value: Array("c".utf8))])
+        image.clusterID = "c"
+        #expect(ControllerDecisions.creatingCluster(image, id: "other").writes.isEmpty)
+
+        image.brokers[1] = broker(1)
+        let topic = try ControllerDecisions.creatingTopic(
+            image,
+            "t",
+            id: KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 1),
+            partitions: 2,
+            replicationFactor: 1,
+            assignment: nil,
+            configs: [:],
+            validateOnly: false,
+            live: [1]
+        )
+        #expect(topic.writes.map(\.key) == [ImageKeys.topic("t")])
+        image.topics["t"] = topic.answer
+        image.topics["u"] = TopicImage(
+            name: "u",
+            id: KafkaUUID(mostSignificantBits: 2, leastSignificantBits: 2),
+            partitions: topic.answer.partitions
+        )
+        // A new broker that replicates nothing writes its key only; a restarted one re-elects its topics, one key
+        // per topic, by name (its registration is unchanged).
+        let registered = ControllerDecisions.registeringBroker(image, broker(2), live: [1, 2])
+        #expect(registered.writes.map(\.key) == [ImageKeys.broker(2)])
+        let reelected = ControllerDecisions.registeringBroker(image, broker(1), live: [1])
+        #expect(reelected.writes.map(\.key) == [ImageKeys.topic("t"), ImageKeys.topic("u")])
+        #expect(reelected.answer == 2)
+        // Checks that write nothing answer at once.
+        let validated = try ControllerDecisions.creatingTopic(
+            image,
+            "v",
+            id: KafkaUUID(mostSignificantBits: 3, leastSignificantBits: 3),
+            partitions: 1,
+            replicationFactor: 1,
+            assignment: nil,
+            configs: [:],
+            validateOnly: true,
+            live: [1]
+        )
+        #expect(validated.writes.isEmpty && validated.answer.name == "v")
+        let deleted = try ControllerDecisions.deletingTopic(image, named: "u", id: nil)
+        #expect(deleted.writes == [ImageWrite(key: ImageKeys.topic("u"), value: nil)])
+    }
+}
