@@ -125,6 +125,9 @@ public final class EtcdMetadataStore: MetadataStore {
         unary.redirectConfiguration = .disallow
         var stream = unary
         stream.timeout = .init(connect: .init(configuration.connectTimeout), read: nil)
+        // Each watch holds its connection for as long as it lives; with the default of 8, a ninth would wait for a
+        // connection that never frees.
+        stream.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
         self.unaryClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: unary)
         self.streamClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: stream)
     }
@@ -263,7 +266,9 @@ public final class EtcdMetadataStore: MetadataStore {
                     return EtcdRequestOp(requestDeleteRange: .init(key: EtcdBytes(self.etcdKey(key))))
                 }
             },
-            failure: comparedKeys.map { EtcdRequestOp(requestRange: EtcdRangeRequest(key: EtcdBytes(self.etcdKey($0)))) }
+            failure: comparedKeys.map {
+                EtcdRequestOp(requestRange: EtcdRangeRequest(key: EtcdBytes(self.etcdKey($0))))
+            }
         )
         let answer: EtcdTxnResponse
         do {
@@ -271,7 +276,9 @@ public final class EtcdMetadataStore: MetadataStore {
         } catch let error where error.description.contains("too many operations in txn request") {
             throw .tooManyOperations(count: transaction.operationCount, limit: self.maxOperationsPerTransaction)
         } catch let error where error.description.contains("requested lease not found") {
-            let leases = transaction.operations.compactMap { if case .put(_, _, let lease?) = $0 { lease } else { nil } }
+            let leases = transaction.operations.compactMap {
+                if case .put(_, _, let lease?) = $0 { lease } else { nil }
+            }
             throw leases.count == 1 ? .leaseNotFound(leases[0]) : error
         }
         if answer.succeeded == true { return .committed(revision: answer.header?.revision?.value ?? 0) }

@@ -93,7 +93,9 @@ public final class LocalMetadataStore: MetadataStore {
             defer { state.watchers = [:] }
             return state.watchers.values
         }
-        for watcher in watchers { watcher.continuation.finish(throwing: MetadataStoreError.closed("the store is gone")) }
+        for watcher in watchers {
+            watcher.continuation.finish(throwing: MetadataStoreError.closed("the store is gone"))
+        }
     }
 
     public func revision() async throws(MetadataStoreError) -> Int64 {

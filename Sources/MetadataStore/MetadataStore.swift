@@ -47,7 +47,9 @@ public struct MetadataCompare: Hashable, Sendable {
     public static func absent(_ key: String) -> Self { Self(key: key, .createRevision(0)) }
 
     /// The key's last write was at `revision` (0: the key is absent).
-    public static func modRevision(of key: String, equals revision: Int64) -> Self { Self(key: key, .modRevision(revision)) }
+    public static func modRevision(of key: String, equals revision: Int64) -> Self {
+        Self(key: key, .modRevision(revision))
+    }
 
     /// The key is still the incarnation created at `revision` (0: the key is absent).
     public static func createRevision(of key: String, equals revision: Int64) -> Self {
@@ -262,6 +264,8 @@ extension MetadataTransaction {
                 throw .invalidWrite("the key '\(operation.key)' is written twice")
             }
         }
-        guard !self.compares.contains(where: { $0.key.isEmpty }) else { throw .invalidWrite("a compare on an empty key") }
+        guard !self.compares.contains(where: { $0.key.isEmpty }) else {
+            throw .invalidWrite("a compare on an empty key")
+        }
     }
 }
