@@ -104,14 +104,18 @@ public final class EtcdMetadataStore: MetadataStore {
     /// Keys per page of a range read.
     private static let rangePageSize: Int64 = 1000
 
-    /// - Throws: `invalidWrite` when no endpoint is given or one is not an `http://` URL.
+    /// - Throws: `invalidConfiguration` when no endpoint is given or one is not an `http://` URL.
     public init(
         configuration: Configuration,
         logger: Logger = Logger(label: "metadata-store.etcd")
     ) throws(MetadataStoreError) {
-        guard !configuration.endpoints.isEmpty else { throw .invalidWrite("no etcd endpoint is configured") }
+        guard !configuration.endpoints.isEmpty else {
+            throw .invalidConfiguration("no etcd endpoint is configured (metadata.etcd.endpoints)")
+        }
         for endpoint in configuration.endpoints where !endpoint.hasPrefix("http://") {
-            throw .invalidWrite("the etcd endpoint '\(endpoint)' is not an http://host:port URL")
+            throw .invalidConfiguration(
+                "the etcd endpoint '\(endpoint)' is not an http://host:port URL (metadata.etcd.endpoints)"
+            )
         }
         self.configuration = configuration
         self.endpoints = configuration.endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }

@@ -212,8 +212,9 @@ public protocol MetadataStore: Sendable {
     func commit(_ transaction: MetadataTransaction) async throws(MetadataStoreError) -> MetadataCommit
 
     /// The transactions that change keys under `prefix`, from revision `fromRevision` on (a follower that applied
-    /// revision R watches from R + 1), each delivered whole, in revision order, with only its events under
-    /// `prefix`. It goes on until the consumer stops iterating or the store is shut down.
+    /// revision R watches from R + 1; 0 means from the next revision), each delivered whole, in revision order,
+    /// with only its events under `prefix`. It goes on until the consumer stops iterating or the store is shut
+    /// down; the etcd store reconnects underneath it.
     /// - Throws: (from the sequence) `compacted` when the revisions from `fromRevision` on are no longer all in
     ///   the store's history: the caller re-reads with `range` and watches again from that range's revision + 1.
     func watch(prefix: String, fromRevision: Int64) async throws(MetadataStoreError) -> MetadataWatch

@@ -7,6 +7,7 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
         case io(path: String, operation: String, errno: Int32)
         case corrupt(path: String, reason: String)
         case invalidWrite(String)
+        case invalidConfiguration(String)
         case tooManyOperations(count: Int, limit: Int)
         case compacted(compactRevision: Int64)
         case leaseNotFound(Int64)
@@ -30,6 +31,9 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
 
     /// A transaction that names a key twice, or an empty key.
     public static func invalidWrite(_ reason: String) -> Self { Self(.invalidWrite(reason)) }
+
+    /// The store's settings cannot work (no etcd endpoint, an endpoint that is not an `http://` URL).
+    public static func invalidConfiguration(_ reason: String) -> Self { Self(.invalidConfiguration(reason)) }
 
     /// A transaction with more compares or operations than the store takes (etcd: `--max-txn-ops`).
     public static func tooManyOperations(count: Int, limit: Int) -> Self {
@@ -102,6 +106,8 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
             return "\(path): the metadata store file is corrupt: \(reason)"
         case .invalidWrite(let reason):
             return "invalid metadata transaction: \(reason)"
+        case .invalidConfiguration(let reason):
+            return "invalid metadata store configuration: \(reason)"
         case .tooManyOperations(let count, let limit):
             return
                 "the metadata store refused a transaction of \(count) operations: it takes at most \(limit) per transaction (etcd's --max-txn-ops); split the change"

@@ -388,6 +388,12 @@ extension MetadataCommit {
     }
 
     @Test func anUnreachableEndpointIsSkippedAndNamed() async throws {
+        #expect(throws: MetadataStoreError.self) { try EtcdMetadataStore(configuration: .init(endpoints: [])) }
+        #expect(
+            throws: MetadataStoreError.invalidConfiguration(
+                "the etcd endpoint '127.0.0.1:2379' is not an http://host:port URL (metadata.etcd.endpoints)"
+            )
+        ) { try EtcdMetadataStore(configuration: .init(endpoints: ["127.0.0.1:2379"])) }
         let deadPort = try EtcdServer.freePort()
         let dead = "http://127.0.0.1:\(deadPort)"
         let lonely = try EtcdMetadataStore(configuration: .init(endpoints: [dead]))
