@@ -33,7 +33,8 @@ import Synchronization
 ///   before each (re)connection the watch checks with a range read at the revision before its start that the
 ///   history is complete.
 /// - Limits: etcd's defaults, 128 operations per transaction (`--max-txn-ops`) and 1.5 MiB per request
-///   (`--max-request-bytes`); `maxOperationsPerTransaction` tells callers the first, etcd enforces both.
+///   (`--max-request-bytes`); `maxOperationsPerTransaction` and `maxTransactionBytes` tell callers, etcd enforces
+///   them (`tooManyOperations`, `transactionTooLarge`).
 ///
 /// Call `shutdown()` before dropping the store: it ends the watches and closes the HTTP clients.
 ///
@@ -48,6 +49,8 @@ public final class EtcdMetadataStore: MetadataStore {
         public var prefix: String
         /// etcd's `--max-txn-ops` (128 unless the etcd servers were started with another).
         public var maxOperationsPerTransaction: Int
+        /// etcd's `--max-request-bytes` (1.5 MiB unless the etcd servers were started with another).
+        public var maxRequestBytes: Int
         /// How long to wait for a TCP connection to one endpoint before trying the next.
         public var connectTimeout: Duration
         /// How long to wait for a unary answer (range, txn, lease calls).
@@ -59,6 +62,7 @@ public final class EtcdMetadataStore: MetadataStore {
         ///   - endpoints: etcd's client URLs; at least one.
         ///   - prefix: the cluster's key prefix, `/logbroker` by default.
         ///   - maxOperationsPerTransaction: 128, etcd's default `--max-txn-ops`.
+        ///   - maxRequestBytes: 1.5 MiB, etcd's default `--max-request-bytes`.
         ///   - connectTimeout: 2 s.
         ///   - requestTimeout: 10 s.
         ///   - watchRetryDelay: 200 ms.
@@ -66,6 +70,7 @@ public final class EtcdMetadataStore: MetadataStore {
             endpoints: [String],
             prefix: String = "/logbroker",
             maxOperationsPerTransaction: Int = 128,
+            maxRequestBytes: Int = 1_572_864,
             connectTimeout: Duration = .seconds(2),
             requestTimeout: Duration = .seconds(10),
             watchRetryDelay: Duration = .milliseconds(200)
@@ -73,6 +78,7 @@ public final class EtcdMetadataStore: MetadataStore {
             self.endpoints = endpoints
             self.prefix = prefix
             self.maxOperationsPerTransaction = maxOperationsPerTransaction
+            self.maxRequestBytes = maxRequestBytes
             self.connectTimeout = connectTimeout
             self.requestTimeout = requestTimeout
             self.watchRetryDelay = watchRetryDelay
@@ -89,6 +95,9 @@ public final class EtcdMetadataStore: MetadataStore {
 
     public let configuration: Configuration
     public var maxOperationsPerTransaction: Int { self.configuration.maxOperationsPerTransaction }
+    /// `maxRequestBytes` less 64 KiB: room for the key prefix and the protobuf framing of up to 128 compares and
+    /// 128 operations, which `MetadataTransaction.estimatedBytes` leaves out.
+    public var maxTransactionBytes: Int { max(self.configuration.maxRequestBytes - (64 << 10), 0) }
     /// `prefix` and its `/`: what every key of this store starts with in etcd.
     private let keyPrefix: [UInt8]
     private let endpoints: [String]
@@ -279,6 +288,8 @@ public final class EtcdMetadataStore: MetadataStore {
             answer = try await self.call("/v3/kv/txn", request, idempotent: false)
         } catch let error where error.description.contains("too many operations in txn request") {
             throw .tooManyOperations(count: transaction.operationCount, limit: self.maxOperationsPerTransaction)
+        } catch let error where error.description.contains("request is too large") {
+            throw .transactionTooLarge(bytes: transaction.estimatedBytes, limit: self.maxTransactionBytes)
         } catch let error where error.description.contains("requested lease not found") {
             let leases = transaction.operations.compactMap {
                 if case .put(_, _, let lease?) = $0 { lease } else { nil }

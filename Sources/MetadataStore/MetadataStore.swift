@@ -101,6 +101,19 @@ public struct MetadataTransaction: Hashable, Sendable {
     /// The larger of the compare count and the operation count: what a store's `maxOperationsPerTransaction`
     /// limits (etcd checks both against `--max-txn-ops`).
     public var operationCount: Int { max(self.compares.count, self.operations.count) }
+
+    /// The transaction's size as a store's `maxTransactionBytes` counts it: every key and value, plus 32 bytes for
+    /// each compare and operation.
+    public var estimatedBytes: Int {
+        let compares = self.compares.reduce(0) { total, compare in
+            if case .value(let value) = compare.condition { return total + compare.key.utf8.count + value.count + 32 }
+            return total + compare.key.utf8.count + 32
+        }
+        return self.operations.reduce(compares) { total, operation in
+            if case .put(let key, let value, _) = operation { return total + key.utf8.count + value.count + 32 }
+            return total + operation.key.utf8.count + 32
+        }
+    }
 }
 
 /// One write of `commit(_:)`'s convenience form: put `value` (or delete, when nil) if the key's `modRevision` is
@@ -197,6 +210,10 @@ public protocol MetadataStore: Sendable {
     /// default); a larger change must be split into several transactions, each valid on its own.
     var maxOperationsPerTransaction: Int { get }
 
+    /// The largest `MetadataTransaction.estimatedBytes` a transaction may have (etcd: its `--max-request-bytes`,
+    /// 1.5 MiB by default, less room for the key prefix and the encoding); a larger change must be split.
+    var maxTransactionBytes: Int { get }
+
     /// The revision of the last committed change; 0 for an empty store that was never written.
     func revision() async throws(MetadataStoreError) -> Int64
 
@@ -208,7 +225,8 @@ public protocol MetadataStore: Sendable {
 
     /// Applies every operation of `transaction` at one new revision if all its compares hold, else none of them.
     /// - Throws: `invalidWrite` for a key written twice or an empty key, `tooManyOperations` beyond
-    ///   `maxOperationsPerTransaction`, `leaseNotFound` for a put on a lapsed or unknown lease.
+    ///   `maxOperationsPerTransaction`, `transactionTooLarge` beyond `maxTransactionBytes`, `leaseNotFound` for a
+    ///   put on a lapsed or unknown lease.
     func commit(_ transaction: MetadataTransaction) async throws(MetadataStoreError) -> MetadataCommit
 
     /// The transactions that change keys under `prefix`, from revision `fromRevision` on (a follower that applied

@@ -30,7 +30,8 @@ struct StoreFixture {
             defer { directory.remove() }
             let store = try LocalMetadataStore(
                 path: directory.path + "/store",
-                maxOperationsPerTransaction: maxOperationsPerTransaction
+                maxOperationsPerTransaction: maxOperationsPerTransaction,
+                maxTransactionBytes: 1_572_864 - (64 << 10)
             )
             try await body(StoreFixture(store: store, compact: { try store.compact(upTo: $0) }))
         case .etcd:
@@ -337,6 +338,34 @@ extension MetadataCommit {
             await #expect(throws: MetadataStoreError.self) {
                 try await store.commit(MetadataTransaction(compares: compares, operations: [.put(key: "x", value: [])]))
             }
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aTransactionOverTheSizeLimitIsRefused(kind: StoreKind) async throws {
+        try await StoreFixture.with(kind) { fixture in
+            let store = fixture.store
+            #expect(store.maxTransactionBytes == 1_572_864 - 65_536)
+            // etcd refuses a request over its 1.5 MiB; the store says how to fix it.
+            let tooLarge = MetadataTransaction(operations: [
+                .put(key: "big", value: Array(repeating: 7, count: 1_572_865))
+            ])
+            do throws(MetadataStoreError) {
+                _ = try await store.commit(tooLarge)
+                Issue.record("a transaction of 1.5 MiB committed")
+            } catch {
+                #expect(error.isTransactionTooLarge, "\(error)")
+            }
+            // Up to maxTransactionBytes, with 128 operations, it commits.
+            let share = store.maxTransactionBytes / 128
+            let operations: [MetadataOperation] = (0..<128).map { index in
+                let key = "big/\(index)"
+                return .put(key: key, value: Array(repeating: 1, count: share - key.utf8.count - 32))
+            }
+            let largest = MetadataTransaction(operations: operations)
+            #expect(largest.estimatedBytes <= store.maxTransactionBytes)
+            _ = try await store.commit(largest).revision()
+            #expect(try await store.range(prefix: "big/").entries.count == 128)
         }
     }
 
