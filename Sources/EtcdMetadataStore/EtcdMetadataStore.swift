@@ -297,6 +297,9 @@ public final class EtcdMetadataStore: MetadataStore {
             throw leases.count == 1 ? .leaseNotFound(leases[0]) : error
         }
         if answer.succeeded == true { return .committed(revision: answer.header?.revision?.value ?? 0) }
+        guard let firstCompare = transaction.compares.first else {
+            throw .invalidResponse(endpoint: self.currentEndpoint(), reason: "a transaction without compares failed")
+        }
         var current: [String: MetadataEntry] = [:]
         for response in answer.responses ?? [] {
             for kv in response.responseRange?.kvs ?? [] {
@@ -304,7 +307,8 @@ public final class EtcdMetadataStore: MetadataStore {
                 current[entry.key] = entry
             }
         }
-        let failed = transaction.compares.first { !$0.holds(for: current[$0.key]) } ?? transaction.compares[0]
+        // etcd says only that some compare failed; the keys as the transaction saw them tell which.
+        let failed = transaction.compares.first { !$0.holds(for: current[$0.key]) } ?? firstCompare
         return .conflict(key: failed.key, current: current[failed.key])
     }
 
@@ -328,7 +332,11 @@ public final class EtcdMetadataStore: MetadataStore {
             idempotent: true
         )
         guard let id = answer.id?.value, answer.error?.isEmpty ?? true else {
-            throw .rejected(endpoint: self.endpoints[0], code: 0, message: answer.error ?? "no lease id in the answer")
+            throw .rejected(
+                endpoint: self.currentEndpoint(),
+                code: 0,
+                message: answer.error ?? "no lease id in the answer"
+            )
         }
         return MetadataLease(id: id, ttlSeconds: answer.ttl?.value ?? ttlSeconds)
     }
@@ -342,7 +350,7 @@ public final class EtcdMetadataStore: MetadataStore {
             idempotent: true
         )
         if let error = message.error {
-            throw .rejected(endpoint: self.endpoints[0], code: error.grpcCode ?? 0, message: error.message ?? "")
+            throw .rejected(endpoint: self.currentEndpoint(), code: error.grpcCode ?? 0, message: error.message ?? "")
         }
         guard let ttl = message.result?.ttl?.value, ttl > 0 else { throw .leaseNotFound(lease.id) }
         return ttl
