@@ -273,6 +273,64 @@ extension MetadataStore {
     }
 }
 
+/// One operation of a change too large for one transaction, with the compare that guards it (its key's
+/// `modRevision` as last read, typically), or nil.
+public struct GuardedOperation: Hashable, Sendable {
+    public var operation: MetadataOperation
+    public var compare: MetadataCompare?
+
+    public init(_ operation: MetadataOperation, compare: MetadataCompare? = nil) {
+        self.operation = operation
+        self.compare = compare
+    }
+}
+
+extension MetadataStore {
+    /// `operations`, in order, cut into as few transactions as this store's limits allow
+    /// (`maxOperationsPerTransaction`, `maxTransactionBytes`), each carrying every compare of `fence` (the
+    /// controller's election key) and the compares of its own operations. Each transaction then commits or fails
+    /// on its own, so the caller orders `operations` such that every prefix of them leaves a consistent image.
+    /// - Throws: `tooManyOperations` or `transactionTooLarge` when `fence` with a single operation already exceeds
+    ///   a limit.
+    public func transactions(
+        fencedBy fence: [MetadataCompare],
+        _ operations: [GuardedOperation]
+    ) throws(MetadataStoreError) -> [MetadataTransaction] {
+        let empty = MetadataTransaction(compares: fence, operations: [])
+        var transactions: [MetadataTransaction] = []
+        var current = empty
+        var currentBytes = empty.estimatedBytes
+        for guarded in operations {
+            var single = MetadataTransaction(compares: [], operations: [guarded.operation])
+            if let compare = guarded.compare { single.compares.append(compare) }
+            let bytes = single.estimatedBytes
+            let fits = { (transaction: MetadataTransaction, bytes: Int) -> Bool in
+                transaction.compares.count + single.compares.count <= self.maxOperationsPerTransaction
+                    && transaction.operations.count + 1 <= self.maxOperationsPerTransaction
+                    && bytes <= self.maxTransactionBytes
+            }
+            if !fits(current, currentBytes + bytes), !current.operations.isEmpty {
+                transactions.append(current)
+                (current, currentBytes) = (empty, empty.estimatedBytes)
+            }
+            guard fits(current, currentBytes + bytes) else {
+                if fence.count + single.compares.count > self.maxOperationsPerTransaction {
+                    throw .tooManyOperations(
+                        count: fence.count + single.compares.count,
+                        limit: self.maxOperationsPerTransaction
+                    )
+                }
+                throw .transactionTooLarge(bytes: currentBytes + bytes, limit: self.maxTransactionBytes)
+            }
+            current.compares += single.compares
+            current.operations.append(guarded.operation)
+            currentBytes += bytes
+        }
+        if !current.operations.isEmpty { transactions.append(current) }
+        return transactions
+    }
+}
+
 /// The checks every store makes before a transaction reaches its storage: no empty key, no key written twice.
 extension MetadataTransaction {
     package func validate() throws(MetadataStoreError) {

@@ -388,6 +388,36 @@ extension MetadataCommit {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func aLargeChangeIsSplitIntoFencedTransactions(kind: StoreKind) async throws {
+        try await StoreFixture.with(kind) { fixture in
+            let store = fixture.store
+            let epoch = try await store.compareAndSet("controller", value: [1], expectedVersion: 0).revision()
+            let fence = [MetadataCompare.createRevision(of: "controller", equals: epoch)]
+            // 1,000 partitions, each written if still absent: 1,000 compares and 1,000 puts.
+            let change = (0..<1000).map { index in
+                GuardedOperation(.put(key: "partitions/\(index)", value: [1]), compare: .absent("partitions/\(index)"))
+            }
+            let transactions = try store.transactions(fencedBy: fence, change)
+            #expect(transactions.count == 8, "127 guarded puts beside the fence per transaction")
+            #expect(transactions.allSatisfy { $0.compares.first == fence[0] && $0.compares.count <= 128 })
+            #expect(transactions.flatMap(\.operations) == change.map(\.operation))
+            for transaction in transactions { _ = try await store.commit(transaction).revision() }
+            #expect(try await store.range(prefix: "partitions/").entries.count == 1000)
+            // Split by size too: 40 values of 64 KiB do not fit in one 1.5 MiB request.
+            let large = (0..<40).map {
+                GuardedOperation(.put(key: "large/\($0)", value: Array(repeating: 0, count: 64 << 10)))
+            }
+            let bySize = try store.transactions(fencedBy: fence, large)
+            #expect(bySize.count == 2)
+            for transaction in bySize { _ = try await store.commit(transaction).revision() }
+            // Once the fence fails, every remaining transaction fails, naming it.
+            _ = try await store.commit(MetadataTransaction(operations: [.delete(key: "controller")])).revision()
+            let refused = try store.transactions(fencedBy: fence, [GuardedOperation(.delete(key: "large/0"))])
+            #expect(try await store.commit(refused[0]) == .conflict(key: "controller", current: nil))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func invalidTransactionsAreRefused(kind: StoreKind) async throws {
         try await StoreFixture.with(kind) { fixture in
             let store = fixture.store
