@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -15,8 +16,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-
-from conftest import free_port
 
 ETCD = "/usr/bin/etcd"
 
@@ -116,6 +115,13 @@ class EtcdServer:
         end[-1] += 1
         answer = self.call("/v3/kv/range", {"key": _b64(prefix), "range_end": _b64(bytes(end)), "keys_only": True})
         return [base64.b64decode(kv["key"]) for kv in answer.get("kvs", [])]
+
+
+def free_port():
+    """A port nothing listens on now on 127.0.0.1."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _b64(data):
