@@ -376,8 +376,10 @@ public final class EtcdMetadataStore: MetadataStore {
             return state.nextWatchID
         }
         guard let id else { throw .closed("the store was shut down") }
+        // "From the next revision" is fixed now, so a transaction committed after this returns is always seen.
+        let start = fromRevision > 0 ? fromRevision : try await self.revision() + 1
         let task = Task {
-            await self.runWatch(prefix: prefix, fromRevision: fromRevision, continuation: continuation)
+            await self.runWatch(prefix: prefix, fromRevision: start, continuation: continuation)
             _ = self.state.withLock { $0.watches.removeValue(forKey: id) }
         }
         self.state.withLock { $0.watches[id] = task }
@@ -395,7 +397,6 @@ public final class EtcdMetadataStore: MetadataStore {
         var failures = 0
         while !Task.isCancelled {
             do {
-                if next <= 0 { next = try await self.revision() + 1 }
                 try await self.streamWatch(prefix: prefix, from: next) { transaction in
                     continuation.yield(transaction)
                     next = transaction.revision + 1

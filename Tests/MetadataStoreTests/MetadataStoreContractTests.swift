@@ -314,6 +314,18 @@ extension MetadataCommit {
     }
 
     @Test(arguments: StoreKind.allCases)
+    func aWatchFromRevisionZeroSeesEveryLaterTransaction(kind: StoreKind) async throws {
+        try await StoreFixture.with(kind) { fixture in
+            let store = fixture.store
+            _ = try await store.compareAndSet("before", value: [], expectedVersion: 0).revision()
+            var changes = try await store.watch(prefix: "", fromRevision: 0).makeAsyncIterator()
+            let after = try await store.compareAndSet("after", value: [], expectedVersion: 0).revision()
+            let first = try #require(try await changes.next())
+            #expect(first.revision == after && first.events.map(\.key) == ["after"])
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
     func aWatchFromACompactedRevisionThrowsCompacted(kind: StoreKind) async throws {
         try await StoreFixture.with(kind) { fixture in
             let store = fixture.store
