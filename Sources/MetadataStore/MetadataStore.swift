@@ -214,7 +214,8 @@ public protocol MetadataStore: Sendable {
     /// 1.5 MiB by default, less room for the key prefix and the encoding); a larger change must be split.
     var maxTransactionBytes: Int { get }
 
-    /// The revision of the last committed change; 0 for an empty store that was never written.
+    /// The revision of the last committed change; 0 for a local store that was never written (a new etcd starts at
+    /// 1, and clusters sharing one etcd share its revisions, so a cluster's revisions may skip numbers).
     func revision() async throws(MetadataStoreError) -> Int64
 
     /// The entry of `key`, nil if absent.
