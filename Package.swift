@@ -195,7 +195,9 @@ let package = Package(
         .target(name: "EtcdTestSupport", path: "Tests/EtcdTestSupport", swiftSettings: swiftSettings),
         .testTarget(
             name: "MetadataStoreTests",
-            dependencies: ["MetadataStore", "EtcdMetadataStore", "EtcdTestSupport", nioCore],
+            dependencies: [
+                "MetadataStore", "EtcdMetadataStore", "EtcdTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -16,10 +16,11 @@ import MetadataStore
 ///   waits until its follower has applied the conflicting revision and decides again. Before its first decision a
 ///   new active controller waits until its follower has applied its own election: its state is the follower's image
 ///   (time proportional to the keys, not to the bytes of the logs).
-/// - **Splitting.** A change writing more keys than `maxOperationsPerTransaction - 1` (one compare is the election
-///   key's), or more than `maxBytesPerTransaction`, goes as several fenced transactions in `ImageKeys.writes`'s
-///   order, each valid on its own (one topic is one key, so a batch of topics splits between keys). Should one of
-///   them conflict, the decision is made again on the newer image, which holds the parts already committed.
+/// - **Splitting.** A change over the store's limits (`maxOperationsPerTransaction`, one compare of which is the
+///   election key's, and `maxTransactionBytes`) goes as several fenced transactions (`transactions(fencedBy:_:)`)
+///   in `ImageKeys.writes`'s order, each valid on its own (one topic is one key, so a batch of topics splits
+///   between keys). Should one of them conflict, the decision is made again on the newer image, which holds the
+///   parts already committed.
 ///
 /// Thread safety: an actor. Writes run one at a time, in call order (KRaft's controller event queue), and each
 /// returns once the follower has applied it.
@@ -39,9 +40,6 @@ public actor ActiveController {
     /// The lease TTL of the election key when none is given: how long a paused or partitioned controller keeps the
     /// role before a standby takes over.
     public static let defaultLeaseTTLSeconds: Int64 = 10
-    /// etcd refuses requests above 1.5 MiB; a transaction's values stay below this.
-    public static let maxBytesPerTransaction = 1 << 20
-
     private let store: any MetadataStore
     /// The image follower of this process: the state every decision is made on.
     public nonisolated let follower: ImageFollower
@@ -339,15 +337,21 @@ public actor ActiveController {
         epoch: Int64
     ) async throws(ClusterControlError) -> Outcome {
         var revision = followed.revision
-        let limit = self.store.maxOperationsPerTransaction - 1
-        for chunk in Self.chunks(writes, maxOperations: limit, maxBytes: Self.maxBytesPerTransaction) {
-            let transaction = MetadataTransaction(
-                compares: [.createRevision(of: ImageKeys.controller, equals: epoch)]
-                    + chunk.map { .modRevision(of: $0.key, equals: followed.modRevisions[$0.key] ?? 0) },
-                operations: chunk.map { write in
-                    write.value.map { .put(key: write.key, value: $0) } ?? .delete(key: write.key)
+        let transactions: [MetadataTransaction]
+        do {
+            transactions = try self.store.transactions(
+                fencedBy: [.createRevision(of: ImageKeys.controller, equals: epoch)],
+                writes.map { write in
+                    GuardedOperation(
+                        write.value.map { .put(key: write.key, value: $0) } ?? .delete(key: write.key),
+                        compare: .modRevision(of: write.key, equals: followed.modRevisions[write.key] ?? 0)
+                    )
                 }
             )
+        } catch {
+            throw .store(error)
+        }
+        for transaction in transactions {
             let outcome: MetadataCommit
             do {
                 outcome = try await self.store.commit(transaction)
@@ -376,26 +380,6 @@ public actor ActiveController {
     /// The brokers decisions place replicas on and elect leaders among: every broker registered in the image, until
     /// registrations and heartbeats (`BrokerLiveness`) reach the controller. On the standalone broker that is itself.
     public static func liveBrokers(in image: ClusterImage) -> Set<Int32> { Set(image.brokers.keys) }
-
-    /// `writes` cut into transactions of at most `maxOperations` keys and about `maxBytes` of values (a single
-    /// larger value goes alone), in order.
-    static func chunks(_ writes: [ImageWrite], maxOperations: Int, maxBytes: Int) -> [[ImageWrite]] {
-        precondition(maxOperations >= 1, "a transaction needs room for one write besides the election compare")
-        var chunks: [[ImageWrite]] = []
-        var current: [ImageWrite] = []
-        var bytes = 0
-        for write in writes {
-            let size = write.key.utf8.count + (write.value?.count ?? 0)
-            if !current.isEmpty, current.count == maxOperations || bytes + size > maxBytes {
-                chunks.append(current)
-                (current, bytes) = ([], 0)
-            }
-            current.append(write)
-            bytes += size
-        }
-        if !current.isEmpty { chunks.append(current) }
-        return chunks
-    }
 
     /// The epoch, once the follower has applied the election that started it.
     private func caughtUpEpoch() async throws(ClusterControlError) -> Int64 {

@@ -33,7 +33,8 @@ import Synchronization
 ///   before each (re)connection the watch checks with a range read at the revision before its start that the
 ///   history is complete.
 /// - Limits: etcd's defaults, 128 operations per transaction (`--max-txn-ops`) and 1.5 MiB per request
-///   (`--max-request-bytes`); `maxOperationsPerTransaction` tells callers the first, etcd enforces both.
+///   (`--max-request-bytes`); `maxOperationsPerTransaction` and `maxTransactionBytes` tell callers, etcd enforces
+///   them (`tooManyOperations`, `transactionTooLarge`).
 ///
 /// Call `shutdown()` before dropping the store: it ends the watches and closes the HTTP clients.
 ///
@@ -48,6 +49,8 @@ public final class EtcdMetadataStore: MetadataStore {
         public var prefix: String
         /// etcd's `--max-txn-ops` (128 unless the etcd servers were started with another).
         public var maxOperationsPerTransaction: Int
+        /// etcd's `--max-request-bytes` (1.5 MiB unless the etcd servers were started with another).
+        public var maxRequestBytes: Int
         /// How long to wait for a TCP connection to one endpoint before trying the next.
         public var connectTimeout: Duration
         /// How long to wait for a unary answer (range, txn, lease calls).
@@ -59,6 +62,7 @@ public final class EtcdMetadataStore: MetadataStore {
         ///   - endpoints: etcd's client URLs; at least one.
         ///   - prefix: the cluster's key prefix, `/logbroker` by default.
         ///   - maxOperationsPerTransaction: 128, etcd's default `--max-txn-ops`.
+        ///   - maxRequestBytes: 1.5 MiB, etcd's default `--max-request-bytes`.
         ///   - connectTimeout: 2 s.
         ///   - requestTimeout: 10 s.
         ///   - watchRetryDelay: 200 ms.
@@ -66,6 +70,7 @@ public final class EtcdMetadataStore: MetadataStore {
             endpoints: [String],
             prefix: String = "/logbroker",
             maxOperationsPerTransaction: Int = 128,
+            maxRequestBytes: Int = 1_572_864,
             connectTimeout: Duration = .seconds(2),
             requestTimeout: Duration = .seconds(10),
             watchRetryDelay: Duration = .milliseconds(200)
@@ -73,6 +78,7 @@ public final class EtcdMetadataStore: MetadataStore {
             self.endpoints = endpoints
             self.prefix = prefix
             self.maxOperationsPerTransaction = maxOperationsPerTransaction
+            self.maxRequestBytes = maxRequestBytes
             self.connectTimeout = connectTimeout
             self.requestTimeout = requestTimeout
             self.watchRetryDelay = watchRetryDelay
@@ -89,6 +95,9 @@ public final class EtcdMetadataStore: MetadataStore {
 
     public let configuration: Configuration
     public var maxOperationsPerTransaction: Int { self.configuration.maxOperationsPerTransaction }
+    /// `maxRequestBytes` less 64 KiB: room for the key prefix and the protobuf framing of up to 128 compares and
+    /// 128 operations, which `MetadataTransaction.estimatedBytes` leaves out.
+    public var maxTransactionBytes: Int { max(self.configuration.maxRequestBytes - (64 << 10), 0) }
     /// `prefix` and its `/`: what every key of this store starts with in etcd.
     private let keyPrefix: [UInt8]
     private let endpoints: [String]
@@ -104,14 +113,18 @@ public final class EtcdMetadataStore: MetadataStore {
     /// Keys per page of a range read.
     private static let rangePageSize: Int64 = 1000
 
-    /// - Throws: `invalidWrite` when no endpoint is given or one is not an `http://` URL.
+    /// - Throws: `invalidConfiguration` when no endpoint is given or one is not an `http://` URL.
     public init(
         configuration: Configuration,
         logger: Logger = Logger(label: "metadata-store.etcd")
     ) throws(MetadataStoreError) {
-        guard !configuration.endpoints.isEmpty else { throw .invalidWrite("no etcd endpoint is configured") }
+        guard !configuration.endpoints.isEmpty else {
+            throw .invalidConfiguration("no etcd endpoint is configured (metadata.etcd.endpoints)")
+        }
         for endpoint in configuration.endpoints where !endpoint.hasPrefix("http://") {
-            throw .invalidWrite("the etcd endpoint '\(endpoint)' is not an http://host:port URL")
+            throw .invalidConfiguration(
+                "the etcd endpoint '\(endpoint)' is not an http://host:port URL (metadata.etcd.endpoints)"
+            )
         }
         self.configuration = configuration
         self.endpoints = configuration.endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
@@ -125,6 +138,9 @@ public final class EtcdMetadataStore: MetadataStore {
         unary.redirectConfiguration = .disallow
         var stream = unary
         stream.timeout = .init(connect: .init(configuration.connectTimeout), read: nil)
+        // Each watch holds its connection for as long as it lives; with the default of 8, a ninth would wait for a
+        // connection that never frees.
+        stream.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 4096
         self.unaryClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: unary)
         self.streamClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: stream)
     }
@@ -263,18 +279,27 @@ public final class EtcdMetadataStore: MetadataStore {
                     return EtcdRequestOp(requestDeleteRange: .init(key: EtcdBytes(self.etcdKey(key))))
                 }
             },
-            failure: comparedKeys.map { EtcdRequestOp(requestRange: EtcdRangeRequest(key: EtcdBytes(self.etcdKey($0)))) }
+            failure: comparedKeys.map {
+                EtcdRequestOp(requestRange: EtcdRangeRequest(key: EtcdBytes(self.etcdKey($0))))
+            }
         )
         let answer: EtcdTxnResponse
         do {
             answer = try await self.call("/v3/kv/txn", request, idempotent: false)
         } catch let error where error.description.contains("too many operations in txn request") {
             throw .tooManyOperations(count: transaction.operationCount, limit: self.maxOperationsPerTransaction)
+        } catch let error where error.description.contains("request is too large") {
+            throw .transactionTooLarge(bytes: transaction.estimatedBytes, limit: self.maxTransactionBytes)
         } catch let error where error.description.contains("requested lease not found") {
-            let leases = transaction.operations.compactMap { if case .put(_, _, let lease?) = $0 { lease } else { nil } }
+            let leases = transaction.operations.compactMap {
+                if case .put(_, _, let lease?) = $0 { lease } else { nil }
+            }
             throw leases.count == 1 ? .leaseNotFound(leases[0]) : error
         }
         if answer.succeeded == true { return .committed(revision: answer.header?.revision?.value ?? 0) }
+        guard let firstCompare = transaction.compares.first else {
+            throw .invalidResponse(endpoint: self.currentEndpoint(), reason: "a transaction without compares failed")
+        }
         var current: [String: MetadataEntry] = [:]
         for response in answer.responses ?? [] {
             for kv in response.responseRange?.kvs ?? [] {
@@ -282,7 +307,8 @@ public final class EtcdMetadataStore: MetadataStore {
                 current[entry.key] = entry
             }
         }
-        let failed = transaction.compares.first { !$0.holds(for: current[$0.key]) } ?? transaction.compares[0]
+        // etcd says only that some compare failed; the keys as the transaction saw them tell which.
+        let failed = transaction.compares.first { !$0.holds(for: current[$0.key]) } ?? firstCompare
         return .conflict(key: failed.key, current: current[failed.key])
     }
 
@@ -306,7 +332,11 @@ public final class EtcdMetadataStore: MetadataStore {
             idempotent: true
         )
         guard let id = answer.id?.value, answer.error?.isEmpty ?? true else {
-            throw .rejected(endpoint: self.endpoints[0], code: 0, message: answer.error ?? "no lease id in the answer")
+            throw .rejected(
+                endpoint: self.currentEndpoint(),
+                code: 0,
+                message: answer.error ?? "no lease id in the answer"
+            )
         }
         return MetadataLease(id: id, ttlSeconds: answer.ttl?.value ?? ttlSeconds)
     }
@@ -320,7 +350,7 @@ public final class EtcdMetadataStore: MetadataStore {
             idempotent: true
         )
         if let error = message.error {
-            throw .rejected(endpoint: self.endpoints[0], code: error.grpcCode ?? 0, message: error.message ?? "")
+            throw .rejected(endpoint: self.currentEndpoint(), code: error.grpcCode ?? 0, message: error.message ?? "")
         }
         guard let ttl = message.result?.ttl?.value, ttl > 0 else { throw .leaseNotFound(lease.id) }
         return ttl
@@ -346,8 +376,10 @@ public final class EtcdMetadataStore: MetadataStore {
             return state.nextWatchID
         }
         guard let id else { throw .closed("the store was shut down") }
+        // "From the next revision" is fixed now, so a transaction committed after this returns is always seen.
+        let start = fromRevision > 0 ? fromRevision : try await self.revision() + 1
         let task = Task {
-            await self.runWatch(prefix: prefix, fromRevision: fromRevision, continuation: continuation)
+            await self.runWatch(prefix: prefix, fromRevision: start, continuation: continuation)
             _ = self.state.withLock { $0.watches.removeValue(forKey: id) }
         }
         self.state.withLock { $0.watches[id] = task }
@@ -365,7 +397,6 @@ public final class EtcdMetadataStore: MetadataStore {
         var failures = 0
         while !Task.isCancelled {
             do {
-                if next <= 0 { next = try await self.revision() + 1 }
                 try await self.streamWatch(prefix: prefix, from: next) { transaction in
                     continuation.yield(transaction)
                     next = transaction.revision + 1

@@ -59,6 +59,8 @@ public final class LocalMetadataStore: MetadataStore {
     /// The most operations per transaction; unlimited unless set (the standalone broker writes its whole image at
     /// once), 128 to behave as etcd's default.
     public let maxOperationsPerTransaction: Int
+    /// The largest transaction; unlimited unless set.
+    public let maxTransactionBytes: Int
     /// How many past transactions a new watch can start from.
     public let historyLimit: Int
     private let clock: LeaseClock
@@ -74,12 +76,14 @@ public final class LocalMetadataStore: MetadataStore {
         logger: Logger = Logger(label: "metadata-store"),
         clock: LeaseClock = .continuous,
         maxOperationsPerTransaction: Int = .max,
+        maxTransactionBytes: Int = .max,
         historyLimit: Int = 1000
     ) throws(MetadataStoreError) {
         self.path = path
         self.logger = logger
         self.clock = clock
         self.maxOperationsPerTransaction = maxOperationsPerTransaction
+        self.maxTransactionBytes = maxTransactionBytes
         self.historyLimit = historyLimit
         unlink(path + ".tmp")
         var loaded = try Self.load(path: path)
@@ -93,7 +97,9 @@ public final class LocalMetadataStore: MetadataStore {
             defer { state.watchers = [:] }
             return state.watchers.values
         }
-        for watcher in watchers { watcher.continuation.finish(throwing: MetadataStoreError.closed("the store is gone")) }
+        for watcher in watchers {
+            watcher.continuation.finish(throwing: MetadataStoreError.closed("the store is gone"))
+        }
     }
 
     public func revision() async throws(MetadataStoreError) -> Int64 {
@@ -115,6 +121,9 @@ public final class LocalMetadataStore: MetadataStore {
         try transaction.validate()
         guard transaction.operationCount <= self.maxOperationsPerTransaction else {
             throw .tooManyOperations(count: transaction.operationCount, limit: self.maxOperationsPerTransaction)
+        }
+        guard self.maxTransactionBytes == .max || transaction.estimatedBytes <= self.maxTransactionBytes else {
+            throw .transactionTooLarge(bytes: transaction.estimatedBytes, limit: self.maxTransactionBytes)
         }
         return try self.locked { (state: inout State) throws(MetadataStoreError) -> MetadataCommit in
             for compare in transaction.compares where !compare.holds(for: state.entries[compare.key]) {

@@ -47,7 +47,9 @@ public struct MetadataCompare: Hashable, Sendable {
     public static func absent(_ key: String) -> Self { Self(key: key, .createRevision(0)) }
 
     /// The key's last write was at `revision` (0: the key is absent).
-    public static func modRevision(of key: String, equals revision: Int64) -> Self { Self(key: key, .modRevision(revision)) }
+    public static func modRevision(of key: String, equals revision: Int64) -> Self {
+        Self(key: key, .modRevision(revision))
+    }
 
     /// The key is still the incarnation created at `revision` (0: the key is absent).
     public static func createRevision(of key: String, equals revision: Int64) -> Self {
@@ -99,6 +101,19 @@ public struct MetadataTransaction: Hashable, Sendable {
     /// The larger of the compare count and the operation count: what a store's `maxOperationsPerTransaction`
     /// limits (etcd checks both against `--max-txn-ops`).
     public var operationCount: Int { max(self.compares.count, self.operations.count) }
+
+    /// The transaction's size as a store's `maxTransactionBytes` counts it: every key and value, plus 32 bytes for
+    /// each compare and operation.
+    public var estimatedBytes: Int {
+        let compares = self.compares.reduce(0) { total, compare in
+            if case .value(let value) = compare.condition { return total + compare.key.utf8.count + value.count + 32 }
+            return total + compare.key.utf8.count + 32
+        }
+        return self.operations.reduce(compares) { total, operation in
+            if case .put(let key, let value, _) = operation { return total + key.utf8.count + value.count + 32 }
+            return total + operation.key.utf8.count + 32
+        }
+    }
 }
 
 /// One write of `commit(_:)`'s convenience form: put `value` (or delete, when nil) if the key's `modRevision` is
@@ -195,7 +210,12 @@ public protocol MetadataStore: Sendable {
     /// default); a larger change must be split into several transactions, each valid on its own.
     var maxOperationsPerTransaction: Int { get }
 
-    /// The revision of the last committed change; 0 for an empty store that was never written.
+    /// The largest `MetadataTransaction.estimatedBytes` a transaction may have (etcd: its `--max-request-bytes`,
+    /// 1.5 MiB by default, less room for the key prefix and the encoding); a larger change must be split.
+    var maxTransactionBytes: Int { get }
+
+    /// The revision of the last committed change; 0 for a local store that was never written (a new etcd starts at
+    /// 1, and clusters sharing one etcd share its revisions, so a cluster's revisions may skip numbers).
     func revision() async throws(MetadataStoreError) -> Int64
 
     /// The entry of `key`, nil if absent.
@@ -206,12 +226,14 @@ public protocol MetadataStore: Sendable {
 
     /// Applies every operation of `transaction` at one new revision if all its compares hold, else none of them.
     /// - Throws: `invalidWrite` for a key written twice or an empty key, `tooManyOperations` beyond
-    ///   `maxOperationsPerTransaction`, `leaseNotFound` for a put on a lapsed or unknown lease.
+    ///   `maxOperationsPerTransaction`, `transactionTooLarge` beyond `maxTransactionBytes`, `leaseNotFound` for a
+    ///   put on a lapsed or unknown lease.
     func commit(_ transaction: MetadataTransaction) async throws(MetadataStoreError) -> MetadataCommit
 
     /// The transactions that change keys under `prefix`, from revision `fromRevision` on (a follower that applied
-    /// revision R watches from R + 1), each delivered whole, in revision order, with only its events under
-    /// `prefix`. It goes on until the consumer stops iterating or the store is shut down.
+    /// revision R watches from R + 1; 0 means from the next revision), each delivered whole, in revision order,
+    /// with only its events under `prefix`. It goes on until the consumer stops iterating or the store is shut
+    /// down; the etcd store reconnects underneath it.
     /// - Throws: (from the sequence) `compacted` when the revisions from `fromRevision` on are no longer all in
     ///   the store's history: the caller re-reads with `range` and watches again from that range's revision + 1.
     func watch(prefix: String, fromRevision: Int64) async throws(MetadataStoreError) -> MetadataWatch
@@ -252,6 +274,64 @@ extension MetadataStore {
     }
 }
 
+/// One operation of a change too large for one transaction, with the compare that guards it (its key's
+/// `modRevision` as last read, typically), or nil.
+public struct GuardedOperation: Hashable, Sendable {
+    public var operation: MetadataOperation
+    public var compare: MetadataCompare?
+
+    public init(_ operation: MetadataOperation, compare: MetadataCompare? = nil) {
+        self.operation = operation
+        self.compare = compare
+    }
+}
+
+extension MetadataStore {
+    /// `operations`, in order, cut into as few transactions as this store's limits allow
+    /// (`maxOperationsPerTransaction`, `maxTransactionBytes`), each carrying every compare of `fence` (the
+    /// controller's election key) and the compares of its own operations. Each transaction then commits or fails
+    /// on its own, so the caller orders `operations` such that every prefix of them leaves a consistent image.
+    /// - Throws: `tooManyOperations` or `transactionTooLarge` when `fence` with a single operation already exceeds
+    ///   a limit.
+    public func transactions(
+        fencedBy fence: [MetadataCompare],
+        _ operations: [GuardedOperation]
+    ) throws(MetadataStoreError) -> [MetadataTransaction] {
+        let empty = MetadataTransaction(compares: fence, operations: [])
+        var transactions: [MetadataTransaction] = []
+        var current = empty
+        var currentBytes = empty.estimatedBytes
+        for guarded in operations {
+            var single = MetadataTransaction(compares: [], operations: [guarded.operation])
+            if let compare = guarded.compare { single.compares.append(compare) }
+            let bytes = single.estimatedBytes
+            let fits = { (transaction: MetadataTransaction, bytes: Int) -> Bool in
+                transaction.compares.count + single.compares.count <= self.maxOperationsPerTransaction
+                    && transaction.operations.count + 1 <= self.maxOperationsPerTransaction
+                    && bytes <= self.maxTransactionBytes
+            }
+            if !fits(current, currentBytes + bytes), !current.operations.isEmpty {
+                transactions.append(current)
+                (current, currentBytes) = (empty, empty.estimatedBytes)
+            }
+            guard fits(current, currentBytes + bytes) else {
+                if fence.count + single.compares.count > self.maxOperationsPerTransaction {
+                    throw .tooManyOperations(
+                        count: fence.count + single.compares.count,
+                        limit: self.maxOperationsPerTransaction
+                    )
+                }
+                throw .transactionTooLarge(bytes: currentBytes + bytes, limit: self.maxTransactionBytes)
+            }
+            current.compares += single.compares
+            current.operations.append(guarded.operation)
+            currentBytes += bytes
+        }
+        if !current.operations.isEmpty { transactions.append(current) }
+        return transactions
+    }
+}
+
 /// The checks every store makes before a transaction reaches its storage: no empty key, no key written twice.
 extension MetadataTransaction {
     package func validate() throws(MetadataStoreError) {
@@ -262,6 +342,8 @@ extension MetadataTransaction {
                 throw .invalidWrite("the key '\(operation.key)' is written twice")
             }
         }
-        guard !self.compares.contains(where: { $0.key.isEmpty }) else { throw .invalidWrite("a compare on an empty key") }
+        guard !self.compares.contains(where: { $0.key.isEmpty }) else {
+            throw .invalidWrite("a compare on an empty key")
+        }
     }
 }

@@ -7,7 +7,9 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
         case io(path: String, operation: String, errno: Int32)
         case corrupt(path: String, reason: String)
         case invalidWrite(String)
+        case invalidConfiguration(String)
         case tooManyOperations(count: Int, limit: Int)
+        case transactionTooLarge(bytes: Int, limit: Int)
         case compacted(compactRevision: Int64)
         case leaseNotFound(Int64)
         case unreachable(endpoints: [String], reason: String)
@@ -31,9 +33,17 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
     /// A transaction that names a key twice, or an empty key.
     public static func invalidWrite(_ reason: String) -> Self { Self(.invalidWrite(reason)) }
 
+    /// The store's settings cannot work (no etcd endpoint, an endpoint that is not an `http://` URL).
+    public static func invalidConfiguration(_ reason: String) -> Self { Self(.invalidConfiguration(reason)) }
+
     /// A transaction with more compares or operations than the store takes (etcd: `--max-txn-ops`).
     public static func tooManyOperations(count: Int, limit: Int) -> Self {
         Self(.tooManyOperations(count: count, limit: limit))
+    }
+
+    /// A transaction larger than the store takes in one request (etcd: `--max-request-bytes`).
+    public static func transactionTooLarge(bytes: Int, limit: Int) -> Self {
+        Self(.transactionTooLarge(bytes: bytes, limit: limit))
     }
 
     /// A watch's start revision is older than the store's history: everything up to `compactRevision` was
@@ -94,6 +104,11 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
         return false
     }
 
+    public var isTransactionTooLarge: Bool {
+        if case .transactionTooLarge = self.code { return true }
+        return false
+    }
+
     public var description: String {
         switch self.code {
         case .io(let path, let operation, let errno):
@@ -102,9 +117,14 @@ public struct MetadataStoreError: Error, Hashable, Sendable, CustomStringConvert
             return "\(path): the metadata store file is corrupt: \(reason)"
         case .invalidWrite(let reason):
             return "invalid metadata transaction: \(reason)"
+        case .invalidConfiguration(let reason):
+            return "invalid metadata store configuration: \(reason)"
         case .tooManyOperations(let count, let limit):
             return
                 "the metadata store refused a transaction of \(count) operations: it takes at most \(limit) per transaction (etcd's --max-txn-ops); split the change"
+        case .transactionTooLarge(let bytes, let limit):
+            return
+                "the metadata store refused a transaction of about \(bytes) bytes: it takes at most \(limit) (etcd's --max-request-bytes); split the change"
         case .compacted(let revision):
             return "the metadata store's history was compacted up to revision \(revision): re-read and watch again"
         case .leaseNotFound(let id):

@@ -224,14 +224,6 @@ private func createTopic(
             await node.stop()
         }
     }
-
-    @Test func writesAreCutByOperationsAndBytes() {
-        let small = (0..<7).map { ImageWrite(key: "k\($0)", value: [1]) }
-        #expect(ActiveController.chunks(small, maxOperations: 3, maxBytes: 1 << 20).map(\.count) == [3, 3, 1])
-        let large = (0..<3).map { ImageWrite(key: "k\($0)", value: [UInt8](repeating: 0, count: 600)) }
-        #expect(ActiveController.chunks(large, maxOperations: 127, maxBytes: 1000).map(\.count) == [1, 1, 1])
-        #expect(ActiveController.chunks([], maxOperations: 3, maxBytes: 10).isEmpty)
-    }
 }
 
 @Suite struct ImageFollowerTests {

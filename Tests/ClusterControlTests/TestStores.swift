@@ -70,6 +70,7 @@ final class SeveredStore: MetadataStore {
     }
 
     var maxOperationsPerTransaction: Int { self.inner.maxOperationsPerTransaction }
+    var maxTransactionBytes: Int { self.inner.maxTransactionBytes }
 
     /// The transactions committed through this store since the last call, in order.
     func takeCommitted() -> [MetadataTransaction] {

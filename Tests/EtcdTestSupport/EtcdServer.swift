@@ -45,6 +45,9 @@ public final class EtcdServer: @unchecked Sendable {
     public func start(clientPort: Int? = nil, timeout: Duration = .seconds(30)) throws {
         precondition(self.process == nil, "etcd is already running")
         if let clientPort { self.clientPort = clientPort }
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") else {
+            throw EtcdServerError("/usr/bin/etcd is missing: run bin/setup (Debian package etcd-server)")
+        }
         let url = "http://127.0.0.1:\(self.peerPort)"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
@@ -55,7 +58,9 @@ public final class EtcdServer: @unchecked Sendable {
             "--log-level", "warn",
         ]
         let logPath = self.directory + "/etcd.log"
-        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) {
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
         process.standardOutput = log

@@ -164,7 +164,9 @@ struct TemporaryDirectory {
         let time = Mutex(Duration.zero)
         let store = try LocalMetadataStore(path: directory.path + "/store", clock: LeaseClock { time.withLock { $0 } })
         let lease = try await store.grantLease(ttlSeconds: 5)
-        let put = try await store.commit(MetadataTransaction(operations: [.put(key: "l", value: [1], leaseID: lease.id)]))
+        let put = try await store.commit(
+            MetadataTransaction(operations: [.put(key: "l", value: [1], leaseID: lease.id)])
+        )
         time.withLock { $0 = .seconds(4) }
         #expect(try await store.keepAlive(lease) == 5)
         time.withLock { $0 = .seconds(8) }
@@ -185,14 +187,22 @@ struct TemporaryDirectory {
             let store = try LocalMetadataStore(path: path)
             let lease = try await store.grantLease(ttlSeconds: 60)
             _ = try await store.commit(
-                MetadataTransaction(operations: [.put(key: "ephemeral", value: [1], leaseID: lease.id), .put(key: "lasting", value: [2])])
+                MetadataTransaction(operations: [
+                    .put(key: "ephemeral", value: [1], leaseID: lease.id), .put(key: "lasting", value: [2]),
+                ])
             )
             // A put without a lease detaches the key from it.
-            _ = try await store.commit(MetadataTransaction(operations: [.put(key: "detached", value: [3], leaseID: lease.id)]))
+            _ = try await store.commit(
+                MetadataTransaction(operations: [.put(key: "detached", value: [3], leaseID: lease.id)])
+            )
             _ = try await store.commit(MetadataTransaction(operations: [.put(key: "detached", value: [4])]))
             try await store.revoke(lease)
             #expect(try await store.get("detached")?.value == [4])
-            _ = try await store.commit(MetadataTransaction(operations: [.put(key: "ephemeral", value: [5], leaseID: try await store.grantLease(ttlSeconds: 60).id)]))
+            _ = try await store.commit(
+                MetadataTransaction(operations: [
+                    .put(key: "ephemeral", value: [5], leaseID: try await store.grantLease(ttlSeconds: 60).id)
+                ])
+            )
         }
         let reopened = try LocalMetadataStore(path: path)
         #expect(try await reopened.range(prefix: "").entries.map(\.key) == ["detached", "lasting"])
