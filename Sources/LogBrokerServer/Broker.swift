@@ -18,7 +18,8 @@ import ServiceLifecycle
 /// Use: `start` (the logs recovered, the listeners bound, the controller started and the groups loaded; errors such
 /// as a bad log directory or a port in use are thrown before anything is served), then `run`, as a `Service` in a
 /// `ServiceGroup`. On graceful shutdown the server finishes in-flight requests before the logs close (services stop
-/// in reverse order).
+/// in reverse order). A failed `start` leaves what it opened (logs, the disk pool, bound listeners) to the exit of
+/// the process, as `logbroker-server` exits at once: the next start recovers the logs as after any unclean stop.
 ///
 /// Only the standalone process runs so far: both roles over the local metadata store. A controller listener in
 /// `listeners` is not bound (the controller runs in-process and no other process talks to it yet), and
