@@ -113,7 +113,10 @@ import Testing
                 #expect(response.topics.map(\.errorCode) == [ErrorCode.unknownTopicOrPartition.rawValue])
             }
         }
-        try await Self.withMetadataServer(logDirectory: directory + "/two", extra: [("default.replication.factor", "3")]) {
+        try await Self.withMetadataServer(
+            logDirectory: directory + "/two",
+            extra: [("default.replication.factor", "3")]
+        ) {
             port,
             _ in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
