@@ -19,6 +19,26 @@ import Testing
         return port
     }
 
+    /// Connections that arrive while the broker stops are closed, and none is dropped half set up: NIO drops the
+    /// connections still queued when a listening channel closes, and such a connection used to trap the process
+    /// (swift-nio#2813; seen once in CI as SIGILL at SIGTERM).
+    @Test func connectionsArrivingAsTheBrokerStopsAreClosed() async throws {
+        for _ in 0..<10 {
+            let clients = try await withInProcessBroker { broker in
+                let port = try requireNonNilValue(broker.localAddresses.first?.port)
+                // Started, not awaited: the graceful shutdown begins while they are being accepted.
+                return (0..<64).map { _ in
+                    ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port)
+                }
+            }
+            for client in clients {
+                // Refused, reset or closed by the broker: no connection is left open.
+                guard let channel = try? await client.get() else { continue }
+                try? await channel.closeFuture.get()
+            }
+        }
+    }
+
     @Test func aWholeBrokerInProcessServesProduceAndFetchToTheClientLibrary() async throws {
         try await withInProcessBroker { broker in
             let port = try #require(broker.localAddresses.first?.port)
