@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // C: CRC-32C with an SSE4.2 path chosen at run time, and the system compression libraries.
@@ -81,6 +82,19 @@ let package = Package(
         .target(
             name: "MetadataStore",
             dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // The clustered store: etcd v3 through its HTTP/JSON gateway (its own target, so the local store's users do
+        // not build the HTTP client).
+        .target(
+            name: "EtcdMetadataStore",
+            dependencies: [
+                "MetadataStore", nioCore,
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -177,7 +191,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        .testTarget(name: "MetadataStoreTests", dependencies: ["MetadataStore"], swiftSettings: swiftSettings),
+        // Starts a real etcd on free loopback ports for the tests of the clustered store and the cluster.
+        .target(name: "EtcdTestSupport", path: "Tests/EtcdTestSupport", swiftSettings: swiftSettings),
+        .testTarget(
+            name: "MetadataStoreTests",
+            dependencies: [
+                "MetadataStore", "EtcdMetadataStore", "EtcdTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ClusterControlTests",
             dependencies: ["ClusterControl", "MetadataStore", "KafkaWire"],

@@ -19,18 +19,51 @@ import Synchronization
 /// cheap. The write and fsync run on the calling thread while the lock is held; moving them to the broker's I/O
 /// thread pool (DESIGN.md principle 3) is still to do.
 ///
-/// Watches and leases are not implemented here: they throw `unsupported`; the etcd implementation comes with the
-/// cluster issue.
+/// Watches and leases are in-process, as etcd's are across processes, so the standalone broker runs the code paths
+/// of a cluster:
+/// - A watch is fed on each commit, under the lock, so it sees every transaction once and in order. The store keeps
+///   the last `historyLimit` transactions since it was opened; a watch from an older revision (or from before the
+///   open) fails with `compacted`, as an etcd watch does after a compaction.
+/// - A lease lapses on `clock`: checked on every call and by a sweep every 100 ms while leases exist. A lapsed or
+///   revoked lease deletes its keys in one transaction. A lease cannot outlive the process, so neither can its
+///   keys: keys attached to a lease are kept in memory only, never in the file (whose format has no lease field).
 ///
 /// Thread-safe: all state is guarded by `state`, a `Mutex`, held across the file write so commits are serialised.
 public final class LocalMetadataStore: MetadataStore {
+    private struct Lease {
+        var ttlSeconds: Int64
+        var deadline: Duration
+        var keys: Set<String> = []
+    }
+
+    private struct Watcher {
+        var prefix: String
+        var continuation: AsyncThrowingStream<MetadataTransactionEvents, any Error>.Continuation
+    }
+
     private struct State {
         var revision: Int64 = 0
         var entries: [String: MetadataEntry] = [:]
+        var leases: [Int64: Lease] = [:]
+        var nextLeaseID = Int64.random(in: 1..<(1 << 62))
+        var sweeping = false
+        /// The last transactions, oldest first; everything up to `compactRevision` is no longer kept.
+        var history: [MetadataTransactionEvents] = []
+        var compactRevision: Int64 = 0
+        var watchers: [Int: Watcher] = [:]
+        var nextWatcherID = 0
     }
 
     /// The store's file.
     public let path: String
+    /// The most operations per transaction; unlimited unless set (the standalone broker writes its whole image at
+    /// once), 128 to behave as etcd's default.
+    public let maxOperationsPerTransaction: Int
+    /// The largest transaction; unlimited unless set.
+    public let maxTransactionBytes: Int
+    /// How many past transactions a new watch can start from.
+    public let historyLimit: Int
+    private let clock: LeaseClock
     private let state: Mutex<State>
     private let logger: Logger
 
@@ -38,70 +71,235 @@ public final class LocalMetadataStore: MetadataStore {
 
     /// Opens the store at `path`, loading it if the file exists (a leftover `.tmp` from a crash is removed); a
     /// missing file is an empty store at revision 0, created by the first commit. The directory must exist.
-    public init(path: String, logger: Logger = Logger(label: "metadata-store")) throws(MetadataStoreError) {
+    public init(
+        path: String,
+        logger: Logger = Logger(label: "metadata-store"),
+        clock: LeaseClock = .continuous,
+        maxOperationsPerTransaction: Int = .max,
+        maxTransactionBytes: Int = .max,
+        historyLimit: Int = 1000
+    ) throws(MetadataStoreError) {
         self.path = path
         self.logger = logger
+        self.clock = clock
+        self.maxOperationsPerTransaction = maxOperationsPerTransaction
+        self.maxTransactionBytes = maxTransactionBytes
+        self.historyLimit = historyLimit
         unlink(path + ".tmp")
-        let loaded = try Self.load(path: path)
+        var loaded = try Self.load(path: path)
+        loaded.compactRevision = loaded.revision
         self.state = Mutex(loaded)
         Self.keepReserve(for: path, storeBytes: Self.encode(loaded).count, logger: logger)
     }
 
+    deinit {
+        let watchers = self.state.withLock { state in
+            defer { state.watchers = [:] }
+            return state.watchers.values
+        }
+        for watcher in watchers {
+            watcher.continuation.finish(throwing: MetadataStoreError.closed("the store is gone"))
+        }
+    }
+
     public func revision() async throws(MetadataStoreError) -> Int64 {
-        self.state.withLock { $0.revision }
+        try self.locked { state throws(MetadataStoreError) in state.revision }
     }
 
     public func get(_ key: String) async throws(MetadataStoreError) -> MetadataEntry? {
-        self.state.withLock { $0.entries[key] }
+        try self.locked { state throws(MetadataStoreError) in state.entries[key] }
     }
 
     public func range(prefix: String) async throws(MetadataStoreError) -> MetadataRange {
-        self.state.withLock { state in
+        try self.locked { state throws(MetadataStoreError) in
             let entries = state.entries.values.filter { $0.key.hasPrefix(prefix) }.sorted { $0.key < $1.key }
             return MetadataRange(entries: entries, revision: state.revision)
         }
     }
 
-    public func commit(_ writes: [MetadataWrite]) async throws(MetadataStoreError) -> MetadataCommit {
-        guard Set(writes.map(\.key)).count == writes.count else { throw .invalidWrite("a key appears twice") }
-        guard !writes.contains(where: { $0.key.isEmpty }) else { throw .invalidWrite("an empty key") }
-        return try self.state.withLock { (state: inout State) throws(MetadataStoreError) -> MetadataCommit in
-            for write in writes {
-                let current = state.entries[write.key]
-                guard (current?.modRevision ?? 0) == write.expectedVersion else {
-                    return .conflict(key: write.key, current: current)
-                }
+    public func commit(_ transaction: MetadataTransaction) async throws(MetadataStoreError) -> MetadataCommit {
+        try transaction.validate()
+        guard transaction.operationCount <= self.maxOperationsPerTransaction else {
+            throw .tooManyOperations(count: transaction.operationCount, limit: self.maxOperationsPerTransaction)
+        }
+        guard self.maxTransactionBytes == .max || transaction.estimatedBytes <= self.maxTransactionBytes else {
+            throw .transactionTooLarge(bytes: transaction.estimatedBytes, limit: self.maxTransactionBytes)
+        }
+        return try self.locked { (state: inout State) throws(MetadataStoreError) -> MetadataCommit in
+            for compare in transaction.compares where !compare.holds(for: state.entries[compare.key]) {
+                return .conflict(key: compare.key, current: state.entries[compare.key])
             }
-            var next = state
-            next.revision += 1
-            for write in writes {
-                if let value = write.value {
-                    let created = state.entries[write.key]?.createRevision ?? next.revision
-                    next.entries[write.key] = MetadataEntry(
-                        key: write.key,
-                        value: value,
-                        createRevision: created,
-                        modRevision: next.revision
-                    )
-                } else {
-                    next.entries[write.key] = nil
-                }
+            for case .put(_, _, let leaseID?) in transaction.operations where state.leases[leaseID] == nil {
+                throw .leaseNotFound(leaseID)
             }
-            try Self.writeUsingReserve(next, to: self.path, logger: self.logger)
-            state = next
-            return .committed(revision: next.revision)
+            try self.apply(transaction.operations, to: &state)
+            return .committed(revision: state.revision)
         }
     }
 
-    public func watch(
-        prefix: String,
-        after revision: Int64
-    ) async throws(MetadataStoreError) -> AsyncStream<MetadataEvent> {
-        throw .unsupported("watch")
+    public func watch(prefix: String, fromRevision: Int64) async throws(MetadataStoreError) -> MetadataWatch {
+        let (watch, continuation) = MetadataWatch.makeWatch()
+        let registered = try self.locked { (state: inout State) throws(MetadataStoreError) -> Int? in
+            let start = fromRevision <= 0 ? state.revision + 1 : fromRevision
+            guard start > state.compactRevision else { return nil }
+            for transaction in state.history where transaction.revision >= start {
+                if let events = Self.filter(transaction, prefix: prefix) { continuation.yield(events) }
+            }
+            let id = state.nextWatcherID
+            state.nextWatcherID += 1
+            state.watchers[id] = Watcher(prefix: prefix, continuation: continuation)
+            return id
+        }
+        guard let id = registered else {
+            let compactRevision = self.state.withLock { $0.compactRevision }
+            continuation.finish(throwing: MetadataStoreError.compacted(compactRevision: compactRevision))
+            return watch
+        }
+        continuation.onTermination = { [weak self] _ in
+            self?.state.withLock { _ = $0.watchers.removeValue(forKey: id) }
+        }
+        return watch
     }
 
     public func grantLease(ttlSeconds: Int64) async throws(MetadataStoreError) -> MetadataLease {
-        throw .unsupported("leases")
+        guard ttlSeconds > 0 else { throw .invalidWrite("a lease TTL of \(ttlSeconds) s") }
+        let (lease, startSweep) = try self.locked { (state: inout State) throws(MetadataStoreError) in
+            let id = state.nextLeaseID
+            state.nextLeaseID += 1
+            state.leases[id] = Lease(ttlSeconds: ttlSeconds, deadline: self.clock.now() + .seconds(ttlSeconds))
+            defer { state.sweeping = true }
+            return (MetadataLease(id: id, ttlSeconds: ttlSeconds), !state.sweeping)
+        }
+        if startSweep { self.startSweep() }
+        return lease
+    }
+
+    public func keepAlive(_ lease: MetadataLease) async throws(MetadataStoreError) -> Int64 {
+        try self.locked { (state: inout State) throws(MetadataStoreError) -> Int64 in
+            guard var current = state.leases[lease.id] else { throw .leaseNotFound(lease.id) }
+            current.deadline = self.clock.now() + .seconds(current.ttlSeconds)
+            state.leases[lease.id] = current
+            return current.ttlSeconds
+        }
+    }
+
+    public func revoke(_ lease: MetadataLease) async throws(MetadataStoreError) {
+        try self.locked { (state: inout State) throws(MetadataStoreError) in
+            guard state.leases[lease.id] != nil else { throw .leaseNotFound(lease.id) }
+            try self.end(lease: lease.id, in: &state)
+        }
+    }
+
+    /// Ends every lease whose deadline passed on `clock`, deleting its keys. Every call does this first; the sweep
+    /// calls it while leases exist, and a test on a manual clock may call it after moving the clock.
+    public func expireLapsedLeases() throws(MetadataStoreError) {
+        try self.locked { (_: inout State) throws(MetadataStoreError) in }
+    }
+
+    /// Forgets the history up to `revision`, as etcd's compaction does: a watch from `revision` or earlier then
+    /// fails with `compacted`.
+    public func compact(upTo revision: Int64) throws(MetadataStoreError) {
+        try self.locked { (state: inout State) throws(MetadataStoreError) in
+            guard revision > state.compactRevision else { return }
+            state.compactRevision = min(revision, state.revision)
+            state.history.removeAll { $0.revision <= state.compactRevision }
+        }
+    }
+
+    // MARK: - Applying
+
+    /// Runs `body` under the lock after ending the leases that lapsed.
+    private func locked<Result>(
+        _ body: (inout State) throws(MetadataStoreError) -> Result
+    ) throws(MetadataStoreError) -> Result {
+        try self.state.withLock { (state: inout State) throws(MetadataStoreError) -> Result in
+            let now = self.clock.now()
+            for (id, lease) in state.leases where lease.deadline <= now {
+                try self.end(lease: id, in: &state)
+            }
+            return try body(&state)
+        }
+    }
+
+    /// Deletes the keys of lease `id` in one transaction, then forgets the lease.
+    private func end(lease id: Int64, in state: inout State) throws(MetadataStoreError) {
+        guard let lease = state.leases[id] else { return }
+        try self.apply(lease.keys.sorted().map { .delete(key: $0) }, to: &state)
+        state.leases[id] = nil
+        self.logger.debug("metadata store lease ended", metadata: ["lease": "\(id)", "keys": "\(lease.keys.count)"])
+    }
+
+    /// Applies `operations` at the next revision: the file first (only keys without a lease), then memory, the
+    /// leases' key sets, the history and the watchers. Operations that change nothing (deletes of absent keys) take
+    /// no revision, as in etcd.
+    private func apply(_ operations: [MetadataOperation], to state: inout State) throws(MetadataStoreError) {
+        var next = state
+        let revision = state.revision + 1
+        var events: [MetadataEvent] = []
+        for operation in operations {
+            let current = state.entries[operation.key]
+            switch operation {
+            case .put(let key, let value, let leaseID):
+                let entry = MetadataEntry(
+                    key: key,
+                    value: value,
+                    createRevision: current?.createRevision ?? revision,
+                    modRevision: revision,
+                    leaseID: leaseID
+                )
+                next.entries[key] = entry
+                events.append(.put(entry))
+                if let old = current?.leaseID { next.leases[old]?.keys.remove(key) }
+                if let leaseID { next.leases[leaseID]?.keys.insert(key) }
+            case .delete(let key):
+                guard let current else { continue }
+                next.entries[key] = nil
+                events.append(.delete(key: key, revision: revision))
+                if let old = current.leaseID { next.leases[old]?.keys.remove(key) }
+            }
+        }
+        guard !events.isEmpty else { return }
+        next.revision = revision
+        try Self.writeUsingReserve(next, to: self.path, logger: self.logger)
+        let transaction = MetadataTransactionEvents(revision: revision, events: events)
+        next.history.append(transaction)
+        if next.history.count > self.historyLimit {
+            let dropped = next.history.count - self.historyLimit
+            next.compactRevision = next.history[dropped - 1].revision
+            next.history.removeFirst(dropped)
+        }
+        for watcher in next.watchers.values {
+            if let events = Self.filter(transaction, prefix: watcher.prefix) { watcher.continuation.yield(events) }
+        }
+        state = next
+    }
+
+    /// The events of `transaction` under `prefix`, nil when there are none.
+    private static func filter(_ transaction: MetadataTransactionEvents, prefix: String) -> MetadataTransactionEvents? {
+        let events = transaction.events.filter { $0.key.hasPrefix(prefix) }
+        return events.isEmpty ? nil : MetadataTransactionEvents(revision: transaction.revision, events: events)
+    }
+
+    /// Calls `expireLapsedLeases` every 100 ms while leases exist; a lease's keys so go within 100 ms of its
+    /// deadline even when nobody calls the store (etcd checks every 500 ms).
+    private func startSweep() {
+        Task { [weak self] in
+            while true {
+                try? await Task.sleep(for: .milliseconds(100))
+                guard let self else { return }
+                let more: Bool
+                do {
+                    more = try self.locked { (state: inout State) throws(MetadataStoreError) -> Bool in
+                        if state.leases.isEmpty { state.sweeping = false }
+                        return state.sweeping
+                    }
+                } catch {
+                    self.logger.warning("metadata store could not end a lapsed lease", metadata: ["error": "\(error)"])
+                    more = true
+                }
+                if !more { return }
+            }
+        }
     }
 
     // MARK: - The file
@@ -130,8 +328,9 @@ public final class LocalMetadataStore: MetadataStore {
     private static func encode(_ state: State) -> [UInt8] {
         var writer = ByteWriter(bytes: Self.magic)
         writer.integer(state.revision)
-        writer.integer(UInt32(state.entries.count))
-        for entry in state.entries.values.sorted(by: { $0.key < $1.key }) {
+        let lasting = state.entries.values.filter { $0.leaseID == nil }.sorted(by: { $0.key < $1.key })
+        writer.integer(UInt32(lasting.count))
+        for entry in lasting {
             let key = Array(entry.key.utf8)
             writer.integer(UInt32(key.count))
             writer.bytes.append(contentsOf: key)

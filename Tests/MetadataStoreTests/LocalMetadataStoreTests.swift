@@ -1,5 +1,6 @@
 import Foundation
 import MetadataStore
+import Synchronization
 import Testing
 
 /// A fresh directory under the system temp directory, removed by `remove()`.
@@ -157,11 +158,57 @@ struct TemporaryDirectory {
         #expect(try await store.revision() == 1)
     }
 
-    @Test func watchesAndLeasesSayTheyNeedEtcd() async throws {
+    @Test func leasesLapseOnTheGivenClock() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let store = try LocalMetadataStore(path: directory.path + "/store")
-        await #expect(throws: MetadataStoreError.unsupported("watch")) { try await store.watch(prefix: "", after: 0) }
-        await #expect(throws: MetadataStoreError.unsupported("leases")) { try await store.grantLease(ttlSeconds: 5) }
+        let time = Mutex(Duration.zero)
+        let store = try LocalMetadataStore(path: directory.path + "/store", clock: LeaseClock { time.withLock { $0 } })
+        let lease = try await store.grantLease(ttlSeconds: 5)
+        let put = try await store.commit(
+            MetadataTransaction(operations: [.put(key: "l", value: [1], leaseID: lease.id)])
+        )
+        time.withLock { $0 = .seconds(4) }
+        #expect(try await store.keepAlive(lease) == 5)
+        time.withLock { $0 = .seconds(8) }
+        try store.expireLapsedLeases()
+        #expect(try await store.get("l") != nil, "kept alive at 4 s, so alive until 9 s")
+        time.withLock { $0 = .milliseconds(9_001) }
+        try store.expireLapsedLeases()
+        #expect(try await store.get("l") == nil)
+        #expect(try await store.revision() == (try put.revision()) + 1, "the lapse is one transaction")
+        await #expect(throws: MetadataStoreError.leaseNotFound(lease.id)) { try await store.keepAlive(lease) }
+    }
+
+    @Test func keysOnALeaseDoNotOutliveTheProcess() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.path + "/store"
+        do {
+            let store = try LocalMetadataStore(path: path)
+            let lease = try await store.grantLease(ttlSeconds: 60)
+            _ = try await store.commit(
+                MetadataTransaction(operations: [
+                    .put(key: "ephemeral", value: [1], leaseID: lease.id), .put(key: "lasting", value: [2]),
+                ])
+            )
+            // A put without a lease detaches the key from it.
+            _ = try await store.commit(
+                MetadataTransaction(operations: [.put(key: "detached", value: [3], leaseID: lease.id)])
+            )
+            _ = try await store.commit(MetadataTransaction(operations: [.put(key: "detached", value: [4])]))
+            try await store.revoke(lease)
+            #expect(try await store.get("detached")?.value == [4])
+            _ = try await store.commit(
+                MetadataTransaction(operations: [
+                    .put(key: "ephemeral", value: [5], leaseID: try await store.grantLease(ttlSeconds: 60).id)
+                ])
+            )
+        }
+        let reopened = try LocalMetadataStore(path: path)
+        #expect(try await reopened.range(prefix: "").entries.map(\.key) == ["detached", "lasting"])
+        #expect(try await reopened.revision() == 5, "the revision survives, the lease's keys do not")
+        // History before the reopen is gone: a watch from it says so.
+        var changes = try await reopened.watch(prefix: "", fromRevision: 2).makeAsyncIterator()
+        await #expect(throws: MetadataStoreError.compacted(compactRevision: 5)) { _ = try await changes.next() }
     }
 }
