@@ -51,10 +51,17 @@ public final class FileHandleBudget: Sendable {
 
     private struct State {
         var segments: [SegmentKey: Charge] = [:]
+        /// How many of `segments` each log has, so `releaseAll` does not scan every partition's segments.
+        var segmentCounts: [ObjectIdentifier: Int] = [:]
         var logs: [ObjectIdentifier: WeakLog] = [:]
         var total = 0
         var logEvictions = 0
         var segmentEvictions = 0
+
+        mutating func uncount(_ log: ObjectIdentifier) {
+            guard let count = self.segmentCounts[log] else { return }
+            self.segmentCounts[log] = count > 1 ? count - 1 : nil
+        }
     }
 
     /// Descriptors charged per open segment.
@@ -146,6 +153,7 @@ public final class FileHandleBudget: Sendable {
             let key = SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset)
             if state.segments.updateValue(Charge(log: log, lastUse: stamp, active: active), forKey: key) == nil {
                 state.total += Self.descriptorsPerSegment
+                state.segmentCounts[key.log, default: 0] += 1
             }
         }
     }
@@ -161,10 +169,10 @@ public final class FileHandleBudget: Sendable {
     /// Records that the segment's files closed.
     func releaseSegment(_ log: PartitionLog, baseOffset: Int64, evicted: Bool = false) {
         self.state.withLock { state in
-            if state.segments.removeValue(forKey: SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset))
-                != nil
-            {
+            let key = SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset)
+            if state.segments.removeValue(forKey: key) != nil {
                 state.total -= Self.descriptorsPerSegment
+                state.uncount(key.log)
                 if evicted { state.segmentEvictions += 1 }
             }
         }
@@ -173,6 +181,7 @@ public final class FileHandleBudget: Sendable {
     /// Gives back every charge of a log that is going away.
     func releaseAll(_ log: ObjectIdentifier) {
         self.state.withLock { state in
+            guard state.segmentCounts.removeValue(forKey: log) != nil else { return }
             let keys = state.segments.keys.filter { $0.log == log }
             for key in keys { state.segments.removeValue(forKey: key) }
             state.total -= keys.count * Self.descriptorsPerSegment
