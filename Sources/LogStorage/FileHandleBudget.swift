@@ -9,13 +9,14 @@ import Synchronization
 /// A cap on the file descriptors that partition logs may hold, so that thousands of partitions with several
 /// segments each never exhaust `ulimit -n` (DESIGN.md, "Thousands of partitions per broker").
 ///
-/// Every open segment is charged `Segment.descriptorsPerSegment` (its `.log` and two mapped index files). When the
-/// total passes `limit`, descriptors are given back in two steps until it is at or below `lowWater`:
+/// Every open segment is charged `Segment.descriptorsPerSegment` (its `.log`; the index files are mapped without a
+/// held descriptor). When the total passes `limit`, descriptors are given back in two steps until it is at or below
+/// `lowWater`:
 ///
 /// 1. cold segments (any segment but a log's active one), least recently used first: their files close and reopen
 ///    on the next read or look-up that needs them;
 /// 2. only if that is not enough (the active segments alone exceed the budget, e.g. 10,000 partitions under
-///    `ulimit -n` 20,000), whole idle `ManagedLog`s, least recently used first; such a log is reopened by its next
+///    `ulimit -n` 10,000), whole idle `ManagedLog`s, least recently used first; such a log is reopened by its next
 ///    use, from its files, without a recovery scan.
 ///
 /// Logs in use (pinned by `ManagedLog.withLog`), busy logs (their lock held) and offline logs are never closed.

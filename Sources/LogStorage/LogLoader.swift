@@ -183,7 +183,7 @@ struct Loader {
         // clean stop or a reopen of a log the budget closed: cutting it would rewrite the file (with fsync) at every
         // open and forget the current leader epoch. After a crash the cut is Kafka's: an entry at the recovered end
         // may belong to batches that were torn off.
-        try self.epochCache.truncate(fromEnd: hadCleanShutdown ? nextOffset + 1 : nextOffset)
+        try self.epochCache.truncate(fromEnd: hadCleanShutdown ? nextOffset + 1 : nextOffset, durable: false)
         try self.epochCache.truncate(fromStart: start)
         return Loaded(segments: segments, logStartOffset: start, nextOffset: nextOffset, offlineReason: offlineReason)
     }
