@@ -657,9 +657,9 @@ public final class LogManager: Sendable {
         for log in logs where log.isOffline && !loadedOffline.contains(log.topicPartition) {
             failure = failure ?? .partitionOffline("\(log.topicPartition)", "offline at the clean stop")
         }
-        Self.closeAll(logs, threads: self.config.recoveryThreadsPerDirectory * self.config.logDirectories.count) {
-            (error) in failure = failure ?? error
-        }
+        // Closing trims two index files per log, and freeing their preallocated blocks waits on the device: more
+        // threads than cores keep it busy.
+        Self.closeAll(logs, threads: 16) { (error) in failure = failure ?? error }
         do {
             try Self.retryingTransientFailures { () throws(StorageError) in try self.syncLogDirectories() }
             if failure == nil {
