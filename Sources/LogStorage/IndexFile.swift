@@ -119,6 +119,10 @@ final class IndexFile {
         guard capacityBytes > 0 else { return }
         let mapped = mmap(nil, capacityBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
         guard let mapped, mapped != MAP_FAILED else { throw .io("mmap", self.path, Errno(rawValue: errno)) }
+        // Entries are touched one page at a time: without this a fault in the sparse preallocated file reads ahead
+        // (zero-fills) many pages, which made the last time-index entry written at each log's close cost more than
+        // everything else in a clean stop of thousands of partitions.
+        _ = madvise(mapped, capacityBytes, MADV_RANDOM)
         self.base = mapped
     }
 
@@ -210,13 +214,20 @@ final class IndexFile {
         }
     }
 
-    /// Trims (if asked) and closes; later calls fail until reopened by a new `IndexFile`.
+    /// Trims (if asked) and closes; later calls fail until reopened by a new `IndexFile`. Trimming opens the file;
+    /// if that fails transiently (no descriptor while a stop closes connections) the file keeps its length, which
+    /// is safe: the next open reads it by its entries.
     func close(trim: Bool) throws(StorageError) {
         defer {
             self.unmap()
             self.isClosed = true
         }
-        if trim && !self.isClosed { try self.trimToEntries() }
+        guard trim && !self.isClosed else { return }
+        do throws(StorageError) {
+            try self.trimToEntries()
+        } catch let error where error.isTransient {
+            return
+        }
     }
 
     /// Closes and removes the file.

@@ -659,7 +659,9 @@ public final class LogManager: Sendable {
         }
         // Closing trims two index files per log, and freeing their preallocated blocks waits on the device: more
         // threads than cores keep it busy.
+        let began = ContinuousClock.now
         Self.closeAll(logs, threads: 16) { (error) in failure = failure ?? error }
+        let closed = ContinuousClock.now
         do {
             try Self.retryingTransientFailures { () throws(StorageError) in try self.syncLogDirectories() }
             if failure == nil {
@@ -668,6 +670,15 @@ public final class LogManager: Sendable {
         } catch {
             failure = failure ?? error
         }
+        let milliseconds = { (duration: Duration) in
+            duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        }
+        self.logger.info(
+            "Closed the logs and synced their file systems",
+            metadata: [
+                "closeMs": "\(milliseconds(closed - began))", "syncMs": "\(milliseconds(ContinuousClock.now - closed))",
+            ]
+        )
         do {
             try self.checkpoint()
         } catch let error where error.isTransient {
