@@ -130,7 +130,9 @@ final class IndexFile {
     func resize(capacityBytes: Int) throws(StorageError) {
         let rounded = max(capacityBytes / self.entrySize, self.entryCount) * self.entrySize
         guard rounded != self.capacityBytes else { return }
-        try self.withDescriptor("resize") { (fd) throws(StorageError) in try self.remap(capacityBytes: rounded, fd: fd) }
+        try self.withDescriptor("resize") { (fd) throws(StorageError) in
+            try self.remap(capacityBytes: rounded, fd: fd)
+        }
     }
 
     /// Cuts the file down to its entries, for a segment that no longer takes appends.

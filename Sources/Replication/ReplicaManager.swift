@@ -252,7 +252,11 @@ public final class ReplicaManager: Sendable {
                         // One fsync per file then, so the error lands on the partitions it concerns.
                         var failures: [(TopicPartition, any Error)] = []
                         for (log, _) in pending {
-                            do { try log.syncLeaderEpochCheckpoint() } catch { failures.append((log.topicPartition, error)) }
+                            do {
+                                try log.syncLeaderEpochCheckpoint()
+                            } catch {
+                                failures.append((log.topicPartition, error))
+                            }
                         }
                         return failures
                     }

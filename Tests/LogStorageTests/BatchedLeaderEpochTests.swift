@@ -22,7 +22,11 @@ import Testing
             let token = try #require(try log.assignLeaderEpochAwaitingSync(2))
             #expect(log.leaderEpochCheckpointAwaitingSync)
             // The file holds the entry already (only its fsync waits), so a clean reopen sees it.
-            #expect(try Self.checkpointEntries(log.directory) == [.init(epoch: 1, startOffset: 0), .init(epoch: 2, startOffset: 3)])
+            #expect(
+                try Self.checkpointEntries(log.directory) == [
+                    .init(epoch: 1, startOffset: 0), .init(epoch: 2, startOffset: 3),
+                ]
+            )
             _ = try log.appendAsLeader(Batches.make(count: 2), leaderEpoch: 2)
             try log.flush()
             #expect(!log.leaderEpochCheckpointAwaitingSync)
@@ -70,7 +74,11 @@ import Testing
             #expect(closed.allSatisfy { !$0.isOpen }, "assigning an epoch reopened a closed log")
             for log in logs {
                 let end = log.logEndOffset
-                #expect(try Self.checkpointEntries(log.directory) == [.init(epoch: 1, startOffset: 0), .init(epoch: 2, startOffset: end)])
+                #expect(
+                    try Self.checkpointEntries(log.directory) == [
+                        .init(epoch: 1, startOffset: 0), .init(epoch: 2, startOffset: end),
+                    ]
+                )
             }
             try manager.syncLogDirectories()
             for (log, token) in tokens { log.confirmLeaderEpochSynced(token) }
