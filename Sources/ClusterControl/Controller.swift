@@ -32,6 +32,8 @@ public enum MetadataChange: Hashable, Sendable {
 /// Thread safety: an actor. Listeners are called on it, in commit order, and must return quickly.
 public actor Controller {
     public typealias Listener = @Sendable (MetadataChange) async -> Void
+    /// Hears each commit's changes as one list, in order, so it can apply many in one go (the elections of a start).
+    public typealias BatchListener = @Sendable ([MetadataChange]) async -> Void
 
     private let store: any MetadataStore
     private let nodeID: Int32
@@ -40,7 +42,7 @@ public actor Controller {
     /// The `modRevision` of each key as last read or written.
     private var versions: [String: Int64] = [:]
     private var live: Set<Int32> = []
-    private var listeners: [Listener] = []
+    private var listeners: [BatchListener] = []
 
     static let clusterIDKey = "cluster/id"
     static func brokerKey(_ id: Int32) -> String { "brokers/\(id)" }
@@ -67,11 +69,17 @@ public actor Controller {
     /// Calls `listener` now with the whole image as changes (broker configs, then each topic's configs, then the
     /// partitions this broker leads), then with every later change.
     public func addListener(_ listener: @escaping Listener) async {
+        await self.addListener(batches: { changes in
+            for change in changes { await listener(change) }
+        })
+    }
+
+    /// `addListener`, with each commit's changes (and the whole image now) given as one list.
+    public func addListener(batches listener: @escaping BatchListener) async {
         self.listeners.append(listener)
         guard let image = self.current else { return }
-        for change in Self.changes(from: ClusterImage(clusterID: image.clusterID), to: image, node: self.nodeID) {
-            await listener(change)
-        }
+        let changes = Self.changes(from: ClusterImage(clusterID: image.clusterID), to: image, node: self.nodeID)
+        if !changes.isEmpty { await listener(changes) }
     }
 
     /// Loads the image, creates the cluster id on first start, registers `registration` and re-elects its
@@ -297,9 +305,8 @@ public actor Controller {
     }
 
     private func notify(_ changes: [MetadataChange]) async {
-        for change in changes {
-            for listener in self.listeners { await listener(change) }
-        }
+        guard !changes.isEmpty else { return }
+        for listener in self.listeners { await listener(changes) }
     }
 
     /// `newest` with the entries `next` changed relative to `base` (added, replaced or removed).
