@@ -145,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "logbroker-server",
             dependencies: [
-                "LogBrokerServer", "LogStorage", "GroupCoordinator", "KafkaProperties", argumentParser,
+                "LogBrokerServer", "KafkaProperties", argumentParser,
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

@@ -77,14 +77,74 @@ public struct BrokerConfiguration: Sendable {
         }
     }
 
-    /// `listeners`: where clients connect. Default `PLAINTEXT://127.0.0.1:9092`.
+    /// A role of `process.roles`.
+    public enum ProcessRole: String, Hashable, Sendable, CaseIterable {
+        case broker
+        case controller
+    }
+
+    /// Where the cluster metadata lives (`metadata.store`).
+    public enum MetadataStoreKind: String, Hashable, Sendable {
+        /// A file in the first log directory: one process is the whole cluster.
+        case local
+        /// etcd v3, shared by every process of the cluster.
+        case etcd
+    }
+
+    /// One entry of `metadata.etcd.endpoints`: `http://host:port`.
+    public struct EtcdEndpoint: Hashable, Sendable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// The endpoint as an URL, `http://host:port` (`[::1]` for an IPv6 address).
+        public var description: String {
+            "http://\(self.host.contains(":") ? "[\(self.host)]" : self.host):\(self.port)"
+        }
+    }
+
+    /// The metadata store and where to reach it.
+    public struct MetadataStoreSettings: Hashable, Sendable {
+        /// `metadata.store`: `local` (the default) or `etcd`.
+        public var kind: MetadataStoreKind
+        /// `metadata.etcd.endpoints`: the etcd members to reach (comma-separated `http://host:port`); needed with
+        /// `etcd`.
+        public var etcdEndpoints: [EtcdEndpoint]
+        /// `metadata.etcd.prefix`: the key prefix of this cluster in etcd, so several clusters can share one etcd as
+        /// ZooKeeper chroots did. Starts with `/`. Default `/logbroker`.
+        public var etcdPrefix: String
+    }
+
+    /// `listeners` without the controller listeners: where Kafka clients connect. Default
+    /// `PLAINTEXT://127.0.0.1:9092`.
     public var listeners: [Listener]
-    /// `advertised.listeners`: what Metadata tells clients; `listeners` when not set.
+    /// The entries of `listeners` named in `controller.listener.names` (`CONTROLLER://host:port`, as KRaft configs
+    /// write them): where the controller would take the KRaft RPCs. Kafka clients are never served there.
+    public var controllerListeners: [Listener]
+    /// `controller.listener.names`: the listener names the controller is reached on (the first is the one brokers
+    /// use). Default none.
+    public var controllerListenerNames: [String]
+    /// `advertised.listeners`: what Metadata tells clients; `listeners` (without the controller listeners) when
+    /// not set.
     public var advertisedListeners: [Listener]
     /// `node.id`: this node's id; required, as in Kafka's KRaft mode.
     public var nodeID: Int32
-    /// `process.roles`: only `broker,controller` (both, one process) is supported so far.
-    public var processRoles: [String]
+    /// `process.roles`: `broker`, `controller`, or both (the default). Only both runs so far (with the local store).
+    public var processRoles: Set<ProcessRole>
+    /// `metadata.store`, `metadata.etcd.endpoints` and `metadata.etcd.prefix`.
+    public var metadataStore: MetadataStoreSettings
+    /// `broker.heartbeat.interval.ms`: how often a broker heartbeats to the controller. Default 2,000.
+    public var brokerHeartbeatIntervalMs: Int32
+    /// `broker.session.timeout.ms`: a broker that sent no heartbeat this long is fenced. Default 9,000; more than
+    /// the heartbeat interval.
+    public var brokerSessionTimeoutMs: Int32
+    /// `broker.rack`: the rack this broker is in, for rack-aware replica assignment; nil (the default, empty) for
+    /// none.
+    public var brokerRack: String?
     /// `log.dirs`, else `log.dir` (default `/tmp/kafka-logs`).
     public var logDirs: [String]
     /// `num.partitions`: partitions of a topic created without a count. Default 1.
@@ -143,6 +203,51 @@ public struct BrokerConfiguration: Sendable {
             default: .list(["broker", "controller"]),
             validator: .oneOf(["broker", "controller"]),
             documentation: "broker, controller, or both."
+        ),
+        SettingDefinition(
+            "controller.listener.names",
+            .list,
+            default: .list([]),
+            documentation: "Names of the listeners the controller is reached on; not served to Kafka clients."
+        ),
+        SettingDefinition(
+            "metadata.store",
+            .string,
+            default: .string("local"),
+            validator: .oneOf(["local", "etcd"]),
+            documentation: "Where the cluster metadata lives: local (a file in the first log directory) or etcd."
+        ),
+        SettingDefinition(
+            "metadata.etcd.endpoints",
+            .list,
+            default: .list([]),
+            documentation: "Comma-separated http://host:port of the etcd members, with metadata.store=etcd."
+        ),
+        SettingDefinition(
+            "metadata.etcd.prefix",
+            .string,
+            default: .string("/logbroker"),
+            documentation: "The prefix of this cluster's keys in etcd, so several clusters can share one etcd."
+        ),
+        SettingDefinition(
+            "broker.heartbeat.interval.ms",
+            .int,
+            default: .int(2000),
+            validator: .atLeast(1),
+            documentation: "Milliseconds between a broker's heartbeats to the controller."
+        ),
+        SettingDefinition(
+            "broker.session.timeout.ms",
+            .int,
+            default: .int(9000),
+            validator: .atLeast(1),
+            documentation: "A broker without a heartbeat for this many milliseconds is fenced."
+        ),
+        SettingDefinition(
+            "broker.rack",
+            .string,
+            default: .string(""),
+            documentation: "The rack of this broker, for rack-aware replica assignment; empty for none."
         ),
         SettingDefinition("log.dir", .string, default: .string("/tmp/kafka-logs")),
         SettingDefinition("log.dirs", .list, default: .list([])),
@@ -354,14 +459,31 @@ public struct BrokerConfiguration: Sendable {
 
     private init(settings: Settings, source: (String) -> String?) throws(LogBrokerServerError) {
         self.settings = settings
-        let protocolMap = try Self.parseProtocolMap(settings.string("listener.security.protocol.map"), source: source)
-        self.listeners = try Self.parseListeners(
+        self.nodeID = settings.int("node.id")
+        self.processRoles = try Self.parseProcessRoles(settings, source: source)
+        self.metadataStore = try Self.parseMetadataStore(settings, roles: self.processRoles, source: source)
+        self.controllerListenerNames = settings.list("controller.listener.names")
+        var protocolMap = try Self.parseProtocolMap(settings.string("listener.security.protocol.map"), source: source)
+        if !settings.isExplicit("listener.security.protocol.map") {
+            // Kafka's KRaft rule: with the default map, a controller listener name is PLAINTEXT.
+            for name in self.controllerListenerNames where protocolMap[name] == nil { protocolMap[name] = "PLAINTEXT" }
+        }
+        for name in self.controllerListenerNames where protocolMap[name] == nil {
+            throw .invalidValue(
+                self.controllerListenerNames.joined(separator: ","),
+                for: "controller.listener.names",
+                reason: "listener name \(name) is not in listener.security.protocol.map "
+                    + "(\(protocolMap.keys.sorted().joined(separator: ", ")))",
+                source: source("controller.listener.names")
+            )
+        }
+        let allListeners = try Self.parseListeners(
             settings.string("listeners"),
             name: "listeners",
             protocols: protocolMap,
             source: source
         )
-        guard !self.listeners.isEmpty else {
+        guard !allListeners.isEmpty else {
             throw .invalidValue(
                 "",
                 for: "listeners",
@@ -369,7 +491,7 @@ public struct BrokerConfiguration: Sendable {
                 source: source("listeners")
             )
         }
-        for listener in self.listeners where listener.securityProtocol != "PLAINTEXT" {
+        for listener in allListeners where listener.securityProtocol != "PLAINTEXT" {
             throw .invalidValue(
                 settings.string("listeners"),
                 for: "listeners",
@@ -378,21 +500,47 @@ public struct BrokerConfiguration: Sendable {
                 source: source("listeners")
             )
         }
+        let controllerNames = Set(self.controllerListenerNames)
+        self.listeners = allListeners.filter { !controllerNames.contains($0.name) }
+        self.controllerListeners = allListeners.filter { controllerNames.contains($0.name) }
+        try Self.checkControllerListeners(
+            settings,
+            roles: self.processRoles,
+            store: self.metadataStore.kind,
+            controllerListeners: self.controllerListeners,
+            clientListeners: self.listeners,
+            source: source
+        )
         let advertised = settings.string("advertised.listeners")
         self.advertisedListeners =
             advertised.isEmpty
             ? self.listeners
             : try Self.parseListeners(advertised, name: "advertised.listeners", protocols: protocolMap, source: source)
-        self.nodeID = settings.int("node.id")
-        self.processRoles = settings.list("process.roles")
-        guard Set(self.processRoles) == ["broker", "controller"] else {
+        if self.processRoles.contains(.broker),
+            let listener = self.advertisedListeners.first(where: { controllerNames.contains($0.name) })
+        {
+            // Kafka's rule: clients follow advertised listeners, and they never talk to a controller.
             throw .invalidValue(
-                settings["process.roles"]!.description,
-                for: "process.roles",
-                reason: "LogBroker runs only broker,controller (both roles in one process) so far",
-                source: source("process.roles")
+                advertised,
+                for: "advertised.listeners",
+                reason: "\(listener.name) is a controller listener (controller.listener.names); Kafka clients are "
+                    + "not served there",
+                source: source("advertised.listeners")
             )
         }
+        self.brokerHeartbeatIntervalMs = settings.int("broker.heartbeat.interval.ms")
+        self.brokerSessionTimeoutMs = settings.int("broker.session.timeout.ms")
+        guard self.brokerHeartbeatIntervalMs < self.brokerSessionTimeoutMs else {
+            throw .invalidValue(
+                String(self.brokerHeartbeatIntervalMs),
+                for: "broker.heartbeat.interval.ms",
+                reason: "the heartbeat interval must be below broker.session.timeout.ms "
+                    + "(\(self.brokerSessionTimeoutMs)), or a live broker is fenced between two heartbeats",
+                source: source("broker.heartbeat.interval.ms")
+            )
+        }
+        let rack = settings.string("broker.rack")
+        self.brokerRack = rack.isEmpty ? nil : rack
         let logDirs = settings.list("log.dirs").filter { !$0.isEmpty }
         self.logDirs = logDirs.isEmpty ? [settings.string("log.dir")] : logDirs
         self.numPartitions = settings.int("num.partitions")
@@ -400,7 +548,7 @@ public struct BrokerConfiguration: Sendable {
         self.autoCreateTopicsEnable = settings.bool("auto.create.topics.enable")
         self.socketRequestMaxBytes = settings.int("socket.request.max.bytes")
         self.maxIncrementalFetchSessionCacheSlots = settings.int("max.incremental.fetch.session.cache.slots")
-        self.connections = try Self.parseConnectionLimits(settings, listeners: self.listeners, source: source)
+        self.connections = try Self.parseConnectionLimits(settings, listeners: allListeners, source: source)
         self.queuedMaxRequestBytes = settings.long("queued.max.request.bytes")
         self.socketRequestReadTimeoutMs = settings.long("socket.request.read.timeout.ms")
 
@@ -426,6 +574,161 @@ public struct BrokerConfiguration: Sendable {
             startOffsetCheckpointIntervalMs: Int64(settings.int("log.flush.start.offset.checkpoint.interval.ms")),
             cleaner: cleaner
         )
+    }
+
+    /// `process.roles`: broker, controller or both, each once (Kafka refuses duplicates and, in KRaft, none).
+    private static func parseProcessRoles(
+        _ settings: Settings,
+        source: (String) -> String?
+    ) throws(LogBrokerServerError) -> Set<ProcessRole> {
+        let names = settings.list("process.roles")
+        let roles = Set(names.compactMap(ProcessRole.init(rawValue:)))  // the table's validator refused others
+        guard !roles.isEmpty, roles.count == names.count else {
+            throw .invalidValue(
+                names.joined(separator: ","),
+                for: "process.roles",
+                reason: names.isEmpty
+                    ? "a process needs the broker role, the controller role, or both"
+                    : "each role may appear once",
+                source: source("process.roles")
+            )
+        }
+        return roles
+    }
+
+    /// `metadata.store`, `metadata.etcd.endpoints` and `metadata.etcd.prefix`, with what each store allows:
+    /// the local store is a file of one process, so it runs only a process with both roles; etcd needs endpoints.
+    private static func parseMetadataStore(
+        _ settings: Settings,
+        roles: Set<ProcessRole>,
+        source: (String) -> String?
+    ) throws(LogBrokerServerError) -> MetadataStoreSettings {
+        let kind = MetadataStoreKind(rawValue: settings.string("metadata.store")) ?? .local  // validated by the table
+        if kind == .local, roles != [.broker, .controller] {
+            throw .invalidValue(
+                settings.list("process.roles").joined(separator: ","),
+                for: "process.roles",
+                reason: "with metadata.store=local (the default) a process must have both roles, broker,controller: "
+                    + "a local metadata store cannot be shared by processes; set metadata.store=etcd",
+                source: source("process.roles")
+            )
+        }
+        let endpointsText = settings.list("metadata.etcd.endpoints")
+        var endpoints: [EtcdEndpoint] = []
+        for item in endpointsText {
+            guard let endpoint = Self.parseEtcdEndpoint(item) else {
+                throw .invalidValue(
+                    endpointsText.joined(separator: ","),
+                    for: "metadata.etcd.endpoints",
+                    reason: "\(item) is not of the form http://host:port",
+                    source: source("metadata.etcd.endpoints")
+                )
+            }
+            endpoints.append(endpoint)
+        }
+        if kind == .etcd, endpoints.isEmpty {
+            throw .invalidValue(
+                "",
+                for: "metadata.etcd.endpoints",
+                reason: "metadata.store=etcd needs the etcd endpoints, comma-separated http://host:port",
+                source: source("metadata.etcd.endpoints") ?? source("metadata.store")
+            )
+        }
+        let prefix = settings.string("metadata.etcd.prefix")
+        guard prefix.hasPrefix("/"), prefix.count > 1, !prefix.hasSuffix("/") else {
+            throw .invalidValue(
+                prefix,
+                for: "metadata.etcd.prefix",
+                reason: "the prefix must start with / and not end with one (as /logbroker), as a ZooKeeper chroot",
+                source: source("metadata.etcd.prefix")
+            )
+        }
+        return MetadataStoreSettings(kind: kind, etcdEndpoints: endpoints, etcdPrefix: prefix)
+    }
+
+    /// `http://host:port` (an IPv6 host in brackets, an optional final `/`), or nil for anything else.
+    static func parseEtcdEndpoint(_ text: String) -> EtcdEndpoint? {
+        let scheme = "http://"
+        guard text.hasPrefix(scheme) else { return nil }
+        var address = text.dropFirst(scheme.count)
+        if address.hasSuffix("/") { address = address.dropLast() }
+        guard let colon = address.lastIndex(of: ":"),
+            let port = Int(address[address.index(after: colon)...]), (1...65535).contains(port)
+        else { return nil }
+        var host = address[..<colon]
+        if host.hasPrefix("["), host.hasSuffix("]") {
+            host = host.dropFirst().dropLast()
+        } else if host.contains(":") {
+            return nil  // an IPv6 address needs its brackets
+        }
+        guard !host.isEmpty, !host.contains(where: { "/@?#[] ".contains($0) }) else { return nil }
+        return EtcdEndpoint(host: String(host), port: port)
+    }
+
+    /// What `controller.listener.names` must name for the process's roles, as Kafka's KRaft checks: a controller
+    /// serves on its controller listeners, so they are in `listeners`; a broker-only process connects to them, so
+    /// it names them and does not listen on them; a broker keeps a listener for clients. The standalone process
+    /// (both roles on the local store) runs its controller in-process and needs no controller listener.
+    private static func checkControllerListeners(
+        _ settings: Settings,
+        roles: Set<ProcessRole>,
+        store: MetadataStoreKind,
+        controllerListeners: [Listener],
+        clientListeners: [Listener],
+        source: (String) -> String?
+    ) throws(LogBrokerServerError) {
+        let names = settings.list("controller.listener.names")
+        func refuse(_ reason: String) -> LogBrokerServerError {
+            .invalidValue(
+                names.joined(separator: ","),
+                for: "controller.listener.names",
+                reason: reason,
+                source: source("controller.listener.names")
+            )
+        }
+        let bound = Set(controllerListeners.map(\.name))
+        if roles.contains(.controller) {
+            if names.isEmpty, store != .local {
+                throw refuse(
+                    "a controller in a cluster (metadata.store=\(store.rawValue)) needs a controller listener: name "
+                        + "it here and give it a CONTROLLER://host:port entry in listeners"
+                )
+            }
+            if let missing = names.first(where: { !bound.contains($0) }) {
+                throw refuse(
+                    "listener name \(missing) is not in listeners (\(settings.string("listeners"))); a controller "
+                        + "listens on its controller listeners"
+                )
+            }
+        } else {
+            if names.isEmpty {
+                throw refuse("a broker-only process needs the name of the controller listener it connects to")
+            }
+            if let listener = controllerListeners.first {
+                throw refuse(
+                    "\(listener.name) is in listeners; a broker-only process connects to the controller listener "
+                        + "and does not listen on it"
+                )
+            }
+        }
+        if roles.contains(.broker), clientListeners.isEmpty {
+            throw .invalidValue(
+                settings.string("listeners"),
+                for: "listeners",
+                reason: "a broker needs a listener for Kafka clients, and every listener is a controller listener "
+                    + "(controller.listener.names)",
+                source: source("listeners")
+            )
+        }
+        if roles == [.controller], let listener = clientListeners.first {
+            throw .invalidValue(
+                settings.string("listeners"),
+                for: "listeners",
+                reason: "with process.roles=controller, listeners holds only controller listeners "
+                    + "(controller.listener.names); \(listener.name) is not one",
+                source: source("listeners")
+            )
+        }
     }
 
     /// The listener name of a `listener.name.NAME.max.connections` key, or nil for any other key.

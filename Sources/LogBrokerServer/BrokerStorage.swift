@@ -80,7 +80,37 @@ public final class BrokerStorage: Service, Sendable {
     /// lead gets its log and its new leader epoch before the controller reports the election (and Metadata names
     /// this broker the leader), and a deleted topic's partitions stop being served and their logs go.
     public func follow(_ controller: Controller) async {
-        await controller.addListener { change in await self.apply(change, controller: controller) }
+        await controller.addListener(batches: { changes in await self.apply(changes, controller: controller) })
+    }
+
+    /// Applies one commit's changes: the others in order, then the leaderships together (`ReplicaManager`'s batch
+    /// become-leader: thousands of partitions at a start share one sync of the log directories). Deletions, broker
+    /// and topic configs all come before the leaderships they concern in `MetadataChange`'s order, so holding the
+    /// leaderships to the end keeps that order.
+    private func apply(_ changes: [MetadataChange], controller: Controller) async {
+        var leaderships: [PartitionLeadership] = []
+        for change in changes {
+            if case .leadership(let leadership) = change {
+                leaderships.append(leadership)
+            } else {
+                await self.apply(change, controller: controller)
+            }
+        }
+        guard !leaderships.isEmpty else { return }
+        let results = await self.replicas.becomeLeader(
+            leaderships.map {
+                ReplicaManager.Leadership(
+                    topic: $0.topic,
+                    partition: $0.partition,
+                    topicID: $0.topicID,
+                    leaderEpoch: $0.leaderEpoch
+                )
+            }
+        )
+        // A partition the batch could not host takes the one-by-one path, which retries transient failures.
+        for (leadership, error) in zip(leaderships, results) where error != nil {
+            await self.becomeLeader(leadership, controller: controller)
+        }
     }
 
     private func apply(_ change: MetadataChange, controller: Controller) async {

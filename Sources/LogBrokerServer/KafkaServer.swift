@@ -33,6 +33,7 @@ public struct KafkaServer: Service {
     struct BoundListener: Sendable {
         let listener: BrokerConfiguration.Listener
         let channel: NIOAsyncChannel<NIOAsyncChannel<KafkaRequestFrame, IOData>, Never>
+        let accepted: AcceptedConnections
     }
 
     private let listeners: [BoundListener]
@@ -95,6 +96,7 @@ public struct KafkaServer: Service {
         var bound: [BoundListener] = []
         for listener in configuration.listeners {
             let name = listener.name
+            let accepted = AcceptedConnections()
             do {
                 let host = listener.host.isEmpty ? "0.0.0.0" : listener.host
                 let channel = try await ServerBootstrap(group: eventLoopGroup)
@@ -104,10 +106,16 @@ public struct KafkaServer: Service {
                     .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .bind(host: host, port: listener.port) { channel in
                         channel.eventLoop.makeCompletedFuture {
-                            try Self.setUpConnection(channel, listener: name, quotas: quotas, framing: framing)
+                            try Self.setUpConnection(
+                                channel,
+                                listener: name,
+                                quotas: quotas,
+                                framing: framing,
+                                accepted: accepted
+                            )
                         }
                     }
-                bound.append(BoundListener(listener: listener, channel: channel))
+                bound.append(BoundListener(listener: listener, channel: channel, accepted: accepted))
             } catch {
                 for listener in bound { try? await listener.channel.channel.close() }
                 throw LogBrokerServerError.bindFailed(listener: listener.description, reason: "\(error)")
@@ -122,13 +130,15 @@ public struct KafkaServer: Service {
         )
     }
 
-    /// An accepted connection: counted by `quotas` (given back when it closes) and given Kafka framing, or closed
-    /// at once when it would pass a limit (NIO then drops it; the refusal is logged by `quotas`).
+    /// An accepted connection: counted by `quotas` (given back when it closes), given Kafka framing and held by
+    /// `accepted` until the accept loop takes it, or closed at once when it would pass a limit or the listener is
+    /// closing (NIO then drops it; a refusal is logged by `quotas`).
     private static func setUpConnection(
         _ channel: any Channel,
         listener: String,
         quotas: ConnectionQuotas,
-        framing: KafkaServerFraming
+        framing: KafkaServerFraming,
+        accepted: AcceptedConnections
     ) throws -> NIOAsyncChannel<KafkaRequestFrame, IOData> {
         var address = channel.remoteAddress?.ipAddress ?? "?"
         // An IPv4 client of a dual-stack listener counts as its IPv4 address, as the overrides name it.
@@ -140,15 +150,53 @@ public struct KafkaServer: Service {
         let counted = address
         channel.closeFuture.whenComplete { _ in quotas.release(listener: listener, address: counted) }
         do {
-            return try KafkaChannelSetup.makeServerAsyncChannel(channel, framing: framing)
+            return try accepted.hold { try KafkaChannelSetup.makeServerAsyncChannel(channel, framing: framing) }
         } catch {
             channel.close(promise: nil)
             throw error
         }
     }
 
-    /// A connection closed at accept because it would pass a connection limit.
+    /// A connection closed at accept because it would pass a connection limit or its listener is closing.
     private struct ConnectionRefused: Error {}
+
+    /// The connections of one listener that are set up but not yet taken by its accept loop. NIO drops the ones
+    /// still queued when the listening channel closes, and an `NIOAsyncChannel` released without being closed
+    /// traps (swift-nio#2813: seen when SIGTERM met a connection being accepted), so each is held here until the
+    /// loop takes it, and the loop closes the ones left when it ends. Thread-safe: a `Mutex`.
+    final class AcceptedConnections: Sendable {
+        private struct State {
+            var open = true
+            var waiting: [ObjectIdentifier: NIOAsyncChannel<KafkaRequestFrame, IOData>] = [:]
+        }
+        private let state = Mutex(State())
+
+        /// Makes the connection with `setUp` and holds it; once `close` has run, makes nothing and refuses it.
+        func hold(
+            _ setUp: () throws -> NIOAsyncChannel<KafkaRequestFrame, IOData>
+        ) throws -> NIOAsyncChannel<KafkaRequestFrame, IOData> {
+            try self.state.withLock { state in
+                guard state.open else { throw ConnectionRefused() }
+                let connection = try setUp()
+                state.waiting[ObjectIdentifier(connection.channel)] = connection
+                return connection
+            }
+        }
+
+        /// The accept loop took `channel`'s connection.
+        func take(_ channel: any Channel) {
+            self.state.withLock { _ = $0.waiting.removeValue(forKey: ObjectIdentifier(channel)) }
+        }
+
+        /// Refuses every later connection and returns the ones never taken, for the caller to close.
+        func close() -> [NIOAsyncChannel<KafkaRequestFrame, IOData>] {
+            self.state.withLock { state in
+                state.open = false
+                defer { state.waiting = [:] }
+                return Array(state.waiting.values)
+            }
+        }
+    }
 
     public func run() async throws {
         for listener in self.listeners {
@@ -175,8 +223,14 @@ public struct KafkaServer: Service {
     private func accept(on listener: BoundListener) async throws {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                defer {
+                    for connection in listener.accepted.close() {
+                        group.addTask { try? await connection.executeThenClose { _, _ in } }
+                    }
+                }
                 try await listener.channel.executeThenClose { connections in
                     for try await connection in connections {
+                        listener.accepted.take(connection.channel)
                         let executor = EventLoopTaskExecutor(connection.channel.eventLoop)
                         group.addTask(executorPreference: executor) {
                             await self.serve(connection, listener: listener.listener.name, executor: executor)

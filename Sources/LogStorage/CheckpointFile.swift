@@ -36,10 +36,11 @@ public struct TopicPartition: Hashable, Sendable, Comparable, CustomStringConver
 enum CheckpointFile {
     static let version = 0
 
-    static func write(_ path: FilePath, lines: [String]) throws(StorageError) {
+    /// Without `durable` the file is replaced without fsync (see `FileIO.writeAtomically`).
+    static func write(_ path: FilePath, lines: [String], durable: Bool = true) throws(StorageError) {
         var text = "\(Self.version)\n\(lines.count)\n"
         for line in lines { text += line + "\n" }
-        try FileIO.writeAtomically(path, Array(text.utf8))
+        try FileIO.writeAtomically(path, Array(text.utf8), durable: durable)
     }
 
     /// The entry lines split into fields, each line with `fieldCount` fields; nil if the file does not exist.

@@ -9,13 +9,14 @@ import Synchronization
 /// A cap on the file descriptors that partition logs may hold, so that thousands of partitions with several
 /// segments each never exhaust `ulimit -n` (DESIGN.md, "Thousands of partitions per broker").
 ///
-/// Every open segment is charged `Segment.descriptorsPerSegment` (its `.log` and two mapped index files). When the
-/// total passes `limit`, descriptors are given back in two steps until it is at or below `lowWater`:
+/// Every open segment is charged `Segment.descriptorsPerSegment` (its `.log`; the index files are mapped without a
+/// held descriptor). When the total passes `limit`, descriptors are given back in two steps until it is at or below
+/// `lowWater`:
 ///
 /// 1. cold segments (any segment but a log's active one), least recently used first: their files close and reopen
 ///    on the next read or look-up that needs them;
 /// 2. only if that is not enough (the active segments alone exceed the budget, e.g. 10,000 partitions under
-///    `ulimit -n` 20,000), whole idle `ManagedLog`s, least recently used first; such a log is reopened by its next
+///    `ulimit -n` 10,000), whole idle `ManagedLog`s, least recently used first; such a log is reopened by its next
 ///    use, from its files, without a recovery scan.
 ///
 /// Logs in use (pinned by `ManagedLog.withLog`), busy logs (their lock held) and offline logs are never closed.
@@ -51,10 +52,17 @@ public final class FileHandleBudget: Sendable {
 
     private struct State {
         var segments: [SegmentKey: Charge] = [:]
+        /// How many of `segments` each log has, so `releaseAll` does not scan every partition's segments.
+        var segmentCounts: [ObjectIdentifier: Int] = [:]
         var logs: [ObjectIdentifier: WeakLog] = [:]
         var total = 0
         var logEvictions = 0
         var segmentEvictions = 0
+
+        mutating func uncount(_ log: ObjectIdentifier) {
+            guard let count = self.segmentCounts[log] else { return }
+            self.segmentCounts[log] = count > 1 ? count - 1 : nil
+        }
     }
 
     /// Descriptors charged per open segment.
@@ -146,6 +154,7 @@ public final class FileHandleBudget: Sendable {
             let key = SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset)
             if state.segments.updateValue(Charge(log: log, lastUse: stamp, active: active), forKey: key) == nil {
                 state.total += Self.descriptorsPerSegment
+                state.segmentCounts[key.log, default: 0] += 1
             }
         }
     }
@@ -161,10 +170,10 @@ public final class FileHandleBudget: Sendable {
     /// Records that the segment's files closed.
     func releaseSegment(_ log: PartitionLog, baseOffset: Int64, evicted: Bool = false) {
         self.state.withLock { state in
-            if state.segments.removeValue(forKey: SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset))
-                != nil
-            {
+            let key = SegmentKey(log: ObjectIdentifier(log), baseOffset: baseOffset)
+            if state.segments.removeValue(forKey: key) != nil {
                 state.total -= Self.descriptorsPerSegment
+                state.uncount(key.log)
                 if evicted { state.segmentEvictions += 1 }
             }
         }
@@ -173,6 +182,7 @@ public final class FileHandleBudget: Sendable {
     /// Gives back every charge of a log that is going away.
     func releaseAll(_ log: ObjectIdentifier) {
         self.state.withLock { state in
+            guard state.segmentCounts.removeValue(forKey: log) != nil else { return }
             let keys = state.segments.keys.filter { $0.log == log }
             for key in keys { state.segments.removeValue(forKey: key) }
             state.total -= keys.count * Self.descriptorsPerSegment

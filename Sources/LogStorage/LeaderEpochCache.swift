@@ -87,21 +87,86 @@ public final class LeaderEpochCache {
     /// Records that `epoch` starts at `startOffset`. Nothing changes if `epoch` is already the latest (its first
     /// offset stands) or older than it. Entries that conflict (an older epoch starting at or after `startOffset`)
     /// are removed, as Kafka's `assign` does, and a warning is due from the caller when it returns true for those.
+    ///
+    /// Without `durable` the file is rewritten without fsync and `awaitingSync` is set: the caller makes it durable
+    /// with one sync of the file system for many partitions (a batch of elections), then `confirmSynced`.
     @discardableResult
-    public func assign(epoch: Int32, startOffset: Int64) throws(StorageError) -> Bool {
+    public func assign(epoch: Int32, startOffset: Int64, durable: Bool = true) throws(StorageError) -> Bool {
         if let latest = self.latest, epoch <= latest.epoch { return false }
         let before = self.entries
         self.entries.removeAll { $0.startOffset >= startOffset }
         self.entries.append(EpochEntry(epoch: epoch, startOffset: startOffset))
-        if self.entries != before { try self.flush() }
+        if self.entries != before {
+            if durable { try self.flush() } else { try self.writeAwaitingSync() }
+        }
         return true
     }
 
+    /// Whether the file was last written without fsync (`assign(durable: false)`) and no sync has been confirmed
+    /// since. `PartitionLog.flush` syncs it (`syncIfNeeded`) before its recovery point moves, so no batch below a
+    /// recovery point ever lacks its epoch entry on disk; after a crash the batches past the recovery point give
+    /// back any entry lost with the unsynced file.
+    public private(set) var awaitingSync = false
+    /// Counts writes of the file, so `confirmSynced` does not confirm a write made after the sync began.
+    public private(set) var writeCount: UInt64 = 0
+
+    private func writeAwaitingSync() throws(StorageError) {
+        do throws(StorageError) {
+            try CheckpointFile.write(self.path, lines: self.lines, durable: false)
+            self.writeCount &+= 1
+            self.needsFlush = false
+            self.awaitingSync = true
+        } catch let error where error.isTransient {
+            self.needsFlush = true
+        }
+    }
+
+    /// A sync of the file system that began after write number `writeCount` completed: that write is durable.
+    /// `anyWrite` confirms whatever the file holds (it was written by another cache object, before the sync).
+    public func confirmSynced(writeCount: UInt64) {
+        if self.writeCount == writeCount || writeCount == Self.anyWrite { self.awaitingSync = false }
+    }
+
+    /// The `confirmSynced` token for a write made by another cache object of the same file.
+    public static let anyWrite = UInt64.max
+
+    /// The file as read was written without fsync by another cache object (see `awaitingSync`).
+    func markAwaitingSync() {
+        self.awaitingSync = true
+    }
+
+    /// Writes the file again with fsync if it is awaiting a sync. Unlike `flush`, a transient failure is thrown:
+    /// the caller must not move a recovery point over batches whose epoch entry may not be on disk.
+    public func syncIfNeeded() throws(StorageError) {
+        guard self.awaitingSync else { return }
+        try CheckpointFile.write(self.path, lines: self.lines)
+        self.writeCount &+= 1
+        self.awaitingSync = false
+        self.needsFlush = false
+    }
+
+    private var lines: [String] { self.entries.map { "\($0.epoch) \($0.startOffset)" } }
+
     /// Removes every entry starting at or after `endOffset` (the log was truncated to end there).
-    public func truncate(fromEnd endOffset: Int64) throws(StorageError) {
+    ///
+    /// Without `durable` the file is rewritten without fsync, as Kafka's `truncateFromEndAsyncFlush` flushes it in
+    /// the background: an entry the crash brings back lies past the log end and is cut again by the next load
+    /// (the loader's cut after an unclean stop, where thousands of partitions would otherwise fsync in turn).
+    public func truncate(fromEnd endOffset: Int64, durable: Bool = true) throws(StorageError) {
         let count = self.entries.count
         self.entries.removeAll { $0.startOffset >= endOffset }
-        if self.entries.count != count { try self.flush() }
+        guard self.entries.count != count else { return }
+        if durable {
+            try self.flush()
+        } else {
+            do throws(StorageError) {
+                try CheckpointFile.write(self.path, lines: self.lines, durable: false)
+                self.writeCount &+= 1
+                self.needsFlush = false
+            } catch let error where error.isTransient {
+                self.needsFlush = true
+            }
+        }
     }
 
     /// The log start moved to `startOffset`: entries wholly before it go, and the one in force there is moved up to
@@ -153,8 +218,10 @@ public final class LeaderEpochCache {
     /// leader epoch), nor take the partition offline. Other failures (EIO) are thrown.
     public func flush() throws(StorageError) {
         do throws(StorageError) {
-            try CheckpointFile.write(self.path, lines: self.entries.map { "\($0.epoch) \($0.startOffset)" })
+            try CheckpointFile.write(self.path, lines: self.lines)
+            self.writeCount &+= 1
             self.needsFlush = false
+            self.awaitingSync = false
         } catch let error where error.isTransient {
             self.needsFlush = true
         }

@@ -31,6 +31,12 @@ public final class LogDirectoryLock: Sendable {
         self.fd = fd
     }
 
+    /// Writes out everything dirty on the directory's file system (`FileIO.syncFileSystem`); the lock's descriptor
+    /// was opened at start-up, so a writeback error since then is reported.
+    public func syncFileSystem() throws(StorageError) {
+        try FileIO.syncFileSystem(self.fd, path: self.directory)
+    }
+
     /// Releases the lock and closes the file.
     public func unlock() {
         _ = flock(self.fd.rawValue, LOCK_UN)

@@ -11,7 +11,8 @@ import SystemPackage
 ///    naming the file, the position and the offsets dropped;
 /// 3. below the recovery point nothing is read, except a segment whose index is missing or fails its sanity
 ///    check, which is rebuilt; corruption found there takes the partition offline and deletes nothing;
-/// 4. the epoch cache is cut to the resulting log end and log start;
+/// 4. the epoch cache is cut to the resulting log end (after a clean stop, an epoch starting at the end stays) and
+///    log start;
 /// 5. every segment but the last closes its files again (`Segment.closeFiles`), so a partition holds one segment's
 ///    descriptors until a read needs an older one.
 ///
@@ -178,7 +179,11 @@ struct Loader {
         // Only the active segment keeps its files open; the others reopen when a read needs them.
         for segment in segments.dropLast() { try segment.closeFiles() }
         let start = max(logStartOffset, segments[0].baseOffset)
-        try self.epochCache.truncate(fromEnd: nextOffset)
+        // An epoch that starts at the log end without a batch yet (a leader elected, nothing appended) stays after a
+        // clean stop or a reopen of a log the budget closed: cutting it would rewrite the file (with fsync) at every
+        // open and forget the current leader epoch. After a crash the cut is Kafka's: an entry at the recovered end
+        // may belong to batches that were torn off.
+        try self.epochCache.truncate(fromEnd: hadCleanShutdown ? nextOffset + 1 : nextOffset, durable: false)
         try self.epochCache.truncate(fromStart: start)
         return Loaded(segments: segments, logStartOffset: start, nextOffset: nextOffset, offlineReason: offlineReason)
     }

@@ -628,10 +628,20 @@ public final class LogManager: Sendable {
         }
     }
 
+    /// Makes everything written so far under the log directories durable: one `syncfs` per directory (through its
+    /// `.lock`, held since start-up, so a writeback error since then is reported), for many files written without
+    /// fsync (a batch of elections' `leader-epoch-checkpoint`s, the clean stop's closes) at the cost of one call.
+    public func syncLogDirectories() throws(StorageError) {
+        for lock in self.locks { try lock.syncFileSystem() }
+    }
+
     // MARK: Clean stop
 
-    /// Clean stop: every log flushed (fsync) and closed, the three checkpoints written, then `.kafka_cleanshutdown`
-    /// in each directory, then the locks released. The next start opens every log without a recovery scan.
+    /// Clean stop: every log closed (indexes trimmed, producer snapshots written), then everything made durable at
+    /// once with one `syncfs` per directory instead of an fsync per file (Kafka flushes each log in turn; with
+    /// thousands of partitions that is tens of thousands of fsyncs), then each recovery point moved to its log end,
+    /// the three checkpoints written, then `.kafka_cleanshutdown` in each directory, then the locks released. The
+    /// next start opens every log without a recovery scan.
     /// - Throws: the first failure; the marker is then not written, so the next start recovers.
     public func shutdown() throws(StorageError) {
         let logs: [ManagedLog] = self.state.withLock { state in
@@ -642,15 +652,33 @@ public final class LogManager: Sendable {
         defer { self.releaseLocks() }
         var failure: StorageError?
         // Partitions loaded offline for their partition.metadata took no appends: there is nothing to flush, and
-        // they must not make every other log's stop unclean.
+        // they must not make every other log's stop unclean. A log that went offline since cannot be flushed.
         let loadedOffline = Set(self.startupReport.offlinePartitions)
-        for log in logs where !loadedOffline.contains(log.topicPartition) {
-            do {
-                try Self.retryingTransientFailures { () throws(StorageError) in try log.flush() }
-            } catch {
-                failure = failure ?? error
-            }
+        for log in logs where log.isOffline && !loadedOffline.contains(log.topicPartition) {
+            failure = failure ?? .partitionOffline("\(log.topicPartition)", "offline at the clean stop")
         }
+        // Closing trims two index files per log, and freeing their preallocated blocks waits on the device: more
+        // threads than cores keep it busy.
+        let began = ContinuousClock.now
+        Self.closeAll(logs, threads: 16) { (error) in failure = failure ?? error }
+        let closed = ContinuousClock.now
+        do {
+            try Self.retryingTransientFailures { () throws(StorageError) in try self.syncLogDirectories() }
+            if failure == nil {
+                for log in logs where !loadedOffline.contains(log.topicPartition) { log.markFlushedAfterClose() }
+            }
+        } catch {
+            failure = failure ?? error
+        }
+        let milliseconds = { (duration: Duration) in
+            duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        }
+        self.logger.info(
+            "Closed the logs and synced their file systems",
+            metadata: [
+                "closeMs": "\(milliseconds(closed - began))", "syncMs": "\(milliseconds(ContinuousClock.now - closed))",
+            ]
+        )
         do {
             try self.checkpoint()
         } catch let error where error.isTransient {
@@ -659,13 +687,6 @@ public final class LogManager: Sendable {
             self.logger.warning("Offset checkpoints not written at the clean stop", metadata: ["error": "\(error)"])
         } catch {
             failure = failure ?? error
-        }
-        for log in logs {
-            do {
-                try log.close()
-            } catch {
-                failure = failure ?? error
-            }
         }
         if let failure {
             self.logger.error("Unclean stop: no clean-shutdown marker written", metadata: ["error": "\(failure)"])
@@ -677,6 +698,29 @@ public final class LogManager: Sendable {
             }
         }
         self.logger.info("Logs closed cleanly", metadata: ["partitions": "\(logs.count)"])
+    }
+
+    /// Closes `logs` on `threads` threads (each close trims two index files and writes a producer snapshot);
+    /// `failed` hears of each failure, on the calling thread.
+    private static func closeAll(_ logs: [ManagedLog], threads: Int, failed: (StorageError) -> Void) {
+        guard !logs.isEmpty else { return }
+        let failures = Mutex<[StorageError]>([])
+        let pool = DiskIOPool(threadCount: max(1, min(threads, logs.count)))
+        let chunk = max(1, logs.count / (max(1, threads) * 4))
+        for start in stride(from: 0, to: logs.count, by: chunk) {
+            let part = logs[start..<min(start + chunk, logs.count)]
+            pool.execute {
+                for log in part {
+                    do throws(StorageError) {
+                        try Self.retryingTransientFailures { () throws(StorageError) in try log.close() }
+                    } catch {
+                        failures.withLock { $0.append(error) }
+                    }
+                }
+            }
+        }
+        pool.shutdown()
+        for error in failures.withLock({ $0 }) { failed(error) }
     }
 
     /// Runs `body`, again after 100 ms while it fails transiently (no descriptor: the connections a stop is closing

@@ -53,6 +53,9 @@ public final class ManagedLog: Sendable {
         var backgroundFlushQueued = false
         /// The base offset of the newest rolled-to segment: the queued background flush syncs up to it.
         var backgroundFlushTarget: Int64 = 0
+        /// The closed log's `leader-epoch-checkpoint` was written without fsync and no sync was confirmed: a flush
+        /// of the closed log syncs it first (as `PartitionLog.flush` does for an open one).
+        var epochCheckpointAwaitingSync = false
     }
 
     init(
@@ -183,6 +186,7 @@ public final class ManagedLog: Sendable {
                 )
                 state.log = log
                 state.segmentCount = log.segmentBaseOffsets.count
+                if state.epochCheckpointAwaitingSync { log.markLeaderEpochCheckpointAwaitingSync() }
                 self.budget.registerLog(self)
                 return (log, true)
             } catch {
@@ -270,6 +274,14 @@ public final class ManagedLog: Sendable {
             }
             let end = min(offset ?? state.logEndOffset, state.logEndOffset)
             if state.recoveryPoint < end {
+                if state.epochCheckpointAwaitingSync {
+                    let path = self.directory.appending(LeaderEpochCache.fileName)
+                    let fd = try FileIO.open(path, .readOnly)
+                    defer { FileIO.close(fd) }
+                    try FileIO.sync(fd, path: path)
+                    try FileIO.syncDirectory(self.directory)
+                    state.epochCheckpointAwaitingSync = false
+                }
                 try Self.syncFiles(in: self.directory, from: state.recoveryPoint, upTo: end)
                 state.recoveryPoint = end
             }
@@ -386,6 +398,46 @@ public final class ManagedLog: Sendable {
         }
     }
 
+    // MARK: Leader epochs of a batch of elections
+
+    /// `PartitionLog.assignLeaderEpochAwaitingSync` on the log. A log the budget closed is not reopened for it
+    /// (with thousands of partitions over the descriptor budget, a start would open and close every log again):
+    /// its `leader-epoch-checkpoint` gets the entry at the log end it had when it closed, written the same way. A
+    /// damaged file is left to the log's open, which rebuilds it from the batches.
+    public func assignLeaderEpochAwaitingSync(_ leaderEpoch: Int32) throws(StorageError) -> UInt64? {
+        let closed: UInt64?? = try self.state.withLock { state throws(StorageError) -> UInt64?? in
+            guard !state.deleted else { throw .partitionOffline("\(self.topicPartition)", "the log was deleted") }
+            guard state.log == nil else { return .none }
+            let path = self.directory.appending(LeaderEpochCache.fileName)
+            let (cache, damaged) = try LeaderEpochCache.loadOrReset(path: path, logger: self.logger)
+            guard !damaged else { return .none }
+            try cache.assign(epoch: leaderEpoch, startOffset: state.logEndOffset, durable: false)
+            guard cache.awaitingSync else { return .some(nil) }
+            state.epochCheckpointAwaitingSync = true
+            return .some(LeaderEpochCache.anyWrite)
+        }
+        if let closed { return closed }
+        return try self.withLog { (log) throws(StorageError) in try log.assignLeaderEpochAwaitingSync(leaderEpoch) }
+    }
+
+    /// A sync of the log's file system that began after `assignLeaderEpochAwaitingSync` returned `token`
+    /// succeeded. A log closed meanwhile is not reopened for it.
+    public func confirmLeaderEpochSynced(_ token: UInt64) {
+        self.state.withLock { state in
+            if let log = state.log {
+                log.confirmLeaderEpochSynced(token)
+            } else {
+                state.epochCheckpointAwaitingSync = false
+            }
+        }
+    }
+
+    /// Writes `leader-epoch-checkpoint` with fsync if it awaits a sync (the batch's file-system sync failed).
+    public func syncLeaderEpochCheckpoint() throws(StorageError) {
+        try self.withLog { (log) throws(StorageError) in try log.syncLeaderEpochCheckpoint() }
+        self.state.withLock { $0.epochCheckpointAwaitingSync = false }
+    }
+
     // MARK: Offline
 
     /// Brings back a log that went offline, for an operator who fixed the cause (ElectLeaders on the partition): the
@@ -439,6 +491,7 @@ public final class ManagedLog: Sendable {
     }
 
     private static func remember(_ log: PartitionLog, in state: inout State) {
+        state.epochCheckpointAwaitingSync = log.leaderEpochCheckpointAwaitingSync
         state.recoveryPoint = log.recoveryPoint
         state.logStartOffset = log.logStartOffset
         state.logEndOffset = log.logEndOffset
@@ -461,6 +514,15 @@ public final class ManagedLog: Sendable {
             state.log = nil
             self.budget.unregisterLog(ObjectIdentifier(self), evicted: false)
             try log.close()
+        }
+    }
+
+    /// The clean stop closed the log and synced its file system: everything up to the log end is durable.
+    func markFlushedAfterClose() {
+        self.state.withLock { state in
+            guard state.log == nil else { return }
+            state.recoveryPoint = state.logEndOffset
+            state.epochCheckpointAwaitingSync = false
         }
     }
 

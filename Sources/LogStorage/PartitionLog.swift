@@ -283,6 +283,40 @@ public final class PartitionLog: Sendable {
         }
     }
 
+    /// `assignLeaderEpoch` for one of many partitions elected at once: `leader-epoch-checkpoint` is rewritten
+    /// without fsync, and the caller makes every such file durable with one sync of the file system
+    /// (`LogManager.syncLogDirectories`), then passes the returned token to `confirmLeaderEpochSynced`. Until then
+    /// a flush syncs the file before it moves the recovery point. Returns nil when the file was not left unsynced.
+    public func assignLeaderEpochAwaitingSync(_ leaderEpoch: Int32) throws(StorageError) -> UInt64? {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            try state.epochCache.assign(epoch: leaderEpoch, startOffset: state.nextOffset, durable: false)
+            return state.epochCache.awaitingSync ? state.epochCache.writeCount : nil
+        }
+    }
+
+    /// Whether `leader-epoch-checkpoint` was written without fsync and awaits a confirmed sync.
+    public var leaderEpochCheckpointAwaitingSync: Bool { self.state.withLock { $0.epochCache.awaitingSync } }
+
+    /// The file as this log opened it was written without fsync while the log was closed
+    /// (`ManagedLog.assignLeaderEpochAwaitingSync`).
+    func markLeaderEpochCheckpointAwaitingSync() {
+        self.state.withLock { $0.epochCache.markAwaitingSync() }
+    }
+
+    /// A sync of the file system that began after `assignLeaderEpochAwaitingSync` returned `token` succeeded.
+    public func confirmLeaderEpochSynced(_ token: UInt64) {
+        self.state.withLock { $0.epochCache.confirmSynced(writeCount: token) }
+    }
+
+    /// Writes `leader-epoch-checkpoint` with fsync if it awaits a sync (the batch's file-system sync failed).
+    public func syncLeaderEpochCheckpoint() throws(StorageError) {
+        try self.state.withLock { state throws(StorageError) in
+            try self.checkOnline(state)
+            try state.epochCache.syncIfNeeded()
+        }
+    }
+
     // MARK: Appending
 
     /// Appends validated batches as the leader: offsets assigned from the log end (base offset rewritten in
@@ -899,6 +933,9 @@ public final class PartitionLog: Sendable {
             try self.checkOnline(state)
             let end = min(offset ?? state.nextOffset, state.nextOffset)
             guard end > state.recoveryPoint else { return nil }
+            // An epoch entry written without fsync must be on disk before batches of its epoch fall below the
+            // recovery point, where recovery no longer reads them.
+            try state.epochCache.syncIfNeeded()
             var targets: [Segment.SyncTarget] = []
             var index = Self.segmentIndex(state.segments, containing: state.recoveryPoint)
             while index < state.segments.count, state.segments[index].baseOffset < end {

@@ -38,6 +38,10 @@ public final class ProducerStateManager {
     public private(set) var mapEndOffset: Int64 = 0
     /// The offsets of the snapshot files in the directory, ascending.
     public private(set) var snapshotOffsets: [Int64] = []
+    /// The offset of a snapshot file that holds exactly this state (loaded or written, nothing applied since), so
+    /// a close with nothing new (every log at a clean stop, every eviction of an idle log) writes no file; nil once
+    /// the state changed.
+    private var unchangedSinceSnapshot: Int64?
     private let logger: Logger
 
     /// Finds the snapshot files in `directory`; the state starts empty until `truncateAndReload`.
@@ -65,6 +69,7 @@ public final class ProducerStateManager {
     /// Applies a batch that was appended (or replayed); no checks. Returns the entry as it was before, for undo.
     @discardableResult
     func apply(_ batch: ProducerBatch) -> ProducerStateEntry? {
+        self.unchangedSinceSnapshot = nil
         let before = self.producers[batch.producerId]
         self.producers[
             batch.producerId,
@@ -80,11 +85,13 @@ public final class ProducerStateManager {
 
     /// Puts entries back as they were before a failed append.
     func restore(_ entries: [Int64: ProducerStateEntry?], mapEndOffset: Int64) {
+        self.unchangedSinceSnapshot = nil
         for (producerId, entry) in entries { self.producers[producerId] = entry }
         self.mapEndOffset = mapEndOffset
     }
 
     func updateMapEndOffset(_ offset: Int64) {
+        if offset != self.mapEndOffset { self.unchangedSinceSnapshot = nil }
         self.mapEndOffset = offset
     }
 
@@ -95,14 +102,18 @@ public final class ProducerStateManager {
     /// Forgets producers whose last batch is at least `producer.id.expiration.ms` old (Kafka's periodic
     /// `removeExpiredProducers`). A later batch from one of them is then treated as from an unknown producer.
     public func removeExpiredProducers(nowMs: Int64) {
+        let count = self.producers.count
         self.producers = self.producers.filter { !self.isExpired($0.value, nowMs: nowMs) }
+        if self.producers.count != count { self.unchangedSinceSnapshot = nil }
     }
 
     // MARK: Snapshots
 
-    /// Writes the state as `<mapEndOffset>.snapshot` (replacing one at that offset).
+    /// Writes the state as `<mapEndOffset>.snapshot` (replacing one at that offset); nothing when that file already
+    /// holds this state.
     func takeSnapshot() throws(StorageError) {
         let offset = self.mapEndOffset
+        if self.unchangedSinceSnapshot == offset && self.snapshotOffsets.contains(offset) { return }
         var buffer = ByteBuffer()
         buffer.reserveCapacity(
             Self.headerSize + self.producers.count * (Self.entryHeaderSize + 5 * Self.batchSize)
@@ -146,6 +157,7 @@ public final class ProducerStateManager {
             self.snapshotOffsets.append(offset)
             self.snapshotOffsets.sort()
         }
+        self.unchangedSinceSnapshot = offset
     }
 
     /// Parses a snapshot file; nil if it is missing, torn or corrupt (with the reason logged).
@@ -188,6 +200,7 @@ public final class ProducerStateManager {
     }
 
     func deleteSnapshot(_ offset: Int64) throws(StorageError) {
+        if self.unchangedSinceSnapshot == offset { self.unchangedSinceSnapshot = nil }
         try FileIO.unlink(self.snapshotPath(offset))
         self.snapshotOffsets.removeAll { $0 == offset }
     }
@@ -217,12 +230,15 @@ public final class ProducerStateManager {
     func truncateAndReload(logStartOffset: Int64, logEndOffset: Int64, nowMs: Int64) throws(StorageError) -> Int64 {
         try self.deleteSnapshots(after: logEndOffset)
         self.producers = [:]
+        self.unchangedSinceSnapshot = nil
         while let offset = self.snapshotOffsets.last {
             if let entries = try Self.readSnapshot(self.snapshotPath(offset), expectedOffset: offset) {
                 for entry in entries where !self.isExpired(entry, nowMs: nowMs) {
                     self.producers[entry.producerId] = entry
                 }
                 self.mapEndOffset = offset
+                // Producers expired since the file was written are left out here and on every later load alike.
+                self.unchangedSinceSnapshot = offset
                 return max(offset, logStartOffset)
             }
             self.logger.warning(
@@ -237,6 +253,7 @@ public final class ProducerStateManager {
 
     /// The log was emptied and restarts at `offset`: no producers, no snapshots.
     func truncateFully(at offset: Int64) throws(StorageError) {
+        self.unchangedSinceSnapshot = nil
         for old in self.snapshotOffsets { try self.deleteSnapshot(old) }
         self.producers = [:]
         self.mapEndOffset = offset

@@ -81,8 +81,8 @@ final class Segment {
         var timeIndex: TimeIndex
     }
 
-    /// Descriptors an open segment holds: the `.log` and the two index files.
-    static let descriptorsPerSegment = 3
+    /// Descriptors an open segment holds: the `.log` (its index files are mapped, their descriptors closed).
+    static let descriptorsPerSegment = 1
 
     static func fileName(_ offset: Int64, _ suffix: String) -> String {
         let digits = String(offset)

@@ -1,9 +1,7 @@
 import ArgumentParser
 import Foundation
 import KafkaProperties
-import GroupCoordinator
 import LogBrokerServer
-import LogStorage
 import Logging
 import ServiceLifecycle
 import UnixSignals
@@ -72,69 +70,16 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             Self.fail("\(error)")
         }
 
-        let server: KafkaServer
-        let storage: BrokerStorage
+        let broker: Broker
         do {
-            // The logs first (recovered if the last stop was unclean), then the in-process controller and its local
-            // metadata store, registered once the listeners are bound; its elections open the partitions' logs.
-            // Connections and open segments share `ulimit -n`: split it once, so connections can never take the
-            // descriptors a segment roll needs.
-            let descriptors = FileHandleBudget.split(
-                processLimit: FileHandleBudget.processDescriptorLimit(),
-                maxConnections: configuration.connections.maxConnections == Int(Int32.max)
-                    ? nil : configuration.connections.maxConnections
-            )
-            logger.info("\(descriptors)")
-            storage = try BrokerStorage(configuration: configuration, fileHandleLimit: descriptors.logs, logger: logger)
-            let controller = try MetadataHandler.makeController(configuration: configuration, logger: logger)
-            await storage.follow(controller)
-            var handlers = HandlerTable()
-            handlers.register(MetadataHandler(controller: controller, configuration: configuration))
-            handlers.register(CreateTopicsHandler(controller: controller, configuration: configuration))
-            handlers.register(DeleteTopicsHandler(controller: controller))
-            handlers.register(CreatePartitionsHandler(controller: controller))
-            handlers.register(DescribeConfigsHandler(controller: controller, configuration: configuration))
-            handlers.register(AlterConfigsHandler(controller: controller, nodeID: configuration.nodeID))
-            handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
-            handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
-            handlers.register(ElectLeadersHandler(controller: controller, replicas: storage.replicas))
-            handlers.register(InitProducerIdHandler(controller: controller))
-            let offsetsTopic = ConsumerOffsetsTopic(controller: controller, replicas: storage.replicas,
-                                                    configuration: configuration, logger: logger)
-            let groups = GroupCoordinator(configuration: configuration.groupCoordinator, store: offsetsTopic)
-            offsetsTopic.whenPartitionLoadsLate { records in await groups.load(records) }
-            handlers.register(FindCoordinatorHandler(groupsOn: (controller, configuration.nodeID, offsetsTopic)))
-            handlers.register(JoinGroupHandler(coordinator: groups))
-            handlers.register(SyncGroupHandler(coordinator: groups))
-            handlers.register(HeartbeatHandler(coordinator: groups))
-            handlers.register(LeaveGroupHandler(coordinator: groups))
-            handlers.register(OffsetCommitHandler(coordinator: groups, replicas: storage.replicas))
-            handlers.register(OffsetFetchHandler(coordinator: groups, replicas: storage.replicas))
-            handlers.register(DescribeGroupsHandler(coordinator: groups))
-            handlers.register(ListGroupsHandler(coordinator: groups))
-            handlers.register(DeleteGroupsHandler(coordinator: groups))
-            handlers.register(OffsetDeleteHandler(coordinator: groups))
-            handlers.register(SaslHandshakeHandler())
-            handlers.register(SaslAuthenticateHandler())
-            storage.register(in: &handlers)
-            server = try await KafkaServer.bind(
-                configuration: configuration,
-                handlers: handlers,
-                connectionLimit: descriptors.connections,
-                logger: logger
-            )
-            try await MetadataHandler.startController(controller, configuration: configuration, server: server)
-            try await storage.removeStrayLogs(notIn: controller)
-            await groups.load(try await offsetsTopic.readAll())
-            try await groups.follow(controller)
+            broker = try await Broker.start(configuration: configuration, logger: logger)
         } catch {
             Self.fail("\(error)")
         }
         logger.info("LogBroker started", metadata: ["node.id": "\(configuration.nodeID)"])
-        // Services stop in reverse order: the server finishes in-flight requests before the logs close.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: storage), .init(service: server)],
+                services: [.init(service: broker)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

@@ -212,6 +212,35 @@ let registration = BrokerRegistration(
         #expect(seen.withLock { $0 }.map(\.leaderEpoch) == [1, 1])
     }
 
+    @Test func aBatchListenerHearsEachCommitAndTheStartsReelectionsAsOneList() async throws {
+        let (directory, path) = try temporaryStorePath()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let batches = Mutex<[[MetadataChange]]>([])
+        do {
+            let controller = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+            try await controller.start(registration: registration)
+            await controller.addListener(batches: { changes in batches.withLock { $0.append(changes) } })
+            _ = try await controller.createTopic("a", partitions: 3, replicationFactor: 1)
+            _ = try await controller.createTopic("b", partitions: 2, replicationFactor: 1)
+            // One list per commit: the topic's configs, then its partitions in order.
+            let lists = batches.withLock { $0 }
+            #expect(lists.count == 2)
+            #expect(lists.first?.first == .topicConfigs(topic: "a", configs: [:]))
+            #expect(lists.map { $0.filter { if case .leadership = $0 { true } else { false } }.count } == [3, 2])
+        }
+        batches.withLock { $0 = [] }
+        // A restart re-elects every partition in one commit, heard as one list, every epoch one more.
+        let restarted = Controller(store: try LocalMetadataStore(path: path), nodeID: 1, logger: self.logger)
+        await restarted.addListener(batches: { changes in batches.withLock { $0.append(changes) } })
+        try await restarted.start(registration: registration)
+        let lists = batches.withLock { $0 }
+        #expect(lists.count == 1)
+        let epochs = lists.first?.compactMap { change -> Int32? in
+            if case .leadership(let leadership) = change { leadership.leaderEpoch } else { nil }
+        }
+        #expect(epochs == [1, 1, 1, 1, 1])
+    }
+
     @Test func aReplicationFactorAboveTheBrokerCountIsRefused() async throws {
         let (directory, path) = try temporaryStorePath()
         defer { try? FileManager.default.removeItem(atPath: directory) }

@@ -28,7 +28,7 @@ import Testing
             ]
         )
         #expect(configuration.advertisedListeners == configuration.listeners)
-        #expect(configuration.processRoles == ["broker", "controller"])
+        #expect(configuration.processRoles == [.broker, .controller])
         #expect(configuration.logDirs == ["/tmp/kafka-logs"])
         #expect(configuration.numPartitions == 1)
         #expect(configuration.defaultReplicationFactor == 1)
@@ -163,9 +163,11 @@ import Testing
         )
     }
 
-    @Test func onlyTheCombinedRolesAreSupportedSoFar() {
+    @Test func theLocalStoreRunsOnlyTheCombinedRoles() {
         #expect(
-            Self.error([("node.id", "1"), ("process.roles", "broker")])?.contains("only broker,controller") == true
+            Self.error([("node.id", "1"), ("process.roles", "broker")])?.contains(
+                "a local metadata store cannot be shared by processes"
+            ) == true
         )
         #expect(
             Self.error([("node.id", "1"), ("process.roles", "broker,zookeeper")])

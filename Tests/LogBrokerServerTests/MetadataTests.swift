@@ -4,35 +4,20 @@ import KafkaMessages
 import KafkaNIO
 import KafkaWire
 import LogBrokerServer
-import Logging
-import MetadataStore
+import NIOCore
 import Testing
 
-/// Metadata over a real socket against an in-process broker whose controller keeps its image in a local store.
+/// Metadata over a real socket against a whole in-process broker (`Broker`) whose controller keeps its image in a
+/// local store.
 @Suite struct MetadataTests {
-    /// Runs a broker with a controller over the store at `storePath`, registered with the bound port, for `body`.
+    /// Runs a broker over the log directory `logDirectory` (its controller's store inside), for `body`.
     static func withMetadataServer<Result: Sendable>(
-        storePath: String,
+        logDirectory: String,
         extra: [(String, String)] = [],
         _ body: @Sendable (Int, Controller) async throws -> Result
     ) async throws -> Result {
-        let configuration = try testConfiguration(extra)
-        let controller = Controller(
-            store: try LocalMetadataStore(path: storePath),
-            nodeID: configuration.nodeID,
-            logger: Logger(label: "test")
-        )
-        var table = HandlerTable()
-        table.register(MetadataHandler(controller: controller, configuration: configuration))
-        return try await withServer(handlers: table, configuration: configuration) { port in
-            let endpoints = MetadataHandler.endpoints(
-                configuration: configuration,
-                bound: [(listener: "PLAINTEXT", host: "127.0.0.1", port: port)]
-            )
-            try await controller.start(
-                registration: BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints)
-            )
-            return try await body(port, controller)
+        try await withInProcessBroker(extra, logDirectory: logDirectory) { broker in
+            try await body(try #require(broker.localAddresses.first?.port), broker.controller)
         }
     }
 
@@ -45,7 +30,7 @@ import Testing
     @Test func everyVersionAnswersWithTheBrokerAndAnAutoCreatedTopic() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try await Self.withMetadataServer(storePath: directory + "/metadata", extra: [("num.partitions", "2")]) {
+        try await Self.withMetadataServer(logDirectory: directory + "/logs", extra: [("num.partitions", "2")]) {
             port,
             controller in
             let clusterID = try await controller.image().clusterID
@@ -80,7 +65,7 @@ import Testing
     @Test func topicSelectionAndRefusals() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try await Self.withMetadataServer(storePath: directory + "/metadata") { port, controller in
+        try await Self.withMetadataServer(logDirectory: directory + "/logs") { port, controller in
             _ = try await controller.createTopic("a", partitions: 1, replicationFactor: 1)
             _ = try await controller.createTopic("b", partitions: 1, replicationFactor: 1)
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
@@ -118,7 +103,7 @@ import Testing
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try await Self.withMetadataServer(
-            storePath: directory + "/one",
+            logDirectory: directory + "/one",
             extra: [("auto.create.topics.enable", "false")]
         ) {
             port,
@@ -128,7 +113,10 @@ import Testing
                 #expect(response.topics.map(\.errorCode) == [ErrorCode.unknownTopicOrPartition.rawValue])
             }
         }
-        try await Self.withMetadataServer(storePath: directory + "/two", extra: [("default.replication.factor", "3")]) {
+        try await Self.withMetadataServer(
+            logDirectory: directory + "/two",
+            extra: [("default.replication.factor", "3")]
+        ) {
             port,
             _ in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
@@ -141,10 +129,10 @@ import Testing
     @Test func aRestartKeepsTopicIdsAndGrowsLeaderEpochs() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let path = directory + "/metadata"
+        let path = directory + "/logs"
         var previous: MetadataResponse.MetadataResponseTopic?
         for round in 0..<3 {
-            let topic = try await Self.withMetadataServer(storePath: path) { port, _ in
+            let topic = try await Self.withMetadataServer(logDirectory: path) { port, _ in
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in
                     let response = try await connection.send(
                         MetadataRequest(topics: [.init(name: "kept")]),
@@ -166,7 +154,7 @@ import Testing
     func kcatListsTheBrokerAndAnAutoCreatedTopic() async throws {
         let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try await Self.withMetadataServer(storePath: directory + "/metadata", extra: [("num.partitions", "3")]) {
+        try await Self.withMetadataServer(logDirectory: directory + "/logs", extra: [("num.partitions", "3")]) {
             port,
             _ in
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) { connection in

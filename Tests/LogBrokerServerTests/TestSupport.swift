@@ -72,6 +72,35 @@ func withServer<Result: Sendable>(
     }
 }
 
+/// Starts a whole broker in-process, as `logbroker-server` assembles it (`Broker`), with `properties` on top of
+/// `testConfiguration`'s; runs `body` with it, then shuts it down gracefully (the logs stop cleanly).
+/// - Parameter logDirectory: its `log.dirs`, kept for a restart; nil: a temporary directory, removed at the end.
+func withInProcessBroker<Result: Sendable>(
+    _ properties: [(String, String)] = [],
+    logDirectory: String? = nil,
+    log: CapturedLog = CapturedLog(),
+    _ body: @Sendable (Broker) async throws -> Result
+) async throws -> Result {
+    let directory =
+        logDirectory ?? FileManager.default.temporaryDirectory.appendingPathComponent("broker-\(UUID())").path
+    defer { if logDirectory == nil { try? FileManager.default.removeItem(atPath: directory) } }
+    let configuration = try testConfiguration([("log.dirs", directory)] + properties)
+    let broker = try await Broker.start(configuration: configuration, logger: log.logger())
+    let group = ServiceGroup(services: [broker], logger: log.logger())
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        let result: Swift.Result<Result, any Error>
+        do {
+            result = .success(try await body(broker))
+        } catch {
+            result = .failure(error)
+        }
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+        return try result.get()
+    }
+}
+
 struct MissingValue: Error {}
 
 /// The value, or a thrown `MissingValue` (`#require` belongs in tests, this in helpers).

@@ -2,12 +2,7 @@ import ClusterControl
 import KafkaMessages
 import KafkaWire
 import Logging
-import MetadataStore
 import NIOCore
-
-#if canImport(Glibc)
-    import Glibc
-#endif
 
 /// Metadata (key 3), v0–12: this broker's endpoint for the listener the request came in on, the cluster id, the
 /// controller id (this node: the controller runs in-process), and the requested topics with their ids (v10+),
@@ -155,40 +150,5 @@ public struct MetadataHandler: KafkaHandler {
                 )
             }
         )
-    }
-}
-
-extension MetadataHandler {
-    /// The local metadata store's file: in the first log directory, as a plain file (not a `<topic>-<partition>`
-    /// directory, which the log manager would load as a partition).
-    public static func storePath(configuration: BrokerConfiguration) -> String {
-        (configuration.logDirs.first ?? "/tmp/kafka-logs") + "/cluster-metadata.lbmeta"
-    }
-
-    /// The in-process controller over the local store of `configuration` (the first log directory is created if
-    /// missing). Call `startController` once the listeners are bound.
-    public static func makeController(configuration: BrokerConfiguration, logger: Logger) throws -> Controller {
-        let directory = configuration.logDirs.first ?? "/tmp/kafka-logs"
-        var prefix = directory.hasPrefix("/") ? "" : "."
-        for component in directory.split(separator: "/") {
-            prefix += "/" + component
-            _ = mkdir(prefix, 0o755)  // an existing directory is fine; the store's open reports real failures
-        }
-        let store = try LocalMetadataStore(path: Self.storePath(configuration: configuration), logger: logger)
-        return Controller(store: store, nodeID: configuration.nodeID, logger: logger)
-    }
-
-    /// Registers this broker with the endpoints of the bound `server` and re-elects its partitions (leader epochs
-    /// grow on every start).
-    public static func startController(
-        _ controller: Controller,
-        configuration: BrokerConfiguration,
-        server: KafkaServer
-    ) async throws {
-        let bound = zip(configuration.listeners, server.localAddresses).map { listener, address in
-            (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
-        }
-        let endpoints = Self.endpoints(configuration: configuration, bound: bound)
-        try await controller.start(registration: BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints))
     }
 }
