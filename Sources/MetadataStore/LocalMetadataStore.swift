@@ -39,6 +39,14 @@ public final class LocalMetadataStore: MetadataStore {
     private struct Watcher {
         var prefix: String
         var continuation: AsyncThrowingStream<MetadataTransactionEvents, any Error>.Continuation
+        var end: WatchEnd
+    }
+
+    /// Set when a watch's reader goes away. Its termination handler must not take the store's lock: it can run
+    /// while a commit holding that lock hands the reader a transaction (and waits on the reader's task), so the next
+    /// commit drops the watcher instead.
+    private final class WatchEnd: Sendable {
+        let ended = Atomic<Bool>(false)
     }
 
     private struct State {
@@ -139,24 +147,23 @@ public final class LocalMetadataStore: MetadataStore {
 
     public func watch(prefix: String, fromRevision: Int64) async throws(MetadataStoreError) -> MetadataWatch {
         let (watch, continuation) = MetadataWatch.makeWatch()
-        let registered = try self.locked { (state: inout State) throws(MetadataStoreError) -> Int? in
+        let end = WatchEnd()
+        continuation.onTermination = { _ in end.ended.store(true, ordering: .relaxed) }
+        let registered = try self.locked { (state: inout State) throws(MetadataStoreError) -> Bool in
             let start = fromRevision <= 0 ? state.revision + 1 : fromRevision
-            guard start > state.compactRevision else { return nil }
+            guard start > state.compactRevision else { return false }
             for transaction in state.history where transaction.revision >= start {
                 if let events = Self.filter(transaction, prefix: prefix) { continuation.yield(events) }
             }
             let id = state.nextWatcherID
             state.nextWatcherID += 1
-            state.watchers[id] = Watcher(prefix: prefix, continuation: continuation)
-            return id
+            state.watchers[id] = Watcher(prefix: prefix, continuation: continuation, end: end)
+            return true
         }
-        guard let id = registered else {
+        guard registered else {
             let compactRevision = self.state.withLock { $0.compactRevision }
             continuation.finish(throwing: MetadataStoreError.compacted(compactRevision: compactRevision))
             return watch
-        }
-        continuation.onTermination = { [weak self] _ in
-            self?.state.withLock { _ = $0.watchers.removeValue(forKey: id) }
         }
         return watch
     }
@@ -268,7 +275,11 @@ public final class LocalMetadataStore: MetadataStore {
             next.compactRevision = next.history[dropped - 1].revision
             next.history.removeFirst(dropped)
         }
-        for watcher in next.watchers.values {
+        for (id, watcher) in next.watchers {
+            guard !watcher.end.ended.load(ordering: .relaxed) else {
+                next.watchers[id] = nil
+                continue
+            }
             if let events = Self.filter(transaction, prefix: watcher.prefix) { watcher.continuation.yield(events) }
         }
         state = next

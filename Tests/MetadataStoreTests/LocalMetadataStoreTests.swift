@@ -139,6 +139,37 @@ struct TemporaryDirectory {
         #expect(throws: MetadataStoreError.self) { try LocalMetadataStore(path: path) }
     }
 
+    /// A watch's reader cancelled while commits hand it transactions: the store must not wait on the reader's task
+    /// while holding its lock (seen as a hang of the image follower's stop).
+    @Test(.timeLimit(.minutes(1)))
+    func cancellingWatchReadersWhileCommittingNeverHangs() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let store = try LocalMetadataStore(path: directory.path + "/store")
+        let commits = 300
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for index in 0..<commits {
+                    _ = try await store.commit([MetadataWrite(key: "k\(index)", value: [1], expectedVersion: 0)])
+                }
+            }
+            for _ in 0..<100 {
+                let watch = try await store.watch(prefix: "", fromRevision: 0)
+                let reader = Task { for try await _ in watch {} }
+                await Task.yield()
+                reader.cancel()
+                _ = await reader.result
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.revision() == Int64(commits))
+        // Watches opened after all that still see every later commit.
+        let watch = try await store.watch(prefix: "", fromRevision: 0)
+        _ = try await store.commit([MetadataWrite(key: "last", value: [1], expectedVersion: 0)])
+        var iterator = watch.makeAsyncIterator()
+        #expect(try await iterator.next()?.revision == Int64(commits) + 1)
+    }
+
     @Test func concurrentCreatesOfOneKeyHaveOneWinner() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
