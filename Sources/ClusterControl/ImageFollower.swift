@@ -196,7 +196,7 @@ public actor ImageFollower {
                 }
                 delay = self.backoff.lowerBound
                 let watch = try await self.store.watch(prefix: "", fromRevision: self.progress.followed.revision + 1)
-                for try await transaction in Self.relayed(watch) {
+                for try await transaction in watch {
                     guard !Task.isCancelled else { return }
                     self.apply(transaction)
                 }
@@ -224,25 +224,6 @@ public actor ImageFollower {
                 delay = min(delay * 2, self.backoff.upperBound)
             }
         }
-    }
-
-    /// `watch` as read by a task of its own, so that `stop` cancels only the reader of the relay: a store may
-    /// end a watch under its own lock when its reader's task is cancelled, while it feeds its watches under that
-    /// lock (cancelling the task that iterates a `LocalMetadataStore` watch during a commit deadlocks). The relay
-    /// ends at the store's next transaction once nobody reads it.
-    private static func relayed(_ watch: MetadataWatch) -> MetadataWatch {
-        let (relay, continuation) = MetadataWatch.makeWatch()
-        Task.detached {
-            do throws(MetadataStoreError) {
-                for try await transaction in watch {
-                    if case .terminated = continuation.yield(transaction) { return }
-                }
-                continuation.finish()
-            } catch {
-                continuation.finish(throwing: error)
-            }
-        }
-        return relay
     }
 
     /// Applies one watched transaction, unless the image is already at or past its revision.

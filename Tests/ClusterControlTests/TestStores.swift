@@ -127,8 +127,7 @@ final class SeveredStore: MetadataStore {
         try self.check()
         let inner = try await self.inner.watch(prefix: prefix, fromRevision: fromRevision)
         let (watch, continuation) = MetadataWatch.makeWatch()
-        // Not cancelled when the reader stops (cancelling the reader of a local store's watch during a commit
-        // deadlocks); it ends at the next transaction instead.
+        // Forwards the inner watch so `cut` can end it; once the reader stops, it ends at the next transaction.
         Task.detached {
             do {
                 for try await transaction in inner {
