@@ -24,7 +24,7 @@ import MetadataStore
 ///
 /// Thread safety: an actor. Writes run one at a time, in call order (KRaft's controller event queue), and each
 /// returns once the follower has applied it.
-public actor ActiveController {
+public actor ActiveController: ConditionWaiting {
     /// Where this controller stands.
     public enum Role: Hashable, Sendable {
         /// Not started, or stopped.
@@ -52,7 +52,7 @@ public actor ActiveController {
     private var campaignTask: Task<Void, Never>?
     private var keepAliveTask: Task<Void, Never>?
     private var monitorTask: Task<Void, Never>?
-    private var roleWaiters = ConditionWaiters<Role>()
+    var waiters = ConditionWaiters<Role>()
     private var writing = false
     private var writeQueue: [CheckedContinuation<Void, Never>] = []
 
@@ -98,7 +98,7 @@ public actor ActiveController {
         let lease = self.lease
         self.lease = nil
         self.setRole(.stopped)
-        self.roleWaiters.cancelAll()
+        self.waiters.cancelAll()
         if let lease { try? await self.store.revoke(lease) }
     }
 
@@ -107,24 +107,7 @@ public actor ActiveController {
     @discardableResult
     public func waitUntil(timeout: Duration? = nil, _ condition: @escaping @Sendable (Role) -> Bool) async -> Bool {
         if condition(self.role) { return true }
-        let id = self.roleWaiters.makeID()
-        if let timeout {
-            Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                await self?.cancelWaiter(id)
-            }
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                if Task.isCancelled {
-                    continuation.resume(returning: false)
-                } else {
-                    self.roleWaiters.add(id, condition: condition, continuation: continuation)
-                }
-            }
-        } onCancel: {
-            Task { await self.cancelWaiter(id) }
-        }
+        return await self.suspend(timeout: timeout, until: condition)
     }
 
     /// Waits until this controller is active, at most `timeout` when given. - Returns: whether it is.
@@ -136,13 +119,9 @@ public actor ActiveController {
         }
     }
 
-    private func cancelWaiter(_ id: Int) {
-        self.roleWaiters.cancel(id)
-    }
-
     private func setRole(_ role: Role) {
         self.role = role
-        self.roleWaiters.resume(with: role)
+        self.waiters.resume(with: role)
     }
 
     // MARK: Election

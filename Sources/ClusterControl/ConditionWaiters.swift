@@ -45,3 +45,39 @@ struct ConditionWaiters<State> {
         for waiter in waiters { waiter.continuation.resume(returning: false) }
     }
 }
+
+/// An actor whose tasks wait on conditions over its state: it keeps a `ConditionWaiters` and resumes it after each
+/// change; `suspend` does the waiting, with cancellation and a deadline.
+protocol ConditionWaiting: Actor {
+    associatedtype WaitedState
+    var waiters: ConditionWaiters<WaitedState> { get set }
+}
+
+extension ConditionWaiting {
+    /// Suspends until `condition` holds (true), or until the task is cancelled or `timeout` passed (false). The
+    /// caller checks the current state first.
+    func suspend(timeout: Duration?, until condition: @escaping @Sendable (WaitedState) -> Bool) async -> Bool {
+        let id = self.waiters.makeID()
+        if let timeout {
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.cancelWaiter(id)
+            }
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if Task.isCancelled {
+                    continuation.resume(returning: false)
+                } else {
+                    self.waiters.add(id, condition: condition, continuation: continuation)
+                }
+            }
+        } onCancel: {
+            Task { await self.cancelWaiter(id) }
+        }
+    }
+
+    private func cancelWaiter(_ id: Int) {
+        self.waiters.cancel(id)
+    }
+}

@@ -19,7 +19,7 @@ import MetadataStore
 /// Thread safety: an actor. Applying is synchronous on it; publications run one after another in a chain of tasks,
 /// so listeners hear the batches in order, one at a time, and the follower goes on applying meanwhile. A listener
 /// must not wait for a later publication (it would wait for itself).
-public actor ImageFollower {
+public actor ImageFollower: ConditionWaiting {
     public typealias BatchListener = @Sendable ([MetadataChange]) async -> Void
 
     /// What waiters test: the image applied and the revision whose changes the listeners have heard.
@@ -38,7 +38,7 @@ public actor ImageFollower {
     /// The last publication scheduled; the next one runs after it.
     private var publication: Task<Void, Never>?
     private var following: Task<Void, Never>?
-    private var waiters = ConditionWaiters<Progress>()
+    var waiters = ConditionWaiters<Progress>()
     private var stopped = false
     /// Whether the store failed the last call (logged once until it answers again).
     public private(set) var isStoreUnreachable = false
@@ -147,28 +147,7 @@ public actor ImageFollower {
     private func wait(timeout: Duration? = nil, until condition: @escaping @Sendable (Progress) -> Bool) async -> Bool {
         if condition(self.progress) { return true }
         guard !self.stopped else { return false }
-        let id = self.waiters.makeID()
-        if let timeout {
-            Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                await self?.cancelWaiter(id)
-            }
-        }
-        return await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                if Task.isCancelled {
-                    continuation.resume(returning: false)
-                } else {
-                    self.waiters.add(id, condition: condition, continuation: continuation)
-                }
-            }
-        } onCancel: {
-            Task { await self.cancelWaiter(id) }
-        }
-    }
-
-    private func cancelWaiter(_ id: Int) {
-        self.waiters.cancel(id)
+        return await self.suspend(timeout: timeout, until: condition)
     }
 
     // MARK: Following
