@@ -99,7 +99,10 @@ let package = Package(
         ),
         .target(
             name: "ClusterControl",
-            dependencies: ["MetadataStore", "KafkaWire", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "MetadataStore", "KafkaWire", "KafkaNIO", .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
 

@@ -1,5 +1,7 @@
+import KafkaNIO
 import Logging
 import MetadataStore
+import NIOPosix
 
 /// The controller role of a process (DESIGN.md "Cluster"): it campaigns for the lease-backed election key, and the
 /// winner is the active controller, the only writer of the image. A standby waits for the key to go and campaigns
@@ -201,7 +203,9 @@ public actor ActiveController: ConditionWaiting {
         let interval = Duration.seconds(self.leaseTTLSeconds) / 3
         let ttl = Duration.seconds(self.leaseTTLSeconds)
         let store = self.store
-        self.keepAliveTask = Task { [weak self] in
+        // On an event loop, not Swift's cooperative pool: a process whose pool is busy with synchronous work
+        // (seen: the test suite beside in-process controllers) delayed keep-alives past a 2 s TTL and lost the term.
+        self.keepAliveTask = Task(executorPreference: Self.keepAliveExecutor) { [weak self] in
             var lastRenewal = ContinuousClock.now
             while true {
                 do {
@@ -228,6 +232,9 @@ public actor ActiveController: ConditionWaiting {
             await self?.stepDown(epoch: epoch, reason: "its election key left the store")
         }
     }
+
+    /// Where the keep-alives of every term run: one NIO event loop, shared.
+    private static let keepAliveExecutor = EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())
 
     /// Ends the term of `epoch` (if it is still the current one) and campaigns again.
     private func stepDown(epoch: Int64, reason: String) {

@@ -155,9 +155,9 @@ private func createTopic(
     @Test(arguments: StoreKind.allCases)
     func aPausedControllersLeaseLapsesAndItsLaterWritesAreRefused(kind: StoreKind) async throws {
         try await withStore(kind) { fixture in
-            // Only the paused controller's lease is meant to lapse: it gets the shortest TTL, and the standby the
-            // default, so a busy machine that delays the new controller's keep-alives cannot end its term as well.
-            let old = try await Node.start(1, on: fixture.store, leaseTTLSeconds: 2)
+            // Only the paused controller's lease is meant to lapse: it gets a short TTL (4 s: with 2 s, the whole
+            // suite on 2 busy cores has ended a term before the pause), the standby the default one.
+            let old = try await Node.start(1, on: fixture.store, leaseTTLSeconds: 4)
             try #require(try await elected([old]).active.controller === old.controller)
             let new = try await Node.start(2, on: fixture.store)
             let nodes = [old, new]
