@@ -39,10 +39,16 @@ def wait_for(condition, timeout, what):
         time.sleep(0.2)
 
 
-def port_open(port):
+def zookeeper_serving(port):
+    """Whether ZooKeeper answers its `srvr` command with its mode. It listens before it serves, and closes the
+    sessions it cannot serve yet (Burrow then fails with "Authentication failed: EOF")."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+            connection.sendall(b"srvr")
+            answer = b""
+            while chunk := connection.recv(4096):
+                answer += chunk
+            return b"Mode:" in answer
     except OSError:
         return False
 
@@ -85,7 +91,7 @@ def zookeeper(tmp_path):
         tmp_path / "zookeeper.log", tmp_path,
     )
     try:
-        wait_for(lambda: child.check_running("ZooKeeper") or port_open(port), 60, "ZooKeeper to listen")
+        wait_for(lambda: child.check_running("ZooKeeper") or zookeeper_serving(port), 60, "ZooKeeper to serve")
         yield f"127.0.0.1:{port}"
     finally:
         child.kill()
