@@ -237,13 +237,15 @@ extension MetadataCommit {
     func keepAliveHoldsAKeyPastItsTTL(kind: StoreKind) async throws {
         try await StoreFixture.with(kind) { fixture in
             let store = fixture.store
-            let lease = try await store.grantLease(ttlSeconds: 2)
+            // A 5 s TTL refreshed every 500 ms: the test's own loop runs on the cooperative pool, which the rest of
+            // the suite can hold for seconds (a 2 s lease of the controller lapsed that way), so keep a wide margin.
+            let lease = try await store.grantLease(ttlSeconds: 5)
             let put = try await store.commit(
                 MetadataTransaction(operations: [.put(key: "held", value: [1], leaseID: lease.id)])
             ).revision()
             let started = ContinuousClock.now
             // Refreshing every 500 ms holds the key for three TTLs.
-            while ContinuousClock.now - started < .seconds(6) {
+            while ContinuousClock.now - started < .seconds(15) {
                 #expect(try await store.keepAlive(lease) >= 1)
                 try await Task.sleep(for: .milliseconds(500))
             }
