@@ -45,6 +45,23 @@ public enum ControllerDecisions {
         return ControllerResult(from: image, to: next, answer: topics.count)
     }
 
+    /// Broker `nodeID`, registered at `brokerEpoch`, fenced or unfenced; nothing when it is already so, or when
+    /// its registration has moved on to another epoch (a new incarnation). Answers whether it wrote.
+    public static func fencingBroker(
+        _ image: ClusterImage,
+        _ nodeID: Int32,
+        brokerEpoch: Int64,
+        fenced: Bool
+    ) -> ControllerResult<Bool> {
+        guard var broker = image.brokers[nodeID], broker.brokerEpoch == brokerEpoch, broker.fenced != fenced else {
+            return ControllerResult(writes: [], answer: false)
+        }
+        broker.fenced = fenced
+        var next = image
+        next.brokers[nodeID] = broker
+        return ControllerResult(from: image, to: next, answer: true)
+    }
+
     /// A new topic (see `ClusterImage.creatingTopic`); with `validateOnly` the checks run and nothing is written.
     public static func creatingTopic(
         _ image: ClusterImage,
