@@ -83,10 +83,7 @@ public enum ControllerDecisions {
             configs: configs,
             live: live
         )
-        guard !validateOnly else { return ControllerResult(writes: [], answer: topic) }
-        var next = image
-        next.topics[name] = topic
-        return ControllerResult(from: image, to: next, answer: topic)
+        return Self.recording(topic, in: image, validateOnly: validateOnly)
     }
 
     /// The topic named `name`, or with id `id` when `name` is nil, removed.
@@ -122,9 +119,18 @@ public enum ControllerDecisions {
         live: Set<Int32>
     ) throws(ClusterControlError) -> ControllerResult<TopicImage> {
         let topic = try image.addingPartitions(to: name, count: count, assignment: assignment, live: live)
+        return Self.recording(topic, in: image, validateOnly: validateOnly)
+    }
+
+    /// `topic` put in the image and answered; with `validateOnly` only answered.
+    private static func recording(
+        _ topic: TopicImage,
+        in image: ClusterImage,
+        validateOnly: Bool
+    ) -> ControllerResult<TopicImage> {
         guard !validateOnly else { return ControllerResult(writes: [], answer: topic) }
         var next = image
-        next.topics[name] = topic
+        next.topics[topic.name] = topic
         return ControllerResult(from: image, to: next, answer: topic)
     }
 
