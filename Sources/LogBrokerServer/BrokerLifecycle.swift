@@ -19,7 +19,7 @@ import Logging
 ///   make it register again, with the same incarnation.
 /// - **A duplicate node id**: DUPLICATE_BROKER_REGISTRATION means another live process holds this node id. As
 ///   Kafka's brokers do, it retries (the previous incarnation of a restarted broker may still hold a session), but
-///   only for `broker.session.timeout.ms` before the first registration succeeds: after that, start-up fails with
+///   only for `broker.session.timeout.ms` (and a heartbeat interval) before the first registration succeeds: after that, start-up fails with
 ///   one line naming `node.id`.
 ///
 /// Thread safety: an actor. `start` once; `waitUntilUnfenced` from the broker's start-up; `stop` once.
@@ -235,7 +235,9 @@ public actor BrokerLifecycle {
             await self.channel.reset()
             return false
         case .duplicateBrokerRegistration where !self.everRegistered:
-            if ContinuousClock.now - started >= self.sessionTimeout {
+            // The previous incarnation's session lapses at most a session timeout after this process started;
+            // a heartbeat interval more absorbs the time between the controller's check and this answer.
+            if ContinuousClock.now - started >= self.sessionTimeout + self.heartbeatInterval {
                 self.failure = .invalidValue(
                     "\(self.nodeID)",
                     for: "node.id",

@@ -124,7 +124,7 @@ import Testing
                 )
             )
             let follower = Controller(store: store, nodeID: 2, logger: log.logger(), isController: false)
-            try await follower.start(registration: BrokerRegistration(nodeID: 2, endpoints: []))
+            try await follower.start(registration: nil)
             let forwarding = ControllerForwarding(
                 controller: follower,
                 nodeID: 2,
