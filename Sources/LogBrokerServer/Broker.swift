@@ -184,7 +184,8 @@ public final class Broker: Service, Sendable {
             store: store,
             nodeID: configuration.nodeID,
             logger: logger,
-            isController: configuration.processRoles.contains(.controller)
+            isController: configuration.processRoles.contains(.controller),
+            brokerSessionTimeout: .milliseconds(configuration.brokerSessionTimeoutMs)
         )
         var brokerPart: BrokerPart?
         if let storage {
@@ -382,10 +383,10 @@ public final class Broker: Service, Sendable {
 
     // MARK: The controller
 
-    /// Starts the controller: over the local store it registers this broker in-process with the endpoints of the
-    /// bound `server` and re-elects its partitions (leader epochs grow on every start); over etcd it registers
-    /// nothing in-process (a broker registers over the controller listener). The election key names the first
-    /// controller listener's bound endpoint, if any.
+    /// Starts the controller: over the local store (the standalone process) it registers this broker in-process
+    /// with the endpoints of the bound `server` and re-elects its partitions (leader epochs grow on every start);
+    /// over etcd it registers nothing in-process, as a broker registers with the active controller over its
+    /// listener, wherever that runs. The election key names the first controller listener's bound endpoint, if any.
     static func startController(
         _ controller: Controller,
         configuration: BrokerConfiguration,
@@ -395,17 +396,15 @@ public final class Broker: Service, Sendable {
         let controllerEndpoint = controllerServer.flatMap {
             Self.controllerEndpoint(configuration: configuration, bound: $0.localAddresses)
         }
-        var endpoints: [BrokerEndpoint] = []
-        if let server {
+        var registration: BrokerRegistration?
+        if configuration.metadataStore.kind == .local, let server {
             let bound = zip(configuration.listeners, server.localAddresses).map { listener, address in
                 (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
             }
-            endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
+            let endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
+            registration = BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints)
         }
-        try await controller.start(
-            registration: BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints),
-            controllerEndpoint: controllerEndpoint
-        )
+        try await controller.start(registration: registration, controllerEndpoint: controllerEndpoint)
     }
 
     /// The endpoint brokers reach this controller on: the listener named first in `controller.listener.names`, at
