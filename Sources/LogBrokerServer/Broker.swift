@@ -1,4 +1,5 @@
 import ClusterControl
+import EtcdMetadataStore
 import GroupCoordinator
 import LogStorage
 import Logging
@@ -10,42 +11,68 @@ import ServiceLifecycle
     import Glibc
 #endif
 
-/// One LogBroker node assembled from its configuration: the logs and the replica manager (`BrokerStorage`), the
-/// controller over its metadata store, the group coordinator over `__consumer_offsets`, the handler table, and the
-/// `KafkaServer` on the client listeners. `logbroker-server` parses its configuration and runs one; tests start
-/// whole brokers in-process the same way.
+/// One LogBroker node assembled from its configuration by `process.roles` and `metadata.store`:
 ///
-/// Use: `start` (the logs recovered, the listeners bound, the controller started and the groups loaded; errors such
-/// as a bad log directory or a port in use are thrown before anything is served), then `run`, as a `Service` in a
-/// `ServiceGroup`. On graceful shutdown the server finishes in-flight requests before the logs close (services stop
-/// in reverse order). A failed `start` leaves what it opened (logs, the disk pool, bound listeners) to the exit of
-/// the process, as `logbroker-server` exits at once: the next start recovers the logs as after any unclean stop.
+/// - the metadata store: the local file store (`metadata.store=local`, one process is the whole cluster) or an
+///   `EtcdMetadataStore` over `metadata.etcd.endpoints` under `metadata.etcd.prefix` (a cluster of processes);
+/// - the `Controller` over it: the image follower every node runs and, with the controller role, the active
+///   controller role campaigning for the election key;
+/// - with the broker role: the logs and the replica manager (`BrokerStorage`), the group coordinator over
+///   `__consumer_offsets`, the handler table, and the `KafkaServer` on the client listeners;
+/// - when `listeners` has controller listeners (`controller.listener.names`): a second `KafkaServer` on them with
+///   the controller's own handler table (`ControllerListener`); the first one's endpoint goes into the election
+///   key, which is how brokers find the active controller.
 ///
-/// Only the standalone process runs so far: both roles over the local metadata store. A controller listener in
-/// `listeners` is not bound (the controller runs in-process and no other process talks to it yet), and
-/// `metadata.store=etcd` is refused at start.
+/// A controller-only process has no logs, no client listeners and no group coordinator. The standalone default
+/// (both roles, the local store, no controller listener) is one process that registers itself in-process; over
+/// etcd nothing is registered in-process. `logbroker-server` parses its configuration and runs one; tests start
+/// whole nodes in-process the same way.
+///
+/// Use: `start` (the store reached, the logs recovered, the listeners bound, the controller started and the groups
+/// loaded; errors such as an etcd that does not answer, a bad log directory or a port in use are thrown before
+/// anything is served), then `run`, as a `Service` in a `ServiceGroup`. On graceful shutdown the client listeners
+/// finish their in-flight requests, then the controller listeners, then the controller resigns (a standby takes
+/// over at once, without waiting out the lease) and the etcd store closes, then the logs close: services stop in
+/// reverse order. A failed `start` closes the etcd store and leaves the rest it opened (logs, the disk pool, bound
+/// listeners) to the exit of the process, as `logbroker-server` exits at once: the next start recovers the logs as
+/// after any unclean stop.
 ///
 /// Thread-safe: every member is; `run` must be called once.
 public final class Broker: Service, Sendable {
     public let configuration: BrokerConfiguration
-    /// The logs, the disk pool and the replica manager.
-    public let storage: BrokerStorage
-    /// The in-process controller over the local metadata store.
+    /// The logs, the disk pool and the replica manager; nil on a controller-only process.
+    public let storage: BrokerStorage?
+    /// This node's control plane: the image follower, and the controller role when the process has it.
     public let controller: Controller
-    public let groups: GroupCoordinator
-    /// The client listeners, bound.
-    public let server: KafkaServer
+    /// The group coordinator; nil on a controller-only process.
+    public let groups: GroupCoordinator?
+    /// The client listeners, bound; nil on a controller-only process.
+    public let server: KafkaServer?
+    /// The controller listeners, bound; nil when `listeners` has none.
+    public let controllerServer: KafkaServer?
+    /// Closed once the controller has stopped; nil with the local store.
+    private let etcdStore: EtcdMetadataStore?
     private let logger: Logger
 
     /// The addresses the client listeners bound, in the order of `listeners` (a port 0 listener shows its port).
-    public var localAddresses: [SocketAddress] { self.server.localAddresses }
+    public var localAddresses: [SocketAddress] { self.server?.localAddresses ?? [] }
+
+    /// The addresses the controller listeners bound, in the order of `listeners`.
+    public var controllerAddresses: [SocketAddress] { self.controllerServer?.localAddresses ?? [] }
+
+    /// How long `start` keeps trying an etcd that does not answer before it gives up: Kafka's ZooKeeper-era broker
+    /// waited `zookeeper.connection.timeout.ms` (18 s by default) for the store it cannot start without, then
+    /// stopped.
+    public static let defaultMetadataStoreConnectTimeout: Duration = .seconds(18)
 
     private init(
         configuration: BrokerConfiguration,
-        storage: BrokerStorage,
+        storage: BrokerStorage?,
         controller: Controller,
-        groups: GroupCoordinator,
-        server: KafkaServer,
+        groups: GroupCoordinator?,
+        server: KafkaServer?,
+        controllerServer: KafkaServer?,
+        etcdStore: EtcdMetadataStore?,
         logger: Logger
     ) {
         self.configuration = configuration
@@ -53,24 +80,90 @@ public final class Broker: Service, Sendable {
         self.controller = controller
         self.groups = groups
         self.server = server
+        self.controllerServer = controllerServer
+        self.etcdStore = etcdStore
         self.logger = logger
     }
 
-    /// Builds the broker of `configuration` and brings it up to the point of serving: connections are accepted
-    /// once `run` is called.
-    /// - Throws: `LogBrokerServerError` for a setting this build cannot run (`metadata.store=etcd`) or a listener
-    ///   it cannot bind; the storage's and the controller's errors for unusable log directories or metadata.
-    public static func start(configuration: BrokerConfiguration, logger: Logger) async throws -> Broker {
-        guard configuration.metadataStore.kind == .local else {
-            throw LogBrokerServerError.notBuiltYet(
-                setting: "metadata.store",
-                value: configuration.metadataStore.kind.rawValue,
-                reason: "the etcd metadata store is not built into the server yet; only metadata.store=local runs "
-                    + "so far (one process with both roles)"
+    /// Builds the node of `configuration` and brings it up to the point of serving: connections are accepted once
+    /// `run` is called. A node whose controller is not the active one returns once the image holds a cluster.
+    /// - Parameter metadataStoreConnectTimeout: how long to keep trying an etcd that does not answer.
+    /// - Throws: `LogBrokerServerError` for an etcd that did not answer within `metadataStoreConnectTimeout`
+    ///   (naming `metadata.etcd.endpoints`) or a listener it cannot bind; the storage's and the controller's errors
+    ///   for unusable log directories or metadata.
+    public static func start(
+        configuration: BrokerConfiguration,
+        metadataStoreConnectTimeout: Duration = Broker.defaultMetadataStoreConnectTimeout,
+        logger: Logger
+    ) async throws -> Broker {
+        let roles = BrokerConfiguration.ProcessRole.allCases.filter(configuration.processRoles.contains)
+        logger.info(
+            "Starting",
+            metadata: [
+                "node.id": "\(configuration.nodeID)",
+                "process.roles": "\(roles.map(\.rawValue).joined(separator: ","))",
+                "metadata.store": "\(configuration.metadataStore.kind.rawValue)",
+            ]
+        )
+        // etcd first: a node whose etcd does not answer stops before it opens (and recovers) any log.
+        var etcdStore: EtcdMetadataStore?
+        if configuration.metadataStore.kind == .etcd {
+            etcdStore = try await Self.openEtcdStore(
+                configuration: configuration,
+                connectTimeout: metadataStoreConnectTimeout,
+                logger: logger
             )
         }
-        // The logs first (recovered if the last stop was unclean), then the in-process controller and its local
-        // metadata store, registered once the listeners are bound; its elections open the partitions' logs.
+        do {
+            return try await Self.assemble(configuration, etcdStore: etcdStore, logger: logger)
+        } catch {
+            await etcdStore?.shutdown()
+            throw error
+        }
+    }
+
+    /// Serves until graceful shutdown (from the enclosing `ServiceGroup`), then stops the client listeners, the
+    /// controller listeners, the controller (it resigns) and the etcd store, then the logs.
+    public func run() async throws {
+        // Services stop in reverse order: the server finishes in-flight requests before the logs close, and the
+        // controller resigns once no request can reach it any more.
+        var services: [any Service] = []
+        if let storage = self.storage { services.append(storage) }
+        services.append(ControlPlane(controller: self.controller, etcdStore: self.etcdStore))
+        if let controllerServer = self.controllerServer { services.append(controllerServer) }
+        if let server = self.server { services.append(server) }
+        let group = ServiceGroup(services: services, logger: self.logger)
+        try await group.run()
+    }
+
+    /// Waits for graceful shutdown (or cancellation), then stops the controller (an active controller revokes its
+    /// lease, so a standby takes over at once) and closes the etcd store.
+    private struct ControlPlane: Service {
+        let controller: Controller
+        let etcdStore: EtcdMetadataStore?
+
+        func run() async throws {
+            try? await gracefulShutdown()
+            await self.controller.stop()
+            await self.etcdStore?.shutdown()
+        }
+    }
+
+    // MARK: Assembly
+
+    /// What the broker role adds to a node.
+    private struct BrokerPart {
+        let storage: BrokerStorage
+        let offsetsTopic: ConsumerOffsetsTopic
+        let groups: GroupCoordinator
+        let server: KafkaServer
+    }
+
+    private static func assemble(
+        _ configuration: BrokerConfiguration,
+        etcdStore: EtcdMetadataStore?,
+        logger: Logger
+    ) async throws -> Broker {
         // Connections and open segments share `ulimit -n`: split it once, so connections can never take the
         // descriptors a segment roll needs.
         let descriptors = FileHandleBudget.split(
@@ -79,8 +172,78 @@ public final class Broker: Service, Sendable {
                 ? nil : configuration.connections.maxConnections
         )
         logger.info("\(descriptors)")
-        let storage = try BrokerStorage(configuration: configuration, fileHandleLimit: descriptors.logs, logger: logger)
-        let controller = try Self.makeController(configuration: configuration, logger: logger)
+        // The logs first (recovered if the last stop was unclean), then the controller over its store; its
+        // elections open the partitions' logs.
+        var storage: BrokerStorage?
+        if configuration.processRoles.contains(.broker) {
+            storage = try BrokerStorage(configuration: configuration, fileHandleLimit: descriptors.logs, logger: logger)
+        }
+        let store: any MetadataStore =
+            try etcdStore ?? Self.openLocalStore(configuration: configuration, logger: logger)
+        let controller = Controller(
+            store: store,
+            nodeID: configuration.nodeID,
+            logger: logger,
+            isController: configuration.processRoles.contains(.controller),
+            brokerSessionTimeout: .milliseconds(configuration.brokerSessionTimeoutMs)
+        )
+        var brokerPart: BrokerPart?
+        if let storage {
+            brokerPart = try await Self.assembleBrokerPart(
+                configuration,
+                storage: storage,
+                controller: controller,
+                connectionLimit: descriptors.connections,
+                logger: logger
+            )
+        }
+        var controllerServer: KafkaServer?
+        if !configuration.controllerListeners.isEmpty {
+            controllerServer = try await KafkaServer.bind(
+                configuration: configuration,
+                listeners: configuration.controllerListeners,
+                handlers: ControllerListener.handlers(controller: controller, configuration: configuration),
+                logger: logger
+            )
+        }
+        do {
+            try await Self.startController(
+                controller,
+                configuration: configuration,
+                server: brokerPart?.server,
+                controllerServer: controllerServer
+            )
+            if let brokerPart {
+                try await brokerPart.storage.removeStrayLogs(notIn: controller)
+                await brokerPart.groups.load(try await brokerPart.offsetsTopic.readAll())
+                try await brokerPart.groups.follow(controller)
+            }
+        } catch {
+            // Its tasks use the store, which the caller closes next.
+            await controller.stop()
+            throw error
+        }
+        return Broker(
+            configuration: configuration,
+            storage: brokerPart?.storage,
+            controller: controller,
+            groups: brokerPart?.groups,
+            server: brokerPart?.server,
+            controllerServer: controllerServer,
+            etcdStore: etcdStore,
+            logger: logger
+        )
+    }
+
+    /// The logs following the controller's image, the handlers, the group coordinator and the client listeners,
+    /// bound.
+    private static func assembleBrokerPart(
+        _ configuration: BrokerConfiguration,
+        storage: BrokerStorage,
+        controller: Controller,
+        connectionLimit: Int,
+        logger: Logger
+    ) async throws -> BrokerPart {
         await storage.follow(controller)
         var handlers = HandlerTable()
         handlers.register(MetadataHandler(controller: controller, configuration: configuration))
@@ -117,38 +280,15 @@ public final class Broker: Service, Sendable {
         storage.register(in: &handlers)
         let server = try await KafkaServer.bind(
             configuration: configuration,
+            listeners: configuration.listeners,
             handlers: handlers,
-            connectionLimit: descriptors.connections,
+            connectionLimit: connectionLimit,
             logger: logger
         )
-        for listener in configuration.controllerListeners {
-            // Honest rather than half-served: nothing would answer the KRaft RPCs there yet, and Kafka clients
-            // are never served on a controller listener.
-            logger.info(
-                "Controller listener not bound: the controller runs in this process and takes no connections yet",
-                metadata: ["listener": "\(listener)"]
-            )
-        }
-        try await Self.startController(controller, configuration: configuration, server: server)
-        try await storage.removeStrayLogs(notIn: controller)
-        await groups.load(try await offsetsTopic.readAll())
-        try await groups.follow(controller)
-        return Broker(
-            configuration: configuration,
-            storage: storage,
-            controller: controller,
-            groups: groups,
-            server: server,
-            logger: logger
-        )
+        return BrokerPart(storage: storage, offsetsTopic: offsetsTopic, groups: groups, server: server)
     }
 
-    /// Serves until graceful shutdown (from the enclosing `ServiceGroup`), then stops the server, then the logs.
-    public func run() async throws {
-        // Services stop in reverse order: the server finishes in-flight requests before the logs close.
-        let group = ServiceGroup(services: [self.storage, self.server], logger: self.logger)
-        try await group.run()
-    }
+    // MARK: The metadata store
 
     /// The local metadata store's file: in the first log directory, as a plain file (not a `<topic>-<partition>`
     /// directory, which the log manager would load as a partition).
@@ -156,30 +296,133 @@ public final class Broker: Service, Sendable {
         (configuration.logDirs.first ?? "/tmp/kafka-logs") + "/cluster-metadata.lbmeta"
     }
 
-    /// The in-process controller over the local store of `configuration` (the first log directory is created if
-    /// missing). `startController` starts it once the listeners are bound.
-    static func makeController(configuration: BrokerConfiguration, logger: Logger) throws -> Controller {
+    /// The local store in the first log directory (created if missing).
+    static func openLocalStore(configuration: BrokerConfiguration, logger: Logger) throws -> LocalMetadataStore {
         let directory = configuration.logDirs.first ?? "/tmp/kafka-logs"
         var prefix = directory.hasPrefix("/") ? "" : "."
         for component in directory.split(separator: "/") {
             prefix += "/" + component
             _ = mkdir(prefix, 0o755)  // an existing directory is fine; the store's open reports real failures
         }
-        let store = try LocalMetadataStore(path: Self.metadataStorePath(configuration: configuration), logger: logger)
-        return Controller(store: store, nodeID: configuration.nodeID, logger: logger)
+        return try LocalMetadataStore(path: Self.metadataStorePath(configuration: configuration), logger: logger)
     }
 
-    /// Registers this broker with the endpoints of the bound `server` and re-elects its partitions (leader epochs
-    /// grow on every start).
+    /// The etcd store of `metadata.etcd.endpoints` and `metadata.etcd.prefix`, once etcd answered, within
+    /// `connectTimeout`.
+    static func openEtcdStore(
+        configuration: BrokerConfiguration,
+        connectTimeout: Duration,
+        logger: Logger
+    ) async throws -> EtcdMetadataStore {
+        let settings = configuration.metadataStore
+        let endpoints = settings.etcdEndpoints.map(\.description)
+        let store = try EtcdMetadataStore(
+            configuration: EtcdMetadataStore.Configuration(endpoints: endpoints, prefix: settings.etcdPrefix),
+            logger: logger
+        )
+        do {
+            try await Self.waitUntilReachable(store, endpoints: endpoints, timeout: connectTimeout, logger: logger)
+        } catch {
+            await store.shutdown()
+            throw error
+        }
+        logger.info(
+            "Metadata store reached",
+            metadata: [
+                "metadata.etcd.endpoints": "\(endpoints.joined(separator: ","))",
+                "metadata.etcd.prefix": "\(settings.etcdPrefix)",
+            ]
+        )
+        return store
+    }
+
+    /// Reads the store's revision until etcd answers; an unreachable etcd is tried again (logged once) until
+    /// `timeout` has passed, any other failure ends the start at once.
+    private static func waitUntilReachable(
+        _ store: EtcdMetadataStore,
+        endpoints: [String],
+        timeout: Duration,
+        logger: Logger
+    ) async throws {
+        let deadline = ContinuousClock.now + timeout
+        var delay = Duration.milliseconds(100)
+        var reported = false
+        while true {
+            do {
+                _ = try await store.revision()
+                return
+            } catch let error where error.isUnreachable {
+                guard ContinuousClock.now + delay < deadline else {
+                    throw LogBrokerServerError.metadataStoreUnreachable(
+                        setting: "metadata.etcd.endpoints",
+                        value: endpoints.joined(separator: ","),
+                        reason: "no etcd member answered within \(timeout) (\(error))"
+                    )
+                }
+                if !reported {
+                    reported = true
+                    logger.warning(
+                        "etcd does not answer; trying again",
+                        metadata: [
+                            "metadata.etcd.endpoints": "\(endpoints.joined(separator: ","))",
+                            "error": "\(error)", "for": "\(timeout)",
+                        ]
+                    )
+                }
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            } catch {
+                throw LogBrokerServerError.metadataStoreUnreachable(
+                    setting: "metadata.etcd.endpoints",
+                    value: endpoints.joined(separator: ","),
+                    reason: "\(error)"
+                )
+            }
+        }
+    }
+
+    // MARK: The controller
+
+    /// Starts the controller: over the local store (the standalone process) it registers this broker in-process
+    /// with the endpoints of the bound `server` and re-elects its partitions (leader epochs grow on every start);
+    /// over etcd it registers nothing in-process, as a broker registers with the active controller over its
+    /// listener, wherever that runs. The election key names the first controller listener's bound endpoint, if any.
     static func startController(
         _ controller: Controller,
         configuration: BrokerConfiguration,
-        server: KafkaServer
+        server: KafkaServer?,
+        controllerServer: KafkaServer?
     ) async throws {
-        let bound = zip(configuration.listeners, server.localAddresses).map { listener, address in
-            (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
+        let controllerEndpoint = controllerServer.flatMap {
+            Self.controllerEndpoint(configuration: configuration, bound: $0.localAddresses)
         }
-        let endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
-        try await controller.start(registration: BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints))
+        var registration: BrokerRegistration?
+        if configuration.metadataStore.kind == .local, let server {
+            let bound = zip(configuration.listeners, server.localAddresses).map { listener, address in
+                (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
+            }
+            let endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
+            registration = BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints)
+        }
+        try await controller.start(registration: registration, controllerEndpoint: controllerEndpoint)
+    }
+
+    /// The endpoint brokers reach this controller on: the listener named first in `controller.listener.names`, at
+    /// its configured host (this host's name when the listener has none) and its bound port.
+    static func controllerEndpoint(configuration: BrokerConfiguration, bound: [SocketAddress]) -> BrokerEndpoint? {
+        guard let name = configuration.controllerListenerNames.first,
+            let index = configuration.controllerListeners.firstIndex(where: { $0.name == name }),
+            index < bound.count
+        else { return nil }
+        let listener = configuration.controllerListeners[index]
+        let port = bound[index].port ?? listener.port
+        let host = listener.host.isEmpty || listener.host == "0.0.0.0" ? Self.hostName() : listener.host
+        return BrokerEndpoint(listener: listener.name, host: host, port: Int32(port))
+    }
+
+    private static func hostName() -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
