@@ -38,7 +38,7 @@ public actor BrokerLifecycle {
     public nonisolated let incarnationID: KafkaUUID
     private let nodeID: Int32
     private let rack: String?
-    private let endpoints: [BrokerEndpoint]
+    private var endpoints: [BrokerEndpoint] = []
     private let securityProtocols: [String: String]
     private let heartbeatInterval: Duration
     private let sessionTimeout: Duration
@@ -65,20 +65,12 @@ public actor BrokerLifecycle {
     /// The next heartbeat's delay while fenced: quick, so a caught-up broker is unfenced soon after it starts.
     static let fencedHeartbeatInterval = Duration.milliseconds(50)
 
-    /// - Parameters:
-    ///   - endpoints: the advertised listeners with the ports actually bound.
-    ///   - follower: this process's image follower: the controller's endpoint, the cluster id and the metadata
-    ///     offset come from it.
-    public init(
-        configuration: BrokerConfiguration,
-        endpoints: [BrokerEndpoint],
-        follower: ImageFollower,
-        logger: Logger
-    ) {
+    /// - Parameter follower: this process's image follower: the controller's endpoint, the cluster id and the
+    ///   metadata offset come from it.
+    public init(configuration: BrokerConfiguration, follower: ImageFollower, logger: Logger) {
         self.incarnationID = Self.randomUUID()
         self.nodeID = configuration.nodeID
         self.rack = configuration.brokerRack
-        self.endpoints = endpoints
         self.securityProtocols = Dictionary(
             configuration.advertisedListeners.map { ($0.name, $0.securityProtocol) },
             uniquingKeysWith: { first, _ in first }
@@ -95,8 +87,10 @@ public actor BrokerLifecycle {
     }
 
     /// Starts registering and heartbeating in a task of its own.
-    public func start() {
+    /// - Parameter endpoints: the advertised listeners, with the ports actually bound.
+    public func start(endpoints: [BrokerEndpoint]) {
         guard self.task == nil else { return }
+        self.endpoints = endpoints
         let started = ContinuousClock.now
         self.task = Task { await self.run(started: started) }
     }

@@ -50,11 +50,12 @@ import Testing
         func lifecycle(nodeID: Int32, following node: Controller, rack: String? = nil) async throws -> BrokerLifecycle {
             let lifecycle = BrokerLifecycle(
                 configuration: try self.configuration(nodeID: nodeID, rack: rack),
-                endpoints: [BrokerEndpoint(listener: "PLAINTEXT", host: "127.0.0.1", port: 9000 + nodeID)],
                 follower: node.follower,
                 logger: self.log.logger()
             )
-            await lifecycle.start()
+            await lifecycle.start(
+                endpoints: [BrokerEndpoint(listener: "PLAINTEXT", host: "127.0.0.1", port: 9000 + nodeID)]
+            )
             return lifecycle
         }
 

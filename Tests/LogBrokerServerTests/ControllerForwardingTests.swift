@@ -72,7 +72,12 @@ import Testing
         handlers.register(CloseWatchingHandler(closes: closes))
         let configuration = try testConfiguration()
         let log = CapturedLog()
-        let server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: log.logger())
+        let server = try await KafkaServer.bind(
+            configuration: configuration,
+            listeners: configuration.listeners,
+            handlers: handlers,
+            logger: log.logger()
+        )
         let port = try #require(server.localAddresses.first?.port)
         let group = ServiceGroup(services: [server], logger: log.logger())
         try await withThrowingTaskGroup(of: Void.self) { tasks in
