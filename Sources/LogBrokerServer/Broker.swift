@@ -381,7 +381,9 @@ public final class Broker: Service, Sendable {
     ) async throws -> BrokerPart {
         await storage.follow(controller)
         var handlers = HandlerTable()
-        handlers.register(MetadataHandler(controller: controller, configuration: configuration))
+        handlers.register(
+            MetadataHandler(controller: controller, configuration: configuration, forwarding: cluster?.forwarding)
+        )
         // The admin writes go to the active controller when it runs in another process (Kafka forwards them).
         let forwarding = cluster?.forwarding
         handlers.register(
@@ -419,6 +421,7 @@ public final class Broker: Service, Sendable {
             controller: controller,
             replicas: storage.replicas,
             configuration: configuration,
+            forwarding: cluster?.forwarding,
             logger: logger
         )
         let groups = GroupCoordinator(configuration: configuration.groupCoordinator, store: offsetsTopic)

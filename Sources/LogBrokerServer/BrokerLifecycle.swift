@@ -120,8 +120,15 @@ public actor BrokerLifecycle {
         self.wantShutDown = true
         if self.status.brokerEpoch != nil && self.failure == nil {
             let deadline = ContinuousClock.now + timeout
+            var controllerKnown = true
             while !self.status.shutDownAllowed && ContinuousClock.now < deadline {
-                await self.heartbeat(deadline: deadline)
+                // No controller to ask (the whole cluster is stopping): a heartbeat interval for a standby to take
+                // over, not the whole bound.
+                controllerKnown = await self.follower.waitUntil(timeout: min(self.heartbeatInterval, deadline - .now)) {
+                    $0.controller?.endpoint != nil
+                }
+                guard controllerKnown else { break }
+                await self.heartbeat(deadline: min(deadline, .now + self.heartbeatInterval))
                 if !self.status.shutDownAllowed {
                     try? await Task.sleep(for: min(.milliseconds(100), max(deadline - .now, .zero)))
                 }
@@ -129,6 +136,11 @@ public actor BrokerLifecycle {
             if self.status.shutDownAllowed {
                 self.logger.info(
                     "The controller agreed to a controlled shutdown",
+                    metadata: ["node.id": "\(self.nodeID)"]
+                )
+            } else if !controllerKnown {
+                self.logger.info(
+                    "No active controller to ask for a controlled shutdown; stopping",
                     metadata: ["node.id": "\(self.nodeID)"]
                 )
             } else {

@@ -29,6 +29,8 @@ public final class ConsumerOffsetsTopic: GroupStore {
     static let retryIntervalMs: Int64 = 1_000
 
     let controller: Controller
+    /// Creates the topic: on the active controller, wherever it runs.
+    private let topicCreator: TopicCreator
     let replicas: ReplicaManager
     let nodeID: Int32
     let partitionCount: Int32
@@ -49,7 +51,30 @@ public final class ConsumerOffsetsTopic: GroupStore {
         var lateLoader: (@Sendable ([StoredRecord]) async -> Void)?
     }
 
-    public init(controller: Controller, replicas: ReplicaManager, configuration: BrokerConfiguration, logger: Logger) {
+    public convenience init(
+        controller: Controller,
+        replicas: ReplicaManager,
+        configuration: BrokerConfiguration,
+        logger: Logger
+    ) {
+        self.init(
+            controller: controller,
+            replicas: replicas,
+            configuration: configuration,
+            forwarding: nil,
+            logger: logger
+        )
+    }
+
+    /// A broker of a cluster: the topic is created by the active controller, wherever it runs.
+    init(
+        controller: Controller,
+        replicas: ReplicaManager,
+        configuration: BrokerConfiguration,
+        forwarding: ControllerForwarding?,
+        logger: Logger
+    ) {
+        self.topicCreator = TopicCreator(controller: controller, forwarding: forwarding)
         self.controller = controller
         self.logger = logger
         self.replicas = replicas
@@ -166,7 +191,7 @@ public final class ConsumerOffsetsTopic: GroupStore {
         if (try? await self.controller.image().topics[Self.name]) == nil {
             let live = Int16(clamping: await self.controller.liveBrokers.count)
             do {
-                try await self.controller.createTopic(
+                _ = try await self.topicCreator.createTopic(
                     Self.name,
                     partitions: self.partitionCount,
                     replicationFactor: max(1, min(self.replicationFactor, live)),
@@ -235,9 +260,13 @@ public final class ConsumerOffsetsTopic: GroupStore {
             currentStateTimestamp: group.stateTimestamp,
             members: group.members.map {
                 .init(
-                    memberID: $0.memberID, groupInstanceID: $0.instanceID, clientID: $0.clientID,
-                    clientHost: $0.clientHost, rebalanceTimeout: $0.rebalanceTimeoutMs,
-                    sessionTimeout: $0.sessionTimeoutMs, subscription: ByteBuffer(bytes: $0.subscription),
+                    memberID: $0.memberID,
+                    groupInstanceID: $0.instanceID,
+                    clientID: $0.clientID,
+                    clientHost: $0.clientHost,
+                    rebalanceTimeout: $0.rebalanceTimeoutMs,
+                    sessionTimeout: $0.sessionTimeoutMs,
+                    subscription: ByteBuffer(bytes: $0.subscription),
                     assignment: ByteBuffer(bytes: $0.assignment)
                 )
             }
@@ -327,34 +356,47 @@ public final class ConsumerOffsetsTopic: GroupStore {
         case 0, 1:
             let commitKey = try OffsetCommitKey(from: &key, version: keyVersion)
             let partition = GroupTopicPartition(commitKey.topic, commitKey.partition)
-            guard var value, let valueVersion else { return .offset(groupID: commitKey.group, partition: partition, offset: nil) }
+            guard var value, let valueVersion else {
+                return .offset(groupID: commitKey.group, partition: partition, offset: nil)
+            }
             let commit = try OffsetCommitValue(from: &value, version: valueVersion)
-            return .offset(groupID: commitKey.group, partition: partition, offset: CommittedOffset(
-                offset: commit.offset,
-                leaderEpoch: commit.leaderEpoch,
-                metadata: commit.metadata,
-                commitTimestamp: commit.commitTimestamp,
-                expireTimestamp: valueVersion == 1 && commit.expireTimestamp >= 0 ? commit.expireTimestamp : nil
-            ))
+            return .offset(
+                groupID: commitKey.group,
+                partition: partition,
+                offset: CommittedOffset(
+                    offset: commit.offset,
+                    leaderEpoch: commit.leaderEpoch,
+                    metadata: commit.metadata,
+                    commitTimestamp: commit.commitTimestamp,
+                    expireTimestamp: valueVersion == 1 && commit.expireTimestamp >= 0 ? commit.expireTimestamp : nil
+                )
+            )
         case 2:
             let groupID = try GroupMetadataKey(from: &key, version: keyVersion).group
             guard var value, let valueVersion else { return .group(groupID: groupID, nil) }
             let group = try GroupMetadataValue(from: &value, version: valueVersion)
-            return .group(groupID: groupID, StoredGroup(
-                protocolType: group.protocolType,
-                generation: group.generation,
-                protocolName: group.protocol,
-                leader: group.leader,
-                stateTimestamp: group.currentStateTimestamp,
-                members: group.members.map {
-                    StoredMember(
-                        memberID: $0.memberID, instanceID: $0.groupInstanceID, clientID: $0.clientID,
-                        clientHost: $0.clientHost, rebalanceTimeoutMs: $0.rebalanceTimeout,
-                        sessionTimeoutMs: $0.sessionTimeout, subscription: Array($0.subscription.readableBytesView),
-                        assignment: Array($0.assignment.readableBytesView)
-                    )
-                }
-            ))
+            return .group(
+                groupID: groupID,
+                StoredGroup(
+                    protocolType: group.protocolType,
+                    generation: group.generation,
+                    protocolName: group.protocol,
+                    leader: group.leader,
+                    stateTimestamp: group.currentStateTimestamp,
+                    members: group.members.map {
+                        StoredMember(
+                            memberID: $0.memberID,
+                            instanceID: $0.groupInstanceID,
+                            clientID: $0.clientID,
+                            clientHost: $0.clientHost,
+                            rebalanceTimeoutMs: $0.rebalanceTimeout,
+                            sessionTimeoutMs: $0.sessionTimeout,
+                            subscription: Array($0.subscription.readableBytesView),
+                            assignment: Array($0.assignment.readableBytesView)
+                        )
+                    }
+                )
+            )
         default:
             return nil
         }

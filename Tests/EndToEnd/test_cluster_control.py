@@ -20,8 +20,9 @@ from etcd_server import EtcdServer
 
 ACTIVE = "This process is the active controller"
 STEPPED_DOWN = "This process is no longer the active controller"
-CONTROLLER_APIS = {18, 19, 20, 37, 33, 44, 43}  # ApiVersions, CreateTopics, DeleteTopics, CreatePartitions,
-# AlterConfigs, IncrementalAlterConfigs, ElectLeaders
+CONTROLLER_APIS = {18, 19, 20, 37, 33, 44, 43, 62, 63, 67}  # ApiVersions, CreateTopics, DeleteTopics,
+# CreatePartitions, AlterConfigs, IncrementalAlterConfigs, ElectLeaders, BrokerRegistration, BrokerHeartbeat,
+# AllocateProducerIds
 
 
 def expected_create_topics_answer(store):

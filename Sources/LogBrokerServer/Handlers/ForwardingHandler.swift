@@ -244,3 +244,68 @@ extension ElectLeadersRequest: ControllerBoundRequest {
         [response.errorCode] + response.replicaElectionResults.flatMap { $0.partitionResult.map(\.errorCode) }
     }
 }
+
+/// Creates the topics a broker needs on its own (auto-created topics, `__consumer_offsets`), as Kafka's
+/// `AutoTopicCreationManager` does: on this process's controller while it is the active one, else by CreateTopics
+/// to the active controller over the forwarding channel. Either way the topic is returned once this node's image
+/// has it. A plain value sharing actors; thread-safe.
+struct TopicCreator: Sendable {
+    let controller: Controller
+    /// nil: the controller is always this process's (the standalone broker).
+    let forwarding: ControllerForwarding?
+
+    /// Creates `name`; see `Controller.createTopic`.
+    /// - Throws: what the active controller answered, as the `ClusterControlError` with its code
+    ///   (`topicAlreadyExists` for a topic created meanwhile); `notController` when no controller answered.
+    func createTopic(
+        _ name: String,
+        partitions: Int32,
+        replicationFactor: Int16,
+        configs: [String: String] = [:]
+    ) async throws(ClusterControlError) -> TopicImage {
+        guard let forwarding = self.forwarding, !(await forwarding.isLocal()) else {
+            return try await self.controller.createTopic(
+                name,
+                partitions: partitions,
+                replicationFactor: replicationFactor,
+                configs: configs
+            )
+        }
+        let request = CreateTopicsRequest(
+            topics: [
+                .init(
+                    name: name,
+                    numPartitions: partitions,
+                    replicationFactor: replicationFactor,
+                    configs: configs.map { .init(name: $0.key, value: $0.value) }
+                )
+            ],
+            timeoutMs: 30_000
+        )
+        let answer: CreateTopicsResponse.CreatableTopicResult?
+        do {
+            answer = try await forwarding.channel.send(request, version: 7, deadline: .now + .seconds(30)).topics.first
+        } catch {
+            throw .notController(activeNodeID: nil)
+        }
+        guard let answer else { throw .notController(activeNodeID: nil) }
+        let reason = answer.errorMessage ?? "refused by the active controller"
+        switch ErrorCode(answer.errorCode) {
+        case .none: break
+        case .topicAlreadyExists: throw .topicAlreadyExists(name)
+        case .invalidTopicException: throw .invalidTopic(name, reason: reason)
+        case .invalidPartitions: throw .invalidPartitions(partitions, reason: reason)
+        case .invalidReplicationFactor:
+            throw .invalidReplicationFactor(replicationFactor, liveBrokers: Int(replicationFactor) - 1)
+        case .invalidConfig: throw .invalidConfig(reason)
+        case .notController: throw .notController(activeNodeID: nil)
+        default: throw .invalidRequest(reason)
+        }
+        // The controller answers once it has committed; this node's follower applies the topic soon after.
+        let applied = await self.controller.follower.waitUntil(timeout: .seconds(30)) { $0.image.topics[name] != nil }
+        guard applied, let topic = await self.controller.follower.followed.image.topics[name] else {
+            throw .notController(activeNodeID: nil)
+        }
+        return topic
+    }
+}

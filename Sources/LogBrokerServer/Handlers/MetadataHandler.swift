@@ -28,8 +28,16 @@ public struct MetadataHandler: KafkaHandler {
     let autoCreateTopics: Bool
     let numPartitions: Int32
     let defaultReplicationFactor: Int16
+    /// Where auto-created topics are created: the active controller, wherever it runs.
+    let topicCreator: TopicCreator
 
     public init(controller: Controller, configuration: BrokerConfiguration) {
+        self.init(controller: controller, configuration: configuration, forwarding: nil)
+    }
+
+    /// A broker of a cluster: auto-created topics go to the active controller (Kafka's `AutoTopicCreationManager`).
+    init(controller: Controller, configuration: BrokerConfiguration, forwarding: ControllerForwarding?) {
+        self.topicCreator = TopicCreator(controller: controller, forwarding: forwarding)
         self.controller = controller
         self.nodeID = configuration.nodeID
         self.autoCreateTopics = configuration.autoCreateTopicsEnable
@@ -87,7 +95,7 @@ public struct MetadataHandler: KafkaHandler {
                     continue
                 }
                 do {
-                    let topic = try await self.controller.createTopic(
+                    let topic = try await self.topicCreator.createTopic(
                         name,
                         partitions: self.numPartitions,
                         replicationFactor: self.defaultReplicationFactor

@@ -1,0 +1,190 @@
+"""Brokers of a cluster register and heartbeat with the active controller over its listener (KRaft's
+BrokerRegistration and BrokerHeartbeat), and forward the admin writes to it: real logbroker-server processes over a
+real etcd (cluster.py), checked in the image in etcd (each broker's registration: incarnation, fenced, epoch) and
+with real clients (confluent-kafka's AdminClient and idempotent producer, kafka-python's admin client).
+
+Figures measured here are printed (pytest -s shows them): how long after a SIGKILL the controller fences the broker
+(its heartbeat connection closed), and after a SIGSTOP (the session timeout)."""
+import struct
+import time
+import uuid
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cluster import Node, cluster, wait_until  # noqa: F401
+
+# A short session, so a paused broker is fenced within the test's patience.
+SESSION_MS = 3000
+HEARTBEAT_MS = 500
+LIFECYCLE = f"broker.session.timeout.ms={SESSION_MS}\nbroker.heartbeat.interval.ms={HEARTBEAT_MS}\n"
+
+
+def decode_broker(value, mod_revision):
+    """A `brokers/<id>` value: dict(node, endpoints, rack, incarnation, fenced, epoch)."""
+    version, node, count = struct.unpack_from(">BiI", value)
+    position = 9
+
+    def string():
+        nonlocal position
+        (length,) = struct.unpack_from(">I", value, position)
+        text = value[position + 4:position + 4 + length].decode()
+        position += 4 + length
+        return text
+
+    endpoints = []
+    for _ in range(count):
+        listener, host = string(), string()
+        (port,) = struct.unpack_from(">i", value, position)
+        position += 4
+        endpoints.append((listener, host, port))
+    (has_rack,) = struct.unpack_from(">B", value, position)
+    position += 1
+    rack = string() if has_rack else None
+    broker = {"node": node, "endpoints": endpoints, "rack": rack, "incarnation": None, "fenced": False,
+              "epoch": mod_revision}
+    if version >= 2:
+        most, least, fenced, epoch = struct.unpack_from(">QQBq", value, position)
+        broker.update(incarnation=(most, least), fenced=bool(fenced), epoch=epoch or mod_revision)
+    return broker
+
+
+def brokers(store):
+    """Every registration in the image, by node id."""
+    found = {}
+    for key, entry in store.entries().items():
+        if key.startswith("brokers/"):
+            broker = decode_broker(entry["value"], entry["mod_revision"])
+            found[broker["node"]] = broker
+    return found
+
+
+def unfenced(store, node_ids):
+    """The registrations of `node_ids` once all are in the image and unfenced, else None."""
+    found = brokers(store)
+    if all(node in found and not found[node]["fenced"] for node in node_ids):
+        return found
+    return None
+
+
+def fenced_within(store, node_id, timeout):
+    """Seconds until the image shows `node_id` fenced, polled every 5 ms; fails the test after `timeout`."""
+    started = time.monotonic()
+    wait_until(lambda: brokers(store).get(node_id, {}).get("fenced"), timeout,
+               f"broker {node_id} was not fenced within {timeout} s")
+    return time.monotonic() - started
+
+
+def test_three_broker_controller_nodes_register_and_are_unfenced(cluster):  # noqa: F811
+    nodes = cluster(["broker,controller"] * 3, properties="broker.rack=r1\n")
+    # Each node's start waited until the controller unfenced it: "LogBroker started" comes after.
+    found = unfenced(nodes.store, [1, 2, 3])
+    assert found, brokers(nodes.store)
+    for node in nodes.nodes:
+        log = node.log()
+        assert log.index("Unfenced by the active controller") < log.index("LogBroker started"), log
+        broker = found[node.node_id]
+        assert broker["endpoints"] == [("PLAINTEXT", "127.0.0.1", node.client_port)]
+        assert broker["rack"] == "r1"
+    assert len({broker["incarnation"] for broker in found.values()}) == 3
+    assert len({broker["epoch"] for broker in found.values()}) == 3
+    assert set(nodes.stop().values()) == {0}
+
+
+def test_sigkill_fences_at_once_sigstop_after_the_session_timeout_and_restarts_register_anew(cluster):  # noqa: F811
+    nodes = cluster(["controller", "broker", "broker"], properties=LIFECYCLE)
+    before = wait_until(lambda: unfenced(nodes.store, [2, 3]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+
+    # A crash: the process's sockets close, and with them its heartbeat connection.
+    nodes.node(2).kill()
+    killed = fenced_within(nodes.store, 2, SESSION_MS / 1000)
+    print(f"\nSIGKILL: broker fenced {killed * 1000:.0f} ms after the kill (session timeout {SESSION_MS} ms)")
+    assert killed < SESSION_MS / 1000 / 2, killed
+
+    # A pause: the connection stays open and silent, so only the session timeout fences it.
+    nodes.node(3).pause()
+    paused = fenced_within(nodes.store, 3, 5 * SESSION_MS / 1000)
+    print(f"SIGSTOP: broker fenced {paused * 1000:.0f} ms after the pause (session timeout {SESSION_MS} ms)")
+    assert paused >= (SESSION_MS - HEARTBEAT_MS) / 1000, paused
+    # Resumed, it heartbeats again, catches up and is unfenced, with the same registration.
+    nodes.node(3).resume()
+    resumed = wait_until(lambda: unfenced(nodes.store, [3]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    assert resumed[3]["incarnation"] == before[3]["incarnation"]
+
+    # A restart is a new incarnation with a new epoch, unfenced once it has caught up.
+    nodes.node(2).start()
+    after = wait_until(lambda: unfenced(nodes.store, [2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    assert after[2]["incarnation"] != before[2]["incarnation"]
+    assert after[2]["epoch"] > before[2]["epoch"]
+    assert set(nodes.stop().values()) == {0}
+
+
+def test_a_second_process_with_a_live_node_id_stops_with_one_line_naming_node_id(cluster, tmp_path):  # noqa: F811
+    nodes = cluster(["broker,controller", "broker"], properties=LIFECYCLE)
+    wait_until(lambda: unfenced(nodes.store, [1, 2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    intruder = Node(tmp_path / "intruder", 2, "broker", nodes.etcd.endpoint, properties=LIFECYCLE)
+    intruder.launch()
+    started = time.monotonic()
+    status = intruder.process.wait(timeout=60)
+    waited = time.monotonic() - started
+    intruder.process = None
+    assert status == 1, intruder.log()
+    errors = [line for line in intruder.log().splitlines() if line.startswith("logbroker-server:")]
+    assert len(errors) == 1 and "node.id" in errors[0] and "DUPLICATE_BROKER_REGISTRATION" in errors[0], errors
+    # It waited out a session first (a restarted broker's previous incarnation may still hold one).
+    assert waited >= SESSION_MS / 1000, waited
+    # The live broker 2 was not disturbed.
+    assert unfenced(nodes.store, [2]), brokers(nodes.store)
+    assert set(nodes.stop().values()) == {0}
+
+
+def test_create_topics_on_a_broker_without_the_controller_is_forwarded(cluster):  # noqa: F811
+    nodes = cluster(["controller", "broker", "broker"])
+    wait_until(lambda: unfenced(nodes.store, [2, 3]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    admin = AdminClient({"bootstrap.servers": nodes.node(2).bootstrap})
+    name = f"forwarded-{uuid.uuid4().hex[:8]}"
+    futures = admin.create_topics([NewTopic(name, num_partitions=4, replication_factor=2)], request_timeout=30)
+    futures[name].result(timeout=60)
+    # The active controller (node 1) created it: it is in the image, on the two brokers.
+    topic = nodes.store.entry(f"topics/{name}")
+    assert topic is not None
+    # The controller's refusals come back as it answered them.
+    again = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)], request_timeout=30)
+    try:
+        again[name].result(timeout=60)
+        raise AssertionError("a second creation succeeded")
+    except KafkaException as error:
+        assert error.args[0].name() == "TOPIC_ALREADY_EXISTS", error
+    too_many = admin.create_topics([NewTopic(name + "-rf", num_partitions=1, replication_factor=3)],
+                                   request_timeout=30)
+    try:
+        too_many[name + "-rf"].result(timeout=60)
+        raise AssertionError("replication factor 3 on two brokers succeeded")
+    except KafkaException as error:
+        assert error.args[0].name() == "INVALID_REPLICATION_FACTOR", error
+    assert nodes.store.entry(f"topics/{name}-rf") is None
+    # Every broker lists it.
+    for node in nodes.brokers():
+        listed = AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=30)
+        assert name in listed.topics and len(listed.topics[name].partitions) == 4
+    assert set(nodes.stop().values()) == {0}
+
+
+def test_an_idempotent_producer_on_a_broker_without_the_controller_gets_a_producer_id(cluster):  # noqa: F811
+    nodes = cluster(["controller", "broker"])
+    wait_until(lambda: unfenced(nodes.store, [2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    before = nodes.store.entry("producer-ids")
+    producer = Producer({"bootstrap.servers": nodes.node(2).bootstrap, "enable.idempotence": True})
+    delivered = []
+    name = f"idempotent-{uuid.uuid4().hex[:8]}"
+    for index in range(10):
+        producer.produce(name, value=f"record-{index}".encode(),
+                         on_delivery=lambda error, message: delivered.append((error, message)))
+    assert producer.flush(60) == 0
+    assert [error for error, _ in delivered] == [None] * 10, delivered
+    assert [message.offset() for _, message in delivered] == list(range(10))
+    # The block came from the active controller, recorded in the image.
+    after = nodes.store.entry("producer-ids")
+    assert after is not None and (before is None or after["mod_revision"] > before["mod_revision"])
+    assert "Cannot allocate a producer id block" not in nodes.node(2).log()
+    assert set(nodes.stop().values()) == {0}
