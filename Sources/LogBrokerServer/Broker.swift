@@ -180,6 +180,12 @@ public final class Broker: Service, Sendable {
             (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
         }
         let endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
-        try await controller.start(registration: BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints))
+        try await controller.start(
+            registration: BrokerRegistration(
+                nodeID: configuration.nodeID,
+                endpoints: endpoints,
+                rack: configuration.brokerRack
+            )
+        )
     }
 }
