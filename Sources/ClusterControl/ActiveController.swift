@@ -1,4 +1,5 @@
 import KafkaNIO
+import KafkaWire
 import Logging
 import MetadataStore
 import NIOPosix
@@ -47,7 +48,7 @@ public actor ActiveController: ConditionWaiting {
     public nonisolated let follower: ImageFollower
     public nonisolated let nodeID: Int32
     public nonisolated let leaseTTLSeconds: Int64
-    private let logger: Logger
+    let logger: Logger
     private var endpoint: BrokerEndpoint?
     public private(set) var role: Role = .stopped
     private var lease: MetadataLease?
@@ -55,17 +56,24 @@ public actor ActiveController: ConditionWaiting {
     private var keepAliveTask: Task<Void, Never>?
     private var monitorTask: Task<Void, Never>?
     var waiters = ConditionWaiters<Role>()
+    /// The sessions of brokers registered by RPC (`ActiveController+Brokers`), valid for term `sessionsEpoch`.
+    var liveness: BrokerLiveness<ContinuousClock.Instant>
+    var sessionsEpoch: Int64?
+    private var sessionTask: Task<Void, Never>?
     private var writing = false
     private var writeQueue: [CheckedContinuation<Void, Never>] = []
 
     /// - Parameters:
     ///   - follower: this process's image follower, started before this controller.
     ///   - leaseTTLSeconds: the election key's lease TTL.
+    ///   - brokerSessionTimeout: a registered broker without a heartbeat this long is fenced
+    ///     (`broker.session.timeout.ms`).
     public init(
         store: any MetadataStore,
         follower: ImageFollower,
         nodeID: Int32,
         leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds,
+        brokerSessionTimeout: Duration = ActiveController.defaultBrokerSessionTimeout,
         logger: Logger
     ) {
         precondition(leaseTTLSeconds > 0, "a lease lasts at least a second")
@@ -73,8 +81,12 @@ public actor ActiveController: ConditionWaiting {
         self.follower = follower
         self.nodeID = nodeID
         self.leaseTTLSeconds = leaseTTLSeconds
+        self.liveness = BrokerLiveness(sessionTimeout: brokerSessionTimeout)
         self.logger = logger
     }
+
+    /// Kafka's `broker.session.timeout.ms` default.
+    public static let defaultBrokerSessionTimeout = Duration.milliseconds(9000)
 
     /// The epoch while active, else nil.
     public var epoch: Int64? {
@@ -94,9 +106,8 @@ public actor ActiveController: ConditionWaiting {
     /// standby takes over without waiting out the TTL.
     public func stop() async {
         self.campaignTask?.cancel()
-        self.keepAliveTask?.cancel()
-        self.monitorTask?.cancel()
-        (self.campaignTask, self.keepAliveTask, self.monitorTask) = (nil, nil, nil)
+        self.endTermTasks()
+        self.campaignTask = nil
         let lease = self.lease
         self.lease = nil
         self.setRole(.stopped)
@@ -225,6 +236,19 @@ public actor ActiveController: ConditionWaiting {
                 }
             }
         }
+        let sessionCheck = min(Duration.milliseconds(250), self.liveness.sessionTimeout / 4)
+        // Fencing on silence runs on the event loop too: a starved pool must not fence live brokers late or early.
+        self.sessionTask = Task(executorPreference: Self.keepAliveExecutor) { [weak self] in
+            guard await self?.follower.waitUntilApplied(epoch) == true else { return }
+            while !Task.isCancelled {
+                await self?.fenceExpiredSessions(epoch: epoch)
+                do {
+                    try await Task.sleep(for: sessionCheck)
+                } catch {
+                    return
+                }
+            }
+        }
         let follower = self.follower
         self.monitorTask = Task { [weak self] in
             let lost = await follower.waitUntil { $0.revision >= epoch && $0.controller?.epoch != epoch }
@@ -239,9 +263,7 @@ public actor ActiveController: ConditionWaiting {
     /// Ends the term of `epoch` (if it is still the current one) and campaigns again.
     private func stepDown(epoch: Int64, reason: String) {
         guard case .active(let current) = self.role, current == epoch else { return }
-        self.keepAliveTask?.cancel()
-        self.monitorTask?.cancel()
-        (self.keepAliveTask, self.monitorTask) = (nil, nil)
+        self.endTermTasks()
         if let lease = self.lease {
             // Its key, if it is still there, goes at once, so the next election need not wait out the TTL.
             let store = self.store
@@ -262,22 +284,33 @@ public actor ActiveController: ConditionWaiting {
     /// As a process stopped with SIGSTOP: no keep-alives and no watching of the election key; the role stays as
     /// it is until a write finds out. For tests of fencing.
     func pause() {
+        self.endTermTasks()
+        self.campaignTask?.cancel()
+        self.campaignTask = nil
+    }
+
+    /// Cancels what runs for a term: keep-alives, the election key's monitor and the broker session checks.
+    private func endTermTasks() {
         self.keepAliveTask?.cancel()
         self.monitorTask?.cancel()
-        self.campaignTask?.cancel()
-        (self.keepAliveTask, self.monitorTask, self.campaignTask) = (nil, nil, nil)
+        self.sessionTask?.cancel()
+        (self.keepAliveTask, self.monitorTask, self.sessionTask) = (nil, nil, nil)
     }
 
     // MARK: Writing
 
-    /// Records `registration` and re-elects the partitions it replicates (`ControllerDecisions.registeringBroker`).
+    /// Records `registration`, made in-process by this process's own broker (unfenced, no session), and re-elects
+    /// the partitions it replicates (`ControllerDecisions.registeringBroker`).
     /// - Returns: the topics re-elected and the revision written.
     @discardableResult
     public func registerBroker(
         _ registration: BrokerRegistration
     ) async throws(ClusterControlError) -> (topics: Int, revision: Int64) {
+        var recorded = registration
+        (recorded.incarnationID, recorded.fenced, recorded.brokerEpoch) = (.zero, false, 0)
+        let registering = recorded
         let (topics, revision) = try await self.perform { image, live in
-            ControllerDecisions.registeringBroker(image, registration, live: live.union([registration.nodeID]))
+            ControllerDecisions.registeringBroker(image, registering, live: live.union([registering.nodeID]))
         }
         return (topics, revision)
     }
@@ -363,12 +396,14 @@ public actor ActiveController: ConditionWaiting {
         return .committed(revision: revision)
     }
 
-    /// The brokers decisions place replicas on and elect leaders among: every broker registered in the image, until
-    /// registrations and heartbeats (`BrokerLiveness`) reach the controller. On the standalone broker that is itself.
-    public static func liveBrokers(in image: ClusterImage) -> Set<Int32> { Set(image.brokers.keys) }
+    /// The brokers decisions place replicas on and elect leaders among: the unfenced ones. On the standalone broker
+    /// that is itself.
+    public static func liveBrokers(in image: ClusterImage) -> Set<Int32> {
+        Set(image.brokers.values.filter { !$0.fenced }.map(\.nodeID))
+    }
 
     /// The epoch, once the follower has applied the election that started it.
-    private func caughtUpEpoch() async throws(ClusterControlError) -> Int64 {
+    func caughtUpEpoch() async throws(ClusterControlError) -> Int64 {
         guard let epoch = self.epoch else { throw await self.notController() }
         guard await self.follower.waitUntilApplied(epoch), self.epoch == epoch else { throw await self.notController() }
         return epoch

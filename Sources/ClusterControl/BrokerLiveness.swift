@@ -27,6 +27,8 @@ public struct BrokerLiveness<Instant: InstantProtocol>: Sendable where Instant.D
         /// The broker asked for a controlled shutdown.
         public var wantsShutDown: Bool
         public var lastContact: Instant
+        /// The image revision the broker said it had applied in its last heartbeat.
+        public var appliedRevision: Int64
     }
 
     /// The answer to a heartbeat, before the controller acts on it.
@@ -76,8 +78,22 @@ public struct BrokerLiveness<Instant: InstantProtocol>: Sendable where Instant.D
             brokerEpoch: brokerEpoch,
             fenced: true,
             wantsShutDown: false,
-            lastContact: now
+            lastContact: now,
+            appliedRevision: 0
         )
+    }
+
+    /// Takes over a registration recorded by an earlier controller, fenced or not as the image says: its session
+    /// starts at `now`, as Kafka's new controller starts every broker's.
+    public mutating func resumed(
+        nodeID: Int32,
+        incarnationID: KafkaUUID,
+        brokerEpoch: Int64,
+        fenced: Bool,
+        at now: Instant
+    ) {
+        self.registered(nodeID: nodeID, incarnationID: incarnationID, brokerEpoch: brokerEpoch, at: now)
+        self.sessions[nodeID]?.fenced = fenced
     }
 
     /// A heartbeat from `nodeID` at `brokerEpoch` that has applied the image up to `appliedRevision`.
@@ -96,6 +112,7 @@ public struct BrokerLiveness<Instant: InstantProtocol>: Sendable where Instant.D
             throw .staleBrokerEpoch(nodeID, epoch: brokerEpoch, current: session.brokerEpoch)
         }
         session.lastContact = now
+        session.appliedRevision = appliedRevision
         session.wantsShutDown = session.wantsShutDown || wantShutDown
         let caughtUp = appliedRevision >= session.brokerEpoch
         let wasFenced = session.fenced

@@ -13,17 +13,40 @@ public struct BrokerEndpoint: Hashable, Sendable {
     }
 }
 
-/// A registered broker: its node id and endpoints. A plain value; thread-safe.
+/// A registered broker: its node id, endpoints and rack, the process that registered it and whether it is fenced,
+/// as KRaft's `BrokerRegistration`. A plain value; thread-safe.
 public struct BrokerRegistration: Hashable, Sendable {
     public var nodeID: Int32
     public var endpoints: [BrokerEndpoint]
     public var rack: String?
+    /// New at every start of the broker's process; zero for a registration made in-process by the broker's own
+    /// controller (the standalone broker), which has no session to lose.
+    public var incarnationID: KafkaUUID
+    /// A fenced broker leads nothing new and gets no new replicas: it registered and has not caught up yet, or its
+    /// session ended.
+    public var fenced: Bool
+    /// The store revision that recorded this registration (Kafka's broker epoch); 0 in a registration not yet
+    /// committed.
+    public var brokerEpoch: Int64
 
-    public init(nodeID: Int32, endpoints: [BrokerEndpoint], rack: String? = nil) {
+    public init(
+        nodeID: Int32,
+        endpoints: [BrokerEndpoint],
+        rack: String? = nil,
+        incarnationID: KafkaUUID = .zero,
+        fenced: Bool = false,
+        brokerEpoch: Int64 = 0
+    ) {
         self.nodeID = nodeID
         self.endpoints = endpoints
         self.rack = rack
+        self.incarnationID = incarnationID
+        self.fenced = fenced
+        self.brokerEpoch = brokerEpoch
     }
+
+    /// Whether an in-process registration made it (see `incarnationID`).
+    public var isInProcess: Bool { self.incarnationID == .zero }
 }
 
 /// Leader and ISR of one partition, as KRaft's `PartitionRegistration`. Transitions are pure: the controller

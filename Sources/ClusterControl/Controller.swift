@@ -32,12 +32,14 @@ public actor Controller {
     /// - Parameters:
     ///   - isController: whether this process has the controller role (campaigns for the election key).
     ///   - leaseTTLSeconds: the election key's lease TTL.
+    ///   - brokerSessionTimeout: how long the active controller waits for a broker's heartbeat before fencing it.
     public init(
         store: any MetadataStore,
         nodeID: Int32,
         logger: Logger,
         isController: Bool = true,
-        leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds
+        leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds,
+        brokerSessionTimeout: Duration = ActiveController.defaultBrokerSessionTimeout
     ) {
         let follower = ImageFollower(store: store, nodeID: nodeID, logger: logger)
         self.follower = follower
@@ -48,6 +50,7 @@ public actor Controller {
                 follower: follower,
                 nodeID: nodeID,
                 leaseTTLSeconds: leaseTTLSeconds,
+                brokerSessionTimeout: brokerSessionTimeout,
                 logger: logger
             )
             : nil
@@ -81,15 +84,17 @@ public actor Controller {
     }
 
     /// Reads the image, then, when this process's controller wins the election: creates the cluster id on first
-    /// start, registers `registration` and re-elects its partitions (bumping each leader epoch), all persisted and
-    /// heard by the listeners (the whole image, as one batch) before it returns.
+    /// start and, given a `registration`, registers this process's broker in-process (unfenced, with no session:
+    /// the standalone broker) and re-elects its partitions (bumping each leader epoch), all persisted and heard by
+    /// the listeners (the whole image, as one batch) before it returns. In a cluster `registration` is nil: the
+    /// broker registers with the active controller over its listener, wherever that runs.
     /// - Parameter controllerEndpoint: this process's CONTROLLER listener, named in the election key.
     @discardableResult
     public func start(
-        registration: BrokerRegistration,
+        registration: BrokerRegistration?,
         controllerEndpoint: BrokerEndpoint? = nil
     ) async throws(ClusterControlError) -> ClusterImage {
-        precondition(registration.nodeID == self.nodeID, "registering another node")
+        precondition(registration == nil || registration?.nodeID == self.nodeID, "registering another node")
         try await self.follower.start(holdingChanges: true)
         if let active = self.activeController {
             await active.start(endpoint: controllerEndpoint)
@@ -101,11 +106,13 @@ public actor Controller {
             }
             if await active.epoch != nil {
                 try await self.createClusterIfNeeded(on: active)
-                let (topics, revision) = try await active.registerBroker(registration)
-                self.logger.info(
-                    "registered broker and re-elected its partitions",
-                    metadata: ["node.id": "\(self.nodeID)", "topics": "\(topics)", "revision": "\(revision)"]
-                )
+                if let registration {
+                    let (topics, revision) = try await active.registerBroker(registration)
+                    self.logger.info(
+                        "registered broker and re-elected its partitions",
+                        metadata: ["node.id": "\(self.nodeID)", "topics": "\(topics)", "revision": "\(revision)"]
+                    )
+                }
             } else {
                 let leader = await self.follower.followed.controller
                 self.logger.info(

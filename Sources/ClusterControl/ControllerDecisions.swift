@@ -45,6 +45,23 @@ public enum ControllerDecisions {
         return ControllerResult(from: image, to: next, answer: topics.count)
     }
 
+    /// Broker `nodeID`, registered at `brokerEpoch`, fenced or unfenced; nothing when it is already so, or when
+    /// its registration has moved on to another epoch (a new incarnation). Answers whether it wrote.
+    public static func fencingBroker(
+        _ image: ClusterImage,
+        _ nodeID: Int32,
+        brokerEpoch: Int64,
+        fenced: Bool
+    ) -> ControllerResult<Bool> {
+        guard var broker = image.brokers[nodeID], broker.brokerEpoch == brokerEpoch, broker.fenced != fenced else {
+            return ControllerResult(writes: [], answer: false)
+        }
+        broker.fenced = fenced
+        var next = image
+        next.brokers[nodeID] = broker
+        return ControllerResult(from: image, to: next, answer: true)
+    }
+
     /// A new topic (see `ClusterImage.creatingTopic`); with `validateOnly` the checks run and nothing is written.
     public static func creatingTopic(
         _ image: ClusterImage,
@@ -66,10 +83,7 @@ public enum ControllerDecisions {
             configs: configs,
             live: live
         )
-        guard !validateOnly else { return ControllerResult(writes: [], answer: topic) }
-        var next = image
-        next.topics[name] = topic
-        return ControllerResult(from: image, to: next, answer: topic)
+        return Self.recording(topic, in: image, validateOnly: validateOnly)
     }
 
     /// The topic named `name`, or with id `id` when `name` is nil, removed.
@@ -105,9 +119,18 @@ public enum ControllerDecisions {
         live: Set<Int32>
     ) throws(ClusterControlError) -> ControllerResult<TopicImage> {
         let topic = try image.addingPartitions(to: name, count: count, assignment: assignment, live: live)
+        return Self.recording(topic, in: image, validateOnly: validateOnly)
+    }
+
+    /// `topic` put in the image and answered; with `validateOnly` only answered.
+    private static func recording(
+        _ topic: TopicImage,
+        in image: ClusterImage,
+        validateOnly: Bool
+    ) -> ControllerResult<TopicImage> {
         guard !validateOnly else { return ControllerResult(writes: [], answer: topic) }
         var next = image
-        next.topics[name] = topic
+        next.topics[topic.name] = topic
         return ControllerResult(from: image, to: next, answer: topic)
     }
 

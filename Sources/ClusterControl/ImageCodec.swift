@@ -7,9 +7,14 @@ enum ImageCodec {
     static let formatVersion: UInt8 = 1
     static let topicFormatVersion: UInt8 = 2
 
+    /// Brokers are at version 2: version 1 (still read) had no incarnation, fencing or broker epoch.
+    static let brokerFormatVersion: UInt8 = 2
+
+    /// A broker registration. A broker epoch of 0 (a registration being recorded) stands for the revision of the
+    /// write that stores it; fencing and unfencing keep the epoch the registration got.
     static func encode(_ broker: BrokerRegistration) -> [UInt8] {
         var writer = ByteWriter()
-        writer.integer(Self.formatVersion)
+        writer.integer(Self.brokerFormatVersion)
         writer.integer(broker.nodeID)
         writer.integer(UInt32(broker.endpoints.count))
         for endpoint in broker.endpoints {
@@ -19,12 +24,23 @@ enum ImageCodec {
         }
         writer.integer(UInt8(broker.rack == nil ? 0 : 1))
         if let rack = broker.rack { writer.string(rack) }
+        writer.integer(broker.incarnationID.mostSignificantBits)
+        writer.integer(broker.incarnationID.leastSignificantBits)
+        writer.integer(UInt8(broker.fenced ? 1 : 0))
+        writer.integer(broker.brokerEpoch)
         return writer.bytes
     }
 
-    static func decodeBroker(_ bytes: [UInt8], key: String) throws(ClusterControlError) -> BrokerRegistration {
+    /// The registration in a `brokers/<id>` value last written at `modRevision`.
+    static func decodeBroker(
+        _ bytes: [UInt8],
+        key: String,
+        modRevision: Int64
+    ) throws(ClusterControlError) -> BrokerRegistration {
         var reader = ByteReader(bytes: bytes)
-        guard reader.integer(as: UInt8.self) == Self.formatVersion, let nodeID = reader.integer(as: Int32.self),
+        let version = reader.integer(as: UInt8.self)
+        guard version == Self.formatVersion || version == Self.brokerFormatVersion,
+            let nodeID = reader.integer(as: Int32.self),
             let count = reader.integer(as: UInt32.self), count <= bytes.count
         else { throw .corruptImage(key: key, reason: "bad broker header") }
         var endpoints: [BrokerEndpoint] = []
@@ -35,8 +51,17 @@ enum ImageCodec {
         }
         guard let hasRack = reader.integer(as: UInt8.self) else { throw .corruptImage(key: key, reason: "truncated") }
         let rack = hasRack == 1 ? reader.string() : nil
+        var broker = BrokerRegistration(nodeID: nodeID, endpoints: endpoints, rack: rack, brokerEpoch: modRevision)
+        if version == Self.brokerFormatVersion {
+            guard let most = reader.integer(as: UInt64.self), let least = reader.integer(as: UInt64.self),
+                let fenced = reader.integer(as: UInt8.self), let epoch = reader.integer(as: Int64.self)
+            else { throw .corruptImage(key: key, reason: "truncated registration") }
+            broker.incarnationID = KafkaUUID(mostSignificantBits: most, leastSignificantBits: least)
+            broker.fenced = fenced == 1
+            if epoch != 0 { broker.brokerEpoch = epoch }
+        }
         guard reader.isAtEnd else { throw .corruptImage(key: key, reason: "trailing bytes") }
-        return BrokerRegistration(nodeID: nodeID, endpoints: endpoints, rack: rack)
+        return broker
     }
 
     /// The election key's value: the controller's node id and its CONTROLLER endpoint, if it has one.

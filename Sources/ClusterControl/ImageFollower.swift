@@ -76,13 +76,24 @@ public actor ImageFollower: ConditionWaiting {
     public func start(holdingChanges: Bool = false) async throws(ClusterControlError) {
         precondition(self.following == nil && !self.stopped, "an image follower starts once")
         self.holding = holdingChanges
+        let started = ContinuousClock.now
         let range: MetadataRange
         do {
             range = try await self.store.range(prefix: "")
         } catch {
             throw .store(error)
         }
-        self.replace(with: try FollowedImage(range: range))
+        let followed = try FollowedImage(range: range)
+        self.replace(with: followed)
+        let image = followed.image
+        self.logger.info(
+            "Read the metadata image",
+            metadata: [
+                "revision": "\(image.revision)", "brokers": "\(image.brokers.count)", "topics": "\(image.topics.count)",
+                "partitions": "\(image.topics.values.reduce(0) { $0 + $1.partitions.count })",
+                "duration": "\(ContinuousClock.now - started)",
+            ]
+        )
         self.following = Task { await self.follow() }
     }
 

@@ -130,7 +130,7 @@ public struct FollowedImage: Hashable, Sendable {
         } else if key.hasPrefix(ImageKeys.brokersPrefix) {
             guard let id = Int32(key.dropFirst(ImageKeys.brokersPrefix.count)) else { return }
             self.image.brokers[id] = try entry.map { entry throws(ClusterControlError) in
-                try ImageCodec.decodeBroker(entry.value, key: key)
+                try ImageCodec.decodeBroker(entry.value, key: key, modRevision: entry.modRevision)
             }
         } else if key.hasPrefix(ImageKeys.topicsPrefix) {
             let name = String(key.dropFirst(ImageKeys.topicsPrefix.count))
