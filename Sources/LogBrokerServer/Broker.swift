@@ -564,7 +564,11 @@ public final class Broker: Service, Sendable {
                 (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
             }
             let endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
-            registration = BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints)
+            registration = BrokerRegistration(
+                nodeID: configuration.nodeID,
+                endpoints: endpoints,
+                rack: configuration.brokerRack
+            )
         }
         try await controller.start(registration: registration, controllerEndpoint: controllerEndpoint)
     }

@@ -39,6 +39,8 @@ public enum KafkaMessageRegistry {
         "DescribeLogDirsResponse": DescribeLogDirsResponse.self,
         "DescribeProducersRequest": DescribeProducersRequest.self,
         "DescribeProducersResponse": DescribeProducersResponse.self,
+        "DescribeQuorumRequest": DescribeQuorumRequest.self,
+        "DescribeQuorumResponse": DescribeQuorumResponse.self,
         "ElectLeadersRequest": ElectLeadersRequest.self,
         "ElectLeadersResponse": ElectLeadersResponse.self,
         "FetchRequest": FetchRequest.self,
@@ -317,6 +319,14 @@ public enum KafkaMessageRegistry {
             responseType: OffsetDeleteResponse.self,
             validVersions: 0...0,
             firstFlexibleVersion: nil,
+            responseHeaderIsAlwaysV0: false
+        ),
+        KafkaAPI(
+            apiKey: .describeQuorum,
+            requestType: DescribeQuorumRequest.self,
+            responseType: DescribeQuorumResponse.self,
+            validVersions: 0...2,
+            firstFlexibleVersion: 0,
             responseHeaderIsAlwaysV0: false
         ),
         KafkaAPI(
