@@ -11,6 +11,13 @@ public protocol ControllerBoundRequest: KafkaRequest {
     func errorResponse(_ error: ErrorCode, message: String?, version: Int16) -> Response
     /// Every error code in `response`, top level and per item.
     static func errorCodes(in response: Response) -> [Int16]
+    /// The codes with which a controller that is no longer the active one answers: the request goes to the next
+    /// one. Default NOT_CONTROLLER.
+    static var formerControllerErrors: Set<Int16> { get }
+}
+
+extension ControllerBoundRequest {
+    public static var formerControllerErrors: Set<Int16> { [ErrorCode.notController.rawValue] }
 }
 
 /// Serves `Wrapped`'s API on a broker of a cluster: when this process holds the active controller, `wrapped` answers
@@ -66,7 +73,7 @@ public struct ForwardingHandler<Wrapped: KafkaHandler>: KafkaHandler where Wrapp
             let controllerBefore = await self.channel.currentController
             do {
                 let response = try await self.channel.send(request, version: context.apiVersion, deadline: deadline)
-                guard Request.errorCodes(in: response).contains(ErrorCode.notController.rawValue) else {
+                guard Request.errorCodes(in: response).contains(where: Request.formerControllerErrors.contains) else {
                     return response
                 }
                 // The controller lost its term after the election key was read: send it to the next one.
@@ -307,5 +314,21 @@ struct TopicCreator: Sendable {
             throw .notController(activeNodeID: nil)
         }
         return topic
+    }
+}
+
+extension DescribeQuorumRequest: ControllerBoundRequest {
+    /// As Kafka's: the top-level code (and its message from v2).
+    public func errorResponse(_ error: ErrorCode, message: String?, version: Int16) -> DescribeQuorumResponse {
+        DescribeQuorumResponse(errorCode: error.rawValue, errorMessage: version >= 2 ? message : nil)
+    }
+
+    public static func errorCodes(in response: DescribeQuorumResponse) -> [Int16] {
+        [response.errorCode] + response.topics.flatMap { $0.partitions.map(\.errorCode) }
+    }
+
+    /// A controller that is not the active one answers as a Raft follower does: NOT_LEADER_OR_FOLLOWER.
+    public static var formerControllerErrors: Set<Int16> {
+        [ErrorCode.notController.rawValue, ErrorCode.notLeaderOrFollower.rawValue]
     }
 }
