@@ -359,6 +359,55 @@ import Testing
             await restartedStore.shutdown()
         }
     }
+    @Test func heartbeatsGoToTheNextActiveControllerAfterAFailover() async throws {
+        try await Self.withCluster { cluster in
+            // A standby controller node with its own listener, on the same etcd.
+            let standbyStore = try EtcdMetadataStore(
+                configuration: .init(endpoints: [cluster.etcd]),
+                logger: cluster.log.logger()
+            )
+            let standby = Controller(
+                store: standbyStore,
+                nodeID: Self.controllerNodeID + 1,
+                logger: cluster.log.logger(),
+                brokerSessionTimeout: .milliseconds(Self.sessionTimeoutMs)
+            )
+            var handlers = HandlerTable()
+            handlers.register(BrokerRegistrationHandler(controller: standby))
+            handlers.register(BrokerHeartbeatHandler(controller: standby))
+            try await withServer(handlers: handlers, log: cluster.log) { port in
+                try await standby.start(
+                    registration: nil,
+                    controllerEndpoint: BrokerEndpoint(listener: "CONTROLLER", host: "127.0.0.1", port: Int32(port))
+                )
+                let (node, store) = try await cluster.follower(nodeID: 1)
+                let lifecycle = try await cluster.lifecycle(nodeID: 1, following: node)
+                try await lifecycle.waitUntilUnfenced()
+                let epoch = await lifecycle.brokerEpoch
+
+                // The active controller resigns; the standby takes over and hears the broker's heartbeats.
+                await cluster.controller.stop()
+                #expect(await standby.activeController?.waitUntilActive(timeout: .seconds(20)) == true)
+                #expect(
+                    try await Self.eventually(within: .seconds(10)) {
+                        let session = await standby.activeController?.brokerSessions()[1]
+                        return session.map { $0.millisecondsSinceLastContact < Int64(Self.heartbeatIntervalMs) } == true
+                    }
+                )
+                // Beyond the new controller's first session timeout: still the same registration, unfenced.
+                try await Task.sleep(for: .milliseconds(Self.sessionTimeoutMs + Self.heartbeatIntervalMs))
+                let registration = await standby.follower.followed.image.brokers[1]
+                #expect(registration?.fenced == false && registration?.brokerEpoch == epoch)
+                #expect(await lifecycle.status.fenced == false)
+
+                await lifecycle.stop(timeout: .seconds(5))
+                await node.stop()
+                await store.shutdown()
+                await standby.stop()
+            }
+            await standbyStore.shutdown()
+        }
+    }
 }
 
 extension BrokerConfiguration {
