@@ -188,3 +188,19 @@ def test_an_idempotent_producer_on_a_broker_without_the_controller_gets_a_produc
     assert after is not None and (before is None or after["mod_revision"] > before["mod_revision"])
     assert "Cannot allocate a producer id block" not in nodes.node(2).log()
     assert set(nodes.stop().values()) == {0}
+
+
+def test_a_broker_stopped_with_sigterm_asks_for_a_controlled_shutdown_and_restarts(cluster):  # noqa: F811
+    nodes = cluster(["controller", "broker"], properties=LIFECYCLE)
+    before = wait_until(lambda: unfenced(nodes.store, [2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    broker = nodes.node(2)
+    assert broker.stop() == 0
+    assert "The controller agreed to a controlled shutdown" in broker.log(), broker.log()
+    assert brokers(nodes.store)[2]["fenced"]
+    started = time.monotonic()
+    broker.start()
+    after = wait_until(lambda: unfenced(nodes.store, [2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    print(f"\nSIGTERM then start: unfenced {time.monotonic() - started:.1f} s after the start "
+          f"(session timeout {SESSION_MS} ms)")
+    assert after[2]["incarnation"] != before[2]["incarnation"]
+    assert set(nodes.stop().values()) == {0}
