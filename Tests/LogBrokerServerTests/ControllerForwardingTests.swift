@@ -103,8 +103,27 @@ import Testing
         let follower: Controller
     }
 
+    /// CreateTopics as a controller that has just lost its term answers it the first `refusals` times (NOT_CONTROLLER
+    /// for every topic), then as `wrapped` does.
+    struct LosingTermOnce: KafkaHandler {
+        typealias Request = CreateTopicsRequest
+        var versions: ClosedRange<Int16> { self.wrapped.versions }
+        let wrapped: CreateTopicsHandler
+        let refusals: Int
+        let calls = Counter()
+
+        func handle(_ request: CreateTopicsRequest, context: RequestContext) async -> CreateTopicsResponse {
+            self.calls.add()
+            guard self.calls.count > self.refusals else {
+                return request.errorResponse(.notController, message: nil, version: context.apiVersion)
+            }
+            return await self.wrapped.handle(request, context: context)
+        }
+    }
+
     static func withTwoNodes(
         forwardingTimeout: Duration = .seconds(60),
+        notControllerAnswers: Int = 0,
         _ body: @Sendable (TwoNodes, _ controllerPort: Int, _ brokerPort: Int) async throws -> Void
     ) async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("forwarding-\(UUID())").path
@@ -115,7 +134,12 @@ import Testing
         let configuration = try testConfiguration()
         let active = Controller(store: store, nodeID: 1, logger: log.logger())
         var controllerHandlers = HandlerTable()
-        controllerHandlers.register(CreateTopicsHandler(controller: active, configuration: configuration))
+        controllerHandlers.register(
+            LosingTermOnce(
+                wrapped: CreateTopicsHandler(controller: active, configuration: configuration),
+                refusals: notControllerAnswers
+            )
+        )
         try await withServer(handlers: controllerHandlers, log: log) { controllerPort in
             try await active.start(
                 registration: BrokerRegistration(
@@ -190,6 +214,19 @@ import Testing
         }
     }
 
+    @Test func aNotControllerAnswerIsNotPassedOnButSentAgain() async throws {
+        try await Self.withTwoNodes(notControllerAnswers: 2) { nodes, _, brokerPort in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: brokerPort) { connection in
+                let response = try await connection.send(
+                    CreateTopicsRequest(topics: [.init(name: "retried", numPartitions: 1, replicationFactor: 1)]),
+                    version: 7
+                )
+                #expect(response.topics.first?.errorCode == 0, "\(response)")
+                #expect(try await nodes.active.image().topics["retried"] != nil)
+            }
+        }
+    }
+
     @Test func forwardingWithoutAnActiveControllerAnswersRequestTimedOut() async throws {
         try await Self.withTwoNodes(forwardingTimeout: .seconds(1)) { nodes, _, brokerPort in
             // The controller resigns: its election key goes, and no other process campaigns.
@@ -209,6 +246,42 @@ import Testing
                 #expect(response.topics.first?.name == "orphan")
                 #expect(response.topics.first?.errorCode == ErrorCode.requestTimedOut.rawValue)
                 #expect(waited >= .seconds(1) && waited < .seconds(10), "\(waited)")
+            }
+        }
+    }
+    @Test func aForwardedRequestReachesTheNextActiveControllerAfterAFailover() async throws {
+        try await Self.withTwoNodes { nodes, _, brokerPort in
+            // A second controller node, standing by, with its own listener.
+            let log = CapturedLog()
+            let standby = Controller(store: nodes.store, nodeID: 3, logger: log.logger())
+            var handlers = HandlerTable()
+            handlers.register(CreateTopicsHandler(controller: standby, configuration: try testConfiguration()))
+            try await withServer(handlers: handlers, log: log) { standbyPort in
+                try await standby.start(
+                    registration: nil,
+                    controllerEndpoint: BrokerEndpoint(
+                        listener: "CONTROLLER",
+                        host: "127.0.0.1",
+                        port: Int32(standbyPort)
+                    )
+                )
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: brokerPort) { connection in
+                    let before = try await connection.send(
+                        CreateTopicsRequest(topics: [.init(name: "before", numPartitions: 1, replicationFactor: 1)]),
+                        version: 7
+                    )
+                    #expect(before.topics.first?.errorCode == 0)
+                    // The active controller resigns; the standby wins the election key.
+                    await nodes.active.stop()
+                    #expect(await standby.activeController?.waitUntilActive(timeout: .seconds(20)) == true)
+                    let after = try await connection.send(
+                        CreateTopicsRequest(topics: [.init(name: "after", numPartitions: 1, replicationFactor: 1)]),
+                        version: 7
+                    )
+                    #expect(after.topics.first?.errorCode == 0, "\(after)")
+                    #expect(try await standby.image().topics["after"] != nil)
+                }
+                await standby.stop()
             }
         }
     }
