@@ -178,7 +178,9 @@ public actor BrokerLifecycle {
                 }
                 if succeeded { continue }
             } else {
-                succeeded = await self.heartbeat(deadline: .now + self.heartbeatInterval)
+                // An answer may take as long as a session: a controller that does not answer within it has fenced
+                // this broker anyway (or lost its term, which ends the wait at once).
+                succeeded = await self.heartbeat(deadline: .now + self.sessionTimeout)
             }
             if !succeeded {
                 try? await Task.sleep(for: backoff)
@@ -216,10 +218,11 @@ public actor BrokerLifecycle {
         )
         let response: BrokerRegistrationResponse
         do {
+            // The registration re-elects the broker's partitions before it is answered: a session's time.
             response = try await self.channel.send(
                 request,
                 version: Self.registrationVersion,
-                deadline: .now + self.heartbeatInterval
+                deadline: .now + self.sessionTimeout
             )
         } catch {
             self.logger.debug("Cannot register with the controller yet", metadata: ["error": "\(error)"])

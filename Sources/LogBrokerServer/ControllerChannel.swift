@@ -55,18 +55,41 @@ actor ControllerChannel {
         get async { await self.follower.followed.controller.flatMap { $0.endpoint == nil ? nil : $0 } }
     }
 
-    /// Sends `request` at `version` to the active controller, waiting until `deadline` for one to be elected, and
-    /// returns its answer.
+    /// Sends `request` at `version` to the active controller, waiting until `deadline` for one to be elected and
+    /// to answer, and returns its answer.
+    ///
+    /// The wait for the answer also ends when the election key names another controller (this one lost its term:
+    /// paused, cut off), so the caller can send again to the new one at once. Either way the connection is closed:
+    /// answers that might still come on it belong to nobody.
     /// - Throws: `Failure.noController` when none is known by the deadline, `unreachable` when the connection
-    ///   cannot be opened or fails before the answer (the next request opens a new one).
+    ///   cannot be opened, fails, or brings no answer in time (the next request opens a new one).
     func send<Request: KafkaRequest>(
         _ request: Request,
         version: Int16,
         deadline: ContinuousClock.Instant
     ) async throws(Failure) -> Request.Response {
         let (leader, connection) = try await self.connection(deadline: deadline)
+        let follower = self.follower
         do {
-            return try await connection.send(request, version: version)
+            let answer = try await withThrowingTaskGroup(of: Request.Response?.self) { group in
+                group.addTask { try await connection.send(request, version: version) }
+                // What else ends the wait (nil): the deadline, or another controller elected.
+                group.addTask {
+                    try? await Task.sleep(until: deadline)
+                    return nil
+                }
+                group.addTask {
+                    _ = await follower.waitUntil { $0.controller != nil && $0.controller?.epoch != leader.epoch }
+                    return nil
+                }
+                let first = try await group.next() ?? nil
+                group.cancelAll()
+                // The send's wait does not end on cancellation; closing the connection ends it.
+                if first == nil { connection.close() }
+                return first
+            }
+            guard let answer else { throw KafkaNIOError.connectionClosed }
+            return answer
         } catch {
             self.drop(connection)
             throw .unreachable(controller: leader.nodeID, reason: "\(error)")

@@ -75,6 +75,15 @@ def fenced_within(store, node_id, timeout):
     return time.monotonic() - started
 
 
+def holds_for(condition, seconds, message):
+    """Checks `condition` every 50 ms for `seconds` (something that must not happen meanwhile); fails the test
+    with `message()` the first time it does not hold."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), message()
+        time.sleep(0.05)
+
+
 def test_three_broker_controller_nodes_register_and_are_unfenced(cluster):  # noqa: F811
     nodes = cluster(["broker,controller"] * 3, properties="broker.rack=r1\n")
     # Each node's start waited until the controller unfenced it: "LogBroker started" comes after.
@@ -203,4 +212,21 @@ def test_a_broker_stopped_with_sigterm_asks_for_a_controlled_shutdown_and_restar
     print(f"\nSIGTERM then start: unfenced {time.monotonic() - started:.1f} s after the start "
           f"(session timeout {SESSION_MS} ms)")
     assert after[2]["incarnation"] != before[2]["incarnation"]
+    assert set(nodes.stop().values()) == {0}
+
+
+def test_heartbeats_move_to_the_next_controller_when_the_active_one_is_paused(cluster):  # noqa: F811
+    nodes = cluster(["controller", "controller", "broker"], properties=LIFECYCLE)
+    wait_until(lambda: unfenced(nodes.store, [3]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    paused, before = nodes.active_controller()
+    paused.pause()
+    # The standby takes over once the paused one's lease lapses.
+    successor, after = nodes.active_controller(timeout=60, other_than=paused.node_id)
+    assert after["epoch"] > before["epoch"]
+    # The new controller fences a broker it does not hear from within a session of its election; the broker's
+    # heartbeat, waiting on the paused controller, ends when the election key names the new one, and goes there.
+    holds_for(lambda: not brokers(nodes.store)[3]["fenced"], 2 * SESSION_MS / 1000,
+              lambda: f"broker 3 fenced after the takeover:\n{successor.log()}")
+    assert "Fenced broker" not in successor.log(), successor.log()
+    paused.resume()
     assert set(nodes.stop().values()) == {0}
