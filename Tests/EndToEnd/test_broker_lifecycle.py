@@ -9,7 +9,7 @@ import struct
 import time
 import uuid
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import Node, cluster, wait_until  # noqa: F401
@@ -196,6 +196,21 @@ def test_an_idempotent_producer_on_a_broker_without_the_controller_gets_a_produc
     after = nodes.store.entry("producer-ids")
     assert after is not None and (before is None or after["mod_revision"] > before["mod_revision"])
     assert "Cannot allocate a producer id block" not in nodes.node(2).log()
+    # A consumer group there: __consumer_offsets is created through the active controller too.
+    consumer = Consumer({"bootstrap.servers": nodes.node(2).bootstrap, "group.id": "lifecycle-group",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([name])
+    received = []
+    deadline = time.monotonic() + 60
+    while len(received) < 10 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            received.append(message.value())
+    assert received == [f"record-{index}".encode() for index in range(10)]
+    committed = consumer.commit(asynchronous=False)
+    assert committed and committed[0].offset == 10, committed
+    consumer.close()
+    assert nodes.store.entry("topics/__consumer_offsets") is not None
     assert set(nodes.stop().values()) == {0}
 
 
