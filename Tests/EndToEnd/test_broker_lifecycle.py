@@ -75,6 +75,11 @@ def fenced_within(store, node_id, timeout):
     return time.monotonic() - started
 
 
+def metadata_brokers(node):
+    """The broker ids a Metadata answer from `node` lists (confluent-kafka)."""
+    return set(AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=30).brokers)
+
+
 def holds_for(condition, seconds, message):
     """Checks `condition` every 50 ms for `seconds` (something that must not happen meanwhile); fails the test
     with `message()` the first time it does not hold."""
@@ -97,6 +102,9 @@ def test_three_broker_controller_nodes_register_and_are_unfenced(cluster):  # no
         assert broker["rack"] == "r1"
     assert len({broker["incarnation"] for broker in found.values()}) == 3
     assert len({broker["epoch"] for broker in found.values()}) == 3
+    # Every node's Metadata lists the three.
+    for node in nodes.nodes:
+        assert metadata_brokers(node) == {1, 2, 3}
     assert set(nodes.stop().values()) == {0}
 
 
@@ -109,6 +117,7 @@ def test_sigkill_fences_at_once_sigstop_after_the_session_timeout_and_restarts_r
     killed = fenced_within(nodes.store, 2, SESSION_MS / 1000)
     print(f"\nSIGKILL: broker fenced {killed * 1000:.0f} ms after the kill (session timeout {SESSION_MS} ms)")
     assert killed < SESSION_MS / 1000 / 2, killed
+    wait_until(lambda: metadata_brokers(nodes.node(3)) == {3}, 30, "Metadata still lists the killed broker")
 
     # A pause: the connection stays open and silent, so only the session timeout fences it.
     nodes.node(3).pause()
@@ -125,6 +134,7 @@ def test_sigkill_fences_at_once_sigstop_after_the_session_timeout_and_restarts_r
     after = wait_until(lambda: unfenced(nodes.store, [2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
     assert after[2]["incarnation"] != before[2]["incarnation"]
     assert after[2]["epoch"] > before[2]["epoch"]
+    wait_until(lambda: metadata_brokers(nodes.node(3)) == {2, 3}, 30, "Metadata does not list the restarted broker")
     assert set(nodes.stop().values()) == {0}
 
 
