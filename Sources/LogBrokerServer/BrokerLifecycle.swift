@@ -127,7 +127,8 @@ public actor BrokerLifecycle {
                 controllerKnown = await self.follower.waitUntil(timeout: min(self.heartbeatInterval, deadline - .now)) {
                     $0.controller?.endpoint != nil
                 }
-                guard controllerKnown else { break }
+                // A registration the controller no longer knows has nothing left to shut down.
+                guard controllerKnown, self.status.brokerEpoch != nil else { break }
                 await self.heartbeat(deadline: min(deadline, .now + self.heartbeatInterval))
                 if !self.status.shutDownAllowed {
                     try? await Task.sleep(for: min(.milliseconds(100), max(deadline - .now, .zero)))
