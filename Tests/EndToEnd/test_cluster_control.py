@@ -209,7 +209,9 @@ def test_the_readme_cluster_configs_run_a_cluster(tmp_path):
         for node in (1, 2, 3):
             wait_until(lambda: "LogBroker started" in (tmp_path / f"node{node}.log").read_text(), 90,
                        lambda: f"node {node} did not start:\n" + (tmp_path / f"node{node}.log").read_text())
-            assert serves_the_controller_apis_only(f"127.0.0.1:{ports[node][1]}")
+            # Started; its listeners are served once its services run.
+            wait_until(lambda: serves_the_controller_apis_only(f"127.0.0.1:{ports[node][1]}"), 30,
+                       f"node {node}'s controller listener does not serve the controller APIs")
             assert (tmp_path / "data" / f"node{node}" / "logs").is_dir()
         controller = Store(etcd).controller()
         assert controller is not None
