@@ -45,6 +45,30 @@ public struct ClusterDescription: Hashable, Sendable {
     public var brokers: [BrokerAddress]
 }
 
+/// One member of the controller quorum as DescribeQuorum reports it: the active controller (a voter) or a
+/// registered broker (an observer).
+public struct QuorumReplica: Hashable, Sendable {
+    public var nodeID: Int32
+    /// The metadata image revision it has applied (Kafka's log end offset of `__cluster_metadata`); nil if unknown.
+    public var appliedRevision: Int64?
+    /// When the active controller last heard from it (Kafka's last fetch time), in milliseconds since the Unix
+    /// epoch by the controller's clock; nil if unknown.
+    public var lastContactMs: Int64?
+}
+
+/// What DescribeQuorum reports of the controller quorum (`__cluster_metadata` partition 0).
+public struct QuorumDescription: Hashable, Sendable {
+    /// The active controller.
+    public var leaderID: Int32
+    /// The active controller's epoch.
+    public var leaderEpoch: Int32
+    /// The metadata image revision the active controller has applied (Kafka's high watermark).
+    public var highWatermark: Int64
+    public var voters: [QuorumReplica]
+    /// The registered brokers.
+    public var observers: [QuorumReplica]
+}
+
 /// The admin client: topics, partitions, configs, the cluster and records deletion, each call one Kafka request
 /// whose refusal is thrown as a `ClientError` naming the resource and Kafka's error.
 ///
@@ -184,6 +208,40 @@ public struct Admin: Sendable {
             brokers: response.brokers.map {
                 BrokerAddress(nodeID: $0.brokerID, host: $0.host, port: Int($0.port), rack: $0.rack)
             }
+        )
+    }
+
+    /// The controller quorum, from DescribeQuorum sent to the controller id the metadata names (the active
+    /// controller, or a broker that forwards to it).
+    public func describeQuorum() async throws -> QuorumDescription {
+        let connection = try await self.client.controllerConnection()
+        let (response, _) = try await connection.send(supported: 0...2) { _ in
+            DescribeQuorumRequest(
+                topics: [.init(topicName: "__cluster_metadata", partitions: [.init(partitionIndex: 0)])]
+            )
+        }
+        guard response.errorCode == 0 else {
+            throw ClientError.kafka(response.errorCode, "DescribeQuorum", message: response.errorMessage)
+        }
+        guard let partition = response.topics.first?.partitions.first else {
+            throw ClientError("DescribeQuorum: no answer for __cluster_metadata")
+        }
+        guard partition.errorCode == 0 else {
+            throw ClientError.kafka(partition.errorCode, "DescribeQuorum", message: partition.errorMessage)
+        }
+        func replica(_ state: DescribeQuorumResponse.ReplicaState) -> QuorumReplica {
+            QuorumReplica(
+                nodeID: state.replicaID,
+                appliedRevision: state.logEndOffset < 0 ? nil : state.logEndOffset,
+                lastContactMs: state.lastFetchTimestamp < 0 ? nil : state.lastFetchTimestamp
+            )
+        }
+        return QuorumDescription(
+            leaderID: partition.leaderID,
+            leaderEpoch: partition.leaderEpoch,
+            highWatermark: partition.highWatermark,
+            voters: partition.currentVoters.map(replica),
+            observers: partition.observers.map(replica)
         )
     }
 

@@ -50,6 +50,13 @@ public final class Broker: Service, Sendable {
     public let server: KafkaServer?
     /// The controller listeners, bound; nil when `listeners` has none.
     public let controllerServer: KafkaServer?
+    /// A broker of a cluster: its registration and heartbeats with the active controller; nil on the standalone
+    /// process (registered in-process) and on a controller-only process.
+    public let lifecycle: BrokerLifecycle?
+    /// The controller listeners, already serving since `start`.
+    private let controllerServing: ServingEarly?
+    /// The connection forwarded admin writes go over; nil where nothing is forwarded.
+    private let forwarding: ControllerForwarding?
     /// Closed once the controller has stopped; nil with the local store.
     private let etcdStore: EtcdMetadataStore?
     private let logger: Logger
@@ -72,6 +79,8 @@ public final class Broker: Service, Sendable {
         groups: GroupCoordinator?,
         server: KafkaServer?,
         controllerServer: KafkaServer?,
+        controllerServing: ServingEarly?,
+        cluster: ClusterPart?,
         etcdStore: EtcdMetadataStore?,
         logger: Logger
     ) {
@@ -81,6 +90,9 @@ public final class Broker: Service, Sendable {
         self.groups = groups
         self.server = server
         self.controllerServer = controllerServer
+        self.controllerServing = controllerServing
+        self.lifecycle = cluster?.lifecycle
+        self.forwarding = cluster?.forwarding
         self.etcdStore = etcdStore
         self.logger = logger
     }
@@ -130,8 +142,18 @@ public final class Broker: Service, Sendable {
         var services: [any Service] = []
         if let storage = self.storage { services.append(storage) }
         services.append(ControlPlane(controller: self.controller, etcdStore: self.etcdStore))
-        if let controllerServer = self.controllerServer { services.append(controllerServer) }
+        if let controllerServing = self.controllerServing { services.append(controllerServing) }
         if let server = self.server { services.append(server) }
+        // Stops first: the controlled shutdown is asked for while everything still serves.
+        if let lifecycle = self.lifecycle {
+            services.append(
+                LifecycleStop(
+                    lifecycle: lifecycle,
+                    forwarding: self.forwarding,
+                    timeout: .milliseconds(self.configuration.brokerSessionTimeoutMs)
+                )
+            )
+        }
         let group = ServiceGroup(services: services, logger: self.logger)
         try await group.run()
     }
@@ -149,7 +171,59 @@ public final class Broker: Service, Sendable {
         }
     }
 
+    /// Waits for graceful shutdown (or cancellation), then asks the controller for a controlled shutdown (at most
+    /// `timeout`, after which the controller would fence this broker anyway) and stops heartbeating.
+    private struct LifecycleStop: Service {
+        let lifecycle: BrokerLifecycle
+        let forwarding: ControllerForwarding?
+        let timeout: Duration
+
+        func run() async throws {
+            try? await gracefulShutdown()
+            await self.lifecycle.stop(timeout: self.timeout)
+            await self.forwarding?.channel.close()
+        }
+    }
+
+    /// A server started during `start` rather than `run`: the controller listeners, so a broker of this same
+    /// process can register with this process's controller before `start` returns. As a service it stops the
+    /// server at graceful shutdown. Thread-safe: its members are.
+    final class ServingEarly: Service, Sendable {
+        private let group: ServiceGroup
+        private let serving: Task<Void, Never>
+
+        init(_ server: KafkaServer, logger: Logger) {
+            let group = ServiceGroup(services: [server], logger: logger)
+            self.group = group
+            self.serving = Task {
+                do {
+                    try await group.run()
+                } catch {
+                    logger.error("The controller listeners stopped", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+
+        func run() async throws {
+            try? await gracefulShutdown()
+            await self.stop()
+        }
+
+        /// Stops accepting, lets in-flight requests finish, and returns once every connection is closed.
+        func stop() async {
+            await self.group.triggerGracefulShutdown()
+            await self.serving.value
+        }
+    }
+
     // MARK: Assembly
+
+    /// What a broker of a cluster adds: its lifecycle with the active controller, and the forwarding of the admin
+    /// writes to it.
+    struct ClusterPart {
+        let forwarding: ControllerForwarding
+        let lifecycle: BrokerLifecycle
+    }
 
     /// What the broker role adds to a node.
     private struct BrokerPart {
@@ -187,24 +261,37 @@ public final class Broker: Service, Sendable {
             isController: configuration.processRoles.contains(.controller),
             brokerSessionTimeout: .milliseconds(configuration.brokerSessionTimeoutMs)
         )
+        // A broker of a cluster registers with the active controller over its listener, wherever that runs, and
+        // forwards the admin writes there while its own controller (if it has one) is not the active one.
+        var cluster: ClusterPart?
+        if storage != nil && configuration.metadataStore.kind == .etcd {
+            cluster = ClusterPart(
+                forwarding: ControllerForwarding(controller: controller, nodeID: configuration.nodeID, logger: logger),
+                lifecycle: BrokerLifecycle(configuration: configuration, follower: controller.follower, logger: logger)
+            )
+        }
         var brokerPart: BrokerPart?
         if let storage {
             brokerPart = try await Self.assembleBrokerPart(
                 configuration,
                 storage: storage,
                 controller: controller,
+                cluster: cluster,
                 connectionLimit: descriptors.connections,
                 logger: logger
             )
         }
         var controllerServer: KafkaServer?
+        var controllerServing: ServingEarly?
         if !configuration.controllerListeners.isEmpty {
-            controllerServer = try await KafkaServer.bind(
+            let bound = try await KafkaServer.bind(
                 configuration: configuration,
                 listeners: configuration.controllerListeners,
                 handlers: ControllerListener.handlers(controller: controller, configuration: configuration),
                 logger: logger
             )
+            controllerServer = bound
+            controllerServing = ServingEarly(bound, logger: logger)
         }
         do {
             try await Self.startController(
@@ -218,7 +305,18 @@ public final class Broker: Service, Sendable {
                 await brokerPart.groups.load(try await brokerPart.offsetsTopic.readAll())
                 try await brokerPart.groups.follow(controller)
             }
+            if let cluster, let server = brokerPart?.server {
+                try await Self.waitUntilUnfenced(
+                    cluster.lifecycle,
+                    configuration: configuration,
+                    server: server,
+                    logger: logger
+                )
+            }
         } catch {
+            await cluster?.lifecycle.stop(timeout: .zero)
+            await cluster?.forwarding.channel.close()
+            await controllerServing?.stop()
             // Its tasks use the store, which the caller closes next.
             await controller.stop()
             throw error
@@ -230,9 +328,45 @@ public final class Broker: Service, Sendable {
             groups: brokerPart?.groups,
             server: brokerPart?.server,
             controllerServer: controllerServer,
+            controllerServing: controllerServing,
+            cluster: cluster,
             etcdStore: etcdStore,
             logger: logger
         )
+    }
+
+    /// Registers this broker with the active controller and waits until the controller unfences it (registered and
+    /// caught up with the image), so that clients are served only by a broker the cluster counts as live.
+    private static func waitUntilUnfenced(
+        _ lifecycle: BrokerLifecycle,
+        configuration: BrokerConfiguration,
+        server: KafkaServer,
+        logger: Logger
+    ) async throws {
+        let started = ContinuousClock.now
+        await lifecycle.start(endpoints: Self.brokerEndpoints(configuration: configuration, server: server))
+        logger.info(
+            "Waiting until the active controller has registered and unfenced this broker",
+            metadata: ["node.id": "\(configuration.nodeID)", "incarnation": "\(lifecycle.incarnationID)"]
+        )
+        try await lifecycle.waitUntilUnfenced()
+        let brokerEpoch = await lifecycle.brokerEpoch
+        logger.info(
+            "Unfenced by the active controller; serving clients",
+            metadata: [
+                "node.id": "\(configuration.nodeID)",
+                "broker.epoch": "\(brokerEpoch.map { "\($0)" } ?? "?")",
+                "waited": "\(ContinuousClock.now - started)",
+            ]
+        )
+    }
+
+    /// The endpoints this broker registers: `advertised.listeners` with the ports `server` bound.
+    static func brokerEndpoints(configuration: BrokerConfiguration, server: KafkaServer) -> [BrokerEndpoint] {
+        let bound = zip(configuration.listeners, server.localAddresses).map { listener, address in
+            (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
+        }
+        return MetadataHandler.endpoints(configuration: configuration, bound: bound)
     }
 
     /// The logs following the controller's image, the handlers, the group coordinator and the client listeners,
@@ -241,21 +375,46 @@ public final class Broker: Service, Sendable {
         _ configuration: BrokerConfiguration,
         storage: BrokerStorage,
         controller: Controller,
+        cluster: ClusterPart?,
         connectionLimit: Int,
         logger: Logger
     ) async throws -> BrokerPart {
         await storage.follow(controller)
         var handlers = HandlerTable()
         handlers.register(MetadataHandler(controller: controller, configuration: configuration))
-        handlers.register(CreateTopicsHandler(controller: controller, configuration: configuration))
-        handlers.register(DeleteTopicsHandler(controller: controller))
-        handlers.register(CreatePartitionsHandler(controller: controller))
+        // The admin writes go to the active controller when it runs in another process (Kafka forwards them).
+        let forwarding = cluster?.forwarding
+        handlers.register(
+            CreateTopicsHandler(controller: controller, configuration: configuration),
+            forwardingTo: forwarding
+        )
+        handlers.register(DeleteTopicsHandler(controller: controller), forwardingTo: forwarding)
+        handlers.register(CreatePartitionsHandler(controller: controller), forwardingTo: forwarding)
         handlers.register(DescribeConfigsHandler(controller: controller, configuration: configuration))
-        handlers.register(AlterConfigsHandler(controller: controller, nodeID: configuration.nodeID))
-        handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
+        handlers.register(
+            AlterConfigsHandler(controller: controller, nodeID: configuration.nodeID),
+            forwardingTo: forwarding
+        )
+        handlers.register(
+            IncrementalAlterConfigsHandler(controller: controller, configuration: configuration),
+            forwardingTo: forwarding
+        )
         handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
-        handlers.register(ElectLeadersHandler(controller: controller, replicas: storage.replicas))
-        handlers.register(InitProducerIdHandler(controller: controller))
+        handlers.register(
+            ElectLeadersHandler(controller: controller, replicas: storage.replicas),
+            forwardingTo: forwarding
+        )
+        if let cluster {
+            handlers.register(
+                InitProducerIdHandler(
+                    forwarding: cluster.forwarding,
+                    lifecycle: cluster.lifecycle,
+                    nodeID: configuration.nodeID
+                )
+            )
+        } else {
+            handlers.register(InitProducerIdHandler(controller: controller))
+        }
         let offsetsTopic = ConsumerOffsetsTopic(
             controller: controller,
             replicas: storage.replicas,
@@ -402,7 +561,11 @@ public final class Broker: Service, Sendable {
                 (listener: listener.name, host: address.ipAddress ?? listener.host, port: address.port ?? listener.port)
             }
             let endpoints = MetadataHandler.endpoints(configuration: configuration, bound: bound)
-            registration = BrokerRegistration(nodeID: configuration.nodeID, endpoints: endpoints)
+            registration = BrokerRegistration(
+                nodeID: configuration.nodeID,
+                endpoints: endpoints,
+                rack: configuration.brokerRack
+            )
         }
         try await controller.start(registration: registration, controllerEndpoint: controllerEndpoint)
     }

@@ -23,6 +23,8 @@ public final class BrokerStorage: Service, Sendable {
     public let fetchSessions: FetchSessionCache
     /// Each topic's effective config, from the broker's layers and the topic's dynamic configs.
     private let configs: TopicConfigs
+    /// Hands every image the follower applies to the replica manager (`follow`); cancelled when the logs stop.
+    private let imageTask = Mutex<Task<Void, Never>?>(nil)
     private let logger: Logger
 
     /// Opens (and after an unclean stop recovers) every partition in `log.dirs`.
@@ -78,9 +80,34 @@ public final class BrokerStorage: Service, Sendable {
 
     /// Follows the controller's image: configs reach the logs (live), every partition this broker is elected to
     /// lead gets its log and its new leader epoch before the controller reports the election (and Metadata names
-    /// this broker the leader), and a deleted topic's partitions stop being served and their logs go.
+    /// this broker the leader), and a deleted topic's partitions stop being served and their logs go. The replica
+    /// manager takes every image applied (`ReplicaManager.applyImage`), so a partition another broker leads answers
+    /// NOT_LEADER_OR_FOLLOWER here.
     public func follow(_ controller: Controller) async {
-        await controller.addListener(batches: { changes in await self.apply(changes, controller: controller) })
+        await controller.addListener(batches: { changes in
+            await self.takeImage(from: controller.follower)
+            await self.apply(changes, controller: controller)
+        })
+        // A transaction with nothing for this broker reaches no listener, yet may give one of its partitions
+        // another leader: the replica manager takes every image the follower applies, not only those.
+        let follower = controller.follower
+        let task = Task {
+            var revision: Int64 = 0
+            while await follower.waitUntilApplied(revision + 1) {
+                revision = await self.takeImage(from: follower)
+            }
+        }
+        self.imageTask.withLock { $0 = task }
+    }
+
+    /// Gives the replica manager the follower's image. - Returns: its revision.
+    @discardableResult
+    private func takeImage(from follower: ImageFollower) async -> Int64 {
+        let followed = await follower.followed
+        if followed.hasCluster {
+            self.replicas.applyImage(topics: followed.image.topics, revision: followed.revision)
+        }
+        return followed.revision
     }
 
     /// Applies one commit's changes: the others in order, then the leaderships together (`ReplicaManager`'s batch
@@ -211,6 +238,7 @@ public final class BrokerStorage: Service, Sendable {
             await self.logManager.run()
         }
         self.replicas.delayedFetches.expireAll()
+        self.imageTask.withLock { $0?.cancel() }
         do {
             try await self.ioPool.run { [logManager] in try logManager.shutdown() }
         } catch {

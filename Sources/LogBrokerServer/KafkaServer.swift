@@ -264,7 +264,11 @@ public struct KafkaServer: Service {
         let channel = connection.channel
         // A peer that closes while its request is parked (a long-poll Fetch) is not read from until the handler
         // returns: cancel the handler, so the parked operation leaves the queue at once instead of at its timeout.
-        channel.closeFuture.whenComplete { _ in state.closed() }
+        let lifetime = ConnectionLifetime()
+        channel.closeFuture.whenComplete { _ in
+            state.closed()
+            lifetime.closed(runActions: !state.isShuttingDown)
+        }
         logger.debug("connection opened")
         do {
             try await withGracefulShutdownHandler {
@@ -281,6 +285,7 @@ public struct KafkaServer: Service {
                                 frame.bytes,
                                 remoteAddress: remoteAddress,
                                 listener: listener,
+                                connection: lifetime,
                                 logger: logger
                             )
                         }
@@ -355,6 +360,7 @@ public struct KafkaServer: Service {
         _ frame: ByteBuffer,
         remoteAddress: SocketAddress?,
         listener: String,
+        connection: ConnectionLifetime,
         logger: Logger
     ) async -> HandlerTable.Outcome {
         let envelope: KafkaRequestEnvelope
@@ -373,7 +379,8 @@ public struct KafkaServer: Service {
             remoteAddress: remoteAddress,
             listenerName: listener,
             advertisedAPIs: self.handlers.advertised,
-            logger: logger
+            logger: logger,
+            connection: connection
         )
         let outcome = await self.handlers.handle(envelope, context: context)
         if case .respond = outcome {

@@ -25,8 +25,10 @@ extension ReplicaManager {
         partition: Int32,
         isFromConsumer: Bool
     ) async -> LegacyOffsetsResult {
-        guard let hosted = self.partition(TopicPartition(topic, partition)) else {
-            return LegacyOffsetsResult(error: .unknownTopicOrPartition)
+        let hosted: Partition
+        switch self.leaderPartition(TopicPartition(topic, partition)) {
+        case .leading(let leading): hosted = leading
+        case .refused(let error): return LegacyOffsetsResult(error: error)
         }
         guard maxNumOffsets >= 0 else { return LegacyOffsetsResult(error: .unknownServerError) }
         let highWatermark = hosted.highWatermark

@@ -16,8 +16,8 @@ public struct EpochEndOffsetResult: Sendable, Hashable {
 }
 
 extension ReplicaManager {
-    /// OffsetForLeaderEpoch for one partition (KIP-101, KIP-279, KIP-320), as Kafka's leader answers it: the
-    /// partition must be hosted (UNKNOWN_TOPIC_OR_PARTITION), the client's current leader epoch is checked like a
+    /// OffsetForLeaderEpoch for one partition (KIP-101, KIP-279, KIP-320), as Kafka's leader answers it: this
+    /// broker must lead the partition (`leaderPartition`), the client's current leader epoch is checked like a
     /// fetch's (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH, -1 skips it), then the epoch cache answers
     /// (`LeaderEpochCache.endOffset(for:logEndOffset:)`; `becomeLeader` recorded the leader's epoch there).
     /// Consumers (replica id -1) and followers get the same answer: Kafka always answers from the leader's log
@@ -28,8 +28,10 @@ extension ReplicaManager {
         partition: Int32,
         currentLeaderEpoch: Int32 = -1
     ) async -> EpochEndOffsetResult {
-        guard let hosted = self.partition(TopicPartition(topic, partition)) else {
-            return EpochEndOffsetResult(error: .unknownTopicOrPartition)
+        let hosted: Partition
+        switch self.leaderPartition(TopicPartition(topic, partition)) {
+        case .leading(let leading): hosted = leading
+        case .refused(let error): return EpochEndOffsetResult(error: error)
         }
         let epochError = hosted.checkLeaderEpoch(currentLeaderEpoch)
         guard epochError == .none else { return EpochEndOffsetResult(error: epochError) }

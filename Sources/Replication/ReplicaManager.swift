@@ -1,3 +1,4 @@
+import ClusterControl
 import DelayedOperations
 import KafkaRecords
 import KafkaWire
@@ -123,6 +124,9 @@ public final class ReplicaManager: Sendable {
     /// Fetches waiting for min.bytes, keyed by partition, woken by appends.
     public let delayedFetches = DelayedOperationQueue<TopicPartition>()
     private let partitions = Mutex<[TopicPartition: Partition]>([:])
+    /// The topics of the newest cluster image this broker applied, with its revision; nil until one is given
+    /// (`applyImage`). Kafka's metadata cache, as far as the replica layer asks it who leads a partition.
+    private let image = Mutex<(topics: [String: TopicImage], revision: Int64)?>(nil)
     /// Validators keep their decompression contexts and scratch buffer, so a produce does not build them anew.
     private let validators = ReusablePool { RecordBatchValidator() }
     /// The same for Produce v0-2's message-set conversions.
@@ -373,12 +377,39 @@ public final class ReplicaManager: Sendable {
         self.partitions.withLock { $0[topicPartition] }
     }
 
+    /// Takes the topics of the cluster image at `revision`, unless an image at least as new was given already:
+    /// from then on a partition the image gives another leader (or none) is not served here.
+    public func applyImage(topics: [String: TopicImage], revision: Int64) {
+        self.image.withLock { image in
+            guard revision > image?.revision ?? Int64.min else { return }
+            image = (topics, revision)
+        }
+    }
+
+    /// The partition if this broker serves it as leader; otherwise the error Kafka's `getPartitionOrError` gives
+    /// Produce, Fetch, ListOffsets and OffsetForLeaderEpoch: NOT_LEADER_OR_FOLLOWER for a partition the image has
+    /// but this broker does not lead (another broker leads it, none does, or its log is not open here yet), and
+    /// UNKNOWN_TOPIC_OR_PARTITION for one the image does not have. A hosted partition the image does not have yet
+    /// (no image was given, or the image is a moment behind a creation) is served.
+    public func leaderPartition(_ topicPartition: TopicPartition) -> LeaderLookup {
+        let hosted = self.partition(topicPartition)
+        let state: PartitionState? = self.image.withLock { image in
+            guard let partitions = image?.topics[topicPartition.topic]?.partitions,
+                partitions.indices.contains(Int(topicPartition.partition))
+            else { return nil }
+            return partitions[Int(topicPartition.partition)]
+        }
+        guard let state else { return hosted.map { .leading($0) } ?? .refused(.unknownTopicOrPartition) }
+        guard let hosted, state.leader == self.configuration.brokerID else { return .refused(.notLeaderOrFollower) }
+        return .leading(hosted)
+    }
+
     // MARK: Produce
 
     /// Checks `records` (one partition's Produce records field) and appends them as leader.
     ///
-    /// The checks, in Kafka's order: acks in {0, 1, -1} (INVALID_REQUIRED_ACKS); the partition is hosted
-    /// (UNKNOWN_TOPIC_OR_PARTITION); a magic 0/1 message set from Produce v0-2 is checked and converted into one v2
+    /// The checks, in Kafka's order: acks in {0, 1, -1} (INVALID_REQUIRED_ACKS); this broker leads the partition
+    /// (`leaderPartition`: NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION); a magic 0/1 message set from Produce v0-2 is checked and converted into one v2
     /// batch (`LegacyMessageSetConverter`; from Produce v3 such a set is INVALID_RECORD), which then takes the same
     /// checks as a producer's v2 batch; from a client exactly one magic-2 batch (INVALID_RECORD), zstd only from
     /// Produce v7 (UNSUPPORTED_COMPRESSION_TYPE), transactional batches refused until transactions exist
@@ -400,8 +431,10 @@ public final class ReplicaManager: Sendable {
             return AppendResult(error: .invalidRequiredAcks)
         }
         let topicPartition = TopicPartition(topic, partition)
-        guard let hosted = self.partition(topicPartition) else {
-            return AppendResult(error: .unknownTopicOrPartition)
+        let hosted: Partition
+        switch self.leaderPartition(topicPartition) {
+        case .leading(let leading): hosted = leading
+        case .refused(let error): return AppendResult(error: error)
         }
         let config = hosted.log.config
         var received = records ?? ByteBuffer()
@@ -555,7 +588,7 @@ public final class ReplicaManager: Sendable {
     ///
     /// Runs as one job on the disk pool (the index look-ups may fault pages in).
     public func read(_ reads: [PartitionRead], maxBytes: Int) async -> [PartitionReadResult] {
-        let hosted = reads.map { self.partition($0.topicPartition) }
+        let hosted = reads.map { self.leaderPartition($0.topicPartition) }
         do {
             return try await self.ioPool.run {
                 var remaining = max(0, maxBytes)
@@ -579,11 +612,15 @@ public final class ReplicaManager: Sendable {
 
     private static func read(
         _ read: PartitionRead,
-        from partition: Partition?,
+        from leader: LeaderLookup,
         remaining: Int,
         minOneBatch: Bool
     ) -> PartitionReadResult {
-        guard let partition else { return PartitionReadResult(error: .unknownTopicOrPartition) }
+        let partition: Partition
+        switch leader {
+        case .leading(let leading): partition = leading
+        case .refused(let error): return PartitionReadResult(error: error)
+        }
         let epochError = partition.checkLeaderEpoch(read.currentLeaderEpoch)
         var result = PartitionReadResult(error: epochError)
         result.bytesAppended = partition.bytesAppended
@@ -621,8 +658,10 @@ public final class ReplicaManager: Sendable {
         partition: Int32,
         currentLeaderEpoch: Int32 = -1
     ) async -> OffsetLookupResult {
-        guard let hosted = self.partition(TopicPartition(topic, partition)) else {
-            return OffsetLookupResult(error: .unknownTopicOrPartition)
+        let hosted: Partition
+        switch self.leaderPartition(TopicPartition(topic, partition)) {
+        case .leading(let leading): hosted = leading
+        case .refused(let error): return OffsetLookupResult(error: error)
         }
         let epochError = hosted.checkLeaderEpoch(currentLeaderEpoch)
         guard epochError == .none else { return OffsetLookupResult(error: epochError) }
@@ -650,6 +689,12 @@ public final class ReplicaManager: Sendable {
         result.leaderEpoch = found.leaderEpoch ?? -1
         return result
     }
+}
+
+/// What `ReplicaManager.leaderPartition` found: the partition this broker leads, or the error a request for it gets.
+public enum LeaderLookup: Sendable {
+    case leading(Partition)
+    case refused(ErrorCode)
 }
 
 /// Idle values worth reusing (a `RecordBatchValidator` or a `LegacyMessageSetConverter` owns a `CompressionContext`

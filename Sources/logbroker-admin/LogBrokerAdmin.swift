@@ -317,31 +317,104 @@ struct Cluster: AsyncParsableCommand {
     )
 
     struct Describe: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Cluster id, controller and brokers.")
+        static let configuration = CommandConfiguration(
+            abstract: "Cluster id, the active controller and its epoch, the image revision, and the brokers.",
+            discussion: """
+                Brokers are listed with their endpoint, rack, whether they are fenced, their last heartbeat and \
+                the image revision they have applied. DescribeCluster names the unfenced brokers with their \
+                endpoints; the active controller's DescribeQuorum names every registered broker, so a broker only \
+                the latter names is fenced (its endpoint is not reported).
+                """
+        )
         @OptionGroup var connection: Connection
 
         func run() async throws {
             try await self.connection.run { admin in
                 let cluster = try await admin.describeCluster()
+                var quorum: QuorumDescription?
+                var quorumError: ClientError?
+                do {
+                    quorum = try await admin.describeQuorum()
+                } catch let error as ClientError {
+                    quorumError = error
+                }
+                let rows = Self.brokers(cluster: cluster, quorum: quorum)
                 if self.connection.json {
                     try self.connection.printJSON(
                         [
                             "cluster_id": cluster.clusterID,
-                            "controller": cluster.controllerID,
-                            "brokers": cluster.brokers.map {
-                                ["id": $0.nodeID, "host": $0.host, "port": $0.port, "rack": $0.rack ?? NSNull()] as [String: Any]
+                            "controller": quorum?.leaderID ?? cluster.controllerID,
+                            "controller_epoch": quorum.map { $0.leaderEpoch as Any } ?? NSNull(),
+                            "image_revision": quorum.map { $0.highWatermark as Any } ?? NSNull(),
+                            "brokers": rows.map { row in
+                                [
+                                    "id": row.id,
+                                    "host": row.address?.host ?? NSNull(),
+                                    "port": row.address?.port ?? NSNull(),
+                                    "rack": row.address?.rack ?? NSNull(),
+                                    "fenced": row.fenced,
+                                    "last_heartbeat_ms": row.quorum?.lastContactMs ?? NSNull(),
+                                    "applied_revision": row.quorum?.appliedRevision ?? NSNull(),
+                                ] as [String: Any]
                             },
                         ] as [String: Any]
                     )
                 } else {
                     print("Cluster id: \(cluster.clusterID)")
-                    print("Controller: \(cluster.controllerID)")
+                    if let quorum {
+                        print("Controller: \(quorum.leaderID) (epoch \(quorum.leaderEpoch))")
+                        print("Image revision: \(quorum.highWatermark)")
+                    } else {
+                        print("Controller: \(cluster.controllerID)")
+                    }
+                    let now = Int64(Date().timeIntervalSince1970 * 1000)
                     printTable(
-                        ["BROKER", "HOST", "PORT", "RACK"],
-                        cluster.brokers.map { ["\($0.nodeID)", $0.host, "\($0.port)", $0.rack ?? "-"] }
+                        ["BROKER", "ENDPOINT", "RACK", "FENCED", "LAST-HEARTBEAT", "REVISION"],
+                        rows.map { row in
+                            [
+                                "\(row.id)",
+                                row.address.map { "\($0.host):\($0.port)" } ?? "-",
+                                row.address?.rack ?? "-",
+                                row.fenced ? "yes" : "no",
+                                row.quorum?.lastContactMs.map { Self.age(now - $0) } ?? "-",
+                                row.quorum?.appliedRevision.map { "\($0)" } ?? "-",
+                            ]
+                        }
+                    )
+                }
+                if let quorumError {
+                    FileHandle.standardError.write(
+                        Data("logbroker-admin: no controller quorum details (\(quorumError))\n".utf8)
                     )
                 }
             }
+        }
+
+        /// One broker of the table: its address when DescribeCluster named it (it is unfenced), its quorum entry
+        /// when the active controller has it registered.
+        struct Row {
+            var id: Int32
+            var address: BrokerAddress?
+            var quorum: QuorumReplica?
+            /// Registered with the active controller but not among the unfenced brokers.
+            var fenced: Bool { self.address == nil && self.quorum != nil }
+        }
+
+        static func brokers(cluster: ClusterDescription, quorum: QuorumDescription?) -> [Row] {
+            var rows: [Int32: Row] = [:]
+            for broker in cluster.brokers { rows[broker.nodeID] = Row(id: broker.nodeID, address: broker) }
+            for observer in quorum?.observers ?? [] {
+                rows[observer.nodeID, default: Row(id: observer.nodeID)].quorum = observer
+            }
+            return rows.values.sorted { $0.id < $1.id }
+        }
+
+        /// "0.4s ago", "12s ago", "3m20s ago".
+        static func age(_ milliseconds: Int64) -> String {
+            let clamped = max(0, milliseconds)
+            if clamped < 10_000 { return String(format: "%.1fs ago", Double(clamped) / 1000) }
+            let seconds = clamped / 1000
+            return seconds < 120 ? "\(seconds)s ago" : "\(seconds / 60)m\(seconds % 60)s ago"
         }
     }
 }

@@ -5,6 +5,8 @@ import KafkaWire
 public enum KafkaMessageRegistry {
     /// Every generated message type, by its JSON name.
     public static let messageTypes: [String: any KafkaMessage.Type] = [
+        "AllocateProducerIdsRequest": AllocateProducerIdsRequest.self,
+        "AllocateProducerIdsResponse": AllocateProducerIdsResponse.self,
         "AlterConfigsRequest": AlterConfigsRequest.self,
         "AlterConfigsResponse": AlterConfigsResponse.self,
         "AlterPartitionRequest": AlterPartitionRequest.self,
@@ -37,6 +39,8 @@ public enum KafkaMessageRegistry {
         "DescribeLogDirsResponse": DescribeLogDirsResponse.self,
         "DescribeProducersRequest": DescribeProducersRequest.self,
         "DescribeProducersResponse": DescribeProducersResponse.self,
+        "DescribeQuorumRequest": DescribeQuorumRequest.self,
+        "DescribeQuorumResponse": DescribeQuorumResponse.self,
         "ElectLeadersRequest": ElectLeadersRequest.self,
         "ElectLeadersResponse": ElectLeadersResponse.self,
         "FetchRequest": FetchRequest.self,
@@ -318,6 +322,14 @@ public enum KafkaMessageRegistry {
             responseHeaderIsAlwaysV0: false
         ),
         KafkaAPI(
+            apiKey: .describeQuorum,
+            requestType: DescribeQuorumRequest.self,
+            responseType: DescribeQuorumResponse.self,
+            validVersions: 0...2,
+            firstFlexibleVersion: 0,
+            responseHeaderIsAlwaysV0: false
+        ),
+        KafkaAPI(
             apiKey: .alterPartition,
             requestType: AlterPartitionRequest.self,
             responseType: AlterPartitionResponse.self,
@@ -354,6 +366,14 @@ public enum KafkaMessageRegistry {
             requestType: BrokerHeartbeatRequest.self,
             responseType: BrokerHeartbeatResponse.self,
             validVersions: 0...1,
+            firstFlexibleVersion: 0,
+            responseHeaderIsAlwaysV0: false
+        ),
+        KafkaAPI(
+            apiKey: .allocateProducerIDs,
+            requestType: AllocateProducerIdsRequest.self,
+            responseType: AllocateProducerIdsResponse.self,
+            validVersions: 0...0,
             firstFlexibleVersion: 0,
             responseHeaderIsAlwaysV0: false
         ),

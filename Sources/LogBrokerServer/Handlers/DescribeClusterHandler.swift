@@ -2,8 +2,10 @@ import ClusterControl
 import KafkaMessages
 import KafkaWire
 
-/// DescribeCluster (key 60), v0–1: the cluster id, the controller (this node: it runs in-process) and the brokers
-/// with their endpoints on the listener the request came in on. Asked for controllers (endpoint type 2, v1), it
+/// DescribeCluster (key 60), v0–1: the cluster id, the controller id and every unfenced broker with its endpoint on
+/// the listener the request came in on and its rack, from one image (`ClusterView`, as Metadata). Fenced brokers
+/// are not listed: v0–1 have no place for them (Kafka 4.0's v2 adds one, KIP-1073); the active controller's
+/// DescribeQuorum names every registered broker. Asked for controllers (endpoint type 2, v1), it
 /// answers MISMATCHED_ENDPOINT_TYPE as a Kafka broker listener does: controllers have no separate listener here.
 /// Authorized operations are not computed (no authorizer), so they stay Kafka's "not provided" value.
 ///
@@ -32,22 +34,24 @@ public struct DescribeClusterHandler: KafkaHandler {
                 endpointType: request.endpointType
             )
         }
-        guard let image = try? await self.controller.image() else {
+        guard let cluster = await ClusterView.current(controller: self.controller, nodeID: self.nodeID) else {
             return DescribeClusterResponse(
                 errorCode: ErrorCode.brokerNotAvailable.rawValue,
                 errorMessage: "the broker is starting"
             )
         }
-        let brokers = image.brokers.values.sorted { $0.nodeID < $1.nodeID }.compactMap { broker in
-            broker.endpoints.first { $0.listener == context.listenerName }.map {
-                DescribeClusterResponse.DescribeClusterBroker(
-                    brokerID: broker.nodeID,
-                    host: $0.host,
-                    port: $0.port,
-                    rack: broker.rack
-                )
-            }
+        let brokers = cluster.brokers(on: context.listenerName).map { broker, endpoint in
+            DescribeClusterResponse.DescribeClusterBroker(
+                brokerID: broker.nodeID,
+                host: endpoint.host,
+                port: endpoint.port,
+                rack: broker.rack
+            )
         }
-        return DescribeClusterResponse(clusterID: image.clusterID, controllerID: self.nodeID, brokers: brokers)
+        return DescribeClusterResponse(
+            clusterID: cluster.image.clusterID,
+            controllerID: cluster.controllerID,
+            brokers: brokers
+        )
     }
 }

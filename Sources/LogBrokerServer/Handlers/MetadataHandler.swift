@@ -4,9 +4,11 @@ import KafkaWire
 import Logging
 import NIOCore
 
-/// Metadata (key 3), v0–12: this broker's endpoint for the listener the request came in on, the cluster id, the
-/// controller id (this node: the controller runs in-process), and the requested topics with their ids (v10+),
-/// partitions, leaders, leader epochs (v7+), replicas, ISR and offline replicas, all from the controller's image.
+/// Metadata (key 3), v0–12: every unfenced broker with its endpoint for the listener the request came in on and
+/// its rack, the cluster id, the controller id (`ClusterView.controllerID`: the active controller), and the
+/// requested topics with their ids (v10+), partitions, leaders, leader epochs (v7+), replicas, ISR and offline
+/// replicas (replicas on brokers that are not unfenced), all from one image this node applied (one revision), so
+/// every broker at the same revision answers alike.
 ///
 /// Topics: null (v1+) or an empty list at v0 means all; an empty list at v1+ means none. An unknown topic is
 /// auto-created through the controller when `auto.create.topics.enable` is set and the request allows it (its
@@ -54,10 +56,11 @@ public struct MetadataHandler: KafkaHandler {
 
     public func handle(_ request: MetadataRequest, context: RequestContext) async -> MetadataResponse {
         let version = context.apiVersion
-        guard var image = try? await self.controller.image() else {
-            return MetadataResponse(controllerID: self.nodeID)
+        guard let cluster = await ClusterView.current(controller: self.controller, nodeID: self.nodeID) else {
+            return MetadataResponse(controllerID: -1)
         }
-        let live = await self.controller.liveBrokers
+        var image = cluster.image
+        let live = cluster.live
         let allowCreate = self.autoCreateTopics && (version < 4 || request.allowAutoTopicCreation)
 
         var topics: [MetadataResponse.MetadataResponseTopic] = []
@@ -114,20 +117,18 @@ public struct MetadataHandler: KafkaHandler {
             topics = image.topics.values.sorted { $0.name < $1.name }.map { self.describe($0, live: live) }
         }
 
-        let brokers = image.brokers.values.sorted { $0.nodeID < $1.nodeID }.compactMap { broker in
-            broker.endpoints.first { $0.listener == context.listenerName }.map {
-                MetadataResponse.MetadataResponseBroker(
-                    nodeID: broker.nodeID,
-                    host: $0.host,
-                    port: $0.port,
-                    rack: broker.rack
-                )
-            }
+        let brokers = cluster.brokers(on: context.listenerName).map { broker, endpoint in
+            MetadataResponse.MetadataResponseBroker(
+                nodeID: broker.nodeID,
+                host: endpoint.host,
+                port: endpoint.port,
+                rack: broker.rack
+            )
         }
         return MetadataResponse(
             brokers: brokers,
             clusterID: image.clusterID,
-            controllerID: self.nodeID,
+            controllerID: cluster.controllerID,
             topics: topics
         )
     }
