@@ -28,7 +28,6 @@ PREFIX = "/logbroker"
 
 # Kafka error codes the tests name.
 NONE = 0
-INVALID_REPLICATION_FACTOR = 38
 NOT_CONTROLLER = 41
 
 # API keys.
@@ -191,6 +190,12 @@ class Store:
     def entry(self, key):
         """The etcd entry of `key` (under the prefix) as a dict with bytes `value` and int revisions, or None."""
         kvs = self.etcd.call("/v3/kv/range", {"key": _b64(self.key(key))}).get("kvs", [])
+        return _entry(kvs[0]) if kvs else None
+
+    def entry_at(self, key, revision):
+        """The entry of `key` as it was at store revision `revision`, or None when it did not exist then."""
+        answer = self.etcd.call("/v3/kv/range", {"key": _b64(self.key(key)), "revision": revision})
+        kvs = answer.get("kvs", [])
         return _entry(kvs[0]) if kvs else None
 
     def entries(self):
