@@ -26,6 +26,8 @@ extension ControllerBoundRequest {
 ///
 /// Kafka wraps a forwarded request in an Envelope (key 58) carrying the client's principal and address, for the
 /// controller's authorization and quotas; LogBroker has neither yet, so the request goes as it is, in its own frame.
+/// Kafka's brokers advertise a forwarded API's versions intersected with the controller's ApiVersions; here the
+/// controller is the same program and serves the versions `wrapped` advertises, so they are advertised as they are.
 ///
 /// As Kafka's forwarding channel does, a request waits for a controller (none elected, a connection that failed, or
 /// an answer with NOT_CONTROLLER from one that lost its term) and is sent again to the next one, until
