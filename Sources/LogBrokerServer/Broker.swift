@@ -291,7 +291,6 @@ public final class Broker: Service, Sendable {
                 logger: logger
             )
             controllerServer = bound
-            controllerServing = ServingEarly(bound, logger: logger)
         }
         do {
             try await Self.startController(
@@ -300,6 +299,10 @@ public final class Broker: Service, Sendable {
                 server: brokerPart?.server,
                 controllerServer: controllerServer
             )
+            // Served from here on, before `run`: this node's own broker may register with this node's controller
+            // below. Not before the controller has started, which answers only once started; connections that
+            // came meanwhile wait in the listener's queue.
+            controllerServing = controllerServer.map { ServingEarly($0, logger: logger) }
             if let brokerPart {
                 try await brokerPart.storage.removeStrayLogs(notIn: controller)
                 await brokerPart.groups.load(try await brokerPart.offsetsTopic.readAll())
