@@ -91,6 +91,7 @@ public final class Broker: Service, Sendable {
         handlers.register(AlterConfigsHandler(controller: controller, nodeID: configuration.nodeID))
         handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
         handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
+        handlers.register(DescribeQuorumHandler(controller: controller))
         handlers.register(ElectLeadersHandler(controller: controller, replicas: storage.replicas))
         handlers.register(InitProducerIdHandler(controller: controller))
         let offsetsTopic = ConsumerOffsetsTopic(
