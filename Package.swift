@@ -124,7 +124,8 @@ let package = Package(
             name: "LogBrokerServer",
             dependencies: [
                 "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire", "KafkaProperties", "LogStorage",
-                "MetadataStore", "ClusterControl", "DelayedOperations", "Replication", "GroupCoordinator", nioCore,
+                "MetadataStore", "EtcdMetadataStore", "ClusterControl", "DelayedOperations", "Replication",
+                "GroupCoordinator", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -247,7 +248,8 @@ let package = Package(
             name: "LogBrokerServerTests",
             dependencies: [
                 "LogBrokerServer", "LogBrokerClient", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire",
-                "KafkaProperties", "DelayedOperations", nioCore,
+                "KafkaProperties", "DelayedOperations", "ClusterControl", "MetadataStore", "EtcdMetadataStore",
+                "EtcdTestSupport", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -3,6 +3,7 @@ import KafkaNIO
 import KafkaWire
 import Logging
 import NIOCore
+import Synchronization
 
 /// What a handler knows about the request it serves beyond its body. A plain value, made per request.
 public struct RequestContext: Sendable {
@@ -17,6 +18,52 @@ public struct RequestContext: Sendable {
     public var advertisedAPIs: [ApiVersionsResponse.ApiVersion]
     /// A logger with the connection's metadata.
     public var logger: Logger
+    /// The connection the request came in on, for a handler whose state outlives the request (the controller
+    /// fences a broker whose heartbeat connection closes).
+    public var connection = ConnectionLifetime()
+}
+
+/// What outlives one request on a connection: actions to run when the connection closes. The controller uses it
+/// to fence a broker at once when the connection it heartbeats on closes (a crashed process closes its sockets).
+///
+/// The actions run when the peer closes the connection or it fails, not when this process closes it for its own
+/// graceful shutdown (a stopping controller must not fence every broker on its way out).
+///
+/// Thread-safe: a `Mutex`; the channel's close runs the actions from an event loop.
+public final class ConnectionLifetime: Sendable {
+    private struct State {
+        var closed = false
+        var actions: [String: @Sendable () async -> Void] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Runs `action` (in a task of its own) once the connection closes, in place of an earlier action registered
+    /// under `key`; runs nothing if the connection is already closed (its close has been handled).
+    public func whenClosed(key: String, _ action: @escaping @Sendable () async -> Void) {
+        self.state.withLock { state in
+            guard !state.closed else { return }
+            state.actions[key] = action
+        }
+    }
+
+    /// Forgets the action registered under `key`.
+    public func removeAction(key: String) {
+        _ = self.state.withLock { $0.actions.removeValue(forKey: key) }
+    }
+
+    /// The connection closed: runs the actions when `runActions` (the peer's doing), else drops them.
+    func closed(runActions: Bool) {
+        let actions = self.state.withLock { state in
+            state.closed = true
+            defer { state.actions = [:] }
+            return Array(state.actions.values)
+        }
+        guard runActions else { return }
+        for action in actions { Task { await action() } }
+    }
 }
 
 /// Serves one API key. Runs inside the connection's task and never blocks a thread.

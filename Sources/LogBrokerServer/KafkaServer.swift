@@ -65,12 +65,16 @@ public struct KafkaServer: Service {
         self.logger = logger
     }
 
-    /// Binds every listener of `configuration`. Connections are accepted only once `run` is called.
+    /// Binds `listeners` (the client listeners of `configuration`, or its controller listeners), with the limits of
+    /// `configuration`. Connections are accepted only once `run` is called.
     /// - Parameter connectionLimit: the descriptor split's share for connections (`FileHandleBudget.split`), which
-    ///   lowers `max.connections` when it is smaller; nil: `max.connections` alone.
+    ///   lowers `max.connections` when it is smaller; nil: `max.connections` alone. Each server counts its own
+    ///   connections, so the controller listeners' few connections never count against the clients' limit (Kafka
+    ///   lets controller and inter-broker connections past the broker-wide limit too).
     /// - Throws: `LogBrokerServerError.bindFailed` naming the listener (the ones already bound are closed).
     public static func bind(
         configuration: BrokerConfiguration,
+        listeners: [BrokerConfiguration.Listener],
         handlers: HandlerTable,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         connectionLimit: Int? = nil,
@@ -94,7 +98,7 @@ public struct KafkaServer: Service {
             idleTimeout: limits.idleTimeoutMs.map { .milliseconds($0) }
         )
         var bound: [BoundListener] = []
-        for listener in configuration.listeners {
+        for listener in listeners {
             let name = listener.name
             let accepted = AcceptedConnections()
             do {
@@ -260,7 +264,11 @@ public struct KafkaServer: Service {
         let channel = connection.channel
         // A peer that closes while its request is parked (a long-poll Fetch) is not read from until the handler
         // returns: cancel the handler, so the parked operation leaves the queue at once instead of at its timeout.
-        channel.closeFuture.whenComplete { _ in state.closed() }
+        let lifetime = ConnectionLifetime()
+        channel.closeFuture.whenComplete { _ in
+            state.closed()
+            lifetime.closed(runActions: !state.isShuttingDown)
+        }
         logger.debug("connection opened")
         do {
             try await withGracefulShutdownHandler {
@@ -277,6 +285,7 @@ public struct KafkaServer: Service {
                                 frame.bytes,
                                 remoteAddress: remoteAddress,
                                 listener: listener,
+                                connection: lifetime,
                                 logger: logger
                             )
                         }
@@ -351,6 +360,7 @@ public struct KafkaServer: Service {
         _ frame: ByteBuffer,
         remoteAddress: SocketAddress?,
         listener: String,
+        connection: ConnectionLifetime,
         logger: Logger
     ) async -> HandlerTable.Outcome {
         let envelope: KafkaRequestEnvelope
@@ -369,7 +379,8 @@ public struct KafkaServer: Service {
             remoteAddress: remoteAddress,
             listenerName: listener,
             advertisedAPIs: self.handlers.advertised,
-            logger: logger
+            logger: logger,
+            connection: connection
         )
         let outcome = await self.handlers.handle(envelope, context: context)
         if case .respond = outcome {

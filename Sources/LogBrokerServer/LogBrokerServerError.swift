@@ -11,7 +11,7 @@ public struct LogBrokerServerError: Error, Hashable, Sendable, CustomStringConve
         case invalidValue(name: String, value: String, reason: String, source: String?)
         case invalidOverride(String)
         case bindFailed(listener: String, reason: String)
-        case notBuiltYet(name: String, value: String, reason: String)
+        case metadataStoreUnreachable(name: String, value: String, reason: String)
     }
 
     private let code: Code
@@ -45,17 +45,21 @@ public struct LogBrokerServerError: Error, Hashable, Sendable, CustomStringConve
         LogBrokerServerError(.bindFailed(listener: listener, reason: reason))
     }
 
-    /// A valid setting whose part of the server is not built yet (`metadata.store=etcd`): start-up stops rather
-    /// than run as something else.
-    public static func notBuiltYet(setting name: String, value: String, reason: String) -> LogBrokerServerError {
-        LogBrokerServerError(.notBuiltYet(name: name, value: value, reason: reason))
+    /// The metadata store named by setting `name` (`metadata.etcd.endpoints`) did not answer at start: the node
+    /// cannot run without its metadata.
+    public static func metadataStoreUnreachable(
+        setting name: String,
+        value: String,
+        reason: String
+    ) -> LogBrokerServerError {
+        LogBrokerServerError(.metadataStoreUnreachable(name: name, value: value, reason: reason))
     }
 
     /// The setting this error is about, if any.
     public var settingName: String? {
         switch self.code {
         case .configuration(let error): error.settingName
-        case .invalidValue(let name, _, _, _), .notBuiltYet(let name, _, _): name
+        case .invalidValue(let name, _, _, _), .metadataStoreUnreachable(let name, _, _): name
         case .invalidOverride, .bindFailed: nil
         }
     }
@@ -71,8 +75,8 @@ public struct LogBrokerServerError: Error, Hashable, Sendable, CustomStringConve
             return "Invalid --override \(argument): expected key=value"
         case .bindFailed(let listener, let reason):
             return "Cannot listen on \(listener): \(reason)"
-        case .notBuiltYet(let name, let value, let reason):
-            return "Cannot run configuration \(name)=\(value): \(reason)"
+        case .metadataStoreUnreachable(let name, let value, let reason):
+            return "Cannot reach the metadata store \(name)=\(value): \(reason)"
         }
     }
 }

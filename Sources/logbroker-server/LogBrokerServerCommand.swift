@@ -22,7 +22,9 @@ struct LogBrokerServerCommand: AsyncParsableCommand {
             ignored.
 
             The cluster metadata (topics, their ids and configs, dynamic broker configs) is kept in log.dirs' first \
-            directory. The APIs served are those ApiVersions lists; README.md says what is not built yet.
+            directory, or with metadata.store=etcd in etcd, shared by the processes of a cluster (an etcd that does \
+            not answer within 18 s at start stops start-up with status 1). The APIs served are those ApiVersions \
+            lists; README.md says what is not built yet.
 
             Logs go to stderr; LOGBROKER_LOG_LEVEL (trace, debug, info, notice, warning, error) sets the level \
             (default info).

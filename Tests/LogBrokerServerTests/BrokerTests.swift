@@ -1,14 +1,15 @@
 import Foundation
 import KafkaMessages
 import KafkaNIO
+import KafkaWire
 import LogBrokerClient
 import LogBrokerServer
 import NIOCore
 import NIOPosix
 import Testing
 
-/// `Broker`, the whole node as `logbroker-server` assembles it, started in-process; and what the binary does with the
-/// cluster settings it cannot act on yet.
+/// `Broker`, the whole node as `logbroker-server` assembles it, started in-process; its controller listener, and
+/// what it does with an etcd it cannot reach.
 @Suite(.timeLimit(.minutes(2))) struct BrokerTests {
     /// A port nothing listens on now.
     static func freePort() async throws -> Int {
@@ -73,87 +74,96 @@ import Testing
         }
     }
 
-    /// A pasted KRaft configuration: the CONTROLLER listener is neither bound nor advertised (nothing would answer
-    /// the KRaft RPCs there yet), and the log says so; clients see the PLAINTEXT listener only.
-    @Test func theControllerListenerIsNotBoundNorAdvertised() async throws {
-        let controllerPort = try await Self.freePort()
-        let log = CapturedLog()
+    /// A pasted KRaft configuration: the CONTROLLER listener is bound with the controller's handlers only (ApiVersions
+    /// lists the admin writes brokers forward, not Metadata, Produce or Fetch), and it is not advertised: clients see
+    /// the PLAINTEXT listener only, and a client API on the controller port closes that connection.
+    @Test func theControllerListenerServesTheControllerAPIsAndIsNotAdvertised() async throws {
         try await withInProcessBroker(
             [
-                ("listeners", "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:\(controllerPort)"),
+                ("listeners", "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0"),
                 ("controller.listener.names", "CONTROLLER"),
-            ],
-            log: log
+            ]
         ) { broker in
             #expect(broker.localAddresses.count == 1)
             let port = try #require(broker.localAddresses.first?.port)
+            let controllerPort = try #require(broker.controllerAddresses.first?.port)
             #expect(port != controllerPort)
+            let versions = try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: controllerPort) {
+                try await $0.send(ApiVersionsRequest(), version: 2)
+            }
             #expect(
-                log.all.contains {
-                    $0.contains("Controller listener not bound")
-                        && $0.contains("listener=CONTROLLER://127.0.0.1:\(controllerPort)")
-                }
+                Set(versions.apiKeys.map(\.apiKey))
+                    == Set(
+                        [
+                            APIKey.apiVersions, .createTopics, .deleteTopics, .createPartitions, .alterConfigs,
+                            .incrementalAlterConfigs, .electLeaders,
+                        ].map(\.rawValue)
+                    )
             )
-            // Nothing listens there: the port can be bound by someone else.
-            let squatter = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .bind(host: "127.0.0.1", port: controllerPort).get()
-            try await squatter.close()
+            // The standalone controller is the active one: a topic created on the controller listener is served on
+            // the client listener.
+            let created = try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: controllerPort) {
+                try await $0.send(
+                    CreateTopicsRequest(
+                        topics: [.init(name: "via-controller", numPartitions: 2, replicationFactor: 1)],
+                        timeoutMs: 10_000
+                    ),
+                    version: 5
+                )
+            }
+            #expect(created.topics.map(\.errorCode) == [0])
             let metadata = try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: port) {
-                try await $0.send(MetadataRequest(topics: []), version: 12)
+                try await $0.send(MetadataRequest(topics: nil), version: 12)
             }
             #expect(metadata.brokers.map(\.port) == [Int32(port)])
+            #expect(metadata.topics.first { $0.name == "via-controller" }?.partitions.count == 2)
+            // Metadata is a client API: the controller listener closes the connection rather than answer it.
+            await #expect(throws: (any Error).self) {
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: controllerPort) {
+                    try await $0.send(MetadataRequest(topics: []), version: 12)
+                }
+            }
         }
     }
 
-    /// `metadata.store=etcd` parses, but the server has no etcd store yet: start-up stops before anything is opened
-    /// or bound, rather than running standalone.
-    @Test func anEtcdStoreStopsStartUpBeforeAnythingIsOpened() async throws {
+    /// `metadata.store=etcd` with an etcd that does not answer: start-up stops once the connect timeout has passed,
+    /// with an error naming `metadata.etcd.endpoints`, before any log directory is opened or any port bound.
+    @Test func anUnreachableEtcdStopsStartUpNamingTheEndpointsBeforeAnythingIsOpened() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-\(UUID())").path
+        let etcdPort = try await Self.freePort()
         let configuration = try testConfiguration([
-            ("log.dirs", directory), ("metadata.store", "etcd"), ("metadata.etcd.endpoints", "http://127.0.0.1:2379"),
+            ("log.dirs", directory), ("metadata.store", "etcd"),
+            ("metadata.etcd.endpoints", "http://127.0.0.1:\(etcdPort)"),
             ("listeners", "PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0"),
             ("controller.listener.names", "CONTROLLER"),
         ])
-        await #expect(
-            throws: LogBrokerServerError.notBuiltYet(
-                setting: "metadata.store",
-                value: "etcd",
-                reason: "the etcd metadata store is not built into the server yet; only metadata.store=local runs "
-                    + "so far (one process with both roles)"
+        let log = CapturedLog()
+        let started = ContinuousClock.now
+        do {
+            _ = try await Broker.start(
+                configuration: configuration,
+                metadataStoreConnectTimeout: .seconds(1),
+                logger: log.logger()
             )
-        ) {
-            _ = try await Broker.start(configuration: configuration, logger: CapturedLog().logger())
+            Issue.record("started without etcd")
+        } catch let error as LogBrokerServerError {
+            #expect(error.settingName == "metadata.etcd.endpoints")
+            #expect(
+                "\(error)".hasPrefix(
+                    "Cannot reach the metadata store metadata.etcd.endpoints=http://127.0.0.1:\(etcdPort): no etcd "
+                        + "member answered within 1.0 seconds"
+                ),
+                "\(error)"
+            )
         }
+        #expect(ContinuousClock.now - started < .seconds(10))
+        // One warning while it kept trying, naming the setting.
+        #expect(log.all.filter { $0.contains("etcd does not answer") }.count == 1, "\(log.all)")
         #expect(!FileManager.default.fileExists(atPath: directory))
     }
 
-    /// The binary: one line on stderr naming the setting, and status 1, as for a bad configuration.
-    @Test func theBinaryRefusesTheEtcdStoreWithOneLineAndStatus1() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("etcd-binary-\(UUID())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let config = directory.appendingPathComponent("server.properties")
-        try """
-        node.id=1
-        listeners=PLAINTEXT://127.0.0.1:0,CONTROLLER://127.0.0.1:0
-        controller.listener.names=CONTROLLER
-        metadata.store=etcd
-        metadata.etcd.endpoints=http://127.0.0.1:2379
-        log.dirs=\(directory.appendingPathComponent("logs").path)
-
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let result = try await ExternalClientTests.run([BrokerProcess.binary.path, config.path])
-        #expect(result.status == 1)
-        #expect(
-            result.output
-                == "logbroker-server: Cannot run configuration metadata.store=etcd: the etcd metadata store is not "
-                + "built into the server yet; only metadata.store=local runs so far (one process with both roles)\n"
-        )
-        #expect(!FileManager.default.fileExists(atPath: directory.appendingPathComponent("logs").path))
-    }
-
-    /// The binary started on a KRaft-style file (Kafka's sample layout): it serves clients on PLAINTEXT, and kcat
-    /// sees one broker there and nothing on the CONTROLLER port.
+    /// The binary started on a KRaft-style file (Kafka's sample layout): it serves clients on PLAINTEXT and the
+    /// controller APIs on CONTROLLER; kcat sees one broker, on PLAINTEXT, and is never told of the CONTROLLER port.
     @Test func theBinaryRunsAKRaftStyleConfiguration() async throws {
         let controllerPort = try await Self.freePort()
         try await BrokerProcess.withBroker([
@@ -162,7 +172,10 @@ import Testing
             ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"),
             ("broker.heartbeat.interval.ms", "2000"), ("broker.session.timeout.ms", "9000"), ("broker.rack", "r1"),
         ]) { broker in
-            #expect(broker.stderr.contains("Controller listener not bound"), "\(broker.stderr)")
+            #expect(
+                broker.stderr.contains("listener=CONTROLLER port=\(controllerPort)"),
+                "\(broker.stderr)"
+            )
             let kcat = try await ExternalClientTests.run(["kcat", "-b", broker.bootstrap, "-L"])
             #expect(kcat.status == 0, "\(kcat.output)")
             #expect(kcat.output.contains(" 1 brokers:"), "\(kcat.output)")

@@ -288,6 +288,7 @@ struct SlowHeartbeatHandler: KafkaHandler {
             do {
                 let server = try await KafkaServer.bind(
                     configuration: configuration,
+                    listeners: configuration.listeners,
                     handlers: HandlerTable(),
                     logger: CapturedLog().logger()
                 )
@@ -305,6 +306,7 @@ struct SlowHeartbeatHandler: KafkaHandler {
         ])
         let server = try await KafkaServer.bind(
             configuration: configuration,
+            listeners: configuration.listeners,
             handlers: HandlerTable(),
             logger: CapturedLog().logger()
         )

@@ -18,7 +18,7 @@ import Testing
     @Test func aPartitionWhoseLogCannotBeCreatedIsOpenedOnceDescriptorsAreBack() async throws {
         // A whole broker, as the daemon assembles it: the controller's elections reach the replica manager.
         try await withInProcessBroker { broker in
-            let storage = broker.storage
+            let storage = try #require(broker.storage)
             let controller = broker.controller
             let directory = try #require(broker.configuration.logDirs.first)
             let partition = TopicPartition("events", 0)

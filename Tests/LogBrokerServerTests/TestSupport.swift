@@ -55,7 +55,12 @@ func withServer<Result: Sendable>(
     _ body: @Sendable (Int) async throws -> Result
 ) async throws -> Result {
     let configuration = try configuration ?? testConfiguration()
-    let server = try await KafkaServer.bind(configuration: configuration, handlers: handlers, logger: log.logger())
+    let server = try await KafkaServer.bind(
+        configuration: configuration,
+        listeners: configuration.listeners,
+        handlers: handlers,
+        logger: log.logger()
+    )
     let port = try requireNonNilValue(server.localAddresses.first?.port)
     let group = ServiceGroup(services: [server], logger: log.logger())
     return try await withThrowingTaskGroup(of: Void.self) { tasks in

@@ -5,6 +5,8 @@ import KafkaWire
 public enum KafkaMessageRegistry {
     /// Every generated message type, by its JSON name.
     public static let messageTypes: [String: any KafkaMessage.Type] = [
+        "AllocateProducerIdsRequest": AllocateProducerIdsRequest.self,
+        "AllocateProducerIdsResponse": AllocateProducerIdsResponse.self,
         "AlterConfigsRequest": AlterConfigsRequest.self,
         "AlterConfigsResponse": AlterConfigsResponse.self,
         "AlterPartitionRequest": AlterPartitionRequest.self,
@@ -364,6 +366,14 @@ public enum KafkaMessageRegistry {
             requestType: BrokerHeartbeatRequest.self,
             responseType: BrokerHeartbeatResponse.self,
             validVersions: 0...1,
+            firstFlexibleVersion: 0,
+            responseHeaderIsAlwaysV0: false
+        ),
+        KafkaAPI(
+            apiKey: .allocateProducerIDs,
+            requestType: AllocateProducerIdsRequest.self,
+            responseType: AllocateProducerIdsResponse.self,
+            validVersions: 0...0,
             firstFlexibleVersion: 0,
             responseHeaderIsAlwaysV0: false
         ),

@@ -19,7 +19,28 @@ public struct InitProducerIdHandler: KafkaHandler {
     let producerIDs: ProducerIDSource
 
     public init(controller: Controller) {
-        self.producerIDs = ProducerIDSource(controller: controller)
+        self.producerIDs = ProducerIDSource { try await controller.allocateProducerIDBlock() }
+    }
+
+    /// On a broker of a cluster: blocks come from the local controller while it is the active one, else from the
+    /// active controller by AllocateProducerIds over its CONTROLLER listener, with this broker's epoch.
+    init(forwarding: ControllerForwarding, lifecycle: BrokerLifecycle, nodeID: Int32) {
+        self.producerIDs = ProducerIDSource {
+            if await forwarding.isLocal() { return try await forwarding.controller.allocateProducerIDBlock() }
+            guard let brokerEpoch = await lifecycle.brokerEpoch else {
+                throw ClusterControlError.brokerNotRegistered(nodeID)
+            }
+            let response = try await forwarding.channel.send(
+                AllocateProducerIdsRequest(brokerID: nodeID, brokerEpoch: brokerEpoch),
+                version: 0,
+                deadline: .now + .seconds(10)
+            )
+            guard response.errorCode == 0, response.producerIDLen > 0 else {
+                if response.errorCode == ErrorCode.notController.rawValue { await forwarding.channel.reset() }
+                throw ProducerIDBlockRefused(code: ErrorCode(response.errorCode))
+            }
+            return response.producerIDStart..<(response.producerIDStart + Int64(response.producerIDLen))
+        }
     }
 
     public func handle(_ request: InitProducerIdRequest, context: RequestContext) async -> InitProducerIdResponse {
@@ -45,17 +66,24 @@ public struct InitProducerIdHandler: KafkaHandler {
 /// Thread safety: an actor. Two callers that find the block empty at once each get a block; the rest of the first
 /// is skipped, never handed out twice.
 actor ProducerIDSource {
-    private let controller: Controller
+    private let allocate: @Sendable () async throws -> Range<Int64>
     private var block: Range<Int64> = 0..<0
 
-    init(controller: Controller) {
-        self.controller = controller
+    /// - Parameter allocate: a new block, recorded by the controller before it is returned.
+    init(allocate: @escaping @Sendable () async throws -> Range<Int64>) {
+        self.allocate = allocate
     }
 
-    func next() async throws(ClusterControlError) -> Int64 {
-        if self.block.isEmpty { self.block = try await self.controller.allocateProducerIDBlock() }
+    func next() async throws -> Int64 {
+        if self.block.isEmpty { self.block = try await self.allocate() }
         let id = self.block.lowerBound
         self.block = (id + 1)..<self.block.upperBound
         return id
     }
+}
+
+/// The active controller answered AllocateProducerIds with an error.
+struct ProducerIDBlockRefused: Error, CustomStringConvertible {
+    let code: ErrorCode
+    var description: String { "the controller refused a producer id block: \(self.code)" }
 }
