@@ -2,7 +2,8 @@
 kafka-python find three brokers with their racks and the same controller (the active one) from any bootstrap
 broker; a topic of 12 partitions at replication factor 3 created through broker 2 shows 3 replicas per partition and
 preferred leaders spread 4/4/4 on every broker within one second of its creation; `logbroker-admin cluster describe`
-lists the three brokers unfenced with the active controller and its epoch."""
+lists the three brokers unfenced with the active controller and its epoch; a killed broker is fenced at once, gone
+from Metadata and shown fenced by cluster describe."""
 import json
 import struct
 import subprocess
@@ -136,5 +137,23 @@ def test_three_brokers_one_controller_and_a_topic_spread_over_them(tmp_path):
         assert [(b["id"], b["rack"], b["fenced"]) for b in described["brokers"]] == [
             (1, "rack-a", False), (2, "rack-b", False), (3, "rack-c", False)]
         assert all(b["last_heartbeat_ms"] is not None for b in described["brokers"])
+
+        # A broker killed is fenced at once (its heartbeat connection closed): Metadata no longer lists it, and
+        # cluster describe shows it fenced, with its last heartbeat and no endpoint.
+        victim = next(node for node in cluster.nodes if node.node_id != active.node_id)
+        others = sorted(set(brokers) - {victim.node_id})
+        victim.kill()
+        killed = time.monotonic()
+        wait_until(lambda: sorted(b["id"] for b in kcat_metadata(active.bootstrap)["brokers"]) == others, 10,
+                   f"broker {victim.node_id} is still listed after it was killed")
+        print(f"broker {victim.node_id} left Metadata {time.monotonic() - killed:.3f} s after SIGKILL")
+        result = subprocess.run([tool_binary("logbroker-admin"), "cluster", "describe", "-b", active.bootstrap,
+                                 "--json"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        rows = {b["id"]: b for b in json.loads(result.stdout)["brokers"]}
+        assert sorted(rows) == [1, 2, 3]
+        assert rows[victim.node_id]["fenced"] and rows[victim.node_id]["host"] is None
+        assert rows[victim.node_id]["last_heartbeat_ms"] is not None
+        assert not any(rows[node_id]["fenced"] for node_id in others)
     finally:
         cluster.stop()
