@@ -125,15 +125,16 @@ public struct BrokerLiveness<Instant: InstantProtocol>: Sendable where Instant.D
         return HeartbeatOutcome(caughtUp: caughtUp, fenced: session.fenced, unfenced: wasFenced && !session.fenced)
     }
 
-    /// The heartbeat connection of `nodeID` at `brokerEpoch` closed: it is fenced at once.
+    /// The heartbeat connection of `nodeID` at `brokerEpoch` closed: it is fenced at once, and its process counts as
+    /// gone (a broker that stopped after a controlled shutdown may be started again at once).
     /// - Returns: whether that fenced it (it was registered at that epoch and unfenced).
     public mutating func connectionClosed(nodeID: Int32, brokerEpoch: Int64) -> Bool {
-        guard var session = self.sessions[nodeID], session.brokerEpoch == brokerEpoch, !session.fenced else {
-            return false
-        }
+        guard var session = self.sessions[nodeID], session.brokerEpoch == brokerEpoch else { return false }
+        let wasFenced = session.fenced
         session.fenced = true
+        session.wantsShutDown = false
         self.sessions[nodeID] = session
-        return true
+        return !wasFenced
     }
 
     /// Fences every unfenced broker whose last heartbeat is older than the session timeout.

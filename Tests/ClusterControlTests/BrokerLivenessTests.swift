@@ -14,6 +14,7 @@ import Testing
     static func at(_ seconds: Double) -> TestInstant { TestInstant(sinceOrigin: .milliseconds(Int64(seconds * 1000))) }
     static let first = KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 1)
     static let second = KafkaUUID(mostSignificantBits: 2, leastSignificantBits: 2)
+    static let third = KafkaUUID(mostSignificantBits: 3, leastSignificantBits: 3)
 
     @Test func aBrokerStartsFencedAndIsUnfencedOnceCaughtUp() throws {
         var liveness = BrokerLiveness<TestInstant>(sessionTimeout: .seconds(9))
@@ -78,6 +79,16 @@ import Testing
                                        wantShutDown: false, at: Self.at(4))
         }
         #expect(throws: ClusterControlError.staleBrokerEpoch(1, epoch: 7, current: 12)) { try heartbeat(1, epoch: 7) }
+        // A controlled shutdown keeps the node id until the stopped process's connection closes.
+        try heartbeat(1, epoch: 12)
+        _ = try liveness.heartbeat(nodeID: 1, brokerEpoch: 12, appliedRevision: 12, wantFence: false,
+                                   wantShutDown: true, at: Self.at(5))
+        #expect(throws: ClusterControlError.duplicateBrokerRegistration(1)) {
+            try liveness.checkRegistration(nodeID: 1, incarnationID: Self.third, at: Self.at(6))
+        }
+        let gone = liveness.connectionClosed(nodeID: 1, brokerEpoch: 12)
+        #expect(!gone, "already fenced by its shutdown")
+        try liveness.checkRegistration(nodeID: 1, incarnationID: Self.third, at: Self.at(6))
         #expect(throws: ClusterControlError.brokerNotRegistered(3)) { try heartbeat(3, epoch: 1) }
     }
 

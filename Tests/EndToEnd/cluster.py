@@ -193,6 +193,12 @@ class Store:
         kvs = self.etcd.call("/v3/kv/range", {"key": _b64(self.key(key))}).get("kvs", [])
         return _entry(kvs[0]) if kvs else None
 
+    def entry_at(self, key, revision):
+        """The entry of `key` as it was at store revision `revision`, or None when it did not exist then."""
+        answer = self.etcd.call("/v3/kv/range", {"key": _b64(self.key(key)), "revision": revision})
+        kvs = answer.get("kvs", [])
+        return _entry(kvs[0]) if kvs else None
+
     def entries(self):
         """Every key under the prefix (without it) -> its entry."""
         start = (self.prefix + "/").encode()

@@ -96,7 +96,8 @@ import Testing
                     == Set(
                         [
                             APIKey.apiVersions, .createTopics, .deleteTopics, .createPartitions, .alterConfigs,
-                            .incrementalAlterConfigs, .electLeaders,
+                            .incrementalAlterConfigs, .electLeaders, .brokerRegistration, .brokerHeartbeat,
+                            .allocateProducerIDs,
                         ].map(\.rawValue)
                     )
             )
