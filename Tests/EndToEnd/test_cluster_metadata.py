@@ -157,3 +157,40 @@ def test_three_brokers_one_controller_and_a_topic_spread_over_them(tmp_path):
         assert not any(rows[node_id]["fenced"] for node_id in others)
     finally:
         cluster.stop()
+
+
+def test_with_controller_only_nodes_each_broker_names_itself_as_the_controller(tmp_path):
+    """A controller-only process serves no clients, so clients are never sent to it: each broker names itself as
+    the controller (as Kafka's KRaft brokers name a live broker) and forwards the admin requests clients send it."""
+    cluster = Cluster(tmp_path, ["controller", "controller", "broker", "broker", "broker"])
+    try:
+        cluster.start()
+        active, _ = cluster.active_controller()
+        assert "broker" not in active.roles
+        brokers = {node.node_id: node.bootstrap for node in cluster.brokers()}
+        for node_id, bootstrap in brokers.items():
+            wait_until(lambda: sorted(b["id"] for b in kcat_metadata(bootstrap)["brokers"]) == sorted(brokers), 30,
+                       lambda: f"{bootstrap} does not list the brokers: {kcat_metadata(bootstrap)}")
+            assert kcat_metadata(bootstrap)["controllerid"] == node_id
+
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        client = AdminClient({"bootstrap.servers": brokers[4]})
+        next(iter(client.create_topics([NewTopic("through-four", 6, 3)]).values())).result(30)
+        topic = client.list_topics(topic="through-four", timeout=10).topics["through-four"]
+        assert len(topic.partitions) == 6 and all(len(p.replicas) == 3 for p in topic.partitions.values())
+        del client
+
+        # DescribeQuorum is answered by the active controller only: a broker cannot tell the operator which one it is
+        # (until brokers forward it), and cluster describe says so rather than name a broker.
+        result = subprocess.run([tool_binary("logbroker-admin"), "cluster", "describe", "-b", brokers[3], "--json"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        described = json.loads(result.stdout)
+        assert described["controller"] in (None, active.node_id)
+        assert [(b["id"], b["fenced"]) for b in described["brokers"]] == [(3, False), (4, False), (5, False)]
+    finally:
+        # Brokers first: a broker stopping without a controller waits out its session for a controlled shutdown.
+        for node in cluster.brokers():
+            node.stop()
+        cluster.stop()
