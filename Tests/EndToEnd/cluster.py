@@ -28,7 +28,6 @@ PREFIX = "/logbroker"
 
 # Kafka error codes the tests name.
 NONE = 0
-INVALID_REPLICATION_FACTOR = 38
 NOT_CONTROLLER = 41
 
 # API keys.
