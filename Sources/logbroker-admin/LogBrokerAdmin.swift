@@ -323,7 +323,8 @@ struct Cluster: AsyncParsableCommand {
                 Brokers are listed with their endpoint, rack, whether they are fenced, their last heartbeat and \
                 the image revision they have applied. DescribeCluster names the unfenced brokers with their \
                 endpoints; the active controller's DescribeQuorum names every registered broker, so a broker only \
-                the latter names is fenced (its endpoint is not reported).
+                the latter names is fenced (its endpoint is not reported). Without DescribeQuorum's answer the \
+                unfenced brokers are listed and the controller is unknown.
                 """
         )
         @OptionGroup var connection: Connection
@@ -343,7 +344,9 @@ struct Cluster: AsyncParsableCommand {
                     try self.connection.printJSON(
                         [
                             "cluster_id": cluster.clusterID,
-                            "controller": quorum?.leaderID ?? cluster.controllerID,
+                            // Without DescribeQuorum the active controller is unknown: DescribeCluster's
+                            // controller id may be a broker that forwards to it.
+                            "controller": quorum.map { $0.leaderID as Any } ?? NSNull(),
                             "controller_epoch": quorum.map { $0.leaderEpoch as Any } ?? NSNull(),
                             "image_revision": quorum.map { $0.highWatermark as Any } ?? NSNull(),
                             "brokers": rows.map { row in
@@ -365,7 +368,7 @@ struct Cluster: AsyncParsableCommand {
                         print("Controller: \(quorum.leaderID) (epoch \(quorum.leaderEpoch))")
                         print("Image revision: \(quorum.highWatermark)")
                     } else {
-                        print("Controller: \(cluster.controllerID)")
+                        print("Controller: unknown")
                     }
                     let now = Int64(Date().timeIntervalSince1970 * 1000)
                     printTable(

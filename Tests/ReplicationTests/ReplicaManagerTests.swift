@@ -1,3 +1,4 @@
+import ClusterControl
 import KafkaRecords
 import KafkaWire
 import LogStorage
@@ -277,5 +278,63 @@ import Testing
         #expect(none.offset == -1)
         #expect(none.timestamp == -1)
         #expect(await replicas.offset(for: .earliest, topic: "x", partition: 0).error == .unknownTopicOrPartition)
+    }
+
+    /// The image decides who answers for a partition (Kafka's `getPartitionOrError`): NOT_LEADER_OR_FOLLOWER for a
+    /// partition it has that this broker does not lead (hosted or not), UNKNOWN_TOPIC_OR_PARTITION for one it lacks;
+    /// a hosted partition the image does not have yet is served; an older image never replaces a newer one.
+    @Test func theImageDecidesWhichPartitionsThisBrokerServes() async throws {
+        let fixture = try ReplicaFixture()
+        defer { fixture.close() }
+        let replicas = fixture.replicas
+        let id = KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 2)
+        try await replicas.becomeLeader(topic: "orders", partition: 0, topicID: id, leaderEpoch: 0)
+        func latest(_ partition: Int32) async -> ErrorCode {
+            await replicas.offset(for: .latest, topic: "orders", partition: partition).error
+        }
+        func topic(leaders: [Int32?]) -> [String: TopicImage] {
+            let partitions = leaders.map { leader in
+                PartitionState(replicas: [1, 2], isr: [1, 2], leader: leader, leaderEpoch: 0, partitionEpoch: 0)
+            }
+            return ["orders": TopicImage(name: "orders", id: id, partitions: partitions)]
+        }
+        #expect(await latest(0) == .none)
+        #expect(await latest(1) == .unknownTopicOrPartition)
+
+        replicas.applyImage(topics: topic(leaders: [1, 2]), revision: 10)
+        #expect(await latest(0) == .none)
+        #expect(await latest(1) == .notLeaderOrFollower)
+        #expect(await latest(2) == .unknownTopicOrPartition)
+
+        // Partition 0 moved to broker 2: hosted here, no longer served; then no leader at all.
+        replicas.applyImage(topics: topic(leaders: [2, 2]), revision: 11)
+        #expect(await latest(0) == .notLeaderOrFollower)
+        let append = await replicas.append(
+            topic: "orders",
+            partition: 0,
+            records: try TestBatches.make(count: 1),
+            requiredAcks: 1,
+            origin: Self.client
+        )
+        #expect(append.error == .notLeaderOrFollower)
+        let read = await replicas.read(
+            [PartitionRead(topicPartition: TopicPartition("orders", 0), fetchOffset: 0, maxBytes: 1 << 20)],
+            maxBytes: 1 << 20
+        )
+        #expect(read.map(\.error) == [.notLeaderOrFollower])
+        let epochs = await replicas.endOffset(forLeaderEpoch: 0, topic: "orders", partition: 0)
+        #expect(epochs.error == .notLeaderOrFollower)
+        replicas.applyImage(topics: topic(leaders: [1, 2]), revision: 9)
+        #expect(await latest(0) == .notLeaderOrFollower, "an older image is ignored")
+        replicas.applyImage(topics: topic(leaders: [nil, 2]), revision: 12)
+        #expect(await latest(0) == .notLeaderOrFollower)
+        replicas.applyImage(topics: topic(leaders: [1, 2]), revision: 13)
+        #expect(await latest(0) == .none)
+
+        // An image without the topic: the hosted partition is served until it is removed (as while a creation's
+        // image is a moment behind its leaderships), the others are unknown.
+        replicas.applyImage(topics: [:], revision: 14)
+        #expect(await latest(0) == .none)
+        #expect(await latest(1) == .unknownTopicOrPartition)
     }
 }
