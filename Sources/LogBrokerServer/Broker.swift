@@ -405,7 +405,7 @@ public final class Broker: Service, Sendable {
             forwardingTo: forwarding
         )
         handlers.register(DescribeClusterHandler(controller: controller, nodeID: configuration.nodeID))
-        handlers.register(DescribeQuorumHandler(controller: controller))
+        handlers.register(DescribeQuorumHandler(controller: controller), forwardingTo: forwarding)
         handlers.register(
             ElectLeadersHandler(controller: controller, replicas: storage.replicas),
             forwardingTo: forwarding

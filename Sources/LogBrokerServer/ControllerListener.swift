@@ -19,6 +19,8 @@ enum ControllerListener {
         handlers.register(IncrementalAlterConfigsHandler(controller: controller, configuration: configuration))
         // No local logs to reopen here: a controller hosts no partitions.
         handlers.register(ElectLeadersHandler(controller: controller))
+        // The quorum's description: only the active controller can give it; brokers forward it here.
+        handlers.register(DescribeQuorumHandler(controller: controller))
         // KRaft's broker lifecycle: registration, heartbeats (liveness and fencing), producer id blocks.
         handlers.register(BrokerRegistrationHandler(controller: controller))
         handlers.register(BrokerHeartbeatHandler(controller: controller))

@@ -181,13 +181,13 @@ def test_with_controller_only_nodes_each_broker_names_itself_as_the_controller(t
         assert len(topic.partitions) == 6 and all(len(p.replicas) == 3 for p in topic.partitions.values())
         del client
 
-        # DescribeQuorum is answered by the active controller only: a broker cannot tell the operator which one it is
-        # (until brokers forward it), and cluster describe says so rather than name a broker.
+        # DescribeQuorum is answered by the active controller only; a broker forwards it there, so cluster describe
+        # through a broker names the controller-only process that is active.
         result = subprocess.run([tool_binary("logbroker-admin"), "cluster", "describe", "-b", brokers[3], "--json"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         described = json.loads(result.stdout)
-        assert described["controller"] in (None, active.node_id)
+        assert described["controller"] == active.node_id
         assert [(b["id"], b["fenced"]) for b in described["brokers"]] == [(3, False), (4, False), (5, False)]
     finally:
         # Brokers first: a broker stopping without a controller waits out its session for a controlled shutdown.

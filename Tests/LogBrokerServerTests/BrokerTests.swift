@@ -96,8 +96,8 @@ import Testing
                     == Set(
                         [
                             APIKey.apiVersions, .createTopics, .deleteTopics, .createPartitions, .alterConfigs,
-                            .incrementalAlterConfigs, .electLeaders, .brokerRegistration, .brokerHeartbeat,
-                            .allocateProducerIDs,
+                            .incrementalAlterConfigs, .electLeaders, .describeQuorum, .brokerRegistration,
+                            .brokerHeartbeat, .allocateProducerIDs,
                         ].map(\.rawValue)
                     )
             )

@@ -140,6 +140,7 @@ import Testing
                 refusals: notControllerAnswers
             )
         )
+        controllerHandlers.register(DescribeQuorumHandler(controller: active))
         try await withServer(handlers: controllerHandlers, log: log) { controllerPort in
             try await active.start(
                 registration: BrokerRegistration(
@@ -165,6 +166,7 @@ import Testing
                 CreateTopicsHandler(controller: follower, configuration: configuration),
                 forwardingTo: forwarding
             )
+            brokerHandlers.register(DescribeQuorumHandler(controller: follower), forwardingTo: forwarding)
             try await withServer(handlers: brokerHandlers, log: log) { brokerPort in
                 try await body(
                     TwoNodes(store: store, directory: directory, active: active, follower: follower),
@@ -210,6 +212,30 @@ import Testing
                 )
                 #expect(again.topics.first?.errorCode == ErrorCode.topicAlreadyExists.rawValue)
                 #expect(again.topics.first?.errorMessage?.contains("already exists") == true)
+            }
+        }
+    }
+
+    @Test func describeQuorumOnABrokerWithoutTheControllerAnswersTheActiveControllersView() async throws {
+        try await Self.withTwoNodes { _, _, brokerPort in
+            try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: brokerPort) { connection in
+                for version in Int16(0)...2 {
+                    let response = try await connection.send(
+                        DescribeQuorumRequest(
+                            topics: [
+                                .init(
+                                    topicName: DescribeQuorumHandler.metadataTopic,
+                                    partitions: [.init(partitionIndex: 0)]
+                                )
+                            ]
+                        ),
+                        version: version
+                    )
+                    let partition = try #require(response.topics.first?.partitions.first)
+                    #expect(response.errorCode == 0 && partition.errorCode == 0, "v\(version): \(response)")
+                    // Node 1's controller is the active one; node 2, which was asked, has no controller role.
+                    #expect(partition.leaderID == 1 && partition.currentVoters.map(\.replicaID) == [1])
+                }
             }
         }
     }
