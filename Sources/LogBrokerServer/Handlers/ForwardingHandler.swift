@@ -305,6 +305,7 @@ struct TopicCreator: Sendable {
         case .invalidTopicException: throw .invalidTopic(name, reason: reason)
         case .invalidPartitions: throw .invalidPartitions(partitions, reason: reason)
         case .invalidReplicationFactor:
+            // The controller's count of live brokers is in its message only; fewer than asked for is what is known.
             throw .invalidReplicationFactor(replicationFactor, liveBrokers: Int(replicationFactor) - 1)
         case .invalidConfig: throw .invalidConfig(reason)
         case .notController: throw .notController(activeNodeID: nil)
