@@ -17,11 +17,11 @@ import tempfile
 import time
 import warnings
 
-from benchtools import free_port, log, median
+from benchtools import log, median
 
 # The end-to-end tests' etcd (Debian's etcd-server on free ports, a temporary data dir).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "EndToEnd"))
-from etcd_server import EtcdServer  # noqa: E402
+from etcd_server import EtcdServer, free_port  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -394,9 +394,10 @@ class Cluster:
         return self.node(controller["node"]), controller
 
     def stop(self):
-        """Every node (SIGTERM, SIGKILL if it hangs), then etcd. Returns {node id: exit status}."""
+        """Every node (SIGTERM, SIGKILL if it hangs), brokers before controllers (a broker's controlled shutdown
+        needs a controller to answer), then etcd. Returns {node id: exit status}."""
         statuses = {}
-        for node in self.nodes:
+        for node in sorted(self.nodes, key=lambda node: "controller" in node.roles):
             statuses[node.node_id] = node.stop()
         self.etcd.stop()
         return statuses

@@ -3,7 +3,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -11,19 +10,14 @@ import warnings
 
 import pytest
 
+from etcd_server import free_port  # noqa: F401 - the tests import it from here
+
 with warnings.catch_warnings():
     # kafka-python 3.0.12 loads its schemas through importlib.resources APIs that Python deprecates.
     warnings.simplefilter("ignore", DeprecationWarning)
     import kafka  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    """A port nothing listens on now, for a broker that must come back on the same address after a restart."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def read_exactly(sock, count):

@@ -117,11 +117,20 @@ class EtcdServer:
         return [base64.b64decode(kv["key"]) for kv in answer.get("kvs", [])]
 
 
+_ports_handed_out = set()
+
+
 def free_port():
-    """A port nothing listens on now on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port nothing listens on now on 127.0.0.1, for a process that binds it later (and again after a restart).
+    Never the same one twice in a run: the kernel may offer a port again before the process it was handed to binds
+    it (seen: etcd and a node of one cluster given the same port)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in _ports_handed_out:
+            _ports_handed_out.add(port)
+            return port
 
 
 def _b64(data):
