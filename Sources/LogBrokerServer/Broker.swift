@@ -518,21 +518,21 @@ public final class Broker: Service, Sendable {
                 _ = try await store.revision()
                 return
             } catch let error where error.isUnreachable {
+                if !reported {
+                    reported = true
+                    logger.warning(
+                        "etcd does not answer; trying until the start-up gives up",
+                        metadata: [
+                            "metadata.etcd.endpoints": "\(endpoints.joined(separator: ","))",
+                            "error": "\(error)", "for": "\(timeout)",
+                        ]
+                    )
+                }
                 guard ContinuousClock.now + delay < deadline else {
                     throw LogBrokerServerError.metadataStoreUnreachable(
                         setting: "metadata.etcd.endpoints",
                         value: endpoints.joined(separator: ","),
                         reason: "no etcd member answered within \(timeout) (\(error))"
-                    )
-                }
-                if !reported {
-                    reported = true
-                    logger.warning(
-                        "etcd does not answer; trying again",
-                        metadata: [
-                            "metadata.etcd.endpoints": "\(endpoints.joined(separator: ","))",
-                            "error": "\(error)", "for": "\(timeout)",
-                        ]
                     )
                 }
                 try await Task.sleep(for: delay)

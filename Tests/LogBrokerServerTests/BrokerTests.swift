@@ -157,8 +157,10 @@ import Testing
                 "\(error)"
             )
         }
-        #expect(ContinuousClock.now - started < .seconds(10))
-        // One warning while it kept trying, naming the setting.
+        // Bounded (the process test measures how close to the timeout: this one shares a busy cooperative pool with
+        // the rest of the suite, seen taking 16 s).
+        #expect(ContinuousClock.now - started < .seconds(60))
+        // One warning, naming the setting.
         #expect(log.all.filter { $0.contains("etcd does not answer") }.count == 1, "\(log.all)")
         #expect(!FileManager.default.fileExists(atPath: directory))
     }
