@@ -5,7 +5,9 @@ with real clients (confluent-kafka's AdminClient and idempotent producer, kafka-
 
 Figures measured here are printed (pytest -s shows them): how long after a SIGKILL the controller fences the broker
 (its heartbeat connection closed), and after a SIGSTOP (the session timeout)."""
+import json
 import struct
+import subprocess
 import time
 import uuid
 
@@ -13,10 +15,12 @@ from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster import Node, cluster, wait_until  # noqa: F401
+from conftest import tool_binary
 
-# A short session, so a paused broker is fenced within the test's patience.
-SESSION_MS = 3000
-HEARTBEAT_MS = 500
+# A session short enough to wait out, long enough that a closed connection's fencing (seconds on a loaded machine)
+# is told apart from it.
+SESSION_MS = 8000
+HEARTBEAT_MS = 1000
 LIFECYCLE = f"broker.session.timeout.ms={SESSION_MS}\nbroker.heartbeat.interval.ms={HEARTBEAT_MS}\n"
 
 
@@ -80,6 +84,19 @@ def metadata_brokers(node):
     return set(AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=30).brokers)
 
 
+def describe(bootstrap):
+    """`logbroker-admin cluster describe --json` through `bootstrap`, decoded."""
+    result = subprocess.run([tool_binary("logbroker-admin"), "-b", bootstrap, "cluster", "describe", "--json"],
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    return json.loads(result.stdout)
+
+
+def described_fenced(node):
+    """The broker ids `cluster describe` through `node` shows fenced."""
+    return {broker["id"] for broker in describe(node.bootstrap)["brokers"] if broker["fenced"]}
+
+
 def holds_for(condition, seconds, message):
     """Checks `condition` every 50 ms for `seconds` (something that must not happen meanwhile); fails the test
     with `message()` the first time it does not hold."""
@@ -109,32 +126,44 @@ def test_three_broker_controller_nodes_register_and_are_unfenced(cluster):  # no
 
 
 def test_sigkill_fences_at_once_sigstop_after_the_session_timeout_and_restarts_register_anew(cluster):  # noqa: F811
-    nodes = cluster(["controller", "broker", "broker"], properties=LIFECYCLE)
-    before = wait_until(lambda: unfenced(nodes.store, [2, 3]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    nodes = cluster(["controller", "broker", "broker", "broker"], properties=LIFECYCLE)
+    controller, first, second, third = nodes.nodes
+    before = wait_until(lambda: unfenced(nodes.store, [2, 3, 4]), 30,
+                        lambda: f"not unfenced: {brokers(nodes.store)}")
+    described = describe(first.bootstrap)
+    assert described["controller"] == controller.node_id
+    assert described["controller_epoch"] == nodes.store.controller()["epoch"]
+    assert {broker["id"]: broker["fenced"] for broker in described["brokers"]} == {2: False, 3: False, 4: False}
+    assert all(broker["last_heartbeat_ms"] is not None for broker in described["brokers"])
 
     # A crash: the process's sockets close, and with them its heartbeat connection.
-    nodes.node(2).kill()
-    killed = fenced_within(nodes.store, 2, SESSION_MS / 1000)
+    third.kill()
+    killed = fenced_within(nodes.store, 4, SESSION_MS / 1000)
     print(f"\nSIGKILL: broker fenced {killed * 1000:.0f} ms after the kill (session timeout {SESSION_MS} ms)")
-    assert killed < SESSION_MS / 1000 / 2, killed
-    wait_until(lambda: metadata_brokers(nodes.node(3)) == {3}, 30, "Metadata still lists the killed broker")
+    assert killed < SESSION_MS / 1000 / 2, "fenced by its session's lapse, not by its closed connection"
+    assert 4 in described_fenced(first)
+    wait_until(lambda: metadata_brokers(second) == {2, 3}, 30, "Metadata still lists the killed broker")
+
+    # A restart is a new incarnation with a new epoch, unfenced once it has caught up.
+    third.start()
+    after = wait_until(lambda: unfenced(nodes.store, [4]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
+    assert after[4]["incarnation"] != before[4]["incarnation"]
+    assert after[4]["epoch"] > before[4]["epoch"]
+    assert 4 not in described_fenced(first)
+    wait_until(lambda: metadata_brokers(second) == {2, 3, 4}, 30, "Metadata does not list the restarted broker")
 
     # A pause: the connection stays open and silent, so only the session timeout fences it.
-    nodes.node(3).pause()
+    second.pause()
     paused = fenced_within(nodes.store, 3, 5 * SESSION_MS / 1000)
     print(f"SIGSTOP: broker fenced {paused * 1000:.0f} ms after the pause (session timeout {SESSION_MS} ms)")
     assert paused >= (SESSION_MS - HEARTBEAT_MS) / 1000, paused
+    assert 3 in described_fenced(first)
+    wait_until(lambda: metadata_brokers(third) == {2, 4}, 30, "Metadata still lists the paused broker")
     # Resumed, it heartbeats again, catches up and is unfenced, with the same registration.
-    nodes.node(3).resume()
+    second.resume()
     resumed = wait_until(lambda: unfenced(nodes.store, [3]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
     assert resumed[3]["incarnation"] == before[3]["incarnation"]
-
-    # A restart is a new incarnation with a new epoch, unfenced once it has caught up.
-    nodes.node(2).start()
-    after = wait_until(lambda: unfenced(nodes.store, [2]), 30, lambda: f"not unfenced: {brokers(nodes.store)}")
-    assert after[2]["incarnation"] != before[2]["incarnation"]
-    assert after[2]["epoch"] > before[2]["epoch"]
-    wait_until(lambda: metadata_brokers(nodes.node(3)) == {2, 3}, 30, "Metadata does not list the restarted broker")
+    assert 3 not in described_fenced(first)
     assert set(nodes.stop().values()) == {0}
 
 
