@@ -214,8 +214,9 @@ public actor ActiveController: ConditionWaiting {
         let interval = Duration.seconds(self.leaseTTLSeconds) / 3
         let ttl = Duration.seconds(self.leaseTTLSeconds)
         let store = self.store
-        // On an event loop, not Swift's cooperative pool: a process whose pool is busy with synchronous work
-        // (seen: the test suite beside in-process controllers) delayed keep-alives past a 2 s TTL and lost the term.
+        // On a thread of their own, not Swift's cooperative pool nor the event loops that serve connections: a
+        // process whose pool or loops were busy (seen: the test suite beside in-process controllers, then its
+        // connections' handlers) delayed keep-alives past the TTL and lost the term.
         self.keepAliveTask = Task(executorPreference: Self.keepAliveExecutor) { [weak self] in
             var lastRenewal = ContinuousClock.now
             while true {
@@ -257,8 +258,11 @@ public actor ActiveController: ConditionWaiting {
         }
     }
 
-    /// Where the keep-alives of every term run: one NIO event loop, shared.
-    private static let keepAliveExecutor = EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())
+    /// Where the keep-alives and session checks of every term run: one event loop thread of their own, for the
+    /// life of the process.
+    private static let keepAliveExecutor = EventLoopTaskExecutor(
+        MultiThreadedEventLoopGroup(numberOfThreads: 1).next()
+    )
 
     /// Ends the term of `epoch` (if it is still the current one) and campaigns again.
     private func stepDown(epoch: Int64, reason: String) {

@@ -294,8 +294,9 @@ import Testing
 
             // A pause: the connection stays open and silent.
             try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: cluster.controllerPort) { broker in
-                _ = try await Self.registerByHand(4, clusterID: clusterID, on: broker)
+                // Before the registration's last heartbeat, the controller's last contact: the silence starts later.
                 let silent = ContinuousClock.now
+                _ = try await Self.registerByHand(4, clusterID: clusterID, on: broker)
                 #expect(
                     try await Self.eventually(within: .milliseconds(Self.sessionTimeoutMs * 3)) {
                         await cluster.registration(4)?.fenced == true
