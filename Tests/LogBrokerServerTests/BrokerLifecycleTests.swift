@@ -347,7 +347,9 @@ import Testing
             let before = try await cluster.lifecycle(nodeID: 2, following: node)
             try await before.waitUntilUnfenced()
             let firstEpoch = try #require(await before.brokerEpoch)
-            await before.stop(timeout: .seconds(5))
+            // The bound of a busy machine (each heartbeat may wait a heartbeat interval, 200 ms here, and 5 s of
+            // them ran out in a clean-clone run).
+            await before.stop(timeout: .seconds(60))
             #expect(await before.status.shutDownAllowed)
             #expect(try await Self.eventually(within: .seconds(30)) { await cluster.registration(2)?.fenced == true })
             await node.stop()
