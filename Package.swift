@@ -159,7 +159,7 @@ let package = Package(
     ] + ["logcat", "logbroker-admin"].map {
         .executableTarget(
             name: $0,
-            dependencies: ["LogBrokerClient", "LogBrokerCLI", "KafkaRecords", argumentParser],
+            dependencies: ["LogBrokerClient", "LogBrokerCLI", "KafkaRecords", "KafkaWire", argumentParser],
             swiftSettings: swiftSettings
         )
     } + [
@@ -182,7 +182,7 @@ let package = Package(
         .executableTarget(
             name: "logbroker-storagebench",
             dependencies: [
-                "LogStorage", "KafkaRecords", nioCore, .product(name: "SystemPackage", package: "swift-system"),
+                "LogStorage", "KafkaRecords", "KafkaWire", nioCore, .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "benchmarks/storage",
             swiftSettings: swiftSettings
