@@ -48,8 +48,9 @@ public struct BrokerSessionInfo: Hashable, Sendable {
 /// session and is never fenced for silence: the process is its own controller, and it cannot go quiet while the
 /// controller is alive.
 extension ActiveController {
-    /// Records `registration` from a broker process, fenced, and re-elects the partitions it replicates (leader
-    /// epochs grow on every start).
+    /// Records `registration` from a broker process, fenced, and moves away the leaderships it held
+    /// (`ControllerDecisions.registeringBroker` among the live brokers but it): the partitions it alone can lead
+    /// wait for its unfencing, which elects it with a new leader epoch.
     /// - Returns: the broker epoch, the revision that recorded the registration.
     /// - Throws: `notController` when not active, `duplicateBrokerRegistration` when another incarnation of the
     ///   node still has a live session, `store`.
@@ -65,8 +66,14 @@ extension ActiveController {
         recorded.fenced = true
         recorded.brokerEpoch = 0
         let registering = recorded
+        let policy = self.uncleanPolicy
         let (_, revision) = try await self.perform { image, live in
-            ControllerDecisions.registeringBroker(image, registering, live: live.union([registering.nodeID]))
+            ControllerDecisions.registeringBroker(
+                image,
+                registering,
+                live: live.subtracting([registering.nodeID]),
+                policy: policy
+            )
         }
         // The registration is the decision's first write; a later one of the same incarnation has its own epoch.
         let stored = await self.follower.followed.image.brokers[recorded.nodeID]
@@ -88,7 +95,7 @@ extension ActiveController {
     }
 
     /// A heartbeat: the session is renewed, and a caught-up broker unfenced (or a broker asking for it fenced),
-    /// committed to the image before the answer.
+    /// committed to the image before the answer, with the elections that follow (`ControllerDecisions.fencingBroker`).
     /// - Throws: `notController`, `brokerNotRegistered`, `staleBrokerEpoch`, `store`.
     public func heartbeat(_ heartbeat: BrokerHeartbeat) async throws(ClusterControlError) -> BrokerHeartbeatAnswer {
         let epoch = try await self.caughtUpEpoch()
@@ -181,24 +188,38 @@ extension ActiveController {
         }
     }
 
-    /// Commits broker `nodeID` (at `brokerEpoch`) fenced or unfenced, unless the image already says so.
-    private func recordFencing(
+    /// Commits broker `nodeID` (at `brokerEpoch`) fenced or unfenced with the elections that follow, unless the
+    /// image already says so (a fenced broker that still leads, or is in an ISR with others, is passed over again:
+    /// a pass cut short by a conflict or a change of controller is completed).
+    /// - Returns: what the pass did and the revision it committed; nil when it wrote nothing.
+    @discardableResult
+    func recordFencing(
         _ nodeID: Int32,
         brokerEpoch: Int64,
         fenced: Bool,
         reason: String
-    ) async throws(ClusterControlError) {
-        let current = await self.follower.followed.image.brokers[nodeID]
-        guard let current, current.brokerEpoch == brokerEpoch, current.fenced != fenced else { return }
+    ) async throws(ClusterControlError) -> (summary: ElectionSummary, revision: Int64)? {
+        let image = await self.follower.followed.image
+        guard let current = image.brokers[nodeID], current.brokerEpoch == brokerEpoch else { return nil }
+        guard current.fenced != fenced || (fenced && image.holdsPartitions(nodeID)) else { return nil }
+        let policy = self.uncleanPolicy
+        let started = ContinuousClock.now
         do {
-            let (changed, _) = try await self.perform { image, _ in
-                ControllerDecisions.fencingBroker(image, nodeID, brokerEpoch: brokerEpoch, fenced: fenced)
+            let (summary, revision) = try await self.perform { image, _ in
+                ControllerDecisions.fencingBroker(image, nodeID, brokerEpoch: brokerEpoch, fenced: fenced, policy: policy)
             }
-            guard changed else { return }
+            guard let summary else { return nil }
+            let elapsed = ContinuousClock.now - started
             self.logger.info(
                 fenced ? "Fenced broker" : "Unfenced broker",
-                metadata: ["node.id": "\(nodeID)", "broker.epoch": "\(brokerEpoch)", "reason": "\(reason)"]
+                metadata: [
+                    "node.id": "\(nodeID)", "broker.epoch": "\(brokerEpoch)", "reason": "\(reason)",
+                    "partitions.changed": "\(summary.changed)", "leaders.moved": "\(summary.leadersMoved)",
+                    "partitions.offline": "\(summary.offline)", "revision": "\(revision)",
+                    "commit.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                ]
             )
+            return (summary, revision)
         } catch {
             self.logger.warning(
                 "Could not record a broker's fencing",

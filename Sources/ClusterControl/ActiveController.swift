@@ -59,6 +59,8 @@ public actor ActiveController: ConditionWaiting {
     /// The sessions of brokers registered by RPC (`ActiveController+Brokers`), valid for term `sessionsEpoch`.
     var liveness: BrokerLiveness<ContinuousClock.Instant>
     var sessionsEpoch: Int64?
+    /// Where elections read `unclean.leader.election.enable`.
+    public nonisolated let uncleanPolicy: UncleanElectionPolicy
     private var sessionTask: Task<Void, Never>?
     private var writing = false
     private var writeQueue: [CheckedContinuation<Void, Never>] = []
@@ -68,14 +70,18 @@ public actor ActiveController: ConditionWaiting {
     ///   - leaseTTLSeconds: the election key's lease TTL.
     ///   - brokerSessionTimeout: a registered broker without a heartbeat this long is fenced
     ///     (`broker.session.timeout.ms`).
+    ///   - uncleanLeaderElection: this process's static `unclean.leader.election.enable`, which elections fall back
+    ///     to when neither the topic nor the dynamic broker configs set it.
     public init(
         store: any MetadataStore,
         follower: ImageFollower,
         nodeID: Int32,
         leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds,
         brokerSessionTimeout: Duration = ActiveController.defaultBrokerSessionTimeout,
+        uncleanLeaderElection: Bool = false,
         logger: Logger
     ) {
+        self.uncleanPolicy = UncleanElectionPolicy(nodeID: nodeID, staticValue: uncleanLeaderElection)
         precondition(leaseTTLSeconds > 0, "a lease lasts at least a second")
         self.store = store
         self.follower = follower
@@ -313,8 +319,14 @@ public actor ActiveController: ConditionWaiting {
         var recorded = registration
         (recorded.incarnationID, recorded.fenced, recorded.brokerEpoch) = (.zero, false, 0)
         let registering = recorded
+        let policy = self.uncleanPolicy
         let (topics, revision) = try await self.perform { image, live in
-            ControllerDecisions.registeringBroker(image, registering, live: live.union([registering.nodeID]))
+            ControllerDecisions.registeringBroker(
+                image,
+                registering,
+                live: live.union([registering.nodeID]),
+                policy: policy
+            )
         }
         return (topics, revision)
     }
