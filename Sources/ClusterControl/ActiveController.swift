@@ -331,6 +331,24 @@ public actor ActiveController: ConditionWaiting {
         return (topics, revision)
     }
 
+    /// Leaders' ISR changes (Kafka's AlterPartition; see `ControllerDecisions.alteringPartitions`), committed
+    /// before the answer.
+    /// - Returns: one outcome per change, in order: the refusal, or the partition as committed.
+    /// - Throws: `notController` when this controller is not active, `store`.
+    public func alterPartition(_ changes: [ISRChange]) async throws(ClusterControlError) -> [ISRChangeOutcome] {
+        let (outcomes, _) = try await self.perform { image, _ in ControllerDecisions.alteringPartitions(image, changes) }
+        for outcome in outcomes where outcome.error == nil {
+            self.logger.debug(
+                "Altered an ISR",
+                metadata: [
+                    "topic.id": "\(outcome.topicID)", "partition": "\(outcome.partition)",
+                    "isr": "\(outcome.state?.isr ?? [])", "partition.epoch": "\(outcome.state?.partitionEpoch ?? -1)",
+                ]
+            )
+        }
+        return outcomes
+    }
+
     /// Decides on the follower's image with the live brokers, commits the writes fenced by the epoch, and answers
     /// once the follower has applied them.
     /// - Returns: the decision's answer and the revision of its last write (the image's revision when it wrote
