@@ -75,6 +75,7 @@ extension ActiveController {
                 policy: policy
             )
         }
+        self.shutdownRevisions[recorded.nodeID] = nil
         // The registration is the decision's first write; a later one of the same incarnation has its own epoch.
         let stored = await self.follower.followed.image.brokers[recorded.nodeID]
         let brokerEpoch = stored?.incarnationID == recorded.incarnationID ? stored?.brokerEpoch ?? revision : revision
@@ -96,6 +97,12 @@ extension ActiveController {
 
     /// A heartbeat: the session is renewed, and a caught-up broker unfenced (or a broker asking for it fenced),
     /// committed to the image before the answer, with the elections that follow (`ControllerDecisions.fencingBroker`).
+    ///
+    /// A controlled shutdown (WantShutDown) fences the broker in the image at once, as a fencing does: its
+    /// leaderships move to the next live ISR member and it leaves the ISRs, while its session stays alive. The
+    /// answer says it may stop (ShouldShutDown) once it leads no partition that has another live ISR member and it
+    /// has applied the revision that moved its leaderships away (Kafka's controlled shutdown offset), so it knows it
+    /// leads nothing before it stops.
     /// - Throws: `notController`, `brokerNotRegistered`, `staleBrokerEpoch`, `store`.
     public func heartbeat(_ heartbeat: BrokerHeartbeat) async throws(ClusterControlError) -> BrokerHeartbeatAnswer {
         let epoch = try await self.caughtUpEpoch()
@@ -108,19 +115,26 @@ extension ActiveController {
             wantShutDown: heartbeat.wantShutDown,
             at: .now
         )
-        try await self.recordFencing(
+        let wantsShutDown = self.liveness.sessions[heartbeat.nodeID]?.wantsShutDown ?? false
+        let reason =
+            wantsShutDown ? "it asked for a controlled shutdown" : outcome.fenced ? "it asked to be fenced" : "it has caught up"
+        let pass = try await self.recordFencing(
             heartbeat.nodeID,
             brokerEpoch: heartbeat.brokerEpoch,
             fenced: outcome.fenced,
-            reason: outcome.fenced ? "it asked to be fenced" : "it has caught up"
+            reason: reason
         )
-        let wantsShutDown = self.liveness.sessions[heartbeat.nodeID]?.wantsShutDown ?? false
-        // Leaders do not move away before a shutdown yet (replication comes later): the shutdown is done at once.
-        return BrokerHeartbeatAnswer(
-            isCaughtUp: outcome.caughtUp,
-            isFenced: outcome.fenced,
-            shouldShutDown: wantsShutDown && outcome.fenced
-        )
+        guard wantsShutDown && outcome.fenced else {
+            return BrokerHeartbeatAnswer(isCaughtUp: outcome.caughtUp, isFenced: outcome.fenced, shouldShutDown: false)
+        }
+        if let pass, pass.summary.leadersMoved > 0 {
+            self.shutdownRevisions[heartbeat.nodeID] = max(self.shutdownRevisions[heartbeat.nodeID] ?? 0, pass.revision)
+        }
+        let image = await self.follower.followed.image
+        let done =
+            !image.leadsMovablePartitions(heartbeat.nodeID, live: Self.liveBrokers(in: image))
+            && heartbeat.appliedRevision >= self.shutdownRevisions[heartbeat.nodeID] ?? 0
+        return BrokerHeartbeatAnswer(isCaughtUp: outcome.caughtUp, isFenced: true, shouldShutDown: done)
     }
 
     /// The connection broker `nodeID` heartbeats on closed: a crashed process closes its sockets, so it is fenced at
@@ -160,6 +174,7 @@ extension ActiveController {
         let brokers = await self.follower.followed.image.brokers
         guard self.sessionsEpoch != epoch else { return }
         self.sessionsEpoch = epoch
+        self.shutdownRevisions = [:]
         self.liveness = BrokerLiveness(sessionTimeout: self.liveness.sessionTimeout)
         let now = ContinuousClock.now
         for broker in brokers.values where !broker.isInProcess {

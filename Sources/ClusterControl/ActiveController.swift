@@ -59,6 +59,9 @@ public actor ActiveController: ConditionWaiting {
     /// The sessions of brokers registered by RPC (`ActiveController+Brokers`), valid for term `sessionsEpoch`.
     var liveness: BrokerLiveness<ContinuousClock.Instant>
     var sessionsEpoch: Int64?
+    /// Per broker in a controlled shutdown, the revision that moved its last leaderships away: it may stop once it
+    /// has applied that revision (Kafka's controlled shutdown offset). Valid for term `sessionsEpoch`.
+    var shutdownRevisions: [Int32: Int64] = [:]
     /// Where elections read `unclean.leader.election.enable`.
     public nonisolated let uncleanPolicy: UncleanElectionPolicy
     private var sessionTask: Task<Void, Never>?

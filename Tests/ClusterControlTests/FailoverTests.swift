@@ -158,4 +158,51 @@ extension ActiveController {
             await node.stop()
         }
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func aControlledShutdownMovesTheLeadershipsAwayBeforeTheBrokerMayStop(kind: StoreKind) async throws {
+        try await withStore(kind) { fixture in
+            let node = try await Node.start(1, on: fixture.store, brokerSessionTimeout: .seconds(3600))
+            try await bootstrap(node.controller)
+            let epoch2 = try await node.controller.registerUnfenced(2, incarnation: 20)
+            _ = try await node.controller.registerUnfenced(3, incarnation: 30)
+            try await node.controller.createTopic("t", assignment: [[2, 3, 1], [1, 2, 3]])
+            try await node.controller.createTopic("solo", assignment: [[2]])
+            let applied = await node.follower.followed.revision
+            func stopping(applied: Int64) async throws -> BrokerHeartbeatAnswer {
+                try await node.controller.heartbeat(
+                    BrokerHeartbeat(nodeID: 2, brokerEpoch: epoch2, appliedRevision: applied, wantFence: false,
+                                    wantShutDown: true)
+                )
+            }
+
+            // The first request moves its leaderships; it may not stop before it has applied that move.
+            let first = try await stopping(applied: applied)
+            #expect(first.isFenced && !first.shouldShutDown)
+            let image = await node.follower.followed.image
+            let partitions = try #require(image.topics["t"]?.partitions)
+            #expect(partitions[0] == PartitionState(replicas: [2, 3, 1], isr: [3, 1], leader: 3, leaderEpoch: 1, partitionEpoch: 1))
+            #expect(partitions[1] == PartitionState(replicas: [1, 2, 3], isr: [1, 3], leader: 1, leaderEpoch: 0, partitionEpoch: 1))
+            // Its only replica: offline, with it as the last ISR member.
+            #expect(
+                image.topics["solo"]?.partitions[0]
+                    == PartitionState(replicas: [2], isr: [2], leader: nil, leaderEpoch: 1, partitionEpoch: 1)
+            )
+            // Still registered, its session alive: another process with its node id is refused meanwhile.
+            #expect(image.brokers[2]?.brokerEpoch == epoch2)
+            #expect(await node.controller.brokerSessions()[2]?.wantsShutDown == true)
+            await #expect(throws: ClusterControlError.duplicateBrokerRegistration(2)) {
+                try await node.controller.register(processRegistration(2, incarnation: 21))
+            }
+
+            let caughtUp = try await stopping(applied: image.revision)
+            #expect(caughtUp.isFenced && caughtUp.shouldShutDown)
+            #expect(await node.follower.followed.image == image, "nothing more to move")
+
+            // The stopped process's closed connection ends its session: its next process may register.
+            await node.controller.heartbeatConnectionClosed(nodeID: 2, brokerEpoch: epoch2)
+            _ = try await node.controller.register(processRegistration(2, incarnation: 21))
+            await node.stop()
+        }
+    }
 }
