@@ -117,7 +117,8 @@ extension ActiveController {
         )
         let wantsShutDown = self.liveness.sessions[heartbeat.nodeID]?.wantsShutDown ?? false
         let reason =
-            wantsShutDown ? "it asked for a controlled shutdown" : outcome.fenced ? "it asked to be fenced" : "it has caught up"
+            wantsShutDown
+            ? "it asked for a controlled shutdown" : outcome.fenced ? "it asked to be fenced" : "it has caught up"
         let pass = try await self.recordFencing(
             heartbeat.nodeID,
             brokerEpoch: heartbeat.brokerEpoch,
@@ -221,17 +222,23 @@ extension ActiveController {
         let started = ContinuousClock.now
         do {
             let (summary, revision) = try await self.perform { image, _ in
-                ControllerDecisions.fencingBroker(image, nodeID, brokerEpoch: brokerEpoch, fenced: fenced, policy: policy)
+                ControllerDecisions.fencingBroker(
+                    image,
+                    nodeID,
+                    brokerEpoch: brokerEpoch,
+                    fenced: fenced,
+                    policy: policy
+                )
             }
             guard let summary else { return nil }
-            let elapsed = ContinuousClock.now - started
+            let (seconds, attoseconds) = (ContinuousClock.now - started).components
             self.logger.info(
                 fenced ? "Fenced broker" : "Unfenced broker",
                 metadata: [
                     "node.id": "\(nodeID)", "broker.epoch": "\(brokerEpoch)", "reason": "\(reason)",
                     "partitions.changed": "\(summary.changed)", "leaders.moved": "\(summary.leadersMoved)",
                     "partitions.offline": "\(summary.offline)", "revision": "\(revision)",
-                    "commit.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                    "commit.ms": "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)",
                 ]
             )
             return (summary, revision)

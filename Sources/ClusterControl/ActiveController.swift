@@ -339,7 +339,9 @@ public actor ActiveController: ConditionWaiting {
     /// - Returns: one outcome per change, in order: the refusal, or the partition as committed.
     /// - Throws: `notController` when this controller is not active, `store`.
     public func alterPartition(_ changes: [ISRChange]) async throws(ClusterControlError) -> [ISRChangeOutcome] {
-        let (outcomes, _) = try await self.perform { image, _ in ControllerDecisions.alteringPartitions(image, changes) }
+        let (outcomes, _) = try await self.perform { image, _ in
+            ControllerDecisions.alteringPartitions(image, changes)
+        }
         for outcome in outcomes where outcome.error == nil {
             self.logger.debug(
                 "Altered an ISR",

@@ -81,7 +81,7 @@ public struct PartitionState: Hashable, Sendable {
     /// An election among the live in-sync replicas, in assignment order. Every election bumps the leader epoch and
     /// the partition epoch, even when the same broker wins again (a restarted single replica must fence clients
     /// and fetchers that still hold the old epoch). With no live ISR member the leader becomes nil and the ISR is
-    /// kept, so a clean recovery stays possible (the passes of `Elections.swift` add unclean election).
+    /// kept, so a clean recovery stays possible (`removing` and `electingIfLeaderless` add unclean election).
     public func electingLeader(live: Set<Int32>) -> PartitionState {
         var next = self
         let liveISR = self.replicas.filter { self.isr.contains($0) && live.contains($0) }

@@ -72,8 +72,12 @@ extension ControllerDecisions {
             )
         }
         guard change.leaderEpoch == state.leaderEpoch else {
-            throw .fencedLeaderEpoch(name, partition: change.partition, epoch: change.leaderEpoch,
-                                     current: state.leaderEpoch)
+            throw .fencedLeaderEpoch(
+                name,
+                partition: change.partition,
+                epoch: change.leaderEpoch,
+                current: state.leaderEpoch
+            )
         }
         guard change.leaderID == state.leader else {
             throw .invalidRequest(
@@ -82,8 +86,12 @@ extension ControllerDecisions {
             )
         }
         guard change.partitionEpoch == state.partitionEpoch else {
-            throw .invalidUpdateVersion(name, partition: change.partition, epoch: change.partitionEpoch,
-                                        current: state.partitionEpoch)
+            throw .invalidUpdateVersion(
+                name,
+                partition: change.partition,
+                epoch: change.partitionEpoch,
+                current: state.partitionEpoch
+            )
         }
         let members = change.newISR.map(\.brokerID)
         guard Set(members).count == members.count, members.allSatisfy(state.replicas.contains) else {

@@ -42,7 +42,9 @@ func applying<Answer>(_ result: ControllerResult<Answer>, to image: ClusterImage
             try followed.apply(.delete(key: write.key, revision: revision))
             continue
         }
-        try followed.apply(.put(MetadataEntry(key: write.key, value: value, createRevision: revision, modRevision: revision)))
+        try followed.apply(
+            .put(MetadataEntry(key: write.key, value: value, createRevision: revision, modRevision: revision))
+        )
     }
     return followed.image
 }
@@ -70,8 +72,12 @@ func applying<Answer>(_ result: ControllerResult<Answer>, to image: ClusterImage
         let next = try applying(result, to: image)
         #expect(next.brokers[2]?.fenced == true)
         let a = try #require(next.topics["a"]?.partitions)
-        #expect(a[0] == PartitionState(replicas: [2, 3, 1], isr: [3, 1], leader: 3, leaderEpoch: 6, partitionEpoch: 10))
-        #expect(a[1] == PartitionState(replicas: [1, 2, 3], isr: [1, 3], leader: 1, leaderEpoch: 5, partitionEpoch: 10))
+        #expect(
+            a[0] == PartitionState(replicas: [2, 3, 1], isr: [3, 1], leader: 3, leaderEpoch: 6, partitionEpoch: 10)
+        )
+        #expect(
+            a[1] == PartitionState(replicas: [1, 2, 3], isr: [1, 3], leader: 1, leaderEpoch: 5, partitionEpoch: 10)
+        )
         #expect(a[2] == image.topics["a"]?.partitions[2])
         #expect(
             next.topics["b"]?.partitions[0]
@@ -121,7 +127,9 @@ func applying<Answer>(_ result: ControllerResult<Answer>, to image: ClusterImage
         let next = try applying(result, to: image)
         #expect(next.brokers[2]?.fenced == false)
         let partitions = try #require(next.topics["t"]?.partitions)
-        #expect(partitions[0] == PartitionState(replicas: [2, 1], isr: [2], leader: 2, leaderEpoch: 6, partitionEpoch: 10))
+        #expect(
+            partitions[0] == PartitionState(replicas: [2, 1], isr: [2], leader: 2, leaderEpoch: 6, partitionEpoch: 10)
+        )
         #expect(partitions[1] == image.topics["t"]?.partitions[1])
         // Every partition without a leader elects among the live brokers, not only those the unfenced one holds.
         #expect(partitions[2] == PartitionState(replicas: [1], isr: [1], leader: 1, leaderEpoch: 6, partitionEpoch: 10))
@@ -146,8 +154,12 @@ func applying<Answer>(_ result: ControllerResult<Answer>, to image: ClusterImage
         let result = ControllerDecisions.registeringBroker(image, registration, live: [1, 3])
         let partitions = try #require(try applying(result, to: image).topics["t"]?.partitions)
         #expect(partitions[0] == image.topics["t"]?.partitions[0])
-        #expect(partitions[1] == PartitionState(replicas: [2, 3], isr: [3], leader: 3, leaderEpoch: 6, partitionEpoch: 10))
-        #expect(partitions[2] == PartitionState(replicas: [2], isr: [2], leader: nil, leaderEpoch: 6, partitionEpoch: 10))
+        #expect(
+            partitions[1] == PartitionState(replicas: [2, 3], isr: [3], leader: 3, leaderEpoch: 6, partitionEpoch: 10)
+        )
+        #expect(
+            partitions[2] == PartitionState(replicas: [2], isr: [2], leader: nil, leaderEpoch: 6, partitionEpoch: 10)
+        )
         #expect(partitions[3] == image.topics["t"]?.partitions[3])
 
         // The standalone broker's in-process registration is live at once: a single replica is elected again,

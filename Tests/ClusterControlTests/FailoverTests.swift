@@ -19,8 +19,13 @@ extension ActiveController {
     func registerUnfenced(_ nodeID: Int32, incarnation: UInt64) async throws -> Int64 {
         let epoch = try await self.register(processRegistration(nodeID, incarnation: incarnation))
         let answer = try await self.heartbeat(
-            BrokerHeartbeat(nodeID: nodeID, brokerEpoch: epoch, appliedRevision: epoch, wantFence: false,
-                            wantShutDown: false)
+            BrokerHeartbeat(
+                nodeID: nodeID,
+                brokerEpoch: epoch,
+                appliedRevision: epoch,
+                wantFence: false,
+                wantShutDown: false
+            )
         )
         try #require(!answer.isFenced)
         return epoch
@@ -68,7 +73,9 @@ extension ActiveController {
             let started = ContinuousClock.now
             await node.controller.heartbeatConnectionClosed(nodeID: 2, brokerEpoch: epoch2)
             let elapsed = ContinuousClock.now - started
-            print("Fencing a broker that led 1,000 partitions in 200 topics (\(kind)): decided and committed in \(elapsed)")
+            print(
+                "Fencing a broker that led 1,000 partitions in 200 topics (\(kind)): decided and committed in \(elapsed)"
+            )
 
             // The registration and 200 topics: 201 keys, 127 per transaction besides the fence (etcd's 128).
             let transactions = store.takeCommitted()
@@ -86,7 +93,14 @@ extension ActiveController {
             #expect(partitions.count == 1000)
             #expect(
                 partitions.allSatisfy {
-                    $0 == PartitionState(replicas: [2, 3, 1], isr: [3, 1], leader: 3, leaderEpoch: 1, partitionEpoch: 1)
+                    $0
+                        == PartitionState(
+                            replicas: [2, 3, 1],
+                            isr: [3, 1],
+                            leader: 3,
+                            leaderEpoch: 1,
+                            partitionEpoch: 1
+                        )
                 }
             )
             await observer.stop()
@@ -110,8 +124,13 @@ extension ActiveController {
 
             // Broker 2 asks to be fenced.
             let fenced = try await node.controller.heartbeat(
-                BrokerHeartbeat(nodeID: 2, brokerEpoch: epoch2, appliedRevision: epoch2, wantFence: true,
-                                wantShutDown: false)
+                BrokerHeartbeat(
+                    nodeID: 2,
+                    brokerEpoch: epoch2,
+                    appliedRevision: epoch2,
+                    wantFence: true,
+                    wantShutDown: false
+                )
             )
             #expect(fenced.isFenced)
             var image = await node.follower.followed.image
@@ -128,8 +147,13 @@ extension ActiveController {
             let restarted = try await node.controller.register(processRegistration(2, incarnation: 21))
             #expect(await node.follower.followed.image.topics["solo"]?.partitions[0].leader == nil)
             _ = try await node.controller.heartbeat(
-                BrokerHeartbeat(nodeID: 2, brokerEpoch: restarted, appliedRevision: restarted, wantFence: false,
-                                wantShutDown: false)
+                BrokerHeartbeat(
+                    nodeID: 2,
+                    brokerEpoch: restarted,
+                    appliedRevision: restarted,
+                    wantFence: false,
+                    wantShutDown: false
+                )
             )
             image = await node.follower.followed.image
             #expect(
@@ -153,8 +177,14 @@ extension ActiveController {
             }
             #expect(moved)
             let partitions = try #require(await node.follower.followed.image.topics["t"]?.partitions)
-            #expect(partitions[0] == PartitionState(replicas: [2, 1], isr: [1], leader: 1, leaderEpoch: 1, partitionEpoch: 1))
-            #expect(partitions[1] == PartitionState(replicas: [1, 2], isr: [1], leader: 1, leaderEpoch: 0, partitionEpoch: 1))
+            #expect(
+                partitions[0]
+                    == PartitionState(replicas: [2, 1], isr: [1], leader: 1, leaderEpoch: 1, partitionEpoch: 1)
+            )
+            #expect(
+                partitions[1]
+                    == PartitionState(replicas: [1, 2], isr: [1], leader: 1, leaderEpoch: 0, partitionEpoch: 1)
+            )
             await node.stop()
         }
     }
@@ -171,8 +201,13 @@ extension ActiveController {
             let applied = await node.follower.followed.revision
             func stopping(applied: Int64) async throws -> BrokerHeartbeatAnswer {
                 try await node.controller.heartbeat(
-                    BrokerHeartbeat(nodeID: 2, brokerEpoch: epoch2, appliedRevision: applied, wantFence: false,
-                                    wantShutDown: true)
+                    BrokerHeartbeat(
+                        nodeID: 2,
+                        brokerEpoch: epoch2,
+                        appliedRevision: applied,
+                        wantFence: false,
+                        wantShutDown: true
+                    )
                 )
             }
 
@@ -181,8 +216,14 @@ extension ActiveController {
             #expect(first.isFenced && !first.shouldShutDown)
             let image = await node.follower.followed.image
             let partitions = try #require(image.topics["t"]?.partitions)
-            #expect(partitions[0] == PartitionState(replicas: [2, 3, 1], isr: [3, 1], leader: 3, leaderEpoch: 1, partitionEpoch: 1))
-            #expect(partitions[1] == PartitionState(replicas: [1, 2, 3], isr: [1, 3], leader: 1, leaderEpoch: 0, partitionEpoch: 1))
+            #expect(
+                partitions[0]
+                    == PartitionState(replicas: [2, 3, 1], isr: [3, 1], leader: 3, leaderEpoch: 1, partitionEpoch: 1)
+            )
+            #expect(
+                partitions[1]
+                    == PartitionState(replicas: [1, 2, 3], isr: [1, 3], leader: 1, leaderEpoch: 0, partitionEpoch: 1)
+            )
             // Its only replica: offline, with it as the last ISR member.
             #expect(
                 image.topics["solo"]?.partitions[0]

@@ -44,9 +44,19 @@ import Testing
         // Any order; kept in replica order.
         let grown = ControllerDecisions.alteringPartitions(
             image,
-            [Self.change(isr: [ISRMember(brokerID: 3, brokerEpoch: 13), ISRMember(brokerID: 1), ISRMember(brokerID: 2)])]
+            [
+                Self.change(isr: [
+                    ISRMember(brokerID: 3, brokerEpoch: 13), ISRMember(brokerID: 1), ISRMember(brokerID: 2),
+                ])
+            ]
         )
-        let expected = PartitionState(replicas: [1, 2, 3], isr: [1, 2, 3], leader: 1, leaderEpoch: 5, partitionEpoch: 10)
+        let expected = PartitionState(
+            replicas: [1, 2, 3],
+            isr: [1, 2, 3],
+            leader: 1,
+            leaderEpoch: 5,
+            partitionEpoch: 10
+        )
         #expect(grown.answer == [ISRChangeOutcome(topicID: Self.topicID, partition: 0, error: nil, state: expected)])
         #expect(grown.writes.map(\.key) == [ImageKeys.topic("t")])
         let next = try applying(grown, to: image)
@@ -55,19 +65,30 @@ import Testing
         // Two changes of one partition in one request: the second was made on the old epoch.
         let twice = ControllerDecisions.alteringPartitions(
             next,
-            [Self.change(partitionEpoch: 10, isr: Self.members(1)), Self.change(partitionEpoch: 10, isr: Self.members(1, 3))]
+            [
+                Self.change(partitionEpoch: 10, isr: Self.members(1)),
+                Self.change(partitionEpoch: 10, isr: Self.members(1, 3)),
+            ]
         )
         #expect(twice.answer[0].state?.isr == [1] && twice.answer[0].state?.partitionEpoch == 11)
         #expect(twice.answer[1].error?.kafkaErrorCode == .invalidUpdateVersion)
 
         // The ISR it already has: answered as it is, nothing written.
-        let same = ControllerDecisions.alteringPartitions(next, [Self.change(partitionEpoch: 10, isr: Self.members(2, 3, 1))])
+        let same = ControllerDecisions.alteringPartitions(
+            next,
+            [Self.change(partitionEpoch: 10, isr: Self.members(2, 3, 1))]
+        )
         #expect(same.writes.isEmpty && same.answer[0].state == expected && same.answer[0].error == nil)
     }
 
     @Test(arguments: [
-        (ISRChangeTests.change(topicID: KafkaUUID(mostSignificantBits: 9, leastSignificantBits: 9), isr: ISRChangeTests.members(1)),
-         ErrorCode.unknownTopicID),
+        (
+            ISRChangeTests.change(
+                topicID: KafkaUUID(mostSignificantBits: 9, leastSignificantBits: 9),
+                isr: ISRChangeTests.members(1)
+            ),
+            ErrorCode.unknownTopicID
+        ),
         (ISRChangeTests.change(topicID: .zero, isr: ISRChangeTests.members(1)), .unknownTopicID),
         (ISRChangeTests.change(partition: 1, isr: ISRChangeTests.members(1)), .unknownTopicOrPartition),
         (ISRChangeTests.change(partition: -1, isr: ISRChangeTests.members(1)), .unknownTopicOrPartition),
@@ -82,8 +103,10 @@ import Testing
         (ISRChangeTests.change(isr: ISRChangeTests.members(1, 2, 2)), .invalidRequest),
         (ISRChangeTests.change(isr: ISRChangeTests.members(2, 3)), .invalidRequest),  // without the leader
         (ISRChangeTests.change(isr: ISRChangeTests.members()), .invalidRequest),
-        (ISRChangeTests.change(isr: [ISRMember(brokerID: 1), ISRMember(brokerID: 3, brokerEpoch: 12)]),
-         .ineligibleReplica),
+        (
+            ISRChangeTests.change(isr: [ISRMember(brokerID: 1), ISRMember(brokerID: 3, brokerEpoch: 12)]),
+            .ineligibleReplica
+        ),
     ])
     func aRefusedChangeGetsKafkasErrorAndWritesNothing(change: ISRChange, error: ErrorCode) {
         let result = ControllerDecisions.alteringPartitions(Self.image(), [change])
@@ -102,7 +125,9 @@ import Testing
         let unregistered = ControllerDecisions.alteringPartitions(image, [Self.change(isr: Self.members(1, 3))])
         #expect(unregistered.answer[0].error?.kafkaErrorCode == .ineligibleReplica)
         // The same change without broker 3 passes.
-        #expect(ControllerDecisions.alteringPartitions(image, [Self.change(isr: Self.members(1))]).answer[0].error == nil)
+        #expect(
+            ControllerDecisions.alteringPartitions(image, [Self.change(isr: Self.members(1))]).answer[0].error == nil
+        )
     }
 
     @Test(arguments: StoreKind.allCases)
@@ -124,7 +149,8 @@ import Testing
             let shrunk = try await node.controller.alterPartition([change])
             #expect(shrunk[0].error == nil)
             #expect(
-                shrunk[0].state == PartitionState(replicas: [2, 1], isr: [2], leader: 2, leaderEpoch: 0, partitionEpoch: 1)
+                shrunk[0].state
+                    == PartitionState(replicas: [2, 1], isr: [2], leader: 2, leaderEpoch: 0, partitionEpoch: 1)
             )
             #expect(await node.follower.followed.image.topics["t"]?.partitions[0] == shrunk[0].state)
 

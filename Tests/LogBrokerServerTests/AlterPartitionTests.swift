@@ -76,8 +76,12 @@ import Testing
                 let clusterID = await cluster.controller.follower.followed.image.clusterID
                 let epoch7 = try await BrokerLifecycleTests.registerByHand(7, clusterID: clusterID, on: connection)
                 let epoch8 = try await BrokerLifecycleTests.registerByHand(8, clusterID: clusterID, on: connection)
-                let topic = try await cluster.controller.createTopic("t", partitions: 1, replicationFactor: 2,
-                                                                     assignment: [[7, 8]])
+                let topic = try await cluster.controller.createTopic(
+                    "t",
+                    partitions: 1,
+                    replicationFactor: 2,
+                    assignment: [[7, 8]]
+                )
                 func send(
                     _ partitions: [AlterPartitionRequest.PartitionData],
                     from broker: Int32 = 7,
@@ -105,7 +109,16 @@ import Testing
                 #expect(shrunk.topics.map(\.topicID) == [topic.id])
                 #expect(
                     shrunk.topics.first?.partitions
-                        == [.init(partitionIndex: 0, errorCode: 0, leaderID: 7, leaderEpoch: 0, isr: [7], partitionEpoch: 1)]
+                        == [
+                            .init(
+                                partitionIndex: 0,
+                                errorCode: 0,
+                                leaderID: 7,
+                                leaderEpoch: 0,
+                                isr: [7],
+                                partitionEpoch: 1
+                            )
+                        ]
                 )
                 #expect(await cluster.controller.follower.followed.image.topics["t"]?.partitions[0].isr == [7])
 
@@ -113,7 +126,10 @@ import Testing
                 let revision = try await cluster.store.revision()
                 let stale = try await send([Self.partition(partitionEpoch: 0, isr: [7, 8])], version: 2)
                 #expect(errorCode(stale) == .invalidUpdateVersion)
-                let fencedEpoch = try await send([Self.partition(leaderEpoch: -1, partitionEpoch: 1, isr: [7, 8])], version: 2)
+                let fencedEpoch = try await send(
+                    [Self.partition(leaderEpoch: -1, partitionEpoch: 1, isr: [7, 8])],
+                    version: 2
+                )
                 #expect(errorCode(fencedEpoch) == .fencedLeaderEpoch)
                 let notLeader = try await send([Self.partition(partitionEpoch: 1, isr: [7, 8])], from: 8, version: 2)
                 #expect(errorCode(notLeader) == .invalidRequest)
@@ -129,10 +145,17 @@ import Testing
                     version: 2
                 )
                 #expect(errorCode(unknownID) == .unknownTopicID)
-                let unknownName = try await send([Self.partition(partitionEpoch: 1, isr: [7])], name: "nope", version: 1)
+                let unknownName = try await send(
+                    [Self.partition(partitionEpoch: 1, isr: [7])],
+                    name: "nope",
+                    version: 1
+                )
                 #expect(errorCode(unknownName) == .unknownTopicOrPartition)
-                let staleBroker = try await send([Self.partition(partitionEpoch: 1, isr: [7])], brokerEpoch: epoch7 - 1,
-                                                 version: 2)
+                let staleBroker = try await send(
+                    [Self.partition(partitionEpoch: 1, isr: [7])],
+                    brokerEpoch: epoch7 - 1,
+                    version: 2
+                )
                 #expect(staleBroker.errorCode == ErrorCode.staleBrokerEpoch.rawValue && staleBroker.topics.isEmpty)
                 // v3: 8 comes back with a broker epoch that is not its registration's (a restarted replica).
                 let wrongEpoch = try await send(
@@ -158,21 +181,31 @@ import Testing
 
                 // v0 by name; a fenced member is OPERATION_NOT_ATTEMPTED there (INELIGIBLE_REPLICA from v2).
                 let fenced8 = try await connection.send(
-                    BrokerHeartbeatRequest(brokerID: 8, brokerEpoch: epoch8, currentMetadataOffset: epoch8,
-                                           wantFence: true),
+                    BrokerHeartbeatRequest(
+                        brokerID: 8,
+                        brokerEpoch: epoch8,
+                        currentMetadataOffset: epoch8,
+                        wantFence: true
+                    ),
                     version: 1
                 )
                 #expect(fenced8.isFenced)
                 let state = try #require(await cluster.controller.follower.followed.image.topics["t"]?.partitions[0])
                 #expect(state.isr == [7] && state.partitionEpoch == 3, "fencing 8 took it out of the ISR")
-                let byName = try await send([Self.partition(partitionEpoch: 3, isr: [7, 8])], topicID: .zero,
-                                            version: 0)
+                let byName = try await send(
+                    [Self.partition(partitionEpoch: 3, isr: [7, 8])],
+                    topicID: .zero,
+                    version: 0
+                )
                 #expect(byName.topics.first?.topicName == "t")
                 #expect(errorCode(byName) == .operationNotAttempted)
                 let ineligible = try await send([Self.partition(partitionEpoch: 3, isr: [7, 8])], version: 2)
                 #expect(errorCode(ineligible) == .ineligibleReplica)
-                let sameByName = try await send([Self.partition(partitionEpoch: 3, isr: [7])], topicID: .zero,
-                                                version: 0)
+                let sameByName = try await send(
+                    [Self.partition(partitionEpoch: 3, isr: [7])],
+                    topicID: .zero,
+                    version: 0
+                )
                 #expect(errorCode(sameByName) == .none)
                 #expect(sameByName.topics.first?.partitions.first?.partitionEpoch == 3, "nothing to change")
             }

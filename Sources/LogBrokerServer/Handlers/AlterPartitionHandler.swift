@@ -56,7 +56,9 @@ public struct AlterPartitionHandler: KafkaHandler {
                     guard partition.leaderRecoveryState == 0 else { return .refused(.invalidRequest) }
                     let members =
                         version >= 3
-                        ? partition.newIsrWithEpochs.map { ISRMember(brokerID: $0.brokerID, brokerEpoch: $0.brokerEpoch) }
+                        ? partition.newIsrWithEpochs.map {
+                            ISRMember(brokerID: $0.brokerID, brokerEpoch: $0.brokerEpoch)
+                        }
                         : partition.newIsr.map { ISRMember(brokerID: $0) }
                     changes.append(
                         ISRChange(
