@@ -48,8 +48,9 @@ public struct BrokerSessionInfo: Hashable, Sendable {
 /// session and is never fenced for silence: the process is its own controller, and it cannot go quiet while the
 /// controller is alive.
 extension ActiveController {
-    /// Records `registration` from a broker process, fenced, and re-elects the partitions it replicates (leader
-    /// epochs grow on every start).
+    /// Records `registration` from a broker process, fenced, and moves away the leaderships it held
+    /// (`ControllerDecisions.registeringBroker` among the live brokers but it): the partitions it alone can lead
+    /// wait for its unfencing, which elects it with a new leader epoch.
     /// - Returns: the broker epoch, the revision that recorded the registration.
     /// - Throws: `notController` when not active, `duplicateBrokerRegistration` when another incarnation of the
     ///   node still has a live session, `store`.
@@ -65,9 +66,16 @@ extension ActiveController {
         recorded.fenced = true
         recorded.brokerEpoch = 0
         let registering = recorded
+        let policy = self.uncleanPolicy
         let (_, revision) = try await self.perform { image, live in
-            ControllerDecisions.registeringBroker(image, registering, live: live.union([registering.nodeID]))
+            ControllerDecisions.registeringBroker(
+                image,
+                registering,
+                live: live.subtracting([registering.nodeID]),
+                policy: policy
+            )
         }
+        self.shutdownRevisions[recorded.nodeID] = nil
         // The registration is the decision's first write; a later one of the same incarnation has its own epoch.
         let stored = await self.follower.followed.image.brokers[recorded.nodeID]
         let brokerEpoch = stored?.incarnationID == recorded.incarnationID ? stored?.brokerEpoch ?? revision : revision
@@ -88,7 +96,13 @@ extension ActiveController {
     }
 
     /// A heartbeat: the session is renewed, and a caught-up broker unfenced (or a broker asking for it fenced),
-    /// committed to the image before the answer.
+    /// committed to the image before the answer, with the elections that follow (`ControllerDecisions.fencingBroker`).
+    ///
+    /// A controlled shutdown (WantShutDown) fences the broker in the image at once, as a fencing does: its
+    /// leaderships move to the next live ISR member and it leaves the ISRs, while its session stays alive. The
+    /// answer says it may stop (ShouldShutDown) once it leads no partition that has another live ISR member and it
+    /// has applied the revision that moved its leaderships away (Kafka's controlled shutdown offset), so it knows it
+    /// leads nothing before it stops.
     /// - Throws: `notController`, `brokerNotRegistered`, `staleBrokerEpoch`, `store`.
     public func heartbeat(_ heartbeat: BrokerHeartbeat) async throws(ClusterControlError) -> BrokerHeartbeatAnswer {
         let epoch = try await self.caughtUpEpoch()
@@ -101,19 +115,27 @@ extension ActiveController {
             wantShutDown: heartbeat.wantShutDown,
             at: .now
         )
-        try await self.recordFencing(
+        let wantsShutDown = self.liveness.sessions[heartbeat.nodeID]?.wantsShutDown ?? false
+        let reason =
+            wantsShutDown
+            ? "it asked for a controlled shutdown" : outcome.fenced ? "it asked to be fenced" : "it has caught up"
+        let pass = try await self.recordFencing(
             heartbeat.nodeID,
             brokerEpoch: heartbeat.brokerEpoch,
             fenced: outcome.fenced,
-            reason: outcome.fenced ? "it asked to be fenced" : "it has caught up"
+            reason: reason
         )
-        let wantsShutDown = self.liveness.sessions[heartbeat.nodeID]?.wantsShutDown ?? false
-        // Leaders do not move away before a shutdown yet (replication comes later): the shutdown is done at once.
-        return BrokerHeartbeatAnswer(
-            isCaughtUp: outcome.caughtUp,
-            isFenced: outcome.fenced,
-            shouldShutDown: wantsShutDown && outcome.fenced
-        )
+        guard wantsShutDown && outcome.fenced else {
+            return BrokerHeartbeatAnswer(isCaughtUp: outcome.caughtUp, isFenced: outcome.fenced, shouldShutDown: false)
+        }
+        if let pass, pass.summary.leadersMoved > 0 {
+            self.shutdownRevisions[heartbeat.nodeID] = max(self.shutdownRevisions[heartbeat.nodeID] ?? 0, pass.revision)
+        }
+        let image = await self.follower.followed.image
+        let done =
+            !image.leadsMovablePartitions(heartbeat.nodeID, live: Self.liveBrokers(in: image))
+            && heartbeat.appliedRevision >= self.shutdownRevisions[heartbeat.nodeID] ?? 0
+        return BrokerHeartbeatAnswer(isCaughtUp: outcome.caughtUp, isFenced: true, shouldShutDown: done)
     }
 
     /// The connection broker `nodeID` heartbeats on closed: a crashed process closes its sockets, so it is fenced at
@@ -153,6 +175,7 @@ extension ActiveController {
         let brokers = await self.follower.followed.image.brokers
         guard self.sessionsEpoch != epoch else { return }
         self.sessionsEpoch = epoch
+        self.shutdownRevisions = [:]
         self.liveness = BrokerLiveness(sessionTimeout: self.liveness.sessionTimeout)
         let now = ContinuousClock.now
         for broker in brokers.values where !broker.isInProcess {
@@ -181,24 +204,44 @@ extension ActiveController {
         }
     }
 
-    /// Commits broker `nodeID` (at `brokerEpoch`) fenced or unfenced, unless the image already says so.
-    private func recordFencing(
+    /// Commits broker `nodeID` (at `brokerEpoch`) fenced or unfenced with the elections that follow, unless the
+    /// image already says so (a fenced broker that still leads, or is in an ISR with others, is passed over again:
+    /// a pass cut short by a conflict or a change of controller is completed).
+    /// - Returns: what the pass did and the revision it committed; nil when it wrote nothing.
+    @discardableResult
+    func recordFencing(
         _ nodeID: Int32,
         brokerEpoch: Int64,
         fenced: Bool,
         reason: String
-    ) async throws(ClusterControlError) {
-        let current = await self.follower.followed.image.brokers[nodeID]
-        guard let current, current.brokerEpoch == brokerEpoch, current.fenced != fenced else { return }
+    ) async throws(ClusterControlError) -> (summary: ElectionSummary, revision: Int64)? {
+        let image = await self.follower.followed.image
+        guard let current = image.brokers[nodeID], current.brokerEpoch == brokerEpoch else { return nil }
+        guard current.fenced != fenced || (fenced && image.holdsPartitions(nodeID)) else { return nil }
+        let policy = self.uncleanPolicy
+        let started = ContinuousClock.now
         do {
-            let (changed, _) = try await self.perform { image, _ in
-                ControllerDecisions.fencingBroker(image, nodeID, brokerEpoch: brokerEpoch, fenced: fenced)
+            let (summary, revision) = try await self.perform { image, _ in
+                ControllerDecisions.fencingBroker(
+                    image,
+                    nodeID,
+                    brokerEpoch: brokerEpoch,
+                    fenced: fenced,
+                    policy: policy
+                )
             }
-            guard changed else { return }
+            guard let summary else { return nil }
+            let (seconds, attoseconds) = (ContinuousClock.now - started).components
             self.logger.info(
                 fenced ? "Fenced broker" : "Unfenced broker",
-                metadata: ["node.id": "\(nodeID)", "broker.epoch": "\(brokerEpoch)", "reason": "\(reason)"]
+                metadata: [
+                    "node.id": "\(nodeID)", "broker.epoch": "\(brokerEpoch)", "reason": "\(reason)",
+                    "partitions.changed": "\(summary.changed)", "leaders.moved": "\(summary.leadersMoved)",
+                    "partitions.offline": "\(summary.offline)", "revision": "\(revision)",
+                    "commit.ms": "\(seconds * 1000 + attoseconds / 1_000_000_000_000_000)",
+                ]
             )
+            return (summary, revision)
         } catch {
             self.logger.warning(
                 "Could not record a broker's fencing",

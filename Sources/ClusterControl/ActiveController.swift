@@ -59,6 +59,11 @@ public actor ActiveController: ConditionWaiting {
     /// The sessions of brokers registered by RPC (`ActiveController+Brokers`), valid for term `sessionsEpoch`.
     var liveness: BrokerLiveness<ContinuousClock.Instant>
     var sessionsEpoch: Int64?
+    /// Per broker in a controlled shutdown, the revision that moved its last leaderships away: it may stop once it
+    /// has applied that revision (Kafka's controlled shutdown offset). Valid for term `sessionsEpoch`.
+    var shutdownRevisions: [Int32: Int64] = [:]
+    /// Where elections read `unclean.leader.election.enable`.
+    public nonisolated let uncleanPolicy: UncleanElectionPolicy
     private var sessionTask: Task<Void, Never>?
     private var writing = false
     private var writeQueue: [CheckedContinuation<Void, Never>] = []
@@ -68,14 +73,18 @@ public actor ActiveController: ConditionWaiting {
     ///   - leaseTTLSeconds: the election key's lease TTL.
     ///   - brokerSessionTimeout: a registered broker without a heartbeat this long is fenced
     ///     (`broker.session.timeout.ms`).
+    ///   - uncleanLeaderElection: this process's static `unclean.leader.election.enable`, which elections fall back
+    ///     to when neither the topic nor the dynamic broker configs set it.
     public init(
         store: any MetadataStore,
         follower: ImageFollower,
         nodeID: Int32,
         leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds,
         brokerSessionTimeout: Duration = ActiveController.defaultBrokerSessionTimeout,
+        uncleanLeaderElection: Bool = false,
         logger: Logger
     ) {
+        self.uncleanPolicy = UncleanElectionPolicy(nodeID: nodeID, staticValue: uncleanLeaderElection)
         precondition(leaseTTLSeconds > 0, "a lease lasts at least a second")
         self.store = store
         self.follower = follower
@@ -313,10 +322,36 @@ public actor ActiveController: ConditionWaiting {
         var recorded = registration
         (recorded.incarnationID, recorded.fenced, recorded.brokerEpoch) = (.zero, false, 0)
         let registering = recorded
+        let policy = self.uncleanPolicy
         let (topics, revision) = try await self.perform { image, live in
-            ControllerDecisions.registeringBroker(image, registering, live: live.union([registering.nodeID]))
+            ControllerDecisions.registeringBroker(
+                image,
+                registering,
+                live: live.union([registering.nodeID]),
+                policy: policy
+            )
         }
         return (topics, revision)
+    }
+
+    /// Leaders' ISR changes (Kafka's AlterPartition; see `ControllerDecisions.alteringPartitions`), committed
+    /// before the answer.
+    /// - Returns: one outcome per change, in order: the refusal, or the partition as committed.
+    /// - Throws: `notController` when this controller is not active, `store`.
+    public func alterPartition(_ changes: [ISRChange]) async throws(ClusterControlError) -> [ISRChangeOutcome] {
+        let (outcomes, _) = try await self.perform { image, _ in
+            ControllerDecisions.alteringPartitions(image, changes)
+        }
+        for outcome in outcomes where outcome.error == nil {
+            self.logger.debug(
+                "Altered an ISR",
+                metadata: [
+                    "topic.id": "\(outcome.topicID)", "partition": "\(outcome.partition)",
+                    "isr": "\(outcome.state?.isr ?? [])", "partition.epoch": "\(outcome.state?.partitionEpoch ?? -1)",
+                ]
+            )
+        }
+        return outcomes
     }
 
     /// Decides on the follower's image with the live brokers, commits the writes fenced by the epoch, and answers

@@ -24,6 +24,10 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case duplicateBrokerRegistration(Int32)
         case brokerNotRegistered(Int32)
         case staleBrokerEpoch(Int32, epoch: Int64, current: Int64)
+        case fencedLeaderEpoch(String, partition: Int32, epoch: Int32, current: Int32)
+        case invalidUpdateVersion(String, partition: Int32, epoch: Int32, current: Int32)
+        case ineligibleReplica(Int32, reason: String)
+        case aheadOfController(String)
     }
 
     private let code: Code
@@ -50,7 +54,7 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
     public static func invalidRequest(_ reason: String) -> Self { Self(.invalidRequest(reason)) }
     /// The preferred replica already leads (ElectLeaders reports it per partition, as Kafka does).
     public static let electionNotNeeded = Self(.electionNotNeeded)
-    /// No replica may lead (unclean election is not implemented).
+    /// No replica may lead: no ISR member is live, and unclean election is not enabled.
     public static let eligibleLeadersNotAvailable = Self(.eligibleLeadersNotAvailable)
     public static func preferredLeaderNotAvailable(_ name: String, partition: Int32) -> Self {
         Self(.preferredLeaderNotAvailable(name, partition: partition))
@@ -76,6 +80,23 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         Self(.staleBrokerEpoch(nodeID, epoch: epoch, current: current))
     }
 
+    /// An AlterPartition from a leader epoch older than the partition's (Kafka's FENCED_LEADER_EPOCH).
+    public static func fencedLeaderEpoch(_ topic: String, partition: Int32, epoch: Int32, current: Int32) -> Self {
+        Self(.fencedLeaderEpoch(topic, partition: partition, epoch: epoch, current: current))
+    }
+    /// An AlterPartition from a partition epoch older than the partition's (Kafka's INVALID_UPDATE_VERSION).
+    public static func invalidUpdateVersion(_ topic: String, partition: Int32, epoch: Int32, current: Int32) -> Self {
+        Self(.invalidUpdateVersion(topic, partition: partition, epoch: epoch, current: current))
+    }
+    /// A proposed ISR member that is not registered, is fenced or shutting down, or whose broker epoch is not its
+    /// registration's (KIP-903; Kafka's INELIGIBLE_REPLICA).
+    public static func ineligibleReplica(_ brokerID: Int32, reason: String) -> Self {
+        Self(.ineligibleReplica(brokerID, reason: reason))
+    }
+    /// A request that has seen a newer image than this controller's: this one is likely no longer the active one
+    /// (Kafka answers NOT_CONTROLLER, so the sender looks for the controller again).
+    public static func aheadOfController(_ reason: String) -> Self { Self(.aheadOfController(reason)) }
+
     /// The code a Kafka handler answers with.
     public var kafkaErrorCode: ErrorCode {
         switch self.code {
@@ -95,6 +116,10 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .duplicateBrokerRegistration: return .duplicateBrokerRegistration
         case .brokerNotRegistered: return .brokerIDNotRegistered
         case .staleBrokerEpoch: return .staleBrokerEpoch
+        case .fencedLeaderEpoch: return .fencedLeaderEpoch
+        case .invalidUpdateVersion: return .invalidUpdateVersion
+        case .ineligibleReplica: return .ineligibleReplica
+        case .aheadOfController: return .notController
         case .store, .corruptImage, .notStarted: return .unknownServerError
         }
     }
@@ -112,7 +137,8 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .unknownTopicID(let id): return "no topic has id \(id)"
         case .invalidConfig(let reason), .invalidRequest(let reason): return reason
         case .electionNotNeeded: return "the preferred replica already leads"
-        case .eligibleLeadersNotAvailable: return "no replica can lead: unclean leader election is not implemented"
+        case .eligibleLeadersNotAvailable:
+            return "no replica can lead: no ISR member is live and unclean leader election is not enabled"
         case .preferredLeaderNotAvailable(let name, let partition):
             return "the preferred replica of \(name)-\(partition) is not live or not in the ISR"
         case .store(let error): return "\(error)"
@@ -125,6 +151,13 @@ public struct ClusterControlError: Error, Hashable, Sendable, CustomStringConver
         case .brokerNotRegistered(let nodeID): return "broker \(nodeID) is not registered"
         case .staleBrokerEpoch(let nodeID, let epoch, let current):
             return "broker \(nodeID) sent broker epoch \(epoch); its registration has epoch \(current)"
+        case .fencedLeaderEpoch(let topic, let partition, let epoch, let current):
+            return "\(topic)-\(partition) is at leader epoch \(current), not \(epoch)"
+        case .invalidUpdateVersion(let topic, let partition, let epoch, let current):
+            return "\(topic)-\(partition) is at partition epoch \(current), not \(epoch)"
+        case .ineligibleReplica(let brokerID, let reason):
+            return "broker \(brokerID) cannot join the ISR: \(reason)"
+        case .aheadOfController(let reason): return reason
         }
     }
 }

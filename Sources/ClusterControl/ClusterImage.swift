@@ -81,7 +81,7 @@ public struct PartitionState: Hashable, Sendable {
     /// An election among the live in-sync replicas, in assignment order. Every election bumps the leader epoch and
     /// the partition epoch, even when the same broker wins again (a restarted single replica must fence clients
     /// and fetchers that still hold the old epoch). With no live ISR member the leader becomes nil and the ISR is
-    /// kept, so a clean recovery stays possible (unclean election is not implemented).
+    /// kept, so a clean recovery stays possible (`removing` and `electingIfLeaderless` add unclean election).
     public func electingLeader(live: Set<Int32>) -> PartitionState {
         var next = self
         let liveISR = self.replicas.filter { self.isr.contains($0) && live.contains($0) }
@@ -349,15 +349,34 @@ public struct ClusterImage: Hashable, Sendable {
         return (topic, results)
     }
 
-    /// The topics in which `broker` is a replica, with every such partition re-elected among `live` (which
-    /// includes `broker`): what a (re)registering broker causes. Each election bumps the leader epoch.
-    public func reelecting(after broker: Int32, live: Set<Int32>) -> [TopicImage] {
-        self.topics.values.sorted { $0.name < $1.name }.compactMap { topic in
-            guard topic.partitions.contains(where: { $0.replicas.contains(broker) }) else { return nil }
-            var next = topic
-            next.partitions = topic.partitions.map { $0.replicas.contains(broker) ? $0.electingLeader(live: live) : $0 }
-            return next
-        }
+    /// The topics changed by `broker`'s (re)registration, each by name. A partition it led moves to another live
+    /// ISR member when there is one (and it leaves that ISR: its restarted log may lack the tail); else, when
+    /// `live` holds `broker` (an in-process registration, unfenced at once), it elects again among `live`
+    /// (`electingLeader`: a restarted single replica gets a new epoch), and when it does not (a broker process's
+    /// registration, fenced until it has caught up), it has no leader until the unfencing elects one. A partition
+    /// without a live leader elects among `live`, unclean where `policy` allows. A partition another live broker
+    /// leads is untouched: a follower's restart causes no churn of epochs.
+    public func reelecting(
+        after broker: Int32,
+        live: Set<Int32>,
+        policy: UncleanElectionPolicy? = nil
+    ) -> [TopicImage] {
+        let others = live.subtracting([broker])
+        return self.passing(policy: policy ?? UncleanElectionPolicy(nodeID: broker)) { state, uncleanAllowed in
+            if state.leader == broker {
+                guard !live.contains(broker) || state.isr.contains(where: others.contains) else {
+                    return state.electingLeader(live: live)
+                }
+                return state.removing(broker, live: others, uncleanAllowed: uncleanAllowed)
+            }
+            guard let leader = state.leader, live.contains(leader) else {
+                var leaderless = state
+                leaderless.leader = nil
+                let elected = leaderless.electingIfLeaderless(live: live, uncleanAllowed: uncleanAllowed)
+                return elected == leaderless ? state : elected.bumpingEpochs(from: state)
+            }
+            return state
+        }.topics
     }
 
     /// The partitions `broker` leads, in topic and partition order.

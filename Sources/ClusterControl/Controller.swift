@@ -33,13 +33,16 @@ public actor Controller {
     ///   - isController: whether this process has the controller role (campaigns for the election key).
     ///   - leaseTTLSeconds: the election key's lease TTL.
     ///   - brokerSessionTimeout: how long the active controller waits for a broker's heartbeat before fencing it.
+    ///   - uncleanLeaderElection: the static `unclean.leader.election.enable` of this process, for the elections
+    ///     of its controller role.
     public init(
         store: any MetadataStore,
         nodeID: Int32,
         logger: Logger,
         isController: Bool = true,
         leaseTTLSeconds: Int64 = ActiveController.defaultLeaseTTLSeconds,
-        brokerSessionTimeout: Duration = ActiveController.defaultBrokerSessionTimeout
+        brokerSessionTimeout: Duration = ActiveController.defaultBrokerSessionTimeout,
+        uncleanLeaderElection: Bool = false
     ) {
         let follower = ImageFollower(store: store, nodeID: nodeID, logger: logger)
         self.follower = follower
@@ -51,6 +54,7 @@ public actor Controller {
                 nodeID: nodeID,
                 leaseTTLSeconds: leaseTTLSeconds,
                 brokerSessionTimeout: brokerSessionTimeout,
+                uncleanLeaderElection: uncleanLeaderElection,
                 logger: logger
             )
             : nil

@@ -31,35 +31,54 @@ public enum ControllerDecisions {
         return ControllerResult(from: image, to: next, answer: id)
     }
 
-    /// `registration` recorded and every partition it replicates re-elected among `live` (which includes it), each
-    /// election bumping the leader epoch: what a (re)starting broker causes. Answers the number of topics touched.
+    /// `registration` recorded and the partitions it led, or that have no live leader, re-elected among `live`
+    /// (which includes it; see `ClusterImage.reelecting`): what a (re)starting broker causes. Partitions another
+    /// live broker leads keep their epochs. Answers the number of topics touched.
     public static func registeringBroker(
         _ image: ClusterImage,
         _ registration: BrokerRegistration,
-        live: Set<Int32>
+        live: Set<Int32>,
+        policy: UncleanElectionPolicy? = nil
     ) -> ControllerResult<Int> {
         var next = image
         next.brokers[registration.nodeID] = registration
-        let topics = image.reelecting(after: registration.nodeID, live: live)
+        let topics = image.reelecting(after: registration.nodeID, live: live, policy: policy)
         for topic in topics { next.topics[topic.name] = topic }
         return ControllerResult(from: image, to: next, answer: topics.count)
     }
 
-    /// Broker `nodeID`, registered at `brokerEpoch`, fenced or unfenced; nothing when it is already so, or when
-    /// its registration has moved on to another epoch (a new incarnation). Answers whether it wrote.
+    /// Broker `nodeID`, registered at `brokerEpoch`, fenced or unfenced, with the elections that follow in one
+    /// pass over the image (KRaft's `handleBrokerFenced` and `handleBrokerUnfenced`):
+    /// - fenced: it leaves every ISR (but as the last member), and every partition it led gets the first live ISR
+    ///   member in replica order as leader, else (when `policy` allows for the topic) the first live replica, else
+    ///   none (`PartitionState.removing`). A fenced broker is passed over again, so a pass a conflict cut short is
+    ///   completed.
+    /// - unfenced: every partition without a leader elects among the live brokers, now including it
+    ///   (`PartitionState.electingIfLeaderless`).
+    /// Nothing is written when the registration has moved on to another epoch (a new incarnation), or when nothing
+    /// changes. Answers what the pass did, nil when it wrote nothing.
     public static func fencingBroker(
         _ image: ClusterImage,
         _ nodeID: Int32,
         brokerEpoch: Int64,
-        fenced: Bool
-    ) -> ControllerResult<Bool> {
-        guard var broker = image.brokers[nodeID], broker.brokerEpoch == brokerEpoch, broker.fenced != fenced else {
-            return ControllerResult(writes: [], answer: false)
+        fenced: Bool,
+        policy: UncleanElectionPolicy? = nil
+    ) -> ControllerResult<ElectionSummary?> {
+        guard var broker = image.brokers[nodeID], broker.brokerEpoch == brokerEpoch else {
+            return ControllerResult(writes: [], answer: nil)
         }
         broker.fenced = fenced
         var next = image
         next.brokers[nodeID] = broker
-        return ControllerResult(from: image, to: next, answer: true)
+        let live = ActiveController.liveBrokers(in: next)
+        let policy = policy ?? UncleanElectionPolicy(nodeID: nodeID)
+        let (topics, summary) =
+            fenced
+            ? image.passing(policy: policy) { $0.removing(nodeID, live: live, uncleanAllowed: $1) }
+            : image.passing(policy: policy) { $0.electingIfLeaderless(live: live, uncleanAllowed: $1) }
+        for topic in topics { next.topics[topic.name] = topic }
+        let result = ControllerResult(from: image, to: next, answer: Optional(summary))
+        return result.writes.isEmpty ? ControllerResult(writes: [], answer: nil) : result
     }
 
     /// A new topic (see `ClusterImage.creatingTopic`); with `validateOnly` the checks run and nothing is written.

@@ -46,3 +46,21 @@ public struct ISRMember: Hashable, Sendable {
         self.brokerEpoch = brokerEpoch
     }
 }
+
+/// The controller's answer to one `ISRChange`: the refusal, or the partition as committed (its leader, leader
+/// epoch, partition epoch and ISR). A plain value; thread-safe.
+public struct ISRChangeOutcome: Hashable, Sendable {
+    public var topicID: KafkaUUID
+    public var partition: Int32
+    /// Why the change was refused (nothing was written for it); nil when it was committed.
+    public var error: ClusterControlError?
+    /// The partition after the change; nil when refused.
+    public var state: PartitionState?
+
+    public init(topicID: KafkaUUID, partition: Int32, error: ClusterControlError?, state: PartitionState?) {
+        self.topicID = topicID
+        self.partition = partition
+        self.error = error
+        self.state = state
+    }
+}

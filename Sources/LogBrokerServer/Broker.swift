@@ -259,7 +259,8 @@ public final class Broker: Service, Sendable {
             nodeID: configuration.nodeID,
             logger: logger,
             isController: configuration.processRoles.contains(.controller),
-            brokerSessionTimeout: .milliseconds(configuration.brokerSessionTimeoutMs)
+            brokerSessionTimeout: .milliseconds(configuration.brokerSessionTimeoutMs),
+            uncleanLeaderElection: configuration.uncleanLeaderElectionEnable
         )
         // A broker of a cluster registers with the active controller over its listener, wherever that runs, and
         // forwards the admin writes there while its own controller (if it has one) is not the active one.

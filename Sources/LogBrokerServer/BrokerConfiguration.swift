@@ -142,6 +142,10 @@ public struct BrokerConfiguration: Sendable {
     /// `broker.session.timeout.ms`: a broker that sent no heartbeat this long is fenced. Default 9,000; more than
     /// the heartbeat interval.
     public var brokerSessionTimeoutMs: Int32
+    /// `unclean.leader.election.enable`: whether a partition whose ISR has no live member may elect a live replica
+    /// out of it (losing what only the ISR had). Default false. The controller's elections read the topic's config,
+    /// then the dynamic broker configs, then this.
+    public var uncleanLeaderElectionEnable: Bool
     /// `broker.rack`: the rack this broker is in, for rack-aware replica assignment; nil (the default, empty) for
     /// none.
     public var brokerRack: String?
@@ -530,6 +534,7 @@ public struct BrokerConfiguration: Sendable {
         }
         self.brokerHeartbeatIntervalMs = settings.int("broker.heartbeat.interval.ms")
         self.brokerSessionTimeoutMs = settings.int("broker.session.timeout.ms")
+        self.uncleanLeaderElectionEnable = settings.bool("unclean.leader.election.enable")
         guard self.brokerHeartbeatIntervalMs < self.brokerSessionTimeoutMs else {
             throw .invalidValue(
                 String(self.brokerHeartbeatIntervalMs),

@@ -25,6 +25,8 @@ enum ControllerListener {
         handlers.register(BrokerRegistrationHandler(controller: controller))
         handlers.register(BrokerHeartbeatHandler(controller: controller))
         handlers.register(AllocateProducerIdsHandler(controller: controller))
+        // Replication: leaders' ISR changes, compare-and-set on the partition epoch.
+        handlers.register(AlterPartitionHandler(controller: controller))
         return handlers
     }
 }

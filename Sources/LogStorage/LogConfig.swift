@@ -4,8 +4,9 @@ import KafkaProperties
 /// `SettingsTable` so topic configs are parsed and refused as Kafka does. The single definition of topic settings:
 /// the broker's defaults for them come from `brokerSynonyms`. Some settings are validated and kept without an
 /// effect yet: `compression.type` (only `producer`: batches are stored as produced, never recompressed),
-/// `unclean.leader.election.enable`, and `leader.replication.throttled.replicas` /
-/// `follower.replication.throttled.replicas` (replication throttling is not implemented).
+/// and `leader.replication.throttled.replicas` / `follower.replication.throttled.replicas` (replication throttling
+/// is not implemented). `unclean.leader.election.enable` is read by the controller's elections from the image, not
+/// from here.
 ///
 /// A value type; thread-safe.
 public struct LogConfig: Hashable, Sendable {
@@ -50,7 +51,7 @@ public struct LogConfig: Hashable, Sendable {
     public var maxCompactionLagMs: Int64
     /// `min.cleanable.dirty.ratio`: the dirty share of a compacted log above which the cleaner picks it.
     public var minCleanableDirtyRatio: Double
-    /// `unclean.leader.election.enable`: kept; unclean election is not built.
+    /// `unclean.leader.election.enable`: kept; the controller reads the topic's value from the image.
     public var uncleanLeaderElection: Bool
     /// `message.downconversion.enable`: whether consumers fetching with Fetch v0–3 get the records converted to
     /// message format v0/v1, or UNSUPPORTED_VERSION (Kafka 3.x; deprecated there, gone in 4.0 with the conversion).

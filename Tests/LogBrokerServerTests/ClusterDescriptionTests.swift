@@ -316,8 +316,9 @@ import Testing
             )
             #expect(try await Self.send(request, version: 7, to: node2).topics[0].partitions[0].errorCode == 0)
             #expect(try await Self.send(request, version: 7, to: node1).topics[0].partitions[0].errorCode == 6)
-            // Brokers 2 and 1 fenced, then broker 1 registers again (a restart): the partition's election among the
-            // live in-sync replicas gives it to broker 1. Broker 2 keeps its log but no longer answers for it.
+            // Brokers 2 and 1 fenced (the partition moves to 1, then is offline with 1 as its last ISR member), then
+            // broker 1 registers again (a restart) and is unfenced: that elects it. Broker 2 keeps its log but no
+            // longer answers for it.
             for node in [node2, node1] {
                 _ = try await cluster.active.heartbeat(
                     BrokerHeartbeat(
@@ -329,13 +330,17 @@ import Testing
                     )
                 )
             }
-            _ = try await cluster.active.register(
+            let restarted = try await cluster.active.register(
                 BrokerRegistration(
                     nodeID: 1,
                     endpoints: [BrokerEndpoint(listener: "PLAINTEXT", host: "127.0.0.1", port: Int32(node1.port))],
                     rack: Self.rack(1),
                     incarnationID: Self.randomIncarnation()
                 )
+            )
+            _ = try await cluster.active.heartbeat(
+                BrokerHeartbeat(nodeID: 1, brokerEpoch: restarted, appliedRevision: restarted, wantFence: false,
+                                wantShutDown: false)
             )
             await cluster.converge()
             #expect(try await node1.controller.image().topics["moving"]?.partitions[0].leader == 1)
