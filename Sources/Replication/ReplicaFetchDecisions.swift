@@ -75,6 +75,14 @@ public enum FollowerTruncation {
         return TruncationStep(offset: min(follower.endOffset, leader.endOffset, logEndOffset), isComplete: true)
     }
 
+    /// The epoch a follower asks the leader about: its latest, as Kafka asks. An epoch above the leader's current
+    /// one cannot be on the leader (each election raises the epoch), so the follower asks for its largest epoch at
+    /// or below that instead, and the tail written above it is cut as divergent; in a cluster whose epochs come
+    /// from one controller the two are the same. Nil when the log has no such epoch (truncate without asking).
+    public static func epochToAsk(entries: [EpochEntry], currentLeaderEpoch: Int32) -> Int32? {
+        entries.last(where: { currentLeaderEpoch < 0 || $0.epoch <= currentLeaderEpoch })?.epoch
+    }
+
     /// The step for a log whose batches carry no epochs (Kafka's `truncateToHighWatermark`): nothing to ask the
     /// leader; cut back to the high watermark. An empty log has nothing to cut.
     public static func withoutEpochs(logEndOffset: Int64, highWatermark: Int64) -> TruncationStep {
@@ -326,5 +334,64 @@ public struct ReplicaFetchSession: Sendable {
     /// The request failed without an answer (the connection broke): the next fetch is full and closes the session.
     public mutating func failed() {
         self.nextEpoch = 0
+    }
+}
+
+extension ReplicaFetchSession.Request {
+    /// The Fetch request at `version`: the replica id (below v15) or the replica state with `brokerEpoch` (v15+),
+    /// the `replica.fetch.*` limits, read-uncommitted (a follower copies everything), topics by name (up to v12) or
+    /// id (v13+), and the partitions dropped from the session as forgotten.
+    public func fetchRequest(
+        version: Int16,
+        configuration: ReplicaFetcherConfiguration,
+        brokerEpoch: Int64
+    ) -> FetchRequest {
+        var topics: [FetchRequest.FetchTopic] = []
+        for partition in self.partitions {
+            let entry = FetchRequest.FetchPartition(
+                partition: partition.topicPartition.partition,
+                currentLeaderEpoch: partition.currentLeaderEpoch,
+                fetchOffset: partition.fetchOffset,
+                lastFetchedEpoch: partition.lastFetchedEpoch,
+                logStartOffset: partition.logStartOffset,
+                partitionMaxBytes: partition.maxBytes
+            )
+            if let last = topics.last, last.topic == partition.topicPartition.topic {
+                topics[topics.count - 1].partitions.append(entry)
+            } else {
+                topics.append(
+                    .init(topic: partition.topicPartition.topic, topicID: partition.topicID, partitions: [entry])
+                )
+            }
+        }
+        var forgotten: [FetchRequest.ForgottenTopic] = []
+        for partition in self.forgotten {
+            if let last = forgotten.last, last.topic == partition.topicPartition.topic {
+                forgotten[forgotten.count - 1].partitions.append(partition.topicPartition.partition)
+            } else {
+                forgotten.append(
+                    .init(
+                        topic: partition.topicPartition.topic,
+                        topicID: partition.topicID,
+                        partitions: [partition.topicPartition.partition]
+                    )
+                )
+            }
+        }
+        let brokerID = configuration.brokerID
+        return FetchRequest(
+            replicaID: version >= 15 ? -1 : brokerID,
+            replicaState: version >= 15
+                ? FetchRequest.ReplicaState(replicaID: brokerID, replicaEpoch: brokerEpoch)
+                : FetchRequest.ReplicaState(),
+            maxWaitMs: configuration.fetchWaitMaxMs,
+            minBytes: configuration.fetchMinBytes,
+            maxBytes: configuration.fetchResponseMaxBytes,
+            isolationLevel: 0,
+            sessionID: self.sessionID,
+            sessionEpoch: self.sessionEpoch,
+            topics: topics,
+            forgottenTopicsData: forgotten
+        )
     }
 }

@@ -60,6 +60,7 @@ final class ReplicaFetcher: Sendable {
         var nextGeneration: UInt64 = 1
         var stopped = false
         var connection: KafkaPipelinedConnection?
+        var loopEnded = false
         /// Connections that failed in a row (the first is logged as a warning).
         var consecutiveFailures = 0
     }
@@ -91,7 +92,10 @@ final class ReplicaFetcher: Sendable {
     func start() {
         self.task.withLock { task in
             guard task == nil else { return }
-            task = Task { await self.run() }
+            task = Task {
+                await self.run()
+                self.state.withLock { $0.loopEnded = true }
+            }
         }
     }
 
@@ -142,9 +146,10 @@ final class ReplicaFetcher: Sendable {
     /// The state of one partition, for tests and metrics.
     func phase(of partition: TopicPartition) -> Phase? { self.state.withLock { $0.partitions[partition]?.phase } }
 
-    /// Stops the loop: no partition is added any more, the connection closes; returns when the loop has ended. Call
-    /// after `remove` for partitions whose disk work must be over.
-    func stop() async {
+    /// Stops the loop: no partition is added any more and the connection closes. Returns at once (a connect in
+    /// progress may take its timeout to end); `stopped()` waits for the end. Call after `remove` for partitions
+    /// whose disk work must be over.
+    func stop() {
         let (task, connection) = self.state.withLock { state in
             state.stopped = true
             return (self.task.withLock { $0 }, state.connection)
@@ -152,7 +157,14 @@ final class ReplicaFetcher: Sendable {
         task?.cancel()
         connection?.close()
         self.wakeup.signal()
-        await task?.value
+    }
+
+    /// Whether the loop has ended.
+    var isStopped: Bool { self.task.withLock { $0 }.map { _ in self.state.withLock { $0.loopEnded } } ?? true }
+
+    /// Returns once the loop has ended (after `stop`).
+    func stopped() async {
+        await self.task.withLock { $0 }?.value
     }
 
     // MARK: The loop
@@ -375,10 +387,16 @@ final class ReplicaFetcher: Sendable {
         var asks: [(TopicPartition, PartitionState, Int32)] = []
         for (key, partition) in partitions {
             let log = partition.followed.log
+            let currentLeaderEpoch = partition.followed.leaderEpoch
             let latest: Int32?
             do {
                 latest = try await self.ioPool.run {
-                    try log.withLog { (partitionLog) throws(StorageError) in partitionLog.epochEntries.last?.epoch }
+                    try log.withLog { (partitionLog) throws(StorageError) in
+                        FollowerTruncation.epochToAsk(
+                            entries: partitionLog.epochEntries,
+                            currentLeaderEpoch: currentLeaderEpoch
+                        )
+                    }
                 }
             } catch {
                 await self.withDiskWork(key, generation: partition.generation) { _ in throw error }
@@ -488,7 +506,11 @@ final class ReplicaFetcher: Sendable {
             )
         }
         let parts = session.request(for: wanted)
-        let request = self.fetchRequest(parts, version: versions.fetch)
+        let request = parts.fetchRequest(
+            version: versions.fetch,
+            configuration: self.configuration,
+            brokerEpoch: self.brokerEpoch()
+        )
         let response: FetchResponse
         do {
             response = try await self.send(
@@ -523,56 +545,6 @@ final class ReplicaFetcher: Sendable {
                 await self.process(data, for: sent, generation: generation, on: connection, versions: versions)
             }
         }
-    }
-
-    private func fetchRequest(_ parts: ReplicaFetchSession.Request, version: Int16) -> FetchRequest {
-        var topics: [FetchRequest.FetchTopic] = []
-        for partition in parts.partitions {
-            let entry = FetchRequest.FetchPartition(
-                partition: partition.topicPartition.partition,
-                currentLeaderEpoch: partition.currentLeaderEpoch,
-                fetchOffset: partition.fetchOffset,
-                lastFetchedEpoch: partition.lastFetchedEpoch,
-                logStartOffset: partition.logStartOffset,
-                partitionMaxBytes: partition.maxBytes
-            )
-            if let last = topics.last, last.topic == partition.topicPartition.topic {
-                topics[topics.count - 1].partitions.append(entry)
-            } else {
-                topics.append(
-                    .init(topic: partition.topicPartition.topic, topicID: partition.topicID, partitions: [entry])
-                )
-            }
-        }
-        var forgotten: [FetchRequest.ForgottenTopic] = []
-        for partition in parts.forgotten {
-            if let last = forgotten.last, last.topic == partition.topicPartition.topic {
-                forgotten[forgotten.count - 1].partitions.append(partition.topicPartition.partition)
-            } else {
-                forgotten.append(
-                    .init(
-                        topic: partition.topicPartition.topic,
-                        topicID: partition.topicID,
-                        partitions: [partition.topicPartition.partition]
-                    )
-                )
-            }
-        }
-        let brokerID = self.configuration.brokerID
-        return FetchRequest(
-            replicaID: version >= 15 ? -1 : brokerID,
-            replicaState: version >= 15
-                ? FetchRequest.ReplicaState(replicaID: brokerID, replicaEpoch: self.brokerEpoch())
-                : FetchRequest.ReplicaState(),
-            maxWaitMs: self.configuration.fetchWaitMaxMs,
-            minBytes: self.configuration.fetchMinBytes,
-            maxBytes: self.configuration.fetchResponseMaxBytes,
-            isolationLevel: 0,
-            sessionID: parts.sessionID,
-            sessionEpoch: parts.sessionEpoch,
-            topics: topics,
-            forgottenTopicsData: forgotten
-        )
     }
 
     /// Applies one partition of a fetch answer to its log.
@@ -630,6 +602,14 @@ final class ReplicaFetcher: Sendable {
             let log = followed.log
             guard log.logEndOffset == fetchOffset else { return .truncating }
             if let batches, batches.batchCount > 0 {
+                if batches.firstOffset < fetchOffset && log.logStartOffset == fetchOffset {
+                    // An empty log started at the leader's log start, which lies inside this batch (DeleteRecords
+                    // there): the log starts at the batch instead, as Kafka's follower does, and the log start
+                    // moves up to the leader's below.
+                    try log.withLog { (partitionLog) throws(StorageError) in
+                        try partitionLog.truncateFullyAndStart(at: batches.firstOffset)
+                    }
+                }
                 _ = try log.appendAsFollower(batches.bytes)
                 statistics.recordAppend(key, batches: batches.batchCount, bytes: batches.bytes.readableBytes)
             }
@@ -687,7 +667,9 @@ final class ReplicaFetcher: Sendable {
             let ownEnd = log.logEndOffset
             switch OutOfRangeStep.after(leaderLogStartOffset: start, leaderLogEndOffset: end, logEndOffset: ownEnd) {
             case .truncateByEpochs:
-                return .truncating
+                // After the back-off: should the epochs not bring the log below the leader's end, this repeats
+                // at that pace rather than as fast as the leader answers.
+                return .backOff(.truncating)
             case .restart(let offset):
                 try log.withLog { (partitionLog) throws(StorageError) in
                     try partitionLog.truncateFullyAndStart(at: offset)

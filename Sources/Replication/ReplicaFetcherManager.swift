@@ -26,6 +26,8 @@ public final class ReplicaFetcherManager: ReplicaFetching {
     private struct State {
         var fetchers: [FetcherKey: ReplicaFetcher] = [:]
         var assignments: [TopicPartition: FetcherKey] = [:]
+        /// Fetchers stopped when their last partition left, whose tasks `shutdown` still waits for.
+        var retired: [ReplicaFetcher] = []
     }
 
     /// - Parameters:
@@ -99,17 +101,19 @@ public final class ReplicaFetcherManager: ReplicaFetching {
     /// Stops every fetcher; returns once their tasks have ended.
     public func shutdown() async {
         await self.changes.run {
-            let fetchers = self.state.withLock { state in
+            let (fetchers, retired) = self.state.withLock { state in
                 defer {
                     state.fetchers = [:]
                     state.assignments = [:]
+                    state.retired = []
                 }
-                return Array(state.fetchers.values)
+                return (Array(state.fetchers.values), state.retired)
             }
             for fetcher in fetchers {
                 await fetcher.remove(Array(fetcher.partitions))
-                await fetcher.stop()
+                fetcher.stop()
             }
+            for fetcher in fetchers + retired { await fetcher.stopped() }
         }
     }
 
@@ -142,8 +146,12 @@ public final class ReplicaFetcherManager: ReplicaFetching {
         if fetcher.partitions.isEmpty {
             self.state.withLock { state in
                 if state.fetchers[key] === fetcher { state.fetchers[key] = nil }
+                state.retired.removeAll { $0.isStopped }
+                state.retired.append(fetcher)
             }
-            await fetcher.stop()
+            // Not awaited: a connect to a vanished leader may take its timeout, and the partitions are already
+            // free.
+            fetcher.stop()
         }
     }
 
@@ -167,6 +175,11 @@ public final class ReplicaFetcherStatistics: Sendable {
     public struct Truncation: Hashable, Sendable {
         public var from: Int64
         public var to: Int64
+
+        public init(from: Int64, to: Int64) {
+            self.from = from
+            self.to = to
+        }
     }
 
     private struct Counts {
