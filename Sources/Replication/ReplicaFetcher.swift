@@ -523,7 +523,7 @@ final class ReplicaFetcher: Sendable {
             session.failed()
             throw error
         }
-        self.statistics.recordFetch()
+        self.statistics.recordFetch(incremental: !parts.isFull)
         let topError = ErrorCode(response.errorCode)
         session.received(parts, error: topError, sessionID: response.sessionID)
         guard topError == .none else {

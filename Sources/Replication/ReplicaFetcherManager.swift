@@ -185,6 +185,7 @@ public final class ReplicaFetcherStatistics: Sendable {
     private struct Counts {
         var connectionAttempts = 0
         var fetches = 0
+        var incrementalFetches = 0
         var appendedBatches: [TopicPartition: Int] = [:]
         var appendedBytes: Int64 = 0
         var truncations: [TopicPartition: [Truncation]] = [:]
@@ -199,6 +200,8 @@ public final class ReplicaFetcherStatistics: Sendable {
     public var connectionAttempts: Int { self.counts.withLock { $0.connectionAttempts } }
     /// Fetch requests answered.
     public var fetches: Int { self.counts.withLock { $0.fetches } }
+    /// Those of them that were incremental (KIP-227): they named only the partitions that changed.
+    public var incrementalFetches: Int { self.counts.withLock { $0.incrementalFetches } }
     /// Bytes appended to followers' logs.
     public var appendedBytes: Int64 { self.counts.withLock { $0.appendedBytes } }
     public func appendedBatches(_ partition: TopicPartition) -> Int {
@@ -212,7 +215,12 @@ public final class ReplicaFetcherStatistics: Sendable {
     public var failedPartitions: Set<TopicPartition> { self.counts.withLock { $0.failedPartitions } }
 
     func recordConnectionAttempt() { self.counts.withLock { $0.connectionAttempts += 1 } }
-    func recordFetch() { self.counts.withLock { $0.fetches += 1 } }
+    func recordFetch(incremental: Bool) {
+        self.counts.withLock { counts in
+            counts.fetches += 1
+            if incremental { counts.incrementalFetches += 1 }
+        }
+    }
     func recordAppend(_ partition: TopicPartition, batches: Int, bytes: Int) {
         self.counts.withLock { counts in
             counts.appendedBatches[partition, default: 0] += batches

@@ -28,14 +28,21 @@ import Testing
             self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("follower-\(UUID())")
             try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
             self.logManager = try LogManager(
-                config: LogManagerConfig(logDirectories: [FilePath(self.directory.path)], topicConfig: { _ in LogConfig() }),
+                config: LogManagerConfig(
+                    logDirectories: [FilePath(self.directory.path)],
+                    topicConfig: { _ in LogConfig() }
+                ),
                 ioPool: self.pool
             )
             self.fetchers = ReplicaFetcherManager(configuration: configuration, ioPool: self.pool)
         }
 
         func log(_ partition: Int32) throws -> ManagedLog {
-            try self.logManager.getOrCreateLog(topic: ReplicaFetcherTests.topic, partition: partition, config: LogConfig())
+            try self.logManager.getOrCreateLog(
+                topic: ReplicaFetcherTests.topic,
+                partition: partition,
+                config: LogConfig()
+            )
         }
 
         func close() async {
@@ -202,7 +209,12 @@ import Testing
                         .producerID
                     var idempotent: [ByteBuffer] = []
                     for sequence in stride(from: Int32(0), to: 12, by: 4) {
-                        let batch = try Self.batch(from: number, count: 4, codec: .gzip, producer: (producerID, sequence))
+                        let batch = try Self.batch(
+                            from: number,
+                            count: 4,
+                            codec: .gzip,
+                            producer: (producerID, sequence)
+                        )
                         idempotent.append(batch)
                         try await Self.produce(batch, to: 0, on: connection)
                         number += 4
@@ -222,7 +234,9 @@ import Testing
                         from: leader
                     )
                     // Kafka's hash puts the three partitions on both fetchers.
-                    let ids = Set((0..<3).map { replicaFetcherID(for: TopicPartition(Self.topic, $0), fetchersPerLeader: 2) })
+                    let ids = Set(
+                        (0..<3).map { replicaFetcherID(for: TopicPartition(Self.topic, $0), fetchersPerLeader: 2) }
+                    )
                     #expect(follower.fetchers.fetcherCount == ids.count)
                     for partition: Int32 in 0..<3 {
                         try await Self.expectCaughtUp(follower, broker, partition: partition, on: connection)
@@ -230,19 +244,28 @@ import Testing
 
                     // Records produced while following arrive too (the fetchers long-poll).
                     for partition: Int32 in 0..<3 {
-                        try await Self.produce(Self.batch(from: number, count: 3, codec: .gzip), to: partition, on: connection)
+                        try await Self.produce(
+                            Self.batch(from: number, count: 3, codec: .gzip),
+                            to: partition,
+                            on: connection
+                        )
                         number += 3
                     }
                     for partition: Int32 in 0..<3 {
                         try await Self.expectCaughtUp(follower, broker, partition: partition, on: connection)
                     }
 
+                    // The fetchers' sessions carried the later fetches.
+                    #expect(follower.fetchers.statistics.incrementalFetches > 0)
+                    #expect(follower.fetchers.statistics.incrementalFetches < follower.fetchers.statistics.fetches)
+
                     // Becoming leader, the follower deduplicates the producer's retry of its last batch as the
                     // leader did, and takes its next sequence.
                     await follower.fetchers.unfollow((0..<3).map { TopicPartition(Self.topic, $0) })
                     let log = try follower.log(0)
                     let producer = try #require(
-                        try log.withLog { (partitionLog) throws(StorageError) in partitionLog.producerStates[producerID] }
+                        try log.withLog { (partitionLog) throws(StorageError) in partitionLog.producerStates[producerID]
+                        }
                     )
                     #expect(producer.lastSequence == 11)
                     let end = log.logEndOffset
@@ -269,7 +292,9 @@ import Testing
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
                     try await Self.createTopic(on: connection, partitions: 1)
-                    for round in 0..<3 { try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection) }
+                    for round in 0..<3 {
+                        try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection)
+                    }
                     let (topicID, epochs) = try await Self.leadership(on: connection, partitions: 1)
                     let leader = LeaderEndpoint(nodeID: 1, host: "127.0.0.1", port: broker.port)
                     let log = try follower.log(0)
@@ -286,7 +311,9 @@ import Testing
                     // As if this broker had led at a later epoch and written a tail nobody copied; its high
                     // watermark is back at 0 (as after a restart without a checkpoint), so only the epochs say
                     // where the logs agree.
-                    for round in 0..<2 { _ = try log.appendAsLeader(Self.batch(from: 100 + round, count: 4), leaderEpoch: epochs[0] + 5) }
+                    for round in 0..<2 {
+                        _ = try log.appendAsLeader(Self.batch(from: 100 + round, count: 4), leaderEpoch: epochs[0] + 5)
+                    }
                     log.highWatermark = 0
                     #expect(log.logEndOffset == 38)
                     // Meanwhile the leader went on in its own epoch.
@@ -313,7 +340,9 @@ import Testing
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
                     try await Self.createTopic(on: connection, partitions: 1)
-                    for round in 0..<10 { try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection) }
+                    for round in 0..<10 {
+                        try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection)
+                    }
                     // DeleteRecords moves the leader's log start into the batch at 50.
                     let deleted = try await connection.send(
                         DeleteRecordsRequest(

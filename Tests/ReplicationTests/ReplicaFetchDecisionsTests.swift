@@ -120,7 +120,9 @@ import Testing
         #expect(step == TruncationStep(offset: 10, isComplete: true))
         try log.withLog { (partitionLog) throws(StorageError) in try partitionLog.truncate(to: step.offset) }
         #expect(log.logEndOffset == 10)
-        #expect(try log.withLog { (partitionLog) throws(StorageError) in partitionLog.epochEntries.map(\.epoch) } == [1])
+        #expect(
+            try log.withLog { (partitionLog) throws(StorageError) in partitionLog.epochEntries.map(\.epoch) } == [1]
+        )
     }
 
     // MARK: OFFSET_OUT_OF_RANGE
@@ -238,7 +240,9 @@ import Testing
         #expect(first.isFull && first.sessionID == 0 && first.sessionEpoch == 0 && first.partitions.count == 2)
         session.received(first, error: .none, sessionID: 42)
         // Partition 0 moved on, 1 did not, 2 is new.
-        let second = session.request(for: [Self.wanted(0, offset: 5), Self.wanted(1, offset: 0), Self.wanted(2, offset: 9)])
+        let second = session.request(for: [
+            Self.wanted(0, offset: 5), Self.wanted(1, offset: 0), Self.wanted(2, offset: 9),
+        ])
         #expect(!second.isFull && second.sessionID == 42 && second.sessionEpoch == 1)
         #expect(second.partitions.map(\.topicPartition.partition) == [0, 2])
         #expect(second.forgotten.isEmpty)
@@ -276,14 +280,18 @@ import Testing
 
     @Test func theRequestCarriesTheReplicaIDOrReplicaStateByVersion() {
         var session = ReplicaFetchSession(usesSessions: true)
-        let parts = session.request(for: [Self.wanted(0, offset: 4), Self.wanted(1, offset: 8), Self.wanted(0, offset: 2, topic: "logs")])
+        let parts = session.request(for: [
+            Self.wanted(0, offset: 4), Self.wanted(1, offset: 8), Self.wanted(0, offset: 2, topic: "logs"),
+        ])
         let configuration = ReplicaFetcherConfiguration(brokerID: 2)
         let v12 = parts.fetchRequest(version: 12, configuration: configuration, brokerEpoch: 77)
         #expect(v12.replicaID == 2 && v12.replicaState == FetchRequest.ReplicaState())
         #expect(v12.maxWaitMs == 500 && v12.minBytes == 1 && v12.maxBytes == 10_485_760 && v12.isolationLevel == 0)
         #expect(v12.topics.map(\.topic) == ["orders", "logs"])
         #expect(v12.topics[0].partitions.map(\.fetchOffset) == [4, 8])
-        #expect(v12.topics[0].partitions[0].currentLeaderEpoch == 3 && v12.topics[0].partitions[0].lastFetchedEpoch == 3)
+        #expect(
+            v12.topics[0].partitions[0].currentLeaderEpoch == 3 && v12.topics[0].partitions[0].lastFetchedEpoch == 3
+        )
         #expect(v12.topics[0].partitions[0].partitionMaxBytes == 1_048_576)
         let v15 = parts.fetchRequest(version: 15, configuration: configuration, brokerEpoch: 77)
         #expect(v15.replicaID == -1 && v15.replicaState == FetchRequest.ReplicaState(replicaID: 2, replicaEpoch: 77))
