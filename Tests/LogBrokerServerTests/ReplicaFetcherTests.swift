@@ -3,11 +3,12 @@ import KafkaMessages
 import KafkaNIO
 import KafkaRecords
 import KafkaWire
-import LogStorage
 import NIOCore
 import Replication
 import SystemPackage
 import Testing
+
+@testable import LogStorage
 
 /// The followers' fetchers against a real leader: a `logbroker-server` process, written to over the wire, and a
 /// `ReplicaFetcherManager` in this process following its partitions into a `LogManager` of its own. What a user of
@@ -24,13 +25,19 @@ import Testing
         let logManager: LogManager
         let fetchers: ReplicaFetcherManager
 
-        init(configuration: ReplicaFetcherConfiguration = ReplicaFetcherConfiguration(brokerID: 2)) throws {
+        let logConfig: LogConfig
+
+        init(
+            configuration: ReplicaFetcherConfiguration = ReplicaFetcherConfiguration(brokerID: 2),
+            logConfig: LogConfig = LogConfig()
+        ) throws {
             self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("follower-\(UUID())")
             try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+            self.logConfig = logConfig
             self.logManager = try LogManager(
                 config: LogManagerConfig(
                     logDirectories: [FilePath(self.directory.path)],
-                    topicConfig: { _ in LogConfig() }
+                    topicConfig: { _ in logConfig }
                 ),
                 ioPool: self.pool
             )
@@ -41,7 +48,7 @@ import Testing
             try self.logManager.getOrCreateLog(
                 topic: ReplicaFetcherTests.topic,
                 partition: partition,
-                config: LogConfig()
+                config: self.logConfig
             )
         }
 
@@ -420,6 +427,52 @@ import Testing
                     // Its last partition gone, the fetcher stops.
                     await follower.fetchers.unfollow([followed[1].topicPartition])
                     #expect(follower.fetchers.fetcherCount == 0)
+                }
+            } catch {
+                await follower.close()
+                throw error
+            }
+            await follower.close()
+        }
+    }
+
+    /// A disk failure in one follower's log (EIO opening the segment a roll needs, injected for its directory)
+    /// takes that log offline and stops fetching it; the other partition on the same fetcher goes on.
+    @Test func aDiskFailureTakesOnlyThatPartitionOffline() async throws {
+        try await BrokerProcess.withBroker { broker in
+            var logConfig = LogConfig()
+            logConfig.segmentBytes = 2048
+            let follower = try Follower(logConfig: logConfig)
+            let failing = FilePath(Self.followerDirectory(follower, 0).path)
+            defer { FileIO.injectOpenFault(under: failing, nil) }
+            do {
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
+                    try await Self.createTopic(on: connection, partitions: 2)
+                    let (topicID, epochs) = try await Self.leadership(on: connection, partitions: 2)
+                    let logs = try (0..<2).map { try follower.log(Int32($0)) }
+                    await follower.fetchers.follow(
+                        (0..<2).map { partition in
+                            FollowedPartition(
+                                topicPartition: TopicPartition(Self.topic, Int32(partition)),
+                                topicID: topicID,
+                                leaderEpoch: epochs[partition],
+                                log: logs[partition]
+                            )
+                        },
+                        from: LeaderEndpoint(nodeID: 1, host: "127.0.0.1", port: broker.port)
+                    )
+                    try await Self.produce(Self.batch(from: 0, count: 5), to: 0, on: connection)
+                    try await Self.waitUntil("partition 0 copies its first batch") { logs[0].logEndOffset == 5 }
+                    FileIO.injectOpenFault(under: failing, .ioError)
+                    // Enough for several segments of 2 KiB on each partition.
+                    for round in 0..<20 {
+                        try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection)
+                        try await Self.produce(Self.batch(from: round * 10, count: 10), to: 1, on: connection)
+                    }
+                    try await Self.waitUntil("partition 0's log goes offline") { logs[0].isOffline }
+                    #expect(follower.fetchers.statistics.failedPartitions == [TopicPartition(Self.topic, 0)])
+                    try await Self.expectCaughtUp(follower, broker, partition: 1, on: connection)
+                    #expect(logs[0].logEndOffset < 205)
                 }
             } catch {
                 await follower.close()
