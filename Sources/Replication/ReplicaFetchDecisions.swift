@@ -166,9 +166,10 @@ public struct FetchedBatches: Sendable {
             }
             guard let batch else { break }
             guard batch.magic == 2 else { throw .corrupt(offset: batch.baseOffset, reason: "magic \(batch.magic)") }
-            guard batch.lastOffsetDelta >= 0, batch.isCRCValid else {
-                throw .corrupt(offset: batch.baseOffset, reason: "CRC-32C does not match")
+            guard batch.lastOffsetDelta >= 0 else {
+                throw .corrupt(offset: batch.baseOffset, reason: "last offset delta \(batch.lastOffsetDelta)")
             }
+            guard batch.isCRCValid else { throw .corrupt(offset: batch.baseOffset, reason: "CRC-32C does not match") }
             if result.batchCount == 0 {
                 guard batch.lastOffset >= fetchOffset else {
                     throw .belowFetchOffset(batchLastOffset: batch.lastOffset, fetchOffset: fetchOffset)

@@ -146,6 +146,14 @@ final class ReplicaFetcher: Sendable {
     /// The state of one partition, for tests and metrics.
     func phase(of partition: TopicPartition) -> Phase? { self.state.withLock { $0.partitions[partition]?.phase } }
 
+    /// Whether `partition` waits out a back-off now, or was stopped by a disk failure.
+    func isPaused(_ partition: TopicPartition) -> Bool {
+        self.state.withLock { state in
+            guard let partition = state.partitions[partition] else { return false }
+            return partition.failed || (partition.delayedUntil.map { $0 > .now } ?? false)
+        }
+    }
+
     /// Stops the loop: no partition is added any more and the connection closes. Returns at once (a connect in
     /// progress may take its timeout to end); `stopped()` waits for the end. Call after `remove` for partitions
     /// whose disk work must be over.

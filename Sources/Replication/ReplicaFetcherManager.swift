@@ -132,6 +132,13 @@ public final class ReplicaFetcherManager: ReplicaFetching {
         return offset
     }
 
+    /// Whether a followed partition is paused now: after an error, until the back-off passes or `follow` gives it
+    /// another leader epoch; or for good after a disk failure.
+    public func isPaused(_ partition: TopicPartition) -> Bool {
+        let fetcher = self.state.withLock { state in state.assignments[partition].flatMap { state.fetchers[$0] } }
+        return fetcher?.isPaused(partition) ?? false
+    }
+
     /// Removes `partitions` from the fetcher at `key` (waiting out their disk work), and stops it if it has none
     /// left. Called inside `changes`.
     private func remove(_ partitions: [TopicPartition], from key: FetcherKey) async {

@@ -436,6 +436,38 @@ import Testing
         }
     }
 
+    /// A partition the leader refuses (here UNKNOWN_LEADER_EPOCH: the follower was told an epoch the leader has not
+    /// reached) pauses for the back-off; following it again at another epoch resumes it at once.
+    @Test func aRefusedPartitionPausesUntilFollowedAtAnotherEpoch() async throws {
+        try await BrokerProcess.withBroker { broker in
+            let follower = try Follower(configuration: ReplicaFetcherConfiguration(brokerID: 2, fetchBackoffMs: 60_000))
+            do {
+                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
+                    try await Self.createTopic(on: connection, partitions: 1)
+                    try await Self.produce(Self.batch(from: 0, count: 10, codec: .gzip), to: 0, on: connection)
+                    let (topicID, epochs) = try await Self.leadership(on: connection, partitions: 1)
+                    let partition = TopicPartition(Self.topic, 0)
+                    let leader = LeaderEndpoint(nodeID: 1, host: "127.0.0.1", port: broker.port)
+                    let log = try follower.log(0)
+                    func followed(at epoch: Int32) -> FollowedPartition {
+                        FollowedPartition(topicPartition: partition, topicID: topicID, leaderEpoch: epoch, log: log)
+                    }
+                    await follower.fetchers.follow([followed(at: epochs[0] + 1)], from: leader)
+                    try await Self.waitUntil("the refused partition pauses") { follower.fetchers.isPaused(partition) }
+                    #expect(log.logEndOffset == 0)
+                    // Well within the minute of back-off.
+                    await follower.fetchers.follow([followed(at: epochs[0])], from: leader)
+                    #expect(!follower.fetchers.isPaused(partition))
+                    try await Self.expectCaughtUp(follower, broker, partition: 0, on: connection)
+                }
+            } catch {
+                await follower.close()
+                throw error
+            }
+            await follower.close()
+        }
+    }
+
     /// A disk failure in one follower's log (EIO opening the segment a roll needs, injected for its directory)
     /// takes that log offline and stops fetching it; the other partition on the same fetcher goes on.
     @Test func aDiskFailureTakesOnlyThatPartitionOffline() async throws {
