@@ -98,6 +98,18 @@ import Testing
         )
     }
 
+    @Test func theFollowerAsksForItsLatestEpochThatTheLeaderCanHave() {
+        let entries = [EpochEntry(epoch: 1, startOffset: 0), EpochEntry(epoch: 4, startOffset: 10)]
+        // As Kafka: the latest epoch, when the current leader's is at or above it.
+        #expect(FollowerTruncation.epochToAsk(entries: entries, currentLeaderEpoch: 4) == 4)
+        #expect(FollowerTruncation.epochToAsk(entries: entries, currentLeaderEpoch: 9) == 4)
+        // Epoch 4 is above the leader's 3, so not on the leader: ask for 1, and the tail at 4 is cut.
+        #expect(FollowerTruncation.epochToAsk(entries: entries, currentLeaderEpoch: 3) == 1)
+        // Nothing at or below it, or no epochs: truncate without asking.
+        #expect(FollowerTruncation.epochToAsk(entries: entries, currentLeaderEpoch: 0) == nil)
+        #expect(FollowerTruncation.epochToAsk(entries: [], currentLeaderEpoch: 5) == nil)
+    }
+
     /// The decision over a real epoch cache: a follower whose tail was written at an epoch the leader never had is
     /// cut back to where the leader's epoch ends, as the fetcher computes it (`PartitionLog.endOffset(forEpoch:)`
     /// for the leader's answer's epoch).
