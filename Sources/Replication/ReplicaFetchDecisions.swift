@@ -286,6 +286,8 @@ public struct ReplicaFetchSession: Sendable {
     /// The partitions the leader's session holds after the last request, as that request left them: the offsets an
     /// answer's partitions belong to.
     public private(set) var sessionPartitions: [TopicPartition: PartitionFetchRequest] = [:]
+    /// The Fetch version of the last request (the fetcher's note: topics by name up to v12, by id from v13).
+    public var lastVersion: Int16?
 
     public init(usesSessions: Bool) {
         self.usesSessions = usesSessions

@@ -374,7 +374,8 @@ final class ReplicaFetcher: Sendable {
     ) throws(StorageError) -> Outcome {
         let (end, latest) = try log.withLog { (partitionLog) throws(StorageError) in
             let before = partitionLog.logEndOffset
-            if step.offset < before {
+            // Nothing below the log start can be cut (a high watermark not yet raised to it, after a restart).
+            if max(step.offset, partitionLog.logStartOffset) < before {
                 try partitionLog.truncate(to: step.offset)
                 statistics.recordTruncation(log.topicPartition, from: before, to: partitionLog.logEndOffset)
             }
@@ -513,9 +514,14 @@ final class ReplicaFetcher: Sendable {
                 )
             )
         }
+        // Topics by id need every id known; otherwise by name, as Kafka's fetch builder falls back to v12. A
+        // session begun with one kind of topic reference starts over with the other.
+        let version = wanted.contains { $0.topicID == .zero } ? min(versions.fetch, 12) : versions.fetch
+        if (version >= 13) != (session.lastVersion.map { $0 >= 13 } ?? (version >= 13)) { session.failed() }
+        session.lastVersion = version
         let parts = session.request(for: wanted)
         let request = parts.fetchRequest(
-            version: versions.fetch,
+            version: version,
             configuration: self.configuration,
             brokerEpoch: self.brokerEpoch()
         )
@@ -523,7 +529,7 @@ final class ReplicaFetcher: Sendable {
         do {
             response = try await self.send(
                 request,
-                version: versions.fetch,
+                version: version,
                 on: connection,
                 waitMs: Int64(self.configuration.fetchWaitMaxMs)
             )
@@ -545,12 +551,19 @@ final class ReplicaFetcher: Sendable {
         }
         let names = Dictionary(wanted.map { ($0.topicID, $0.topicPartition.topic) }, uniquingKeysWith: { a, _ in a })
         for topic in response.responses {
-            let name = versions.fetch >= 13 ? names[topic.topicID] : topic.topic
+            let name = version >= 13 ? names[topic.topicID] : topic.topic
             guard let name else { continue }
             for data in topic.partitions {
                 let key = TopicPartition(name, data.partitionIndex)
                 guard let sent = session.sessionPartitions[key], let generation = generations[key] else { continue }
-                await self.process(data, for: sent, generation: generation, on: connection, versions: versions)
+                await self.process(
+                    data,
+                    for: sent,
+                    generation: generation,
+                    fetchVersion: version,
+                    on: connection,
+                    versions: versions
+                )
             }
         }
     }
@@ -560,6 +573,7 @@ final class ReplicaFetcher: Sendable {
         _ data: FetchResponse.PartitionData,
         for sent: PartitionFetchRequest,
         generation: UInt64,
+        fetchVersion: Int16,
         on connection: KafkaPipelinedConnection,
         versions: LeaderAPIVersions
     ) async {
@@ -600,7 +614,7 @@ final class ReplicaFetcher: Sendable {
             batches = nil
         }
         let diverging =
-            versions.fetch >= 12 && (data.divergingEpoch.epoch >= 0 || data.divergingEpoch.endOffset >= 0)
+            fetchVersion >= 12 && (data.divergingEpoch.epoch >= 0 || data.divergingEpoch.endOffset >= 0)
             ? EpochEnd(epoch: data.divergingEpoch.epoch, endOffset: data.divergingEpoch.endOffset) : nil
         let leaderHighWatermark = data.highWatermark
         let leaderLogStartOffset = data.logStartOffset
