@@ -501,7 +501,9 @@ import Testing
                         try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection)
                         try await Self.produce(Self.batch(from: round * 10, count: 10), to: 1, on: connection)
                     }
-                    try await Self.waitUntil("partition 0's log goes offline") { logs[0].isOffline }
+                    try await Self.waitUntil("partition 0's log goes offline and out of fetching") {
+                        logs[0].isOffline && follower.fetchers.isPaused(TopicPartition(Self.topic, 0))
+                    }
                     #expect(follower.fetchers.statistics.failedPartitions == [TopicPartition(Self.topic, 0)])
                     try await Self.expectCaughtUp(follower, broker, partition: 1, on: connection)
                     #expect(logs[0].logEndOffset < 205)
