@@ -8,12 +8,12 @@ import Synchronization
 
 /// One fetcher (Kafka's `ReplicaFetcherThread`): a long-running task with one connection to a leader, copying the
 /// partitions it is given. Each partition is first truncated by leader epoch (OffsetForLeaderEpoch for its latest
-/// epoch, `FollowerTruncation`), then fetched from its log end on an incremental fetch session; fetched batches are
+/// epoch at or below the leader's, `FollowerTruncation`), then fetched from its log end on an incremental fetch session; fetched batches are
 /// appended as follower (offsets, epochs and producer state as the leader wrote them), and the high watermark and
 /// log start offset follow the leader's.
 ///
 /// A partition the leader refuses (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, ...) or whose
-/// answer cannot be appended waits `replica.fetch.backoff.ms`, or until `add` gives it a newer leader epoch; one
+/// answer cannot be appended waits `replica.fetch.backoff.ms`, or until `add` gives it another leader epoch; one
 /// whose log failed on disk stops until `add` gives it again (its log is offline). A failed or silent connection
 /// (no answer within `replica.socket.timeout.ms` beyond the fetch's wait) is closed, and reopened after the back-off.
 ///
