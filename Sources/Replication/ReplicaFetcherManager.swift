@@ -79,9 +79,13 @@ public final class ReplicaFetcherManager: ReplicaFetching {
                 let added = fetcher.add(group)
                 precondition(added, "a fetcher in the map has stopped")
             }
+            // One line per change, however many partitions (thousands move at once when a broker fails).
             self.logger.info(
                 "Following partitions",
-                metadata: ["leader": "\(leader)", "partitions": "\(partitions.map(\.topicPartition))"]
+                metadata: [
+                    "leader": "\(leader)", "count": "\(partitions.count)",
+                    "first": "\(partitions.first.map { "\($0.topicPartition)" } ?? "")",
+                ]
             )
         }
     }
