@@ -61,6 +61,8 @@ final class ReplicaFetcher: Sendable {
         var stopped = false
         var connection: KafkaPipelinedConnection?
         var loopEnded = false
+        /// Advances with every plan, to rotate the order of the partitions fetched.
+        var rotation: UInt64 = 0
         /// Connections that failed in a row (the first is logged as a warning).
         var consecutiveFailures = 0
     }
@@ -265,6 +267,14 @@ final class ReplicaFetcher: Sendable {
                 case .truncating: truncating.append((key, partition))
                 case .fetching: fetching.append((key, partition))
                 }
+            }
+            // Each fetch starts one partition further on: when the partitions' data exceeds the response limit, the
+            // leader fills it in request order, and a fixed order would starve the last ones (Kafka moves fetched
+            // partitions to the end).
+            if fetching.count > 1 {
+                state.rotation &+= 1
+                let start = Int(state.rotation % UInt64(fetching.count))
+                fetching = Array(fetching[start...] + fetching[..<start])
             }
             return (truncating, fetching, nextReady)
         }
