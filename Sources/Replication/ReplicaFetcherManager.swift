@@ -1,3 +1,4 @@
+import KafkaWire
 import LogStorage
 import Logging
 import Synchronization
