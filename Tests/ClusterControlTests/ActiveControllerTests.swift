@@ -299,7 +299,9 @@ private func createTopic(
                         topicID: topic.id,
                         partition: partition,
                         leaderEpoch: 0,
-                        isr: [1]
+                        isr: [1],
+                        replicas: [1],
+                        partitionEpoch: 0
                     )
                 )
             }
@@ -378,7 +380,15 @@ private func createTopic(
                     .brokerConfigs(resource: "", configs: ["x": "1"]),
                     .topicConfigs(topic: "born", configs: [:]),
                     .leadership(
-                        PartitionLeadership(topic: "born", topicID: born.id, partition: 0, leaderEpoch: 0, isr: [1])
+                        PartitionLeadership(
+                            topic: "born",
+                            topicID: born.id,
+                            partition: 0,
+                            leaderEpoch: 0,
+                            isr: [1],
+                            replicas: [1],
+                            partitionEpoch: 0
+                        )
                     ),
                 ]
             )
@@ -408,7 +418,15 @@ private func createTopic(
                     [
                         .topicConfigs(topic: "t", configs: [:]),
                         .leadership(
-                            PartitionLeadership(topic: "t", topicID: topic.id, partition: 0, leaderEpoch: 1, isr: [1])
+                            PartitionLeadership(
+                                topic: "t",
+                                topicID: topic.id,
+                                partition: 0,
+                                leaderEpoch: 1,
+                                isr: [1],
+                                replicas: [1],
+                                partitionEpoch: 1
+                            )
                         ),
                     ]
                 ]
