@@ -174,16 +174,11 @@ public final class BrokerStorage: Service, Sendable {
     /// listener, as the image's broker registrations give it (a leader without one is not fetched from until it
     /// registers).
     private func becomeFollower(_ followings: [PartitionFollowing], controller: Controller) async {
-        let brokers = await controller.follower.followed.image.brokers
-        var endpoints: [Int32: LeaderEndpoint] = [:]
-        for leader in Set(followings.compactMap(\.leader)) {
-            guard let registration = brokers[leader] else { continue }
-            let endpoint =
-                registration.endpoints.first { $0.listener == self.interBrokerListener } ?? registration.endpoints.first
-            if let endpoint {
-                endpoints[leader] = LeaderEndpoint(nodeID: leader, host: endpoint.host, port: Int(endpoint.port))
-            }
-        }
+        let endpoints = Self.leaderEndpoints(
+            of: Set(followings.compactMap(\.leader)),
+            brokers: await controller.follower.followed.image.brokers,
+            listener: self.interBrokerListener
+        )
         let results = await self.replicas.becomeFollower(
             followings.map {
                 Following(
@@ -290,6 +285,25 @@ public final class BrokerStorage: Service, Sendable {
             )
             await self.deleteLog(partition)
         }
+    }
+
+    /// Where followers reach each of `leaders`: its registration's endpoint on `listener` (the inter-broker
+    /// listener), or its first endpoint when it has none of that name (registrations carry the advertised client
+    /// listeners only, never a controller listener); a leader without a registration is left out.
+    static func leaderEndpoints(
+        of leaders: Set<Int32>,
+        brokers: [Int32: BrokerRegistration],
+        listener: String
+    ) -> [Int32: LeaderEndpoint] {
+        var endpoints: [Int32: LeaderEndpoint] = [:]
+        for leader in leaders {
+            guard let registration = brokers[leader],
+                let endpoint = registration.endpoints.first(where: { $0.listener == listener })
+                    ?? registration.endpoints.first
+            else { continue }
+            endpoints[leader] = LeaderEndpoint(nodeID: leader, host: endpoint.host, port: Int(endpoint.port))
+        }
+        return endpoints
     }
 
     /// Kafka's ISR expiration: every half of `replica.lag.time.max.ms` the leaders propose to drop followers that

@@ -134,6 +134,11 @@ public final class Partition: Sendable {
         }
         // The replication-offset-checkpoint records what the replica layer last set.
         if moved { self.log.highWatermark = highWatermark }
+        if moved, bytes == nil {
+            // The high watermark passed records this leader did not append (it fetched them as a follower): at
+            // least one byte was committed, which wakes consumers waiting for any.
+            self.committedBytes.add(1, ordering: .relaxed)
+        }
         if let bytes {
             var current = self.committedBytes.load(ordering: .relaxed)
             while current < bytes {

@@ -639,14 +639,20 @@ public final class ReplicaManager: Sendable {
         let records = received
         if let refusal = self.validate(records, config: config, origin: origin) { return refusal }
         let leaderEpoch = hosted.leaderEpoch
-        let info: LogAppendInfo
+        let appended: LogAppendInfo?
         do {
-            info = try await self.ioPool.run { try hosted.log.appendAsLeader(records, leaderEpoch: leaderEpoch) }
+            appended = try await self.ioPool.run { () throws -> LogAppendInfo? in
+                // The partition may have become a follower while the records were checked: its fetchers own the
+                // log now (Kafka holds the leader-and-ISR lock across the append instead).
+                guard hosted.isLeader, hosted.leaderEpoch == leaderEpoch else { return nil }
+                return try hosted.log.appendAsLeader(records, leaderEpoch: leaderEpoch)
+            }
         } catch let error as StorageError {
             return AppendResult(error: error.kafkaErrorCode, errorMessage: "\(error)")
         } catch {
             return AppendResult(error: .unknownServerError, errorMessage: "\(error)")
         }
+        guard let info = appended else { return AppendResult(error: .notLeaderOrFollower) }
         if !info.isDuplicate {
             let committed = hosted.recordAppend(bytes: records.readableBytes, endOffset: info.lastOffset + 1)
             self.delayedFetches.notify(topicPartition)

@@ -2,6 +2,7 @@ import ClusterControl
 import KafkaMessages
 import KafkaWire
 import NIOCore
+import Replication
 import Testing
 
 @testable import LogBrokerServer
@@ -39,5 +40,46 @@ import Testing
                 .init(brokerID: 1, brokerEpoch: -1), .init(brokerID: 2, brokerEpoch: 40),
             ]
         )
+    }
+}
+
+/// The replication settings and where followers reach a leader.
+@Suite struct ReplicationSettingsTests {
+    @Test func followersFetchOnTheInterBrokerListenerOrPlaintext() throws {
+        let brokers: [Int32: BrokerRegistration] = [
+            2: BrokerRegistration(
+                nodeID: 2,
+                endpoints: [
+                    BrokerEndpoint(listener: "CLIENT", host: "c2", port: 1),
+                    BrokerEndpoint(listener: "REPLICATION", host: "r2", port: 2),
+                    BrokerEndpoint(listener: "PLAINTEXT", host: "p2", port: 3),
+                ]
+            ),
+            3: BrokerRegistration(nodeID: 3, endpoints: [BrokerEndpoint(listener: "CLIENT", host: "c3", port: 4)]),
+        ]
+        #expect(
+            BrokerStorage.leaderEndpoints(of: [2, 3, 4], brokers: brokers, listener: "REPLICATION") == [
+                2: LeaderEndpoint(nodeID: 2, host: "r2", port: 2), 3: LeaderEndpoint(nodeID: 3, host: "c3", port: 4),
+            ]
+        )
+        #expect(
+            BrokerStorage.leaderEndpoints(of: [2], brokers: brokers, listener: "PLAINTEXT") == [
+                2: LeaderEndpoint(nodeID: 2, host: "p2", port: 3)
+            ]
+        )
+
+        let defaults = try testConfiguration()
+        #expect(defaults.interBrokerListenerName == "PLAINTEXT")
+        #expect(defaults.replicaLagTimeMaxMs == 30_000)
+        let named = try testConfiguration([
+            ("listeners", "CLIENT://127.0.0.1:0,REPLICATION://127.0.0.1:0"),
+            ("listener.security.protocol.map", "CLIENT:PLAINTEXT,REPLICATION:PLAINTEXT"),
+            ("inter.broker.listener.name", "REPLICATION"), ("replica.lag.time.max.ms", "5000"),
+        ])
+        #expect(named.interBrokerListenerName == "REPLICATION")
+        #expect(named.replicaLagTimeMaxMs == 5_000)
+        #expect(throws: (any Error).self) {
+            try testConfiguration([("inter.broker.listener.name", "NOWHERE")])
+        }
     }
 }

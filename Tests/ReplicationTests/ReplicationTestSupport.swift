@@ -19,7 +19,8 @@ final class ReplicaFixture {
     init(
         topicConfig: @escaping @Sendable (String) -> LogConfig = { _ in LogConfig() },
         configuration: ReplicaManagerConfiguration = ReplicaManagerConfiguration(brokerID: 1),
-        isrChanges: (any ISRChangeSending)? = nil
+        isrChanges: (any ISRChangeSending)? = nil,
+        fetching: (any ReplicaFetching)? = nil
     ) throws {
         var template = Array("/tmp/replication-test-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
@@ -34,6 +35,7 @@ final class ReplicaFixture {
             logManager: self.logManager,
             ioPool: self.pool,
             configuration: configuration,
+            fetching: fetching,
             isrChanges: isrChanges
         )
     }
