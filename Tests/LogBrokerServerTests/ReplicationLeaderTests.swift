@@ -88,17 +88,19 @@ import Testing
         return try #require(response.responses.first?.partitionResponses.first)
     }
 
-    /// A Fetch of `replicated-0` at `offset`: a consumer's (replica id -1) or a follower's, answered at once.
+    /// A Fetch of `replicated-0` at `offset`: a consumer's (replica id -1) or a follower's, answered at once unless
+    /// `maxWaitMs` is given (then it waits for a byte).
     static func fetch(
         at offset: Int64,
         replicaID: Int32 = -1,
         currentLeaderEpoch: Int32 = -1,
         lastFetchedEpoch: Int32 = -1,
+        maxWaitMs: Int32 = 0,
         on connection: KafkaClientConnection
     ) async throws -> FetchResponse.PartitionData {
         var request = FetchRequest(
-            maxWaitMs: 0,
-            minBytes: 0,
+            maxWaitMs: maxWaitMs,
+            minBytes: maxWaitMs > 0 ? 1 : 0,
             maxBytes: 1 << 20,
             topics: [
                 .init(
@@ -158,6 +160,44 @@ import Testing
                 #expect(after.highWatermark == 3)
                 #expect(try ProduceFetchTests.decode(after.records).values == ["a", "b", "c"])
             }
+        }
+    }
+
+    @Test func parkedFetchesWakeAConsumerWhenTheHighWatermarkMovesAndAFollowerWhenRecordsArrive() async throws {
+        try await Self.withPartition { _, port, manager in
+            try await Self.connect(port) { connection in
+                _ = try await Self.produce(["a", "b"], acks: 1, on: connection)
+            }
+            // A consumer waits at offset 0 for records: two are appended but none is committed.
+            let consumer = Task {
+                try await Self.connect(port) { connection in
+                    try await Self.fetch(at: 0, maxWaitMs: 60_000, on: connection)
+                }
+            }
+            #expect(try await Self.eventually { manager.delayedFetches.parkedCount == 1 })
+            let clock = ContinuousClock()
+            let moved = clock.now
+            try await Self.connect(port) { follower in
+                _ = try await Self.fetch(at: 2, replicaID: 2, on: follower)
+            }
+            let woken = try await consumer.value
+            #expect(clock.now - moved < .seconds(30))
+            #expect(woken.highWatermark == 2)
+            #expect(try ProduceFetchTests.decode(woken.records).values == ["a", "b"])
+
+            // A follower at the log end waits for the next append, and gets it past the high watermark.
+            let follower = Task {
+                try await Self.connect(port) { connection in
+                    try await Self.fetch(at: 2, replicaID: 2, maxWaitMs: 60_000, on: connection)
+                }
+            }
+            #expect(try await Self.eventually { manager.delayedFetches.parkedCount == 1 })
+            try await Self.connect(port) { connection in
+                _ = try await Self.produce(["c"], acks: 1, on: connection)
+            }
+            let copied = try await follower.value
+            #expect(try ProduceFetchTests.decode(copied.records).values == ["c"])
+            #expect(copied.highWatermark == 2)
         }
     }
 
