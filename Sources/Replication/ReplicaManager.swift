@@ -543,6 +543,16 @@ public final class ReplicaManager: Sendable {
         }
     }
 
+    /// Kafka's `isReplicaIsrEligible`: the image has the broker registered and not fenced, and (KIP-903) at the broker
+    /// epoch it fetched with, when both are known; the controller would refuse it otherwise (INELIGIBLE_REPLICA).
+    func isEligibleForISR(_ replicaID: Int32, brokerEpoch: Int64) -> Bool {
+        self.image.withLock { image in
+            guard let image else { return true }
+            guard let registration = image.brokers[replicaID], !registration.fenced else { return false }
+            return brokerEpoch < 0 || registration.brokerEpoch <= 0 || registration.brokerEpoch == brokerEpoch
+        }
+    }
+
     /// Kafka's current-leader hint for a client this broker refused with NOT_LEADER_OR_FOLLOWER: the leader and
     /// leader epoch the image gives the partition (-1 and -1 when it has none or does not know the partition), and
     /// the leader's endpoint on `listener` and rack when the image has them.
@@ -825,7 +835,11 @@ public final class ReplicaManager: Sendable {
                 continue
             }
             if moved { self.wakeParked(read.topicPartition) }
-            if let expansion { self.proposeISRChange(expansion, for: partition) }
+            if let expansion, case .follower(let replicaID, let brokerEpoch) = origin,
+                self.isEligibleForISR(replicaID, brokerEpoch: brokerEpoch)
+            {
+                self.proposeISRChange(expansion, for: partition)
+            }
         }
         return outcomes.map(\.0)
     }

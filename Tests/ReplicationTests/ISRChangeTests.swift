@@ -142,6 +142,32 @@ import Testing
         #expect(partition.leaderState?.partitionEpoch == 7)
     }
 
+    @Test func aFencedFollowerOrOneFromAnotherIncarnationIsNotProposedBackIntoTheISR() async throws {
+        let controller = CompareAndSetController(leaderEpoch: 1, partitionEpoch: 5, isr: [1, 2])
+        let (fixture, partition) = try await Self.leader(controller)
+        defer { fixture.close() }
+        let started = try #require(partition.leaderState?.followers[2]?.lastCaughtUpTimeMs)
+        fixture.replicas.shrinkISRs(nowMs: started + Self.lagMs + 1)
+        #expect(try await Self.eventually { partition.leaderState?.isr == [1] })
+        func register(fenced: Bool, brokerEpoch: Int64, revision: Int64) {
+            fixture.replicas.applyImage(
+                topics: [:],
+                brokers: [2: BrokerRegistration(nodeID: 2, endpoints: [], fenced: fenced, brokerEpoch: brokerEpoch)],
+                revision: revision
+            )
+        }
+        register(fenced: true, brokerEpoch: 77, revision: 1)
+        _ = await Self.followerFetch(fixture.replicas, at: 3)
+        // The follower fetches with broker epoch 77; the image knows a newer registration (a restart since).
+        register(fenced: false, brokerEpoch: 90, revision: 2)
+        _ = await Self.followerFetch(fixture.replicas, at: 3)
+        #expect(controller.asked.count == 1)
+        register(fenced: false, brokerEpoch: 77, revision: 3)
+        _ = await Self.followerFetch(fixture.replicas, at: 3)
+        #expect(try await Self.eventually { partition.leaderState?.isr == [1, 2] })
+        #expect(controller.asked.count == 2)
+    }
+
     @Test func aProposalRefusedForAStaleEpochWaitsForTheImageWhichBringsTheNewEpoch() async throws {
         // The controller is ahead: another change was committed that this leader has not heard of.
         let controller = CompareAndSetController(leaderEpoch: 1, partitionEpoch: 8, isr: [1, 2])
