@@ -44,6 +44,8 @@ public struct LeaderReplicaState: Hashable, Sendable {
     /// can settle (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH).
     public struct InFlightChange: Hashable, Sendable {
         public var proposedISR: [Int32]
+        /// The partition epoch it was proposed at: an answer to an older proposal does not settle it.
+        public var partitionEpoch: Int32
         /// The controller refused it; nothing more is proposed until the image brings a newer partition epoch.
         public var awaitingImage: Bool = false
     }
@@ -192,32 +194,39 @@ public struct LeaderReplicaState: Hashable, Sendable {
 
     /// Marks `proposed` as sent to the controller: from now on the high watermark counts the maximal ISR.
     public mutating func markInFlight(_ proposed: [Int32], leaderLogEndOffset: Int64) {
-        self.inFlight = InFlightChange(proposedISR: proposed)
+        self.inFlight = InFlightChange(proposedISR: proposed, partitionEpoch: self.partitionEpoch)
         self.updateHighWatermark(leaderLogEndOffset: leaderLogEndOffset)
     }
 
-    /// The controller committed `isr` at `partitionEpoch` (its answer to the change in flight); an answer older than
-    /// what the image already gave is ignored. Returns whether the high watermark moved.
+    /// The controller committed `isr` at `partitionEpoch`, answering the change proposed at `proposedAt`; an answer
+    /// the image already overtook changes nothing (and leaves a newer proposal in flight). Returns whether the high
+    /// watermark moved.
     @discardableResult
-    public mutating func commit(isr: [Int32], partitionEpoch: Int32, leaderLogEndOffset: Int64, nowMs: Int64) -> Bool {
+    public mutating func commit(
+        isr: [Int32],
+        partitionEpoch: Int32,
+        proposedAt: Int32,
+        leaderLogEndOffset: Int64,
+        nowMs: Int64
+    ) -> Bool {
         if partitionEpoch > self.partitionEpoch {
             self.update(partitionEpoch: partitionEpoch, replicas: self.replicas, isr: isr, nowMs: nowMs)
-        } else if partitionEpoch == self.partitionEpoch {
+        } else if self.inFlight?.partitionEpoch == proposedAt {
             self.inFlight = nil
         }
         return self.updateHighWatermark(leaderLogEndOffset: leaderLogEndOffset)
     }
 
-    /// The change in flight failed without an answer (the controller could not be reached): it is forgotten, so the
-    /// next check proposes again.
-    public mutating func abandonInFlight() {
-        self.inFlight = nil
+    /// The change proposed at `proposedAt` failed without an answer (the controller could not be reached): it is
+    /// forgotten, so the next check proposes again.
+    public mutating func abandonInFlight(proposedAt: Int32) {
+        if self.inFlight?.partitionEpoch == proposedAt { self.inFlight = nil }
     }
 
-    /// The controller refused the change in flight for a stale partition or leader epoch: nothing more is proposed
-    /// until the image brings a newer partition epoch (`update`).
-    public mutating func awaitImage() {
-        self.inFlight?.awaitingImage = true
+    /// The controller refused the change proposed at `proposedAt` for a stale partition or leader epoch: nothing more
+    /// is proposed until the image brings a newer partition epoch (`update`).
+    public mutating func awaitImage(proposedAt: Int32) {
+        if self.inFlight?.partitionEpoch == proposedAt { self.inFlight?.awaitingImage = true }
     }
 
     /// The ISR size acks=all needs: `min.insync.replicas`, but never more than the replicas (Kafka's

@@ -276,11 +276,13 @@ public final class Partition: Sendable {
         } ?? false
     }
 
-    /// The controller's answer to the ISR change in flight: `committed` (the ISR and partition epoch it stored), or
-    /// an error that leaves the change waiting for the image (`awaitingImage: true`) or forgets it. Returns whether
-    /// the high watermark moved.
+    /// The controller's answer to the ISR change proposed at `leaderEpoch` and `partitionEpoch`: `committed` (the ISR
+    /// and partition epoch it stored), or an error that leaves the change waiting for the image (`awaitingImage:
+    /// true`) or forgets it. An answer to an older leadership or proposal changes nothing. Returns whether the high
+    /// watermark moved.
     func settleISRChange(
         leaderEpoch: Int32,
+        partitionEpoch proposedAt: Int32,
         committed: (isr: [Int32], partitionEpoch: Int32)?,
         awaitingImage: Bool,
         nowMs: Int64
@@ -288,15 +290,19 @@ public final class Partition: Sendable {
         let moved: Bool? = self.withLeaderState { state, _ in
             guard state.leaderEpoch == leaderEpoch else { return false }
             if let committed {
-                let moved = state.commit(
+                return state.commit(
                     isr: committed.isr,
                     partitionEpoch: committed.partitionEpoch,
+                    proposedAt: proposedAt,
                     leaderLogEndOffset: self.log.logEndOffset,
                     nowMs: nowMs
                 )
-                return moved
             }
-            if awaitingImage { state.awaitImage() } else { state.abandonInFlight() }
+            if awaitingImage {
+                state.awaitImage(proposedAt: proposedAt)
+            } else {
+                state.abandonInFlight(proposedAt: proposedAt)
+            }
             return false
         }
         if let committed, moved != nil {

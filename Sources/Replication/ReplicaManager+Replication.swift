@@ -230,6 +230,7 @@ extension ReplicaManager {
                 guard answeredEpoch == leaderEpoch else {
                     moved = partition.settleISRChange(
                         leaderEpoch: leaderEpoch,
+                        partitionEpoch: partitionEpoch,
                         committed: nil,
                         awaitingImage: true,
                         nowMs: nowMs
@@ -238,6 +239,7 @@ extension ReplicaManager {
                 }
                 moved = partition.settleISRChange(
                     leaderEpoch: leaderEpoch,
+                    partitionEpoch: partitionEpoch,
                     committed: (isr, newPartitionEpoch),
                     awaitingImage: false,
                     nowMs: nowMs
@@ -253,6 +255,7 @@ extension ReplicaManager {
                 let awaitingImage = error == .invalidUpdateVersion || error == .fencedLeaderEpoch
                 moved = partition.settleISRChange(
                     leaderEpoch: leaderEpoch,
+                    partitionEpoch: partitionEpoch,
                     committed: nil,
                     awaitingImage: awaitingImage,
                     nowMs: nowMs
@@ -267,6 +270,7 @@ extension ReplicaManager {
             case .failed:
                 moved = partition.settleISRChange(
                     leaderEpoch: leaderEpoch,
+                    partitionEpoch: partitionEpoch,
                     committed: nil,
                     awaitingImage: false,
                     nowMs: nowMs

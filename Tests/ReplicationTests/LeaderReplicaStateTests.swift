@@ -133,7 +133,13 @@ import Testing
         #expect(!moved2b)
         #expect(state.highWatermark == 85)
         // Committed: the ISR is 1 and 2, the high watermark moves to their smallest log end.
-        let moved3b = state.commit(isr: [1, 2], partitionEpoch: 8, leaderLogEndOffset: 100, nowMs: 3_000)
+        let moved3b = state.commit(
+            isr: [1, 2],
+            partitionEpoch: 8,
+            proposedAt: 7,
+            leaderLogEndOffset: 100,
+            nowMs: 3_000
+        )
         #expect(moved3b)
         #expect(state.highWatermark == 100)
         #expect(state.isr == [1, 2])
@@ -182,7 +188,7 @@ import Testing
     @Test func aRefusedChangeWaitsForTheImageWhichSettlesIt() {
         var state = Self.leader()
         state.markInFlight([1, 2], leaderLogEndOffset: 100)
-        state.awaitImage()
+        state.awaitImage(proposedAt: 7)
         #expect(state.inFlight?.awaitingImage == true)
         #expect(state.proposedShrink(leaderLogEndOffset: 100, nowMs: 1_000_000, maxLagMs: Self.lag) == nil)
         // An older or equal partition epoch settles nothing.
@@ -193,9 +199,16 @@ import Testing
         #expect(moved5b)
         #expect(state.inFlight == nil)
         #expect(state.isr == [1, 3])
-        // A failed send is forgotten at once, so the next check proposes again.
+        // The answer to the proposal made at 7, which the image overtook, leaves one made at 9 in flight.
         state.markInFlight([1], leaderLogEndOffset: 100)
-        state.abandonInFlight()
+        let stale = state.commit(isr: [1, 2], partitionEpoch: 9, proposedAt: 7, leaderLogEndOffset: 100, nowMs: 2_000)
+        #expect(!stale)
+        state.awaitImage(proposedAt: 7)
+        #expect(state.inFlight?.proposedISR == [1])
+        #expect(state.inFlight?.partitionEpoch == 9)
+        #expect(state.inFlight?.awaitingImage == false)
+        // A failed send is forgotten at once, so the next check proposes again.
+        state.abandonInFlight(proposedAt: 9)
         #expect(state.inFlight == nil)
     }
 
@@ -207,7 +220,7 @@ import Testing
         // minimum).
         #expect(!state.isUnderMinISR(5))
         state.markInFlight([1], leaderLogEndOffset: 100)
-        let moved6b = state.commit(isr: [1], partitionEpoch: 8, leaderLogEndOffset: 100, nowMs: 2_000)
+        let moved6b = state.commit(isr: [1], partitionEpoch: 8, proposedAt: 7, leaderLogEndOffset: 100, nowMs: 2_000)
         #expect(moved6b)
         #expect(state.highWatermark == 100)
         #expect(state.isUnderMinISR(2))
