@@ -555,12 +555,13 @@ public final class ReplicaManager: Sendable {
 
     /// Kafka's current-leader hint for a client this broker refused with NOT_LEADER_OR_FOLLOWER: the leader and
     /// leader epoch the image gives the partition (-1 and -1 when it has none or does not know the partition), and
-    /// the leader's endpoint on `listener` and rack when the image has them.
+    /// the leader's endpoint on `listener` and rack when the image has them and the leader is not fenced.
     public func currentLeader(of topicPartition: TopicPartition, listener: String) -> LeaderHint {
         guard let state = self.imagePartition(topicPartition), let leader = state.leader else {
             return LeaderHint(leaderID: -1, leaderEpoch: -1)
         }
-        let registration = self.image.withLock { $0?.brokers[leader] }
+        // Kafka's `getAliveBrokerNode`: a fenced leader's endpoint is not handed out.
+        let registration = self.image.withLock { $0?.brokers[leader] }.flatMap { $0.fenced ? nil : $0 }
         return LeaderHint(
             leaderID: leader,
             leaderEpoch: state.leaderEpoch,
