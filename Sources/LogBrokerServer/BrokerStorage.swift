@@ -173,7 +173,14 @@ public final class BrokerStorage: Service, Sendable {
     /// Makes this broker a follower of `followings`, fetching each from its leader's endpoint on the inter-broker
     /// listener, as the image's broker registrations give it (a leader without one is not fetched from until it
     /// registers).
-    private func becomeFollower(_ followings: [PartitionFollowing], controller: Controller) async {
+    ///
+    /// A log that cannot be opened for a transient reason (no descriptor, a full disk) is tried again every second,
+    /// in a task of its own, while the image still gives this broker that following, as for a leadership.
+    private func becomeFollower(
+        _ followings: [PartitionFollowing],
+        controller: Controller,
+        retrying: Bool = false
+    ) async {
         let endpoints = Self.leaderEndpoints(
             of: Set(followings.compactMap(\.leader)),
             brokers: await controller.follower.followed.image.brokers,
@@ -194,10 +201,30 @@ public final class BrokerStorage: Service, Sendable {
         )
         for (following, error) in zip(followings, results) {
             guard let error else { continue }
-            self.logger.error(
-                "Cannot open the log of a partition this broker follows",
-                metadata: ["partition": "\(following.topic)-\(following.partition)", "error": "\(error)"]
-            )
+            let name = "\(following.topic)-\(following.partition)"
+            guard let storageError = error as? StorageError, storageError.isTransient else {
+                self.logger.error(
+                    "Cannot open the log of a partition this broker follows",
+                    metadata: ["partition": "\(name)", "error": "\(error)"]
+                )
+                continue
+            }
+            if !retrying {
+                self.logger.warning(
+                    "Cannot open the log of a partition this broker follows yet; retrying every second",
+                    metadata: ["partition": "\(name)", "error": "\(error)"]
+                )
+            }
+            Task {
+                try? await Task.sleep(for: .seconds(1))
+                // Stop when the image moved on: the topic deleted or re-created, or a newer role (applied itself).
+                guard !Task.isCancelled, let image = try? await controller.image(),
+                    let topic = image.topics[following.topic], topic.id == following.topicID,
+                    Int(following.partition) < topic.partitions.count,
+                    topic.partitions[Int(following.partition)].leaderEpoch == following.leaderEpoch
+                else { return }
+                await self.becomeFollower([following], controller: controller, retrying: true)
+            }
         }
     }
 
