@@ -146,6 +146,10 @@ import Testing
                 #expect(before.errorCode == 0)
                 #expect(before.highWatermark == 0)
                 #expect(try ProduceFetchTests.decode(before.records).values.isEmpty)
+                // Past the high watermark but within the log (a consumer of an earlier leader): empty, no error.
+                let ahead = try await Self.fetch(at: 2, on: connection)
+                #expect(ahead.errorCode == 0)
+                #expect(try ProduceFetchTests.decode(ahead.records).values.isEmpty)
                 // The follower reads past the high watermark, up to the log end; at offset 0 it holds nothing yet.
                 let copied = try await Self.fetch(at: 0, replicaID: 2, on: connection)
                 #expect(copied.errorCode == 0)
