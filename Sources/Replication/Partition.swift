@@ -118,11 +118,14 @@ public final class Partition: Sendable {
     private func withLeaderState<Result>(
         _ body: (inout LeaderReplicaState, inout [(endOffset: Int64, bytesAppended: Int64)]) -> Result
     ) -> Result? {
-        let (result, moved, highWatermark, bytes): (Result?, Bool, Int64, Int64?) = self.state.withLock { state in
-            guard case .leader(var leader) = state.role else { return (nil, false, 0, nil) }
+        let (result, moved, bytes): (Result?, Bool, Int64?) = self.state.withLock { state in
+            guard case .leader(var leader) = state.role else { return (nil, false, nil) }
             let before = leader.highWatermark
             let result = body(&leader, &state.uncommittedAppends)
             state.role = .leader(leader)
+            // The replication-offset-checkpoint records what the replica layer last set; under the lock, so two
+            // moves cannot land in the wrong order.
+            if leader.highWatermark != before { self.log.highWatermark = leader.highWatermark }
             // Appends may be recorded out of offset order (two finished side by side): every one the high watermark
             // passed is committed, the largest running total counts.
             var bytes: Int64?
@@ -130,10 +133,8 @@ public final class Partition: Sendable {
                 bytes = max(bytes ?? 0, first.bytesAppended)
                 state.uncommittedAppends.removeFirst()
             }
-            return (result, leader.highWatermark != before, leader.highWatermark, bytes)
+            return (result, leader.highWatermark != before, bytes)
         }
-        // The replication-offset-checkpoint records what the replica layer last set.
-        if moved { self.log.highWatermark = highWatermark }
         if moved, bytes == nil {
             // The high watermark passed records this leader did not append (it fetched them as a follower): at
             // least one byte was committed, which wakes consumers waiting for any.
