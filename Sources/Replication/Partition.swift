@@ -208,8 +208,8 @@ public final class Partition: Sendable {
         }
         if change != .unchanged {
             // The ISR may be this broker alone now: the high watermark catches up with the log end at once.
-            _ = self.withLeaderState { state, _ in state.updateHighWatermark(leaderLogEndOffset: self.log.logEndOffset)
-            }
+            let logEnd = self.log.logEndOffset
+            _ = self.withLeaderState { state, _ in state.updateHighWatermark(leaderLogEndOffset: logEnd) }
         }
         return change
     }
