@@ -148,11 +148,15 @@ public struct OffsetLookupResult: Sendable, Hashable {
 
 /// The partitions this broker hosts and the one place where Produce, Fetch and ListOffsets touch them: batches are
 /// split and checked as Kafka checks them (DESIGN.md principle 2: a walk over raw bytes, nothing per record), then
-/// appended as leader with the partition's leader epoch; reads return file ranges, bounded by the high watermark.
+/// appended as leader with the partition's leader epoch; reads return file ranges, bounded by the high watermark
+/// (a follower broker's by the log end). Each partition is leader or follower as the controller's image says
+/// (`becomeLeader`, `becomeFollower`); the followers' fetchers (`ReplicaFetching`) are told what to follow, and a
+/// leader's ISR changes go to the controller (`ISRChangeSending`), both in `ReplicaManager+Replication.swift`.
 ///
 /// Disk work (appends, reads, look-ups, creating a log) runs on the `DiskIOPool`, never on an event loop or the
 /// cooperative pool; batch validation (CPU: CRC, decompression) runs on the caller's task. `delayedFetches` is
-/// notified after every append, so parked fetches wake.
+/// notified after every append and high-watermark move, so parked fetches wake; `delayedProduces` (acks=all) on
+/// every high-watermark move and change of ISR or role.
 ///
 /// Thread-safe: the partition map is behind a `Mutex`; `Partition` and `LogManager` are thread-safe.
 public final class ReplicaManager: Sendable {
