@@ -117,20 +117,33 @@ public struct TopicImage: Hashable, Sendable {
     public var isInternal: Bool { TopicName.internalTopics.contains(self.name) }
 }
 
-/// What the replica manager is told about a partition this broker leads. A plain value; thread-safe.
+/// What the replica manager is told about a partition this broker leads: its leader epoch, and the replicas, ISR
+/// and partition epoch the leader's replication state follows. A plain value; thread-safe.
 public struct PartitionLeadership: Hashable, Sendable {
     public var topic: String
     public var topicID: KafkaUUID
     public var partition: Int32
     public var leaderEpoch: Int32
     public var isr: [Int32]
+    public var replicas: [Int32]
+    public var partitionEpoch: Int32
 
-    public init(topic: String, topicID: KafkaUUID, partition: Int32, leaderEpoch: Int32, isr: [Int32]) {
+    public init(
+        topic: String,
+        topicID: KafkaUUID,
+        partition: Int32,
+        leaderEpoch: Int32,
+        isr: [Int32],
+        replicas: [Int32],
+        partitionEpoch: Int32
+    ) {
         self.topic = topic
         self.topicID = topicID
         self.partition = partition
         self.leaderEpoch = leaderEpoch
         self.isr = isr
+        self.replicas = replicas
+        self.partitionEpoch = partitionEpoch
     }
 }
 
@@ -389,7 +402,9 @@ public struct ClusterImage: Hashable, Sendable {
                         topicID: topic.id,
                         partition: Int32(index),
                         leaderEpoch: state.leaderEpoch,
-                        isr: state.isr
+                        isr: state.isr,
+                        replicas: state.replicas,
+                        partitionEpoch: state.partitionEpoch
                     )
                     : nil
             }

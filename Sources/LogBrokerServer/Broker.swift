@@ -271,6 +271,14 @@ public final class Broker: Service, Sendable {
                 lifecycle: BrokerLifecycle(configuration: configuration, follower: controller.follower, logger: logger)
             )
         }
+        // The leaders' ISR changes go to the active controller with this broker's epoch.
+        if let cluster, let isrChanges = storage?.isrChanges {
+            isrChanges.connect(
+                follower: controller.follower,
+                lifecycle: cluster.lifecycle,
+                nodeID: configuration.nodeID
+            )
+        }
         var brokerPart: BrokerPart?
         if let storage {
             brokerPart = try await Self.assembleBrokerPart(

@@ -175,6 +175,13 @@ public struct BrokerConfiguration: Sendable {
     public var log: LogSchedule
     /// `group.*` and `offset.metadata.max.bytes`.
     public var groupCoordinator: GroupCoordinator.Configuration
+    /// `replica.lag.time.max.ms`: a follower that has not caught up with the leader for this long leaves the ISR;
+    /// the leader checks every half of it. Default 30,000.
+    public var replicaLagTimeMaxMs: Int64
+    /// `inter.broker.listener.name`: the listener followers fetch from the leader on. Default empty: `PLAINTEXT`
+    /// (Kafka's default from `security.inter.broker.protocol`), or the first listener when there is none of that
+    /// name.
+    public var interBrokerListenerName: String
     /// Every setting of `table`, resolved (for the group coordinator's `offsets.*` and `group.*`, and for
     /// DescribeConfigs).
     public let settings: Settings
@@ -378,6 +385,20 @@ public struct BrokerConfiguration: Sendable {
         ),
         SettingDefinition("log.cleaner.min.cleanable.ratio", .double, default: .double(0.5)),
         SettingDefinition("min.insync.replicas", .int, default: .int(1), validator: .atLeast(1)),
+        // Replication (the leader's side).
+        SettingDefinition(
+            "replica.lag.time.max.ms",
+            .long,
+            default: .long(30_000),
+            validator: .atLeast(1),
+            documentation: "A follower not caught up with the leader for this many milliseconds leaves the ISR."
+        ),
+        SettingDefinition(
+            "inter.broker.listener.name",
+            .string,
+            default: .string(""),
+            documentation: "The listener followers fetch on; PLAINTEXT (or the first listener) when empty."
+        ),
         SettingDefinition("unclean.leader.election.enable", .boolean, default: .boolean(false)),
         SettingDefinition("log.message.downconversion.enable", .boolean, default: .boolean(true)),
         LogConfig.compressionType,
@@ -572,6 +593,23 @@ public struct BrokerConfiguration: Sendable {
         self.connections = try Self.parseConnectionLimits(settings, listeners: allListeners, source: source)
         self.queuedMaxRequestBytes = settings.long("queued.max.request.bytes")
         self.socketRequestReadTimeoutMs = settings.long("socket.request.read.timeout.ms")
+        self.replicaLagTimeMaxMs = settings.long("replica.lag.time.max.ms")
+        let interBrokerListener = settings.string("inter.broker.listener.name")
+        if !interBrokerListener.isEmpty, !self.listeners.contains(where: { $0.name == interBrokerListener }) {
+            throw .invalidValue(
+                interBrokerListener,
+                for: "inter.broker.listener.name",
+                reason: "it must name one of the listeners (not a controller listener)",
+                source: source("inter.broker.listener.name")
+            )
+        }
+        if !interBrokerListener.isEmpty {
+            self.interBrokerListenerName = interBrokerListener
+        } else if self.listeners.contains(where: { $0.name == "PLAINTEXT" }) {
+            self.interBrokerListenerName = "PLAINTEXT"
+        } else {
+            self.interBrokerListenerName = self.listeners.first?.name ?? "PLAINTEXT"
+        }
 
         var groups = GroupCoordinator.Configuration()
         groups.minSessionTimeoutMs = settings.int("group.min.session.timeout.ms")

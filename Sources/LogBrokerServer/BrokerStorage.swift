@@ -24,6 +24,13 @@ public final class BrokerStorage: Service, Sendable {
     public let fetchSessions: FetchSessionCache
     /// Each topic's effective config, from the broker's layers and the topic's dynamic configs.
     private let configs: TopicConfigs
+    /// Where the leaders' ISR changes go (AlterPartition to the active controller); nil on the standalone broker,
+    /// whose partitions have one replica and never change their ISR.
+    let isrChanges: AlterPartitionSender?
+    /// The listener followers fetch from leaders on (`inter.broker.listener.name`).
+    private let interBrokerListener: String
+    /// `replica.lag.time.max.ms`: the leaders' ISR check runs every half of it.
+    private let replicaLagTimeMaxMs: Int64
     /// Hands every image the follower applies to the replica manager (`follow`); cancelled when the logs stop.
     private let imageTask = Mutex<Task<Void, Never>?>(nil)
     private let logger: Logger
@@ -58,10 +65,20 @@ public final class BrokerStorage: Service, Sendable {
         }
         self.ioPool = ioPool
         self.configs = configs
+        self.isrChanges = configuration.metadataStore.kind == .etcd ? AlterPartitionSender(logger: logger) : nil
+        self.interBrokerListener = configuration.interBrokerListenerName
+        self.replicaLagTimeMaxMs = configuration.replicaLagTimeMaxMs
+        // The followers' fetchers (`ReplicaFetching`) are not wired yet: until they are, this broker follows no
+        // partition's leader (its follower partitions only stop serving clients).
         self.replicas = ReplicaManager(
             logManager: self.logManager,
             ioPool: ioPool,
-            configuration: ReplicaManagerConfiguration(brokerID: configuration.nodeID),
+            configuration: ReplicaManagerConfiguration(
+                brokerID: configuration.nodeID,
+                replicaLagTimeMaxMs: configuration.replicaLagTimeMaxMs
+            ),
+            fetching: nil,
+            isrChanges: self.isrChanges,
             logger: logger
         )
         self.fetchSessions = FetchSessionCache(capacity: Int(configuration.maxIncrementalFetchSessionCacheSlots))
@@ -106,38 +123,109 @@ public final class BrokerStorage: Service, Sendable {
     private func takeImage(from follower: ImageFollower) async -> Int64 {
         let followed = await follower.followed
         if followed.hasCluster {
-            self.replicas.applyImage(topics: followed.image.topics, revision: followed.revision)
+            self.replicas.applyImage(
+                topics: followed.image.topics,
+                brokers: followed.image.brokers,
+                revision: followed.revision
+            )
         }
         return followed.revision
     }
 
     /// Applies one commit's changes: the others in order, then the leaderships together (`ReplicaManager`'s batch
-    /// become-leader: thousands of partitions at a start share one sync of the log directories). Deletions, broker
-    /// and topic configs all come before the leaderships they concern in `MetadataChange`'s order, so holding the
-    /// leaderships to the end keeps that order.
+    /// become-leader: thousands of partitions at a start share one sync of the log directories), then the
+    /// followings together (the fetchers get each leader's partitions at once). Deletions, broker and topic configs
+    /// all come before the roles they concern in `MetadataChange`'s order, so holding the roles to the end keeps
+    /// that order.
     private func apply(_ changes: [MetadataChange], controller: Controller) async {
         var leaderships: [PartitionLeadership] = []
+        var followings: [PartitionFollowing] = []
         for change in changes {
-            if case .leadership(let leadership) = change {
-                leaderships.append(leadership)
-            } else {
-                await self.apply(change, controller: controller)
+            switch change {
+            case .leadership(let leadership): leaderships.append(leadership)
+            case .following(let following): followings.append(following)
+            default: await self.apply(change, controller: controller)
             }
         }
-        guard !leaderships.isEmpty else { return }
-        let results = await self.replicas.becomeLeader(
-            leaderships.map {
-                ReplicaManager.Leadership(
+        if !leaderships.isEmpty {
+            let results = await self.replicas.becomeLeader(leaderships.map(Self.leadership))
+            // A partition the batch could not host takes the one-by-one path, which retries transient failures.
+            for (leadership, error) in zip(leaderships, results) where error != nil {
+                await self.becomeLeader(leadership, controller: controller)
+            }
+        }
+        if !followings.isEmpty {
+            await self.becomeFollower(followings, controller: controller)
+        }
+    }
+
+    private static func leadership(_ leadership: PartitionLeadership) -> ReplicaManager.Leadership {
+        ReplicaManager.Leadership(
+            topic: leadership.topic,
+            partition: leadership.partition,
+            topicID: leadership.topicID,
+            leaderEpoch: leadership.leaderEpoch,
+            partitionEpoch: leadership.partitionEpoch,
+            replicas: leadership.replicas,
+            isr: leadership.isr
+        )
+    }
+
+    /// Makes this broker a follower of `followings`, fetching each from its leader's endpoint on the inter-broker
+    /// listener, as the image's broker registrations give it (a leader without one is not fetched from until it
+    /// registers).
+    ///
+    /// A log that cannot be opened for a transient reason (no descriptor, a full disk) is tried again every second,
+    /// in a task of its own, while the image still gives this broker that following, as for a leadership.
+    private func becomeFollower(
+        _ followings: [PartitionFollowing],
+        controller: Controller,
+        retrying: Bool = false
+    ) async {
+        let endpoints = Self.leaderEndpoints(
+            of: Set(followings.compactMap(\.leader)),
+            brokers: await controller.follower.followed.image.brokers,
+            listener: self.interBrokerListener
+        )
+        let results = await self.replicas.becomeFollower(
+            followings.map {
+                Following(
                     topic: $0.topic,
                     partition: $0.partition,
                     topicID: $0.topicID,
-                    leaderEpoch: $0.leaderEpoch
+                    leaderID: $0.leader,
+                    leaderEpoch: $0.leaderEpoch,
+                    partitionEpoch: $0.partitionEpoch
+                )
+            },
+            endpoints: endpoints
+        )
+        for (following, error) in zip(followings, results) {
+            guard let error else { continue }
+            let name = "\(following.topic)-\(following.partition)"
+            guard let storageError = error as? StorageError, storageError.isTransient else {
+                self.logger.error(
+                    "Cannot open the log of a partition this broker follows",
+                    metadata: ["partition": "\(name)", "error": "\(error)"]
+                )
+                continue
+            }
+            if !retrying {
+                self.logger.warning(
+                    "Cannot open the log of a partition this broker follows yet; retrying every second",
+                    metadata: ["partition": "\(name)", "error": "\(error)"]
                 )
             }
-        )
-        // A partition the batch could not host takes the one-by-one path, which retries transient failures.
-        for (leadership, error) in zip(leaderships, results) where error != nil {
-            await self.becomeLeader(leadership, controller: controller)
+            Task {
+                try? await Task.sleep(for: .seconds(1))
+                // Stop when the image moved on: the topic deleted or re-created, or a newer role (applied itself).
+                guard !Task.isCancelled, let image = try? await controller.image(),
+                    let topic = image.topics[following.topic], topic.id == following.topicID,
+                    Int(following.partition) < topic.partitions.count,
+                    topic.partitions[Int(following.partition)].leaderEpoch == following.leaderEpoch
+                else { return }
+                await self.becomeFollower([following], controller: controller, retrying: true)
+            }
         }
     }
 
@@ -151,6 +239,8 @@ public final class BrokerStorage: Service, Sendable {
             self.logManager.updateConfig(topic: topic, self.configs.setTopic(topic, configs))
         case .leadership(let leadership):
             await self.becomeLeader(leadership, controller: controller)
+        case .following(let following):
+            await self.becomeFollower([following], controller: controller)
         case .topicDeleted(let topic):
             self.configs.setTopic(topic.name, nil)
             for index in topic.partitions.indices {
@@ -181,7 +271,10 @@ public final class BrokerStorage: Service, Sendable {
                     topic: leadership.topic,
                     partition: leadership.partition,
                     topicID: leadership.topicID,
-                    leaderEpoch: leadership.leaderEpoch
+                    leaderEpoch: leadership.leaderEpoch,
+                    partitionEpoch: leadership.partitionEpoch,
+                    replicas: leadership.replicas,
+                    isr: leadership.isr
                 )
                 if retrying {
                     self.logger.info("Opened the log of a partition after a retry", metadata: ["partition": "\(name)"])
@@ -222,6 +315,34 @@ public final class BrokerStorage: Service, Sendable {
         }
     }
 
+    /// Where followers reach each of `leaders`: its registration's endpoint on `listener` (the inter-broker
+    /// listener), or its first endpoint when it has none of that name (registrations carry the advertised client
+    /// listeners only, never a controller listener); a leader without a registration is left out.
+    static func leaderEndpoints(
+        of leaders: Set<Int32>,
+        brokers: [Int32: BrokerRegistration],
+        listener: String
+    ) -> [Int32: LeaderEndpoint] {
+        var endpoints: [Int32: LeaderEndpoint] = [:]
+        for leader in leaders {
+            guard let registration = brokers[leader],
+                let endpoint = registration.endpoints.first(where: { $0.listener == listener })
+                    ?? registration.endpoints.first
+            else { continue }
+            endpoints[leader] = LeaderEndpoint(nodeID: leader, host: endpoint.host, port: Int(endpoint.port))
+        }
+        return endpoints
+    }
+
+    /// Kafka's ISR expiration: every half of `replica.lag.time.max.ms` the leaders propose to drop followers that
+    /// have not caught up for that long, until cancelled.
+    private func checkISRs() async {
+        let interval = Duration.milliseconds(max(1, self.replicaLagTimeMaxMs / 2))
+        while (try? await Task.sleep(for: interval)) != nil {
+            self.replicas.shrinkISRs()
+        }
+    }
+
     private func deleteLog(_ partition: TopicPartition) async {
         self.replicas.removePartition(partition)
         do {
@@ -236,8 +357,16 @@ public final class BrokerStorage: Service, Sendable {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            await self.logManager.run()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.logManager.run() }
+                if self.isrChanges != nil {
+                    group.addTask { await self.checkISRs() }
+                }
+                await group.waitForAll()
+            }
         }
+        await self.isrChanges?.close()
+        self.replicas.delayedProduces.expireAll()
         self.replicas.delayedFetches.expireAll()
         self.imageTask.withLock { $0?.cancel() }
         do {

@@ -132,7 +132,8 @@ public final class FetchSessionCache: Sendable {
                 guard let index else { return true }
                 let cached = session.partitions[index]
                 Self.remember(result, in: &session.partitions[index])
-                return result.error != .none || result.range != nil || result.highWatermark != cached.highWatermark
+                return result.error != .none || result.range != nil || result.divergingEpoch != nil
+                    || result.highWatermark != cached.highWatermark
                     || result.lastStableOffset != cached.lastStableOffset
                     || result.logStartOffset != cached.logStartOffset
             }
@@ -179,7 +180,8 @@ public final class FetchSessionCache: Sendable {
                         topicPartition: TopicPartition(topic.topic, partition.partition),
                         fetchOffset: partition.fetchOffset,
                         maxBytes: Int(max(0, partition.partitionMaxBytes)),
-                        currentLeaderEpoch: version >= 9 ? partition.currentLeaderEpoch : -1
+                        currentLeaderEpoch: version >= 9 ? partition.currentLeaderEpoch : -1,
+                        lastFetchedEpoch: version >= 12 ? partition.lastFetchedEpoch : -1
                     )
                 )
             }

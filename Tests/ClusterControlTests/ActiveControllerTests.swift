@@ -285,7 +285,9 @@ private func createTopic(
                         topicID: topic.id,
                         partition: partition,
                         leaderEpoch: 0,
-                        isr: [1]
+                        isr: [1],
+                        replicas: [1],
+                        partitionEpoch: 0
                     )
                 )
             }
@@ -364,7 +366,15 @@ private func createTopic(
                     .brokerConfigs(resource: "", configs: ["x": "1"]),
                     .topicConfigs(topic: "born", configs: [:]),
                     .leadership(
-                        PartitionLeadership(topic: "born", topicID: born.id, partition: 0, leaderEpoch: 0, isr: [1])
+                        PartitionLeadership(
+                            topic: "born",
+                            topicID: born.id,
+                            partition: 0,
+                            leaderEpoch: 0,
+                            isr: [1],
+                            replicas: [1],
+                            partitionEpoch: 0
+                        )
                     ),
                 ]
             )
@@ -394,7 +404,15 @@ private func createTopic(
                     [
                         .topicConfigs(topic: "t", configs: [:]),
                         .leadership(
-                            PartitionLeadership(topic: "t", topicID: topic.id, partition: 0, leaderEpoch: 1, isr: [1])
+                            PartitionLeadership(
+                                topic: "t",
+                                topicID: topic.id,
+                                partition: 0,
+                                leaderEpoch: 1,
+                                isr: [1],
+                                replicas: [1],
+                                partitionEpoch: 1
+                            )
                         ),
                     ]
                 ]

@@ -18,7 +18,9 @@ final class ReplicaFixture {
 
     init(
         topicConfig: @escaping @Sendable (String) -> LogConfig = { _ in LogConfig() },
-        configuration: ReplicaManagerConfiguration = ReplicaManagerConfiguration(brokerID: 1)
+        configuration: ReplicaManagerConfiguration = ReplicaManagerConfiguration(brokerID: 1),
+        isrChanges: (any ISRChangeSending)? = nil,
+        fetching: (any ReplicaFetching)? = nil
     ) throws {
         var template = Array("/tmp/replication-test-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
@@ -29,7 +31,13 @@ final class ReplicaFixture {
             config: LogManagerConfig(logDirectories: [FilePath(self.directory)], topicConfig: topicConfig),
             ioPool: self.pool
         )
-        self.replicas = ReplicaManager(logManager: self.logManager, ioPool: self.pool, configuration: configuration)
+        self.replicas = ReplicaManager(
+            logManager: self.logManager,
+            ioPool: self.pool,
+            configuration: configuration,
+            fetching: fetching,
+            isrChanges: isrChanges
+        )
     }
 
     func close() {

@@ -26,6 +26,12 @@ import Replication
 /// v0–3 clients read message formats v0 and v1 only: after the same reads and long poll, their partitions' batches
 /// are read into memory and converted down (`FetchHandler+Legacy.swift`); they never take sendfile.
 ///
+/// A Fetch with a replica id (v0–14; `ReplicaState` from v15) comes from a follower broker: it reads up to the log
+/// end instead of the high watermark, and its fetch offset is recorded as that follower's log end
+/// (`ReplicaManager.read`). A fetch with a last fetched epoch whose epoch ends below its fetch offset here is
+/// answered with the diverging epoch (KIP-595) at once. Kafka sends the current-leader hint of a refused partition
+/// only from v16, so none is sent here.
+///
 /// A `Sendable` value shared by every connection; thread-safe.
 public struct FetchHandler: KafkaHandler {
     public typealias Request = FetchRequest
@@ -77,7 +83,13 @@ public struct FetchHandler: KafkaHandler {
         case .incremental(_, let sessionReads):
             reads = sessionReads
         }
-        let results = await self.read(reads, request: request)
+        let origin = FetchOrigin(
+            replicaID: request.replicaID,
+            replicaStateID: request.replicaState.replicaID,
+            replicaEpoch: request.replicaState.replicaEpoch,
+            version: context.apiVersion
+        )
+        let results = await self.read(reads, request: request, origin: origin)
 
         var sessionID: Int32 = 0
         var included = [Bool](repeating: true, count: reads.count)
@@ -100,7 +112,7 @@ public struct FetchHandler: KafkaHandler {
             let error = result.error
             let failed = error != .none
             ranges.append(failed ? nil : result.range)
-            let partition = FetchResponse.PartitionData(
+            var partition = FetchResponse.PartitionData(
                 partitionIndex: read.topicPartition.partition,
                 errorCode: error.rawValue,
                 highWatermark: failed ? -1 : result.highWatermark,
@@ -109,6 +121,9 @@ public struct FetchHandler: KafkaHandler {
                 abortedTransactions: request.isolationLevel == 1 ? [] : nil,
                 records: ByteBuffer()
             )
+            if let diverging = result.divergingEpoch, !failed {
+                partition.divergingEpoch = .init(epoch: diverging.epoch, endOffset: diverging.endOffset)
+            }
             if topics.last?.topic == read.topicPartition.topic {
                 topics[topics.count - 1].partitions.append(partition)
             } else {
@@ -143,20 +158,38 @@ public struct FetchHandler: KafkaHandler {
 
     /// Reads `reads`, and if fewer than min.bytes are there and max.wait.ms > 0, parks until appends bring them or
     /// the wait ends, then reads again.
-    private func read(_ reads: [PartitionRead], request: FetchRequest) async -> [PartitionReadResult] {
+    private func read(
+        _ reads: [PartitionRead],
+        request: FetchRequest,
+        origin: FetchOrigin
+    ) async -> [PartitionReadResult] {
         let maxBytes = Int(max(0, request.maxBytes))
-        let results = await self.replicas.read(reads, maxBytes: maxBytes)
+        let results = await self.replicas.read(reads, maxBytes: maxBytes, origin: origin)
         let available = results.reduce(0) { $0 + $1.byteCount }
         let minBytes = Int(request.minBytes)
-        guard request.maxWaitMs > 0, !reads.isEmpty, available < minBytes, results.allSatisfy({ $0.error == .none })
+        guard request.maxWaitMs > 0, !reads.isEmpty, available < minBytes,
+            results.allSatisfy({ $0.error == .none && $0.divergingEpoch == nil })
         else { return results }
-        await self.park(reads, results: results, needed: Int64(minBytes - available), maxWaitMs: request.maxWaitMs)
-        return await self.replicas.read(reads, maxBytes: maxBytes)
+        await self.park(
+            reads,
+            results: results,
+            needed: Int64(minBytes - available),
+            maxWaitMs: request.maxWaitMs,
+            committedOnly: !origin.isFollower
+        )
+        return await self.replicas.read(reads, maxBytes: maxBytes, origin: origin)
     }
 
-    /// Waits until `needed` more bytes were appended to the fetched partitions, or `maxWaitMs`. The condition reads
-    /// only counters (no disk), so the appending task can check it.
-    private func park(_ reads: [PartitionRead], results: [PartitionReadResult], needed: Int64, maxWaitMs: Int32) async {
+    /// Waits until `needed` more bytes arrived in the fetched partitions, or `maxWaitMs`: appended ones for a
+    /// follower, committed ones (below the high watermark) for a consumer (`committedOnly`). The condition reads only
+    /// counters (no disk), so the appending task, or the one that moved the high watermark, can check it.
+    private func park(
+        _ reads: [PartitionRead],
+        results: [PartitionReadResult],
+        needed: Int64,
+        maxWaitMs: Int32,
+        committedOnly: Bool
+    ) async {
         var watched: [(Partition, Int64)] = []
         var keys: [TopicPartition] = []
         for (read, result) in zip(reads, results) {
@@ -168,7 +201,9 @@ public struct FetchHandler: KafkaHandler {
         let baseline = watched
         _ = await self.replicas.delayedFetches.wait(on: keys, timeout: .milliseconds(Int64(maxWaitMs))) {
             var grown: Int64 = 0
-            for (partition, before) in baseline { grown += partition.bytesAppended - before }
+            for (partition, before) in baseline {
+                grown += (committedOnly ? partition.bytesCommitted : partition.bytesAppended) - before
+            }
             return grown >= needed
         }
     }
