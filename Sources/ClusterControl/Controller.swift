@@ -254,6 +254,15 @@ public actor Controller {
         return outcomes.map { ($0.partition, $0.error) }
     }
 
+    /// Leaders' ISR changes (Kafka's AlterPartition; see `ControllerDecisions.alteringPartitions`) through this
+    /// process's controller while it is the active one, heard by the listeners before it returns. A broker whose
+    /// process does not hold the active controller sends AlterPartition to the controller listener instead.
+    /// - Returns: one outcome per change, in order: the refusal, or the partition as committed.
+    /// - Throws: `notStarted`, `notController`, `store`.
+    public func alterPartition(_ changes: [ISRChange]) async throws(ClusterControlError) -> [ISRChangeOutcome] {
+        try await self.write { image, _ in ControllerDecisions.alteringPartitions(image, changes) }
+    }
+
     /// Kafka's producer id block size (`ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
     public static let producerIDBlockSize = ControllerDecisions.producerIDBlockSize
 
