@@ -113,7 +113,8 @@ let package = Package(
         .target(
             name: "Replication",
             dependencies: [
-                "DelayedOperations", "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore,
+                "DelayedOperations", "LogStorage", "ClusterControl", "KafkaNIO", "KafkaMessages", "KafkaRecords",
+                "KafkaWire", nioCore, .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -159,7 +160,7 @@ let package = Package(
     ] + ["logcat", "logbroker-admin"].map {
         .executableTarget(
             name: $0,
-            dependencies: ["LogBrokerClient", "LogBrokerCLI", "KafkaRecords", argumentParser],
+            dependencies: ["LogBrokerClient", "LogBrokerCLI", "KafkaRecords", "KafkaWire", argumentParser],
             swiftSettings: swiftSettings
         )
     } + [
@@ -182,7 +183,7 @@ let package = Package(
         .executableTarget(
             name: "logbroker-storagebench",
             dependencies: [
-                "LogStorage", "KafkaRecords", nioCore, .product(name: "SystemPackage", package: "swift-system"),
+                "LogStorage", "KafkaRecords", "KafkaWire", nioCore, .product(name: "SystemPackage", package: "swift-system"),
             ],
             path: "benchmarks/storage",
             swiftSettings: swiftSettings
@@ -211,7 +212,10 @@ let package = Package(
         ),
         .testTarget(
             name: "ReplicationTests",
-            dependencies: ["DelayedOperations", "Replication", "LogStorage", "ClusterControl", "KafkaRecords", "KafkaWire", nioCore],
+            dependencies: [
+                "DelayedOperations", "Replication", "LogStorage", "ClusterControl", "KafkaMessages", "KafkaRecords",
+                "KafkaWire", nioCore,
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "KafkaWireTests", dependencies: ["KafkaWire", nioCore], swiftSettings: swiftSettings),
@@ -248,7 +252,7 @@ let package = Package(
             name: "LogBrokerServerTests",
             dependencies: [
                 "LogBrokerServer", "LogBrokerClient", "KafkaNIO", "KafkaMessages", "KafkaRecords", "KafkaWire",
-                "KafkaProperties", "DelayedOperations", "ClusterControl", "MetadataStore", "EtcdMetadataStore",
+                "KafkaProperties", "DelayedOperations", "LogStorage", "Replication", "ClusterControl", "MetadataStore", "EtcdMetadataStore",
                 "EtcdTestSupport", nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,16 +1,5 @@
 import KafkaWire
 
-/// A partition of a topic, as offsets are committed for it.
-public struct GroupTopicPartition: Hashable, Sendable {
-    public var topic: String
-    public var partition: Int32
-
-    public init(_ topic: String, _ partition: Int32) {
-        self.topic = topic
-        self.partition = partition
-    }
-}
-
 /// A committed offset (OffsetCommit's fields, what OffsetFetch answers).
 public struct CommittedOffset: Hashable, Sendable {
     public var offset: Int64
@@ -75,7 +64,7 @@ struct Group {
     var order: [String] = []
     /// Member ids handed out with MEMBER_ID_REQUIRED (KIP-394) and not yet used to join.
     var pending: Set<String> = []
-    var offsets: [GroupTopicPartition: CommittedOffset] = [:]
+    var offsets: [TopicPartition: CommittedOffset] = [:]
     /// When the group last became empty (wall-clock ms), from which its offsets' retention counts.
     var emptySinceMs: Int64?
     /// Bumped by every rebalance, so a timer of an older one does nothing.
@@ -183,7 +172,7 @@ public struct SyncResult: Sendable {
 /// Where a coordinator keeps committed offsets and group state (the broker's `__consumer_offsets`).
 public protocol GroupStore: Sendable {
     /// Keeps `offsets` of `groupID` durably before it returns; a nil offset deletes the partition's entry.
-    func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws
+    func persist(groupID: String, offsets: [(TopicPartition, CommittedOffset?)]) async throws
     /// Keeps the group's state durably before it returns; nil: the group is gone.
     func persist(groupID: String, group: StoredGroup?) async throws
 }
@@ -191,7 +180,7 @@ public protocol GroupStore: Sendable {
 /// One record a `GroupStore` kept, as `GroupCoordinator.load` replays them.
 public enum StoredRecord: Sendable {
     /// A committed offset; nil: deleted.
-    case offset(groupID: String, partition: GroupTopicPartition, offset: CommittedOffset?)
+    case offset(groupID: String, partition: TopicPartition, offset: CommittedOffset?)
     /// A group's state after a rebalance or once it emptied (Kafka's `GroupMetadataValue`); nil: deleted.
     case group(groupID: String, StoredGroup?)
 }

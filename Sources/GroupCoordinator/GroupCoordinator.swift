@@ -384,8 +384,8 @@ public actor GroupCoordinator {
         groupID: String,
         generation: Int32,
         memberID: String,
-        offsets: [(GroupTopicPartition, CommittedOffset)],
-        partitionExists: (GroupTopicPartition) -> Bool
+        offsets: [(TopicPartition, CommittedOffset)],
+        partitionExists: (TopicPartition) -> Bool
     ) async -> [ErrorCode] {
         guard self.isLoaded else { return offsets.map { _ in .coordinatorLoadInProgress } }
         guard !groupID.isEmpty else { return offsets.map { _ in .invalidGroupID } }
@@ -428,7 +428,7 @@ public actor GroupCoordinator {
     }
 
     /// The group's committed offsets: of `partitions`, or all when nil; an unknown group has none.
-    public func committed(groupID: String, partitions: [GroupTopicPartition]?) -> [(GroupTopicPartition, CommittedOffset?)] {
+    public func committed(groupID: String, partitions: [TopicPartition]?) -> [(TopicPartition, CommittedOffset?)] {
         let offsets = self.groups[groupID]?.offsets ?? [:]
         if let partitions { return partitions.map { ($0, offsets[$0]) } }
         return offsets.sorted { ($0.key.topic, $0.key.partition) < ($1.key.topic, $1.key.partition) }.map { ($0.key, $0.value) }
@@ -469,7 +469,7 @@ public actor GroupCoordinator {
     /// offset committed again while the tombstones were written is kept and written again after them, so the
     /// topic's last record for the partition is the value served.
     @discardableResult
-    private func removeOffsets(_ offsets: [(key: GroupTopicPartition, value: CommittedOffset)], of groupID: String) async -> Int {
+    private func removeOffsets(_ offsets: [(key: TopicPartition, value: CommittedOffset)], of groupID: String) async -> Int {
         guard !offsets.isEmpty else { return 0 }
         do {
             try await self.store?.persist(groupID: groupID, offsets: offsets.map { ($0.key, nil) })
@@ -477,7 +477,7 @@ public actor GroupCoordinator {
             return 0  // Kept; the next check tries again.
         }
         guard var group = self.groups[groupID] else { return 0 }
-        var recommitted: [(GroupTopicPartition, CommittedOffset?)] = []
+        var recommitted: [(TopicPartition, CommittedOffset?)] = []
         for (partition, removed) in offsets {
             if let current = group.offsets[partition], current != removed {
                 recommitted.append((partition, current))
@@ -541,7 +541,7 @@ public actor GroupCoordinator {
             }
             if let store = self.store, !group.offsets.isEmpty {
                 do {
-                    let tombstones: [(GroupTopicPartition, CommittedOffset?)] = group.offsets.keys.map { ($0, nil) }
+                    let tombstones: [(TopicPartition, CommittedOffset?)] = group.offsets.keys.map { ($0, nil) }
                     try await store.persist(groupID: groupID, offsets: tombstones)
                 } catch {
                     results.append(.coordinatorNotAvailable)
@@ -562,7 +562,7 @@ public actor GroupCoordinator {
     /// (GROUP_SUBSCRIBED_TO_TOPIC). The group-level error is GROUP_ID_NOT_FOUND for a group never seen.
     public func deleteOffsets(
         groupID: String,
-        partitions: [GroupTopicPartition],
+        partitions: [TopicPartition],
         subscribed: Set<String>
     ) async -> (group: ErrorCode, partitions: [ErrorCode]) {
         guard let group = self.groups[groupID] else { return (.groupIDNotFound, []) }
@@ -572,7 +572,7 @@ public actor GroupCoordinator {
         let deleted = zip(partitions, errors).filter { $1 == .none && group.offsets[$0] != nil }.map(\.0)
         if let store = self.store, !deleted.isEmpty {
             do {
-                let tombstones: [(GroupTopicPartition, CommittedOffset?)] = deleted.map { ($0, nil) }
+                let tombstones: [(TopicPartition, CommittedOffset?)] = deleted.map { ($0, nil) }
                 try await store.persist(groupID: groupID, offsets: tombstones)
             } catch {
                 return (.coordinatorNotAvailable, [])

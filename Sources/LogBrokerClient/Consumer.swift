@@ -3,19 +3,6 @@ import KafkaRecords
 import KafkaWire
 import NIOCore
 
-/// A partition of a topic.
-public struct TopicPartition: Hashable, Sendable, CustomStringConvertible {
-    public var topic: String
-    public var partition: Int32
-
-    public init(_ topic: String, _ partition: Int32) {
-        self.topic = topic
-        self.partition = partition
-    }
-
-    public var description: String { "\(self.topic)-\(self.partition)" }
-}
-
 /// One record a consumer read.
 public struct ConsumerRecord: Hashable, Sendable {
     public var topic: String

@@ -2,6 +2,7 @@ import GroupCoordinator
 import KafkaProperties
 import LogStorage
 import NIOCore
+import Replication
 
 /// The broker's settings, read from `server.properties` and `--override` arguments with Kafka's property names,
 /// types, defaults and validation (`KafkaConfig`), so a Kafka operator's file means the same here.
@@ -177,6 +178,8 @@ public struct BrokerConfiguration: Sendable {
     /// Every setting of `table`, resolved (for the group coordinator's `offsets.*` and `group.*`, and for
     /// DescribeConfigs).
     public let settings: Settings
+    /// `num.replica.fetchers`, `replica.fetch.*` and `replica.socket.timeout.ms`: the followers' fetchers.
+    public var replicaFetchers: ReplicaFetcherConfiguration
 
     static let securityProtocols = ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
@@ -393,6 +396,19 @@ public struct BrokerConfiguration: Sendable {
         SettingDefinition("group.initial.rebalance.delay.ms", .int, default: .int(3000)),
         SettingDefinition("group.max.size", .int, default: .int(Int32.max), validator: .atLeast(1)),
         SettingDefinition("offset.metadata.max.bytes", .int, default: .int(4096), validator: .atLeast(0)),
+        SettingDefinition(
+            "num.replica.fetchers",
+            .int,
+            default: .int(1),
+            validator: .atLeast(1),
+            documentation: "Fetchers (connections) per leader that a follower copies partitions with."
+        ),
+        SettingDefinition("replica.fetch.max.bytes", .int, default: .int(1_048_576), validator: .atLeast(0)),
+        SettingDefinition("replica.fetch.response.max.bytes", .int, default: .int(10_485_760), validator: .atLeast(0)),
+        SettingDefinition("replica.fetch.wait.max.ms", .int, default: .int(500), validator: .atLeast(0)),
+        SettingDefinition("replica.fetch.min.bytes", .int, default: .int(1), validator: .atLeast(0)),
+        SettingDefinition("replica.fetch.backoff.ms", .int, default: .int(1000), validator: .atLeast(0)),
+        SettingDefinition("replica.socket.timeout.ms", .int, default: .int(30_000), validator: .atLeast(1)),
     ])
 
     /// A table of the Kafka broker keys LogBroker does not implement, only for "did you mean" among them.
@@ -579,6 +595,25 @@ public struct BrokerConfiguration: Sendable {
             startOffsetCheckpointIntervalMs: Int64(settings.int("log.flush.start.offset.checkpoint.interval.ms")),
             cleaner: cleaner
         )
+        self.replicaFetchers = ReplicaFetcherConfiguration(
+            brokerID: self.nodeID,
+            fetchersPerLeader: Int(settings.int("num.replica.fetchers")),
+            fetchMaxBytes: settings.int("replica.fetch.max.bytes"),
+            fetchResponseMaxBytes: settings.int("replica.fetch.response.max.bytes"),
+            fetchWaitMaxMs: settings.int("replica.fetch.wait.max.ms"),
+            fetchMinBytes: settings.int("replica.fetch.min.bytes"),
+            fetchBackoffMs: Int64(settings.int("replica.fetch.backoff.ms")),
+            socketTimeoutMs: Int64(settings.int("replica.socket.timeout.ms"))
+        )
+        // Kafka's rule: a socket timeout below the fetch wait would drop every long-polled fetch.
+        guard self.replicaFetchers.socketTimeoutMs >= Int64(self.replicaFetchers.fetchWaitMaxMs) else {
+            throw .invalidValue(
+                String(self.replicaFetchers.socketTimeoutMs),
+                for: "replica.socket.timeout.ms",
+                reason: "must be at least replica.fetch.wait.max.ms (\(self.replicaFetchers.fetchWaitMaxMs))",
+                source: source("replica.socket.timeout.ms")
+            )
+        }
     }
 
     /// `process.roles`: broker, controller or both, each once (Kafka refuses duplicates and, in KRaft, none).

@@ -1,6 +1,7 @@
 import ClusterControl
 import DelayedOperations
 import KafkaProperties
+import KafkaWire
 import LogStorage
 import Logging
 import Replication

@@ -212,7 +212,7 @@ public final class ConsumerOffsetsTopic: GroupStore {
         return positive % max(count, 1)
     }
 
-    public func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws {
+    public func persist(groupID: String, offsets: [(TopicPartition, CommittedOffset?)]) async throws {
         var builder = RecordBatchBuilder()
         let now = PartitionLog.nowMs()
         for (partition, committed) in offsets {
@@ -355,7 +355,7 @@ public final class ConsumerOffsetsTopic: GroupStore {
         switch keyVersion {
         case 0, 1:
             let commitKey = try OffsetCommitKey(from: &key, version: keyVersion)
-            let partition = GroupTopicPartition(commitKey.topic, commitKey.partition)
+            let partition = TopicPartition(commitKey.topic, commitKey.partition)
             guard var value, let valueVersion else {
                 return .offset(groupID: commitKey.group, partition: partition, offset: nil)
             }

@@ -1,15 +1,7 @@
+import KafkaWire
 import SystemPackage
 
-/// A topic and partition number, as the directory `<topic>-<partition>` names it. A value type; thread-safe.
-public struct TopicPartition: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var topic: String
-    public var partition: Int32
-
-    public init(_ topic: String, _ partition: Int32) {
-        self.topic = topic
-        self.partition = partition
-    }
-
+extension TopicPartition {
     /// The partition's directory name, `<topic>-<partition>`.
     public var directoryName: String { "\(self.topic)-\(self.partition)" }
 
@@ -20,12 +12,6 @@ public struct TopicPartition: Hashable, Sendable, Comparable, CustomStringConver
             let partition = Int32(directoryName[directoryName.index(after: dash)...]), partition >= 0
         else { return nil }
         self.init(String(directoryName[..<dash]), partition)
-    }
-
-    public var description: String { self.directoryName }
-
-    public static func < (lhs: TopicPartition, rhs: TopicPartition) -> Bool {
-        (lhs.topic, lhs.partition) < (rhs.topic, rhs.partition)
     }
 }
 

@@ -1,4 +1,5 @@
 import Dispatch
+import KafkaWire
 import Logging
 import Synchronization
 import SystemPackage

@@ -473,6 +473,14 @@ public final class ManagedLog: Sendable {
         }
     }
 
+    /// Takes the partition offline after a failure that may have left its files wrong (a follower's truncation
+    /// that failed midway), so later calls fail fast with KAFKA_STORAGE_ERROR until `reopenIfOffline`; nothing is
+    /// deleted. A log whose files are closed has nothing half done, and stays as it is.
+    public func takeOffline(_ error: StorageError) {
+        let log = self.state.withLock { $0.log }
+        log?.takeOffline(error)
+    }
+
     // MARK: Closing
 
     /// Closes the files if no caller is using the log and it is online (the budget's eviction).

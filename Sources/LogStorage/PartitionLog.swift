@@ -1,4 +1,5 @@
 import KafkaRecords
+import KafkaWire
 import Logging
 import NIOCore
 import Synchronization

@@ -29,11 +29,12 @@ import Synchronization
 ///   keys: keys attached to a lease are kept in memory only, never in the file (whose format has no lease field).
 ///
 /// Thread-safe: all state is guarded by `state`, a `Mutex`, held across the file write so commits are serialised.
+/// The leases' deadlines have a `Mutex` of their own, so a keep-alive never waits behind a commit's fsyncs: on a
+/// busy disk those took seconds, and a lease then lapsed while its holder's keep-alive was waiting for the lock.
 public final class LocalMetadataStore: MetadataStore {
-    private struct Lease {
+    private struct LeaseDeadline {
         var ttlSeconds: Int64
         var deadline: Duration
-        var keys: Set<String> = []
     }
 
     private struct Watcher {
@@ -52,7 +53,8 @@ public final class LocalMetadataStore: MetadataStore {
     private struct State {
         var revision: Int64 = 0
         var entries: [String: MetadataEntry] = [:]
-        var leases: [Int64: Lease] = [:]
+        /// The keys attached to each live lease (its deadline is in `leaseDeadlines`).
+        var leases: [Int64: Set<String>] = [:]
         var nextLeaseID = Int64.random(in: 1..<(1 << 62))
         var sweeping = false
         /// The last transactions, oldest first; everything up to `compactRevision` is no longer kept.
@@ -73,6 +75,8 @@ public final class LocalMetadataStore: MetadataStore {
     public let historyLimit: Int
     private let clock: LeaseClock
     private let state: Mutex<State>
+    /// Taken after `state` when both are needed, or alone (keep-alives); a lease here exists in `state.leases`.
+    private let leaseDeadlines = Mutex<[Int64: LeaseDeadline]>([:])
     private let logger: Logger
 
     private static let magic = Array("LBMETA01".utf8)
@@ -173,7 +177,10 @@ public final class LocalMetadataStore: MetadataStore {
         let (lease, startSweep) = try self.locked { (state: inout State) throws(MetadataStoreError) in
             let id = state.nextLeaseID
             state.nextLeaseID += 1
-            state.leases[id] = Lease(ttlSeconds: ttlSeconds, deadline: self.clock.now() + .seconds(ttlSeconds))
+            state.leases[id] = []
+            self.leaseDeadlines.withLock {
+                $0[id] = LeaseDeadline(ttlSeconds: ttlSeconds, deadline: self.clock.now() + .seconds(ttlSeconds))
+            }
             defer { state.sweeping = true }
             return (MetadataLease(id: id, ttlSeconds: ttlSeconds), !state.sweeping)
         }
@@ -181,11 +188,14 @@ public final class LocalMetadataStore: MetadataStore {
         return lease
     }
 
+    /// Renews the lease under the deadlines' lock only. A lease whose deadline has passed is not renewed, even if
+    /// its keys are not deleted yet: the next call or sweep ends it.
     public func keepAlive(_ lease: MetadataLease) async throws(MetadataStoreError) -> Int64 {
-        try self.locked { (state: inout State) throws(MetadataStoreError) -> Int64 in
-            guard var current = state.leases[lease.id] else { throw .leaseNotFound(lease.id) }
-            current.deadline = self.clock.now() + .seconds(current.ttlSeconds)
-            state.leases[lease.id] = current
+        try self.leaseDeadlines.withLock { (deadlines: inout [Int64: LeaseDeadline]) throws(MetadataStoreError) in
+            let now = self.clock.now()
+            guard var current = deadlines[lease.id], current.deadline > now else { throw .leaseNotFound(lease.id) }
+            current.deadline = now + .seconds(current.ttlSeconds)
+            deadlines[lease.id] = current
             return current.ttlSeconds
         }
     }
@@ -221,7 +231,10 @@ public final class LocalMetadataStore: MetadataStore {
     ) throws(MetadataStoreError) -> Result {
         try self.state.withLock { (state: inout State) throws(MetadataStoreError) -> Result in
             let now = self.clock.now()
-            for (id, lease) in state.leases where lease.deadline <= now {
+            let lapsed = self.leaseDeadlines.withLock { deadlines in
+                deadlines.filter { $0.value.deadline <= now }.keys.sorted()
+            }
+            for id in lapsed {
                 try self.end(lease: id, in: &state)
             }
             return try body(&state)
@@ -230,10 +243,11 @@ public final class LocalMetadataStore: MetadataStore {
 
     /// Deletes the keys of lease `id` in one transaction, then forgets the lease.
     private func end(lease id: Int64, in state: inout State) throws(MetadataStoreError) {
-        guard let lease = state.leases[id] else { return }
-        try self.apply(lease.keys.sorted().map { .delete(key: $0) }, to: &state)
+        guard let keys = state.leases[id] else { return }
+        try self.apply(keys.sorted().map { .delete(key: $0) }, to: &state)
         state.leases[id] = nil
-        self.logger.debug("metadata store lease ended", metadata: ["lease": "\(id)", "keys": "\(lease.keys.count)"])
+        _ = self.leaseDeadlines.withLock { $0.removeValue(forKey: id) }
+        self.logger.debug("metadata store lease ended", metadata: ["lease": "\(id)", "keys": "\(keys.count)"])
     }
 
     /// Applies `operations` at the next revision: the file first (only keys without a lease), then memory, the
@@ -256,13 +270,13 @@ public final class LocalMetadataStore: MetadataStore {
                 )
                 next.entries[key] = entry
                 events.append(.put(entry))
-                if let old = current?.leaseID { next.leases[old]?.keys.remove(key) }
-                if let leaseID { next.leases[leaseID]?.keys.insert(key) }
+                if let old = current?.leaseID { next.leases[old]?.remove(key) }
+                if let leaseID { next.leases[leaseID]?.insert(key) }
             case .delete(let key):
                 guard let current else { continue }
                 next.entries[key] = nil
                 events.append(.delete(key: key, revision: revision))
-                if let old = current.leaseID { next.leases[old]?.keys.remove(key) }
+                if let old = current.leaseID { next.leases[old]?.remove(key) }
             }
         }
         guard !events.isEmpty else { return }

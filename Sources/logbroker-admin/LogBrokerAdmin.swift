@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KafkaWire
 import LogBrokerCLI
 import LogBrokerClient
 

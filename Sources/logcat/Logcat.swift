@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KafkaRecords
+import KafkaWire
 import LogBrokerCLI
 import LogBrokerClient
 

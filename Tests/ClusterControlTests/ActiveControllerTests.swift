@@ -160,23 +160,9 @@ private func createTopic(
 
     @Test(arguments: StoreKind.allCases)
     func aPausedControllersLeaseLapsesAndItsLaterWritesAreRefused(kind: StoreKind) async throws {
-        // A known defect, not yet understood: on the local store under a loaded suite, terms end early (three times
-        // in five clean-clone runs on 2 cores: a node's term ends while nothing is paused). Marked as a known
-        // intermittent issue for the local store until its cause is found; the etcd case must pass.
-        if kind == .local {
-            await withKnownIssue("terms end early on the local store under load", isIntermittent: true) {
-                try await self.pausedControllersLeaseLapses(kind: kind)
-            }
-        } else {
-            try await self.pausedControllersLeaseLapses(kind: kind)
-        }
-    }
-
-    private func pausedControllersLeaseLapses(kind: StoreKind) async throws {
         try await withStore(kind) { fixture in
             // The first node's short lease (4 s) makes the usual case quick. Whichever node is active when both
-            // have settled is paused: on a busy machine the first one's term has ended before the second started
-            // (seen in clean-clone runs, cause not found), and then the other one's 10 s lease is waited out.
+            // have settled is paused, and then the other one's 10 s lease is waited out.
             let first = try await Node.start(1, on: fixture.store, leaseTTLSeconds: 4)
             try #require(try await elected([first]).active.controller === first.controller)
             let second = try await Node.start(2, on: fixture.store)

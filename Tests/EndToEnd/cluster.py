@@ -23,6 +23,7 @@ import pytest
 
 from conftest import free_port, read_frame, server_binary
 from etcd_server import EtcdServer
+from netns import Network
 
 PREFIX = "/logbroker"
 
@@ -236,18 +237,21 @@ def _entry(kv):
 
 class Node:
     """One logbroker-server of a cluster: `node_id`, `roles`, a PLAINTEXT port with the broker role and a
-    CONTROLLER port with the controller role, in `directory` (server.properties, logs/, server-<run>.log)."""
+    CONTROLLER port with the controller role, on `host`, in `directory` (server.properties, logs/,
+    server-<run>.log). `exec_prefix` goes in front of its command (to run it in a network namespace)."""
 
-    def __init__(self, directory, node_id, roles, etcd_endpoint, prefix=PREFIX, properties=""):
+    def __init__(self, directory, node_id, roles, etcd_endpoint, prefix=PREFIX, properties="", host="127.0.0.1",
+                 exec_prefix=()):
         self.directory, self.node_id, self.roles = directory, node_id, roles
+        self.host, self.exec_prefix = host, list(exec_prefix)
         directory.mkdir(parents=True, exist_ok=True)
         self.client_port = free_port() if "broker" in roles else None
         self.controller_port = free_port() if "controller" in roles else None
         listeners = []
         if self.client_port:
-            listeners.append(f"PLAINTEXT://127.0.0.1:{self.client_port}")
+            listeners.append(f"PLAINTEXT://{host}:{self.client_port}")
         if self.controller_port:
-            listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_port}")
+            listeners.append(f"CONTROLLER://{host}:{self.controller_port}")
         self.log_dir = directory / "logs"
         self.config = directory / "server.properties"
         self.config.write_text(
@@ -267,12 +271,12 @@ class Node:
     @property
     def bootstrap(self):
         """host:port of the client listener."""
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     @property
     def controller_address(self):
         """host:port of the controller listener."""
-        return f"127.0.0.1:{self.controller_port}"
+        return f"{self.host}:{self.controller_port}"
 
     @property
     def log_path(self):
@@ -290,8 +294,8 @@ class Node:
         assert self.process is None, f"{self} is running"
         self.runs += 1
         with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen([server_binary(), str(self.config)], stdout=subprocess.DEVNULL,
-                                            stderr=log)
+            self.process = subprocess.Popen([*self.exec_prefix, server_binary(), str(self.config)],
+                                            stdout=subprocess.DEVNULL, stderr=log)
         self.paused = False
 
     def ready(self):
@@ -356,13 +360,21 @@ class Node:
 
 class Cluster:
     """An etcd and one `Node` per entry of `roles`, node ids 1, 2, ... in `directory`. `start()` launches every
-    node at once (a broker-only node waits for a controller to create the cluster), then waits for each."""
+    node at once (a broker-only node waits for a controller to create the cluster), then waits for each.
 
-    def __init__(self, directory, roles, prefix=PREFIX, properties=""):
-        self.etcd = EtcdServer()
+    With `network` (a `netns.Network` with a namespace per node, created), each node runs in its own namespace at
+    its own address and etcd listens on the network's service address, so `network.isolate` can cut them apart;
+    otherwise everything is on 127.0.0.1."""
+
+    def __init__(self, directory, roles, prefix=PREFIX, properties="", network=None):
+        self.network = network
+        self.etcd = EtcdServer(host=network.service_address) if network else EtcdServer()
         self.store = Store(self.etcd, prefix)
-        self.nodes = [Node(directory / f"node{index + 1}", index + 1, role, self.etcd.endpoint, prefix, properties)
-                      for index, role in enumerate(roles)]
+        self.nodes = []
+        for node_id, role in enumerate(roles, start=1):
+            placement = dict(host=network.address(node_id), exec_prefix=network.exec_prefix(node_id)) if network else {}
+            self.nodes.append(Node(directory / f"node{node_id}", node_id, role, self.etcd.endpoint, prefix,
+                                   properties, **placement))
 
     def start(self, timeout=90):
         self.etcd.start()
@@ -405,14 +417,20 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path):
-    """A factory: cluster(roles, prefix=..., properties=...) starts a `Cluster` and returns it; every cluster it
-    made is stopped at the end of the test, passed or failed."""
+    """A factory: cluster(roles, prefix=..., properties=..., partitionable=False) starts a `Cluster` and returns it
+    (with `partitionable`, on a `netns.Network` of its own: `cluster.network`); every cluster it made is stopped,
+    and every network removed, at the end of the test, passed or failed."""
     made = []
 
-    def make(roles, **options):
-        made.append(Cluster(tmp_path / f"cluster-{len(made)}", roles, **options))
-        return made[-1].start()
+    def make(roles, partitionable=False, **options):
+        network = Network(len(roles)) if partitionable else None
+        made.append((Cluster(tmp_path / f"cluster-{len(made)}", roles, network=network, **options), network))
+        if network:
+            network.create()
+        return made[-1][0].start()
 
     yield make
-    for each in made:
+    for each, network in made:
         each.stop()
+        if network:
+            network.destroy()

@@ -21,11 +21,12 @@ ETCD = "/usr/bin/etcd"
 
 
 class EtcdServer:
-    """etcd on `client_port` (its `endpoint`, http://127.0.0.1:PORT) and `peer_port`, with its data and its log
-    (`etcd.log`, appended across restarts) in `directory`. `kill()` then `start()` is a crash and recovery on the
-    same data and ports; `stop()` ends it with SIGTERM and removes the directory."""
+    """etcd on `host` (127.0.0.1 unless given) at `client_port` (its `endpoint`, http://HOST:PORT) and `peer_port`,
+    with its data and its log (`etcd.log`, appended across restarts) in `directory`. `kill()` then `start()` is a
+    crash and recovery on the same data and ports; `stop()` ends it with SIGTERM and removes the directory."""
 
-    def __init__(self):
+    def __init__(self, host="127.0.0.1"):
+        self.host = host
         self.client_port = free_port()
         self.peer_port = free_port()
         while self.peer_port == self.client_port:
@@ -35,14 +36,14 @@ class EtcdServer:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     def start(self, timeout=30.0):
         """Starts etcd and returns once it answers /health; fails the test with its log if it does not."""
         assert self.process is None, "etcd is already running"
         if not os.access(ETCD, os.X_OK):
             pytest.fail(f"{ETCD} is missing: run bin/setup (Debian package etcd-server)")
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
         log = open(os.path.join(self.directory, "etcd.log"), "ab")
         self.process = subprocess.Popen(
             [ETCD, "--name", "t", "--data-dir", os.path.join(self.directory, "data"),

@@ -47,7 +47,7 @@ import Testing
         #expect(await coordinator.heartbeat(groupID: "g", generation: 0, memberID: joined.memberID) == .illegalGeneration)
         #expect(await coordinator.heartbeat(groupID: "g", generation: 1, memberID: "nobody") == .unknownMemberID)
 
-        let partition = GroupTopicPartition("t", 0)
+        let partition = TopicPartition("t", 0)
         let offset = CommittedOffset(offset: 42, leaderEpoch: 3, metadata: "m", commitTimestamp: 1)
         let committed = await coordinator.commit(groupID: "g", generation: 1, memberID: joined.memberID,
                                                  offsets: [(partition, offset)], partitionExists: { _ in true })
@@ -155,7 +155,7 @@ import Testing
         // The group is empty again: a group-less consumer may commit.
         let result = await coordinator.commit(
             groupID: "g", generation: -1, memberID: "",
-            offsets: [(GroupTopicPartition("t", 0), CommittedOffset(offset: 1, leaderEpoch: -1, metadata: nil, commitTimestamp: 1))],
+            offsets: [(TopicPartition("t", 0), CommittedOffset(offset: 1, leaderEpoch: -1, metadata: nil, commitTimestamp: 1))],
             partitionExists: { _ in true }
         )
         #expect(result == [.none])
@@ -196,11 +196,11 @@ import Testing
     /// An in-memory store that records what the coordinator keeps, to check its tombstones.
     final class RecordingStore: GroupStore, @unchecked Sendable {
         private let lock = NSLock()
-        private var kept: [String: [GroupTopicPartition: CommittedOffset?]] = [:]
+        private var kept: [String: [TopicPartition: CommittedOffset?]] = [:]
         /// Everything persisted, in order, as `load` takes it.
         private(set) var records: [StoredRecord] = []
 
-        func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws {
+        func persist(groupID: String, offsets: [(TopicPartition, CommittedOffset?)]) async throws {
             self.lock.withLock {
                 for (partition, offset) in offsets {
                     self.kept[groupID, default: [:]][partition] = offset
@@ -214,14 +214,14 @@ import Testing
         }
 
         /// The last record per partition: `.some(nil)` is a tombstone.
-        func last(_ groupID: String, _ partition: GroupTopicPartition) -> CommittedOffset?? {
+        func last(_ groupID: String, _ partition: TopicPartition) -> CommittedOffset?? {
             self.lock.withLock { self.kept[groupID]?[partition] }
         }
     }
 
     static func commit(
         _ coordinator: GroupCoordinator, group: String = "g", generation: Int32 = -1, member: String = "",
-        _ partition: GroupTopicPartition, at timestamp: Int64, expireTimestamp: Int64? = nil
+        _ partition: TopicPartition, at timestamp: Int64, expireTimestamp: Int64? = nil
     ) async -> [ErrorCode] {
         let offset = CommittedOffset(offset: timestamp, leaderEpoch: -1, metadata: nil, commitTimestamp: timestamp,
                                      expireTimestamp: expireTimestamp)
@@ -235,7 +235,7 @@ import Testing
         let store = RecordingStore()
         let coordinator = GroupCoordinator(configuration: configuration, store: store)
         await coordinator.load([])
-        let (old, young, explicit) = (GroupTopicPartition("t", 0), GroupTopicPartition("t", 1), GroupTopicPartition("u", 0))
+        let (old, young, explicit) = (TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("u", 0))
         #expect(await Self.commit(coordinator, old, at: 10_000) == [.none])
         #expect(await Self.commit(coordinator, young, at: 10_500) == [.none])
         // OffsetCommit v2-4's retention: its own expiry, however long offsets.retention.minutes is.
@@ -260,7 +260,7 @@ import Testing
         await coordinator.load([])
         let joined = await Self.join(coordinator)
         _ = await coordinator.sync(groupID: "g", generation: joined.generation, memberID: joined.memberID, assignments: [:])
-        let partition = GroupTopicPartition("t", 0)
+        let partition = TopicPartition("t", 0)
         // Committed long ago: while the member is in the group, nothing expires.
         #expect(await Self.commit(coordinator, generation: joined.generation, member: joined.memberID, partition, at: 1) == [.none])
         let farFuture = Int64(Date().timeIntervalSince1970 * 1000) + 3_600_000
@@ -285,7 +285,7 @@ import Testing
                                             assignments: [joined.memberID: [4, 2]])
         #expect(synced.error == .none)
         #expect(await Self.commit(coordinator, generation: joined.generation, member: joined.memberID,
-                                  GroupTopicPartition("t", 0), at: 5) == [.none])
+                                  TopicPartition("t", 0), at: 5) == [.none])
 
         let restarted = GroupCoordinator(configuration: Self.configuration(), store: RecordingStore())
         await restarted.load(store.records)
@@ -322,7 +322,7 @@ import Testing
         let store = RecordingStore()
         let coordinator = GroupCoordinator(configuration: Self.configuration(), store: store)
         await coordinator.load([])
-        let (deleted, kept) = (GroupTopicPartition("gone", 0), GroupTopicPartition("kept", 0))
+        let (deleted, kept) = (TopicPartition("gone", 0), TopicPartition("kept", 0))
         for group in ["a", "b"] {
             #expect(await Self.commit(coordinator, group: group, deleted, at: 1) == [.none])
         }

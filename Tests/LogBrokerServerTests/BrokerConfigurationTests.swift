@@ -2,6 +2,7 @@ import Foundation
 import KafkaProperties
 import LogBrokerServer
 import LogStorage
+import Replication
 import Testing
 
 @Suite struct BrokerConfigurationTests {
@@ -45,6 +46,29 @@ import Testing
         #expect(configuration.log.offsetCheckpointIntervalMs == 60_000)
         #expect(configuration.log.startOffsetCheckpointIntervalMs == 60_000)
         #expect(configuration.maxIncrementalFetchSessionCacheSlots == 1000)
+    }
+
+    @Test func theReplicaFetcherSettingsHaveKafkasNamesAndDefaults() throws {
+        let defaults = try Self.resolve([("node.id", "4")]).0.replicaFetchers
+        #expect(defaults.brokerID == 4 && defaults.fetchersPerLeader == 1)
+        #expect(defaults.fetchMaxBytes == 1_048_576 && defaults.fetchResponseMaxBytes == 10_485_760)
+        #expect(defaults.fetchWaitMaxMs == 500 && defaults.fetchMinBytes == 1)
+        #expect(defaults.fetchBackoffMs == 1000 && defaults.socketTimeoutMs == 30_000)
+        let (configuration, warnings) = try Self.resolve([
+            ("node.id", "4"), ("num.replica.fetchers", "3"), ("replica.fetch.max.bytes", "65536"),
+            ("replica.fetch.response.max.bytes", "131072"), ("replica.fetch.wait.max.ms", "100"),
+            ("replica.fetch.min.bytes", "10"), ("replica.fetch.backoff.ms", "50"), ("replica.socket.timeout.ms", "2000"),
+        ])
+        #expect(warnings.isEmpty)
+        let set = configuration.replicaFetchers
+        #expect(set.fetchersPerLeader == 3 && set.fetchMaxBytes == 65536 && set.fetchResponseMaxBytes == 131_072)
+        #expect(set.fetchWaitMaxMs == 100 && set.fetchMinBytes == 10 && set.fetchBackoffMs == 50)
+        #expect(set.socketTimeoutMs == 2000)
+        #expect(Self.error([("node.id", "4"), ("num.replica.fetchers", "0")])?.contains("num.replica.fetchers") == true)
+        #expect(
+            Self.error([("node.id", "4"), ("replica.socket.timeout.ms", "100")])?.contains("replica.fetch.wait.max.ms")
+                == true
+        )
     }
 
     @Test func theShippedServerPropertiesIsAcceptedWithoutWarnings() throws {

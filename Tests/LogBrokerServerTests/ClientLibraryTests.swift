@@ -1,5 +1,6 @@
 import Foundation
 import KafkaRecords
+import KafkaWire
 import LogBrokerClient
 import NIOCore
 import NIOPosix

@@ -1,6 +1,7 @@
 import Foundation
 import GroupCoordinator
 import KafkaMessages
+import KafkaWire
 import LogStorage
 import Replication
 import SystemPackage
@@ -14,7 +15,7 @@ import Testing
 @Suite struct OffsetFetchLoadingTests {
     /// A store the coordinator is never loaded from: its requests must wait for `load`.
     struct UnloadedStore: GroupStore {
-        func persist(groupID: String, offsets: [(GroupTopicPartition, CommittedOffset?)]) async throws {}
+        func persist(groupID: String, offsets: [(TopicPartition, CommittedOffset?)]) async throws {}
         func persist(groupID: String, group: StoredGroup?) async throws {}
     }
 

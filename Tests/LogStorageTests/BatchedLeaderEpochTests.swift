@@ -1,3 +1,4 @@
+import KafkaWire
 import NIOCore
 import SystemPackage
 import Testing

@@ -1,4 +1,5 @@
 import KafkaRecords
+import KafkaWire
 import NIOCore
 import SystemPackage
 import Testing

@@ -1,5 +1,6 @@
 import Foundation
 import KafkaProperties
+import KafkaWire
 import NIOCore
 import SystemPackage
 import Testing

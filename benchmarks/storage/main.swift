@@ -15,6 +15,7 @@
 // Output: `key value` lines on stdout.
 
 import KafkaRecords
+import KafkaWire
 import LogStorage
 import NIOCore
 import SystemPackage

@@ -131,7 +131,7 @@ public struct OffsetDeleteHandler: KafkaHandler {
             }
         }
         let partitions = request.topics.flatMap { topic in
-            topic.partitions.map { GroupTopicPartition(topic.name, $0.partitionIndex) }
+            topic.partitions.map { TopicPartition(topic.name, $0.partitionIndex) }
         }
         let (groupError, errors) = await self.coordinator.deleteOffsets(
             groupID: request.groupID,

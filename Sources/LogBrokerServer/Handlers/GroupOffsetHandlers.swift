@@ -35,11 +35,11 @@ public struct OffsetCommitHandler: KafkaHandler {
         // v2–4 may give the offsets' retention; later versions leave it to offsets.retention.minutes (KIP-211).
         let retention =
             (2...4).contains(context.apiVersion) && request.retentionTimeMs != -1 ? request.retentionTimeMs : nil
-        var offsets: [(GroupTopicPartition, CommittedOffset)] = []
+        var offsets: [(TopicPartition, CommittedOffset)] = []
         for topic in request.topics {
             for partition in topic.partitions {
                 offsets.append((
-                    GroupTopicPartition(topic.name, partition.partitionIndex),
+                    TopicPartition(topic.name, partition.partitionIndex),
                     CommittedOffset(
                         offset: partition.committedOffset,
                         leaderEpoch: context.apiVersion >= 6 ? partition.committedLeaderEpoch : -1,
@@ -118,7 +118,7 @@ public struct OffsetFetchHandler: KafkaHandler {
         if context.apiVersion >= 8 {
             var groups: [OffsetFetchResponse.OffsetFetchResponseGroup] = []
             for group in request.groups {
-                let wanted = group.topics.map { $0.flatMap { t in t.partitionIndexes.map { GroupTopicPartition(t.name, $0) } } }
+                let wanted = group.topics.map { $0.flatMap { t in t.partitionIndexes.map { TopicPartition(t.name, $0) } } }
                 let committed = await self.coordinator.committed(groupID: group.groupID, partitions: wanted)
                 groups.append(
                     .init(
@@ -142,7 +142,7 @@ public struct OffsetFetchHandler: KafkaHandler {
             }
             return OffsetFetchResponse(groups: groups)
         }
-        let wanted = request.topics.map { $0.flatMap { t in t.partitionIndexes.map { GroupTopicPartition(t.name, $0) } } }
+        let wanted = request.topics.map { $0.flatMap { t in t.partitionIndexes.map { TopicPartition(t.name, $0) } } }
         let committed = await self.coordinator.committed(groupID: request.groupID, partitions: wanted)
         if context.apiVersion == 0 { return self.answerV0(committed) }
         return OffsetFetchResponse(
@@ -165,7 +165,7 @@ public struct OffsetFetchHandler: KafkaHandler {
 
     /// v0's answers, as Kafka's ZooKeeper read gave them: no offset (or no such partition) is
     /// UNKNOWN_TOPIC_OR_PARTITION.
-    private func answerV0(_ committed: [(GroupTopicPartition, CommittedOffset?)]) -> OffsetFetchResponse {
+    private func answerV0(_ committed: [(TopicPartition, CommittedOffset?)]) -> OffsetFetchResponse {
         OffsetFetchResponse(
             topics: Dictionary(grouping: committed, by: \.0.topic).sorted { $0.key < $1.key }.map { name, entries in
                 .init(
