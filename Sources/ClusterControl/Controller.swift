@@ -216,8 +216,9 @@ public actor Controller {
         }
     }
 
-    /// Replaces the dynamic configs of topic `name` with what `change` makes of the current ones. `change` may run
-    /// more than once (after a conflicting write it sees the newer set), so it must be a pure function.
+    /// Replaces the dynamic configs of topic `name` with what `change` makes of the current ones, and elects the
+    /// topic's partitions without a leader where the new configs allow (`unclean.leader.election.enable`). `change`
+    /// may run more than once (after a conflicting write it sees the newer set), so it must be a pure function.
     /// - Throws: `unknownTopic`, or what `change` throws.
     @discardableResult
     public func alterTopicConfigs(
@@ -225,8 +226,16 @@ public actor Controller {
         validateOnly: Bool = false,
         _ change: @escaping @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
     ) async throws(ClusterControlError) -> [String: String] {
-        try await self.write { image, _ throws(ClusterControlError) in
-            try ControllerDecisions.alteringTopicConfigs(image, name, validateOnly: validateOnly, change)
+        let policy = self.activeController?.uncleanPolicy
+        return try await self.write { image, live throws(ClusterControlError) in
+            try ControllerDecisions.alteringTopicConfigs(
+                image,
+                name,
+                validateOnly: validateOnly,
+                live: live,
+                policy: policy,
+                change
+            )
         }
     }
 
@@ -238,8 +247,16 @@ public actor Controller {
         validateOnly: Bool = false,
         _ change: @escaping @Sendable ([String: String]) throws(ClusterControlError) -> [String: String]
     ) async throws(ClusterControlError) -> [String: String] {
-        try await self.write { image, _ throws(ClusterControlError) in
-            try ControllerDecisions.alteringBrokerConfigs(image, resource, validateOnly: validateOnly, change)
+        let policy = self.activeController?.uncleanPolicy
+        return try await self.write { image, live throws(ClusterControlError) in
+            try ControllerDecisions.alteringBrokerConfigs(
+                image,
+                resource,
+                validateOnly: validateOnly,
+                live: live,
+                policy: policy,
+                change
+            )
         }
     }
 
@@ -252,6 +269,15 @@ public actor Controller {
             try ControllerDecisions.electingPreferredLeaders(image, of: topic, partitions: partitions, live: live)
         }
         return outcomes.map { ($0.partition, $0.error) }
+    }
+
+    /// Leaders' ISR changes (Kafka's AlterPartition; see `ControllerDecisions.alteringPartitions`) through this
+    /// process's controller while it is the active one, heard by the listeners before it returns. A broker whose
+    /// process does not hold the active controller sends AlterPartition to the controller listener instead.
+    /// - Returns: one outcome per change, in order: the refusal, or the partition as committed.
+    /// - Throws: `notStarted`, `notController`, `store`.
+    public func alterPartition(_ changes: [ISRChange]) async throws(ClusterControlError) -> [ISRChangeOutcome] {
+        try await self.write { image, _ in ControllerDecisions.alteringPartitions(image, changes) }
     }
 
     /// Kafka's producer id block size (`ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).

@@ -153,12 +153,16 @@ public enum ControllerDecisions {
         return ControllerResult(from: image, to: next, answer: topic)
     }
 
-    /// The dynamic configs of topic `name` replaced by what `change` makes of them.
+    /// The dynamic configs of topic `name` replaced by what `change` makes of them. Given the live brokers and
+    /// the controller's `policy`, the topic's partitions without a leader then elect where they can: a change that
+    /// enables `unclean.leader.election.enable` brings an offline partition back at once, as KRaft's does.
     /// - Throws: `unknownTopic`, or what `change` throws.
     public static func alteringTopicConfigs(
         _ image: ClusterImage,
         _ name: String,
         validateOnly: Bool,
+        live: Set<Int32>? = nil,
+        policy: UncleanElectionPolicy? = nil,
         _ change: ([String: String]) throws(ClusterControlError) -> [String: String]
     ) throws(ClusterControlError) -> ControllerResult<[String: String]> {
         guard var topic = image.topics[name] else { throw .unknownTopic(name) }
@@ -166,21 +170,40 @@ public enum ControllerDecisions {
         guard !validateOnly else { return ControllerResult(writes: [], answer: topic.configs) }
         var next = image
         next.topics[name] = topic
+        if let live, let policy { Self.electLeaderless(in: &next, topics: [name], live: live, policy: policy) }
         return ControllerResult(from: image, to: next, answer: topic.configs)
     }
 
+    /// The partitions without a leader of `topics` (every topic when nil) elected among `live` where they can be,
+    /// unclean where `policy` allows.
+    static func electLeaderless(
+        in image: inout ClusterImage,
+        topics: Set<String>?,
+        live: Set<Int32>,
+        policy: UncleanElectionPolicy
+    ) {
+        let (elected, _) = image.passing(policy: policy) { state, uncleanAllowed in
+            state.electingIfLeaderless(live: live, uncleanAllowed: uncleanAllowed)
+        }
+        for topic in elected where topics?.contains(topic.name) ?? true { image.topics[topic.name] = topic }
+    }
+
     /// The dynamic configs of broker resource `resource` replaced by what `change` makes of them; an empty set
-    /// removes the key.
+    /// removes the key. Given the live brokers and the controller's `policy`, every partition without a leader
+    /// then elects where it can (see `alteringTopicConfigs`).
     public static func alteringBrokerConfigs(
         _ image: ClusterImage,
         _ resource: String,
         validateOnly: Bool,
+        live: Set<Int32>? = nil,
+        policy: UncleanElectionPolicy? = nil,
         _ change: ([String: String]) throws(ClusterControlError) -> [String: String]
     ) throws(ClusterControlError) -> ControllerResult<[String: String]> {
         let configs = try change(image.brokerConfigs[resource] ?? [:])
         guard !validateOnly else { return ControllerResult(writes: [], answer: configs) }
         var next = image
         next.brokerConfigs[resource] = configs.isEmpty ? nil : configs
+        if let live, let policy { Self.electLeaderless(in: &next, topics: nil, live: live, policy: policy) }
         return ControllerResult(from: image, to: next, answer: configs)
     }
 

@@ -116,6 +116,44 @@ func applying<Answer>(_ result: ControllerResult<Answer>, to image: ClusterImage
         #expect(try leader(topicConfigs: [key: "false"], staticValue: true) == (nil, [1]))
     }
 
+    @Test func enablingUncleanElectionBringsAnOfflinePartitionBackAtOnce() throws {
+        // 1, the last ISR member, is fenced; 2 is a live replica out of the ISR.
+        var image = electionImage(brokers: [1, 2], topics: ["t": [([1, 2], [1], nil)], "u": [([1, 2], [1], nil)]])
+        image.brokers[1]?.fenced = true
+        let policy = UncleanElectionPolicy(nodeID: 2)
+        let key = UncleanElectionPolicy.configName
+        let disabled = try ControllerDecisions.alteringTopicConfigs(
+            image,
+            "t",
+            validateOnly: false,
+            live: [2],
+            policy: policy
+        ) { _ in [key: "false"] }
+        #expect(try applying(disabled, to: image).topics["t"]?.partitions[0].leader == nil)
+        let enabled = try ControllerDecisions.alteringTopicConfigs(
+            image,
+            "t",
+            validateOnly: false,
+            live: [2],
+            policy: policy
+        ) { _ in [key: "true"] }
+        let topic = try applying(enabled, to: image).topics
+        #expect(
+            topic["t"]?.partitions[0]
+                == PartitionState(replicas: [1, 2], isr: [2], leader: 2, leaderEpoch: 6, partitionEpoch: 10)
+        )
+        #expect(topic["u"]?.partitions[0].leader == nil, "another topic's config is its own")
+        // The cluster-wide default elects in every topic.
+        let clusterWide = try ControllerDecisions.alteringBrokerConfigs(
+            image,
+            "",
+            validateOnly: false,
+            live: [2],
+            policy: policy
+        ) { _ in [key: "true"] }
+        #expect(try applying(clusterWide, to: image).topics.values.allSatisfy { $0.partitions[0].leader == 2 })
+    }
+
     @Test func unfencingABrokerElectsItWhereItIsTheOnlyISRMemberOfAPartitionWithoutLeader() throws {
         var image = electionImage(
             brokers: [1, 2],

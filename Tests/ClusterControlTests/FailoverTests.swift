@@ -70,6 +70,16 @@ extension ActiveController {
             let epoch = try #require(await node.controller.epoch)
             _ = store.takeCommitted()
 
+            let decided = ContinuousClock.now
+            let decision = ControllerDecisions.fencingBroker(
+                await node.follower.followed.image,
+                2,
+                brokerEpoch: epoch2,
+                fenced: true
+            )
+            print(
+                "The pass over 1,000 partitions alone (\(decision.writes.count) keys): \(ContinuousClock.now - decided)"
+            )
             let started = ContinuousClock.now
             await node.controller.heartbeatConnectionClosed(nodeID: 2, brokerEpoch: epoch2)
             let elapsed = ContinuousClock.now - started

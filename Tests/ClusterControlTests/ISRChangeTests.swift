@@ -169,4 +169,25 @@ import Testing
             await node.stop()
         }
     }
+
+    @Test func theStandaloneBrokersControllerAnswersAnISRChangeInProcess() async throws {
+        let (controller, _, cleanup) = try await ControllerTests().started()
+        defer { cleanup() }
+        let topic = try await controller.createTopic("t", partitions: 1, replicationFactor: 1)
+        let brokerEpoch = try #require(try await controller.image().brokers[1]?.brokerEpoch)
+        var change = Self.change(
+            topicID: topic.id,
+            brokerEpoch: brokerEpoch,
+            leaderEpoch: 0,
+            partitionEpoch: 0,
+            isr: Self.members(1)
+        )
+        // Its one replica is the ISR already: answered as it is.
+        let same = try await controller.alterPartition([change])
+        #expect(same == [ISRChangeOutcome(topicID: topic.id, partition: 0, error: nil, state: topic.partitions[0])])
+        change.partitionEpoch = 1
+        let ahead = try await controller.alterPartition([change])
+        #expect(ahead[0].error?.kafkaErrorCode == .notController)
+        await controller.stop()
+    }
 }
