@@ -27,6 +27,9 @@ public final class BrokerStorage: Service, Sendable {
     /// Where the leaders' ISR changes go (AlterPartition to the active controller); nil on the standalone broker,
     /// whose partitions have one replica and never change their ISR.
     let isrChanges: AlterPartitionSender?
+    /// The followers' fetchers: they copy the partitions this broker follows from their leaders. The standalone
+    /// broker leads every partition it has and never gives them any.
+    private let fetchers: ReplicaFetcherManager
     /// The listener followers fetch from leaders on (`inter.broker.listener.name`).
     private let interBrokerListener: String
     /// `replica.lag.time.max.ms`: the leaders' ISR check runs every half of it.
@@ -68,8 +71,11 @@ public final class BrokerStorage: Service, Sendable {
         self.isrChanges = configuration.metadataStore.kind == .etcd ? AlterPartitionSender(logger: logger) : nil
         self.interBrokerListener = configuration.interBrokerListenerName
         self.replicaLagTimeMaxMs = configuration.replicaLagTimeMaxMs
-        // The followers' fetchers (`ReplicaFetching`) are not wired yet: until they are, this broker follows no
-        // partition's leader (its follower partitions only stop serving clients).
+        self.fetchers = ReplicaFetcherManager(
+            configuration: configuration.replicaFetchers,
+            ioPool: ioPool,
+            logger: logger
+        )
         self.replicas = ReplicaManager(
             logManager: self.logManager,
             ioPool: ioPool,
@@ -77,7 +83,7 @@ public final class BrokerStorage: Service, Sendable {
                 brokerID: configuration.nodeID,
                 replicaLagTimeMaxMs: configuration.replicaLagTimeMaxMs
             ),
-            fetching: nil,
+            fetching: self.fetchers,
             isrChanges: self.isrChanges,
             logger: logger
         )
@@ -366,6 +372,8 @@ public final class BrokerStorage: Service, Sendable {
             }
         }
         await self.isrChanges?.close()
+        // No fetcher appends or truncates once the logs close.
+        await self.fetchers.shutdown()
         self.replicas.delayedProduces.expireAll()
         self.replicas.delayedFetches.expireAll()
         self.imageTask.withLock { $0?.cancel() }

@@ -5,7 +5,8 @@ clients connect from, and `service_address`, for etcd), and `count` namespaces, 
 pair and holding one address (`address(i)` for node i, from 1). A process started with `exec_prefix(i)` in front
 of its command runs in node i's namespace. `isolate(i, from_addresses)` drops every packet between node i and
 those addresses, both ways, with an nftables table inside node i's namespace, as a cut cable would: nothing is
-refused, connections just stop answering. `heal(i)` removes the table. `destroy()` removes everything it made.
+refused, connections just stop answering. Another `isolate` of the same node cuts more, in one atomic change of the
+rules. `heal(i)` removes the table. `destroy()` removes everything it made.
 
 Needs root, `ip` (iproute2) and `nft` (nftables); bin/setup installs them. Names carry the test process's id, so
 runs side by side do not collide.
@@ -33,6 +34,7 @@ class Network:
         self.client_address = f"{self.prefix}.1"
         self.service_address = f"{self.prefix}.2"
         self.created = False
+        self.cut = {}
 
     def address(self, node):
         return f"{self.prefix}.{10 + node}"
@@ -58,9 +60,13 @@ class Network:
         return self
 
     def isolate(self, node, from_addresses):
-        """Drops every packet between node `node` and each of `from_addresses`, both ways, until `heal(node)`."""
-        addresses = ", ".join(from_addresses)
+        """Drops every packet between node `node` and each of `from_addresses` (besides those cut already), both
+        ways, until `heal(node)`."""
+        self.cut[node] = self.cut.get(node, set()) | set(from_addresses)
+        addresses = ", ".join(sorted(self.cut[node]))
+        # Declared, deleted and declared again in one transaction: the new rules replace the old ones atomically.
         rules = (
+            "table inet partition\ndelete table inet partition\n"
             "table inet partition {\n"
             "  chain input { type filter hook input priority 0; policy accept;"
             f" ip saddr {{ {addresses} }} drop; }}\n"
@@ -72,6 +78,7 @@ class Network:
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def heal(self, node):
+        self.cut.pop(node, None)
         subprocess.run([*self.exec_prefix(node), "nft", "delete", "table", "inet", "partition"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
