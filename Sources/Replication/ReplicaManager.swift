@@ -930,7 +930,8 @@ public final class ReplicaManager: Sendable {
         for spec: OffsetSpec,
         topic: String,
         partition: Int32,
-        currentLeaderEpoch: Int32 = -1
+        currentLeaderEpoch: Int32 = -1,
+        isFromConsumer: Bool = true
     ) async -> OffsetLookupResult {
         let hosted: Partition
         switch self.leaderPartition(TopicPartition(topic, partition)) {
@@ -939,7 +940,9 @@ public final class ReplicaManager: Sendable {
         }
         let epochError = hosted.checkLeaderEpoch(currentLeaderEpoch)
         guard epochError == .none else { return OffsetLookupResult(error: epochError) }
-        let highWatermark = hosted.highWatermark
+        // Consumers see up to the high watermark; a replica or a debugging tool (Kafka's isolation level None), up
+        // to the log end.
+        let highWatermark = isFromConsumer ? hosted.highWatermark : hosted.logEndOffset
         let found: TimestampAndOffset?
         do {
             found = try await self.ioPool.run {

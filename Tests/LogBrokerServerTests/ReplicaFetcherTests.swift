@@ -1,3 +1,4 @@
+import ClusterControl
 import Foundation
 import KafkaMessages
 import KafkaNIO
@@ -8,15 +9,61 @@ import Replication
 import SystemPackage
 import Testing
 
+@testable import LogBrokerServer
 @testable import LogStorage
 
-/// The followers' fetchers against a real leader: a `logbroker-server` process, written to over the wire, and a
-/// `ReplicaFetcherManager` in this process following its partitions into a `LogManager` of its own. What a user of
-/// replication checks: the follower's segment files hold the leader's batches byte for byte, its high watermark and
-/// producer state follow, a divergent tail is cut by leader epoch, `unfollow` stops the appends, and the fetcher
-/// rides out a stopped leader and backs off from a dead one.
+/// The followers' fetchers against a real leader: node 1, a broker in this process written to over the wire, whose
+/// controller has broker 2 registered and the test topic's partitions placed on [1, 2]; broker 2 is played by a
+/// `ReplicaFetcherManager` following those partitions into a `LogManager` of its own. What a user of replication
+/// checks: the follower's segment files hold the leader's batches byte for byte, its high watermark and producer
+/// state follow, a divergent tail is cut by leader epoch, `unfollow` stops the appends, and the fetcher rides out a
+/// silent leader and backs off from a dead one.
 @Suite(.timeLimit(.minutes(3))) struct ReplicaFetcherTests {
     static let topic = "replicated"
+
+    /// The leader: the broker, its client port and log directory.
+    struct Leader: Sendable {
+        let broker: Broker
+        let port: Int
+        let logDirectory: URL
+
+        /// Sets the ISR of every partition of the test topic as the controller would commit an AlterPartition (the
+        /// standalone broker sends none), and waits until the broker applied it: with the ISR the leader alone, its
+        /// high watermark is its log end.
+        func setISR(_ isr: [Int32]) async throws {
+            let controller = try #require(self.broker.controller.activeController)
+            _ = try await controller.perform { image, _ throws(ClusterControlError) in
+                var next = image
+                for index in next.topics[ReplicaFetcherTests.topic]?.partitions.indices ?? 0..<0 {
+                    next.topics[ReplicaFetcherTests.topic]?.partitions[index].isr = isr
+                    next.topics[ReplicaFetcherTests.topic]?.partitions[index].partitionEpoch += 1
+                }
+                return ControllerResult(from: image, to: next, answer: ())
+            }
+            let replicas = try #require(self.broker.storage?.replicas)
+            try await ReplicaFetcherTests.waitUntil("the broker applies the ISR \(isr)") {
+                replicas.partition(TopicPartition(ReplicaFetcherTests.topic, 0))?.leaderState?.isr == isr
+            }
+        }
+    }
+
+    /// Runs `body` with node 1 in-process, broker 2 registered with its controller (in-process registrations are
+    /// never fenced), so the test topic can be placed on [1, 2] and node 1 serves broker 2's replica fetches.
+    static func withLeader(_ body: @Sendable (Leader) async throws -> Void) async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("leader-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try await withInProcessBroker(logDirectory: directory.path) { broker in
+            let controller = try #require(broker.controller.activeController)
+            _ = try await controller.registerBroker(
+                BrokerRegistration(
+                    nodeID: 2,
+                    endpoints: [BrokerEndpoint(listener: "PLAINTEXT", host: "127.0.0.1", port: 19092)]
+                )
+            )
+            let port = try #require(broker.localAddresses.first?.port)
+            try await body(Leader(broker: broker, port: port, logDirectory: directory))
+        }
+    }
 
     /// The follower: a log manager on a temporary directory, and the fetchers.
     final class Follower {
@@ -77,20 +124,30 @@ import Testing
 
     static func createTopic(on connection: KafkaClientConnection, partitions: Int32) async throws {
         let response = try await connection.send(
-            CreateTopicsRequest(topics: [.init(name: Self.topic, numPartitions: partitions, replicationFactor: 1)]),
+            CreateTopicsRequest(
+                topics: [
+                    .init(
+                        name: Self.topic,
+                        numPartitions: -1,
+                        replicationFactor: -1,
+                        assignments: (0..<partitions).map { .init(partitionIndex: $0, brokerIDs: [1, 2]) }
+                    )
+                ]
+            ),
             version: 7
         )
         #expect(response.topics.first?.errorCode == 0)
     }
 
-    /// Produces `records` to `partition` with acks=-1; returns the base offset.
+    /// Produces `records` to `partition` with acks=1 (acks=all would wait for the follower); returns the base
+    /// offset.
     @discardableResult
     static func produce(_ records: ByteBuffer, to partition: Int32, on connection: KafkaClientConnection)
         async throws -> Int64
     {
         let response = try await connection.send(
             ProduceRequest(
-                acks: -1,
+                acks: 1,
                 timeoutMs: 30_000,
                 topicData: [.init(name: Self.topic, partitionData: [.init(index: partition, records: records)])]
             ),
@@ -137,7 +194,7 @@ import Testing
         return batches
     }
 
-    static func leaderDirectory(_ broker: BrokerProcess, _ partition: Int32) -> URL {
+    static func leaderDirectory(_ broker: Leader, _ partition: Int32) -> URL {
         broker.logDirectory.appendingPathComponent("\(Self.topic)-\(partition)")
     }
 
@@ -164,7 +221,8 @@ import Testing
     static func leaderEndOffset(_ partition: Int32, on connection: KafkaClientConnection) async throws -> Int64 {
         let response = try await connection.send(
             ListOffsetsRequest(
-                replicaID: -1,
+                // As a debugging replica (-2): the log end, not the high watermark a consumer is told.
+                replicaID: -2,
                 topics: [.init(name: Self.topic, partitions: [.init(partitionIndex: partition, timestamp: -1)])]
             ),
             version: 7
@@ -176,7 +234,7 @@ import Testing
     /// leader's batches byte for byte and that its high watermark is the leader's.
     static func expectCaughtUp(
         _ follower: Follower,
-        _ broker: BrokerProcess,
+        _ broker: Leader,
         partition: Int32,
         on connection: KafkaClientConnection
     ) async throws {
@@ -194,7 +252,7 @@ import Testing
     // MARK: Tests
 
     @Test func aFollowerHoldsTheLeadersBatchesByteForByteAndKeepsItsProducerState() async throws {
-        try await BrokerProcess.withBroker { broker in
+        try await Self.withLeader { broker in
             let follower = try Follower(configuration: ReplicaFetcherConfiguration(brokerID: 2, fetchersPerLeader: 2))
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
@@ -294,7 +352,7 @@ import Testing
     }
 
     @Test func aTailAtAnEpochTheLeaderNeverHadIsCutByLeaderEpochBeforeFetching() async throws {
-        try await BrokerProcess.withBroker { broker in
+        try await Self.withLeader { broker in
             let follower = try Follower()
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
@@ -342,7 +400,7 @@ import Testing
     }
 
     @Test func aFollowerBelowTheLeadersLogStartStartsThere() async throws {
-        try await BrokerProcess.withBroker { broker in
+        try await Self.withLeader { broker in
             let follower = try Follower()
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
@@ -350,7 +408,9 @@ import Testing
                     for round in 0..<10 {
                         try await Self.produce(Self.batch(from: round * 10, count: 10), to: 0, on: connection)
                     }
-                    // DeleteRecords moves the leader's log start into the batch at 50.
+                    // DeleteRecords moves the leader's log start into the batch at 50 (below the high watermark,
+                    // which the follower, out of the ISR meanwhile, does not hold back).
+                    try await broker.setISR([1])
                     let deleted = try await connection.send(
                         DeleteRecordsRequest(
                             topics: [.init(name: Self.topic, partitions: [.init(partitionIndex: 0, offset: 55)])],
@@ -389,7 +449,7 @@ import Testing
     }
 
     @Test func unfollowReturnsOnlyWhenNoMoreAppendsHappen() async throws {
-        try await BrokerProcess.withBroker { broker in
+        try await Self.withLeader { broker in
             let follower = try Follower()
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
@@ -439,7 +499,7 @@ import Testing
     /// A partition the leader refuses (here UNKNOWN_LEADER_EPOCH: the follower was told an epoch the leader has not
     /// reached) pauses for the back-off; following it again at another epoch resumes it at once.
     @Test func aRefusedPartitionPausesUntilFollowedAtAnotherEpoch() async throws {
-        try await BrokerProcess.withBroker { broker in
+        try await Self.withLeader { broker in
             let follower = try Follower(configuration: ReplicaFetcherConfiguration(brokerID: 2, fetchBackoffMs: 60_000))
             do {
                 try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
@@ -471,7 +531,7 @@ import Testing
     /// A disk failure in one follower's log (EIO opening the segment a roll needs, injected for its directory)
     /// takes that log offline and stops fetching it; the other partition on the same fetcher goes on.
     @Test func aDiskFailureTakesOnlyThatPartitionOffline() async throws {
-        try await BrokerProcess.withBroker { broker in
+        try await Self.withLeader { broker in
             var logConfig = LogConfig()
             logConfig.segmentBytes = 2048
             let follower = try Follower(logConfig: logConfig)
@@ -516,71 +576,64 @@ import Testing
         }
     }
 
-    @Test func theFetcherRidesOutAStoppedLeaderAndBacksOffFromADeadOne() async throws {
-        try await BrokerProcess.withBroker { broker in
-            let backoffMs: Int64 = 200
-            let follower = try Follower(
-                configuration: ReplicaFetcherConfiguration(
-                    brokerID: 2,
-                    fetchWaitMaxMs: 200,
-                    fetchBackoffMs: backoffMs,
-                    socketTimeoutMs: 1000
-                )
+    /// A leader whose socket accepts and never answers (a paused process, a half-dead peer), then none at all.
+    @Test func theFetcherGivesUpOnASilentLeaderAndBacksOffFromADeadOne() async throws {
+        let backoffMs: Int64 = 200
+        let follower = try Follower(
+            configuration: ReplicaFetcherConfiguration(
+                brokerID: 2,
+                fetchWaitMaxMs: 200,
+                fetchBackoffMs: backoffMs,
+                socketTimeoutMs: 1000
             )
-            do {
-                let pid = try requireNonNilValue(broker.processIdentifier)
-                let (topicID, epochs) = try await KafkaClientConnection.withConnection(
-                    host: "127.0.0.1",
-                    port: broker.port
-                ) { connection in
-                    try await Self.createTopic(on: connection, partitions: 1)
-                    try await Self.produce(Self.batch(from: 0, count: 10), to: 0, on: connection)
-                    return try await Self.leadership(on: connection, partitions: 1)
-                }
-                let leader = LeaderEndpoint(nodeID: 1, host: "127.0.0.1", port: broker.port)
-                await follower.fetchers.follow(
-                    [
-                        FollowedPartition(
-                            topicPartition: TopicPartition(Self.topic, 0),
-                            topicID: topicID,
-                            leaderEpoch: epochs[0],
-                            log: try follower.log(0)
-                        )
-                    ],
-                    from: leader
-                )
-                let log = try follower.log(0)
-                try await Self.waitUntil("the follower copies the first 10 records") { log.logEndOffset == 10 }
-
-                // SIGSTOP: the leader's socket stays open but silent; the fetcher gives up on it after the socket
-                // timeout and tries again.
-                let attemptsBefore = follower.fetchers.statistics.connectionAttempts
-                #expect(Glibc.kill(pid, SIGSTOP) == 0)
-                try await Self.waitUntil("the fetcher notices the silent leader", timeout: .seconds(20)) {
-                    follower.fetchers.statistics.connectionAttempts > attemptsBefore
-                }
-                #expect(Glibc.kill(pid, SIGCONT) == 0)
-                try await KafkaClientConnection.withConnection(host: "127.0.0.1", port: broker.port) { connection in
-                    try await Self.produce(Self.batch(from: 10, count: 10, codec: .gzip), to: 0, on: connection)
-                    try await Self.expectCaughtUp(follower, broker, partition: 0, on: connection)
-                }
-
-                // SIGKILL: every reconnect fails at once; the fetcher waits the back-off between attempts.
-                try await broker.kill()
-                let killedAt = ContinuousClock.now
-                let attemptsAtKill = follower.fetchers.statistics.connectionAttempts
-                try await Self.waitUntil("the fetcher retries five times", timeout: .seconds(20)) {
-                    follower.fetchers.statistics.connectionAttempts >= attemptsAtKill + 5
-                }
-                let elapsed = ContinuousClock.now - killedAt
-                #expect(elapsed >= .milliseconds(4 * backoffMs), "5 reconnects in \(elapsed): no back-off")
-                #expect(log.logEndOffset == 20)
-            } catch {
-                await follower.close()
-                throw error
+        )
+        // Listening, never accepting: the kernel completes the connections, nothing ever answers on them.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+                bind(listener, socketAddress, length) == 0 && listen(listener, 16) == 0
+                    && getsockname(listener, socketAddress, &length) == 0
             }
-            await follower.close()
         }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        do {
+            await follower.fetchers.follow(
+                [
+                    FollowedPartition(
+                        topicPartition: TopicPartition(Self.topic, 0),
+                        topicID: KafkaUUID(mostSignificantBits: 1, leastSignificantBits: 1),
+                        leaderEpoch: 0,
+                        log: try follower.log(0)
+                    )
+                ],
+                from: LeaderEndpoint(nodeID: 1, host: "127.0.0.1", port: port)
+            )
+            // Silent: the fetcher gives up on each connection after the socket timeout and tries again.
+            try await Self.waitUntil("the fetcher gives up on the silent leader twice", timeout: .seconds(20)) {
+                follower.fetchers.statistics.connectionAttempts >= 3
+            }
+
+            // Dead: every reconnect is refused at once; the fetcher waits the back-off between attempts.
+            close(listener)
+            let closedAt = ContinuousClock.now
+            let attemptsAtClose = follower.fetchers.statistics.connectionAttempts
+            try await Self.waitUntil("the fetcher retries five times", timeout: .seconds(20)) {
+                follower.fetchers.statistics.connectionAttempts >= attemptsAtClose + 5
+            }
+            let elapsed = ContinuousClock.now - closedAt
+            #expect(elapsed >= .milliseconds(4 * backoffMs), "5 reconnects in \(elapsed): no back-off")
+            #expect(try follower.log(0).logEndOffset == 0)
+        } catch {
+            close(listener)
+            await follower.close()
+            throw error
+        }
+        await follower.close()
     }
 }
 

@@ -45,7 +45,8 @@ public struct ListOffsetsHandler: KafkaHandler {
                     for: Self.spec(partition.timestamp),
                     topic: topic.name,
                     partition: partition.partitionIndex,
-                    currentLeaderEpoch: context.apiVersion >= 4 ? partition.currentLeaderEpoch : -1
+                    currentLeaderEpoch: context.apiVersion >= 4 ? partition.currentLeaderEpoch : -1,
+                    isFromConsumer: request.replicaID == -1
                 )
                 partitions.append(
                     .init(
