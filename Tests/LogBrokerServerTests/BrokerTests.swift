@@ -97,7 +97,7 @@ import Testing
                         [
                             APIKey.apiVersions, .createTopics, .deleteTopics, .createPartitions, .alterConfigs,
                             .incrementalAlterConfigs, .electLeaders, .describeQuorum, .brokerRegistration,
-                            .brokerHeartbeat, .allocateProducerIDs,
+                            .brokerHeartbeat, .allocateProducerIDs, .alterPartition,
                         ].map(\.rawValue)
                     )
             )
