@@ -139,8 +139,9 @@ def main():
         os.makedirs(standalone_dir)
         config = os.path.join(standalone_dir, "server.properties")
         with open(config, "w") as out:
-            out.write(f"listeners=PLAINTEXT://127.0.0.1:{standalone_port}\nlog.dirs={standalone_dir}/logs\n")
-        standalone = subprocess.Popen([server, config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out.write(f"node.id=1\nlisteners=PLAINTEXT://127.0.0.1:{standalone_port}\nlog.dirs={standalone_dir}/logs\n")
+        standalone = subprocess.Popen([server, config], stdout=subprocess.DEVNULL,
+                                      stderr=open(os.path.join(standalone_dir, "server.log"), "w"))
         bootstrap = f"127.0.0.1:{standalone_port}"
         wait(lambda: create(bootstrap, ["perf-standalone"], 6, 1), 120, "the standalone broker did not start")
         rows.append(("standalone (RF 1), acks=all", perf(perf_binary, bootstrap, "perf-standalone", "all", records,
