@@ -250,8 +250,8 @@ def test_paused_followers_leave_the_isr_and_min_insync_replicas_refuses_writes(c
 
 def test_a_former_leader_truncates_its_unreplicated_tail_by_leader_epoch(cluster):  # noqa: F811
     # The leader is cut off from its followers (not paused: a paused follower still finds, when resumed, the answer
-    # its parked fetch got meanwhile in its socket) for a moment, well inside replica.lag.time.max.ms, so both stay
-    # in the ISR and one of them is elected.
+    # its parked fetch got meanwhile in its socket), well inside replica.lag.time.max.ms, so both stay in the ISR
+    # and one of them is elected.
     nodes = cluster(["broker,controller"] * 3, partitionable=True,
                     properties="replica.lag.time.max.ms=30000\nbroker.session.timeout.ms=8000\n"
                                "broker.heartbeat.interval.ms=1000\n")
@@ -273,14 +273,16 @@ def test_a_former_leader_truncates_its_unreplicated_tail_by_leader_epoch(cluster
             lone.produce("diverge", value=b"unreplicated %d" % index, partition=0)
         assert lone.flush(30) == 0
         old.kill()
+        wait_until(lambda: (partition_state(nodes, "diverge", 0, followers) or {}).get("leader") in
+                   [follower.node_id for follower in followers], 90, "no new leader among the followers")
+        acks_all = Producer({"bootstrap.servers": bootstrap(nodes, followers), "acks": "all", "linger.ms": 0})
+        for index in range(5):
+            acks_all.produce("diverge", value=b"new leader %d" % index, partition=0)
+        assert acks_all.flush(60) == 0
     finally:
+        # Healed only now: the killed leader's kernel still retransmits the fetch answers its process had written
+        # (with the tail); once the followers follow the new leader, those connections are gone.
         network.heal(old.node_id)
-    wait_until(lambda: (partition_state(nodes, "diverge", 0, followers) or {}).get("leader") in
-               [follower.node_id for follower in followers], 90, "no new leader among the followers")
-    acks_all = Producer({"bootstrap.servers": bootstrap(nodes, followers), "acks": "all", "linger.ms": 0})
-    for index in range(5):
-        acks_all.produce("diverge", value=b"new leader %d" % index, partition=0)
-    assert acks_all.flush(60) == 0
 
     old.start()
     wait_until(lambda: (partition_state(nodes, "diverge", 0) or {}).get("isr") == [1, 2, 3], 60,
